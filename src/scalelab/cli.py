@@ -1,0 +1,168 @@
+"""The `scalelab` command line. Each command's signature is its CLI (typer)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import click
+import typer
+
+from scalelab.errors import ScalelabError
+
+app = typer.Typer(
+    help="scalelab: how small can a model be for this task, and which method gets it there?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Stable metric names shared by every method, in display order.
+METRICS = [
+    "non_embedding_params", "total_params", "trainable_params", "tokens", "train_loss",
+    "val_loss", "val_ppl", "test_loss", "test_ppl", "bits_per_byte", "val_accuracy",
+    "test_accuracy", "test_macro_f1", "tokens_per_s", "examples_per_s", "peak_mem_mb", "wall_s",
+]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+OutputDir = typer.Option(None, "--output-dir", help="Override the spec's output_dir.")
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Experiment YAML file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state; train nothing."),
+    force: bool = typer.Option(False, "--force", help="Rerun runs that are already done."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel local worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    output_dir: Path | None = OutputDir,
+) -> None:
+    """Run every run of an experiment that is not done yet."""
+    from scalelab.grid.api import label, open_experiment, run_experiment
+
+    exp = open_experiment(spec, output_dir)
+    if dry_run:
+        statuses = exp.statuses()
+        for r in exp.runs:
+            typer.echo(f"{statuses[r.run_id]:>9}  {label(r)}  task={r.task.dataset}")
+        n_done = sum(s == "done" for s in statuses.values())
+        typer.echo(f"{len(exp.runs)} runs: {n_done} done, {len(exp.runs) - n_done} to run")
+        return
+    counts = run_experiment(exp, workers=workers, force=force, show_progress=not quiet)
+    typer.echo(f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done"
+               f" -> {exp.spec.store_path}")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def results(
+    spec: Path = typer.Argument(..., help="Experiment YAML file."),
+    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    output_dir: Path | None = OutputDir,
+) -> None:
+    """Print one row per run: config fields and metrics as columns."""
+    from scalelab.grid.api import load_experiment_tables
+
+    table, _ = load_experiment_tables(spec, output_dir)
+    if table.empty:
+        typer.echo("no results yet (run `scalelab run` first)", err=True)
+        return
+    if format is Format.csv:
+        sys.stdout.write(table.to_csv(index=False))
+    elif format is Format.json:
+        sys.stdout.write(table.to_json(orient="records", indent=2) + "\n")
+    else:
+        typer.echo(summary_table(table).to_string(index=False))
+
+
+def summary_table(table):
+    """The columns worth reading at a glance: what varies across runs, then the metrics."""
+    config = [c for c in table.columns if c in ("model", "method", "seed")
+              or c.startswith(("task.", "params."))]
+    varying = [c for c in config if c in ("model", "method", "seed")
+               or table[c].astype(str).nunique() > 1]
+    metrics = [m for m in METRICS if m in table.columns and table[m].notna().any()]
+    out = table[["run_id", "status", *varying, *metrics]].copy()
+    out["run_id"] = out["run_id"].str[:8]
+    for m in metrics:
+        if m.endswith(("params", "tokens")) and out[m].notna().all():
+            out[m] = out[m].astype("int64")
+    return out.round(4)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the model ladder (with exact non-embedding parameter counts) and named models."""
+    from scalelab.models.ladder import NAMED_SIZES, depth_rung
+    from scalelab.models.registry import PRETRAINED, _load_builtin_entries
+
+    typer.echo(f"{'name':<14}{'layers':>7}{'width':>7}{'heads':>7}{'non-emb params':>16}")
+    rungs = [(f"gpt-d{d}", depth_rung(d)) for d in range(1, 13)] + list(NAMED_SIZES.items())
+    for name, r in rungs:
+        typer.echo(f"{name:<14}{r.n_layer:>7}{r.n_embd:>7}{r.n_head:>7}{r.non_embedding_params:>16,}")
+    _load_builtin_entries()
+    for name, e in PRETRAINED.items():
+        typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the training methods and the task kinds they apply to."""
+    from scalelab.builtins import load_builtins
+    from scalelab.methods.base import METHODS
+
+    load_builtins()
+    for name, m in METHODS.items():
+        typer.echo(f"{name:<12} [{', '.join(m.task_kinds)}] {m.description}")
+
+
+def _register_extensions() -> None:
+    """Command groups that live next to the code they drive."""
+    import importlib
+
+    for module in ("scalelab.cli_data", "scalelab.cli_analysis", "scalelab.cli_finetune"):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+
+
+_register_extensions()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line on stderr and exit with status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ScalelabError as err:
+        typer.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished runs are stored; rerun to resume", err=True)
+        return 130
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

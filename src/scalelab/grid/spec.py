@@ -1,0 +1,195 @@
+"""The experiment spec: one YAML file declaring a grid of runs.
+
+    name: quickstart
+    models: [gpt-d1, gpt-d2]          # list -> one axis of the grid
+    tasks: {dataset: wikitext2, seq_len: 128, tokenizer: {kind: bpe, vocab_size: 512}}
+    methods: pretrain                  # or [full, {name: lora, r: [4, 8]}]
+    params: {tokens: 1000000, lr: [1e-3, 3e-3]}   # list -> sweep axis
+    seeds: [0, 1]
+
+Models, tasks, methods and seeds may each be one value or a list. Inside `params`, a
+method entry and a task entry, a list expands into an axis unless the field itself takes a
+list (then write a list of lists to sweep it). The typed models below are the source of
+truth; unknown keys and wrong types are errors naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
+
+from scalelab.builtins import load_builtins
+from scalelab.config import Strict, validate
+from scalelab.data.tasks import parse_task
+from scalelab.errors import ScalelabError
+from scalelab.methods.base import METHODS
+from scalelab.models.registry import resolve_model
+
+
+class Runtime(Strict):
+    """How runs execute. Not part of a run's identity: changing these reruns nothing."""
+
+    threads: PositiveInt | None = None  # torch threads per run (None: all cores, 1 per worker)
+    compile: bool = False  # torch.compile the model+loss (cold compile costs 8-34 s)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every_s: PositiveFloat = 30.0
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0 = time-based only
+
+
+def _listify(v: Any) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+class ExperimentSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    output_dir: str = "scalelab-results"  # store and run folders; relative to the cwd
+    models: list[str]
+    tasks: list[Any]
+    methods: list[str | dict[str, Any]]
+    params: dict[str, Any] = {}
+    seeds: list[int] = [0]
+    runtime: Runtime = Runtime()
+
+    _as_list = field_validator("models", "tasks", "methods", "seeds", mode="before")(
+        classmethod(lambda cls, v: _listify(v))
+    )
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.output_dir).expanduser() / "results.sqlite"
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.output_dir).expanduser() / "runs"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved run. `config` is what the run id hashes and the store records."""
+
+    run_id: str
+    experiment: str
+    model: str
+    task: Any
+    method: str
+    params: Any
+    seed: int
+    config: dict[str, Any]
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Parse and validate a spec file (errors name the file and the field)."""
+    load_builtins()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ScalelabError(f"cannot read spec file {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ScalelabError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ScalelabError(f"{path}: expected a mapping of spec fields at the top level")
+    try:
+        return validate(ExperimentSpec, raw)
+    except ScalelabError as err:
+        raise ScalelabError(f"{path}: {err}") from None
+
+
+def _takes_list(model: type[BaseModel], key: str) -> bool:
+    field = model.model_fields.get(key)
+    if field is None:
+        return False
+    ann = field.annotation
+    kinds = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    return any(typing.get_origin(k) in (list, tuple) or k in (list, tuple) for k in kinds)
+
+
+def expand_axes(section: dict[str, Any], model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Every combination of the list-valued keys of `section` (those not typed as lists)."""
+    axes = [k for k, v in section.items() if isinstance(v, list) and not _takes_list(model, k)]
+    axes += [k for k, v in section.items() if isinstance(v, list) and v and isinstance(v[0], list)
+             and _takes_list(model, k)]
+    if not axes:
+        return [dict(section)]
+    for k in axes:
+        if not section[k]:
+            raise ScalelabError(f"{k}: an empty list gives no runs")
+    return [{**section, **dict(zip(axes, combo))} for combo in itertools.product(*(section[k] for k in axes))]
+
+
+def run_id_of(config: dict[str, Any]) -> str:
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _method_entries(spec: ExperimentSpec) -> list[tuple[str, dict[str, Any], str]]:
+    out = []
+    for i, entry in enumerate(spec.methods):
+        where = f"methods[{i}]"
+        if isinstance(entry, str):
+            name, own = entry, {}
+        else:
+            own = dict(entry)
+            name = own.pop("name", None)
+            if not isinstance(name, str):
+                raise ScalelabError(f"{where}.name: field required")
+        try:
+            METHODS.get(name)
+        except ScalelabError as err:
+            raise ScalelabError(f"{where}: {err}") from None
+        out.append((name, own, where))
+    return out
+
+
+def expand(spec: ExperimentSpec) -> list[RunSpec]:
+    """All runs of the grid: tasks x methods x param sweeps x models x seeds."""
+    load_builtins()
+    for i, m in enumerate(spec.models):
+        try:
+            resolve_model(m)
+        except ScalelabError as err:
+            raise ScalelabError(f"models[{i}]: {err}") from None
+    runs: list[RunSpec] = []
+    for ti, raw_task in enumerate(spec.tasks):
+        first = parse_task(raw_task, f"tasks[{ti}]")
+        raw = raw_task if isinstance(raw_task, dict) else {"dataset": raw_task}
+        for task_raw in expand_axes({**raw, "kind": first.kind}, type(first)):
+            task = parse_task(task_raw, f"tasks[{ti}]")
+            for name, own, where in _method_entries(spec):
+                method = METHODS.get(name)
+                if task.kind not in method.task_kinds:
+                    raise ScalelabError(
+                        f"{where}: method {name!r} does not apply to task kind {task.kind!r} "
+                        f"(it takes {', '.join(method.task_kinds)})"
+                    )
+                for p_raw in expand_axes({**spec.params, **own}, method.params):
+                    params = validate(method.params, p_raw, "params")
+                    if method.check:
+                        method.check(task, params)
+                    for model, seed in itertools.product(spec.models, spec.seeds):
+                        config = {
+                            "model": model,
+                            "task": task.model_dump(mode="json"),
+                            "method": name,
+                            "params": params.model_dump(mode="json"),
+                            "seed": seed,
+                        }
+                        runs.append(RunSpec(run_id_of(config), spec.name, model, task, name,
+                                            params, seed, config))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")
+    return runs

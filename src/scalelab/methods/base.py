@@ -1,0 +1,65 @@
+"""The method registry and the narrow interface every training method implements.
+
+A method is a params model (pydantic, so the spec is validated before anything runs) plus
+an entry point `"module:function"` imported only when a run starts, so listing methods or
+validating a spec never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from scalelab.registry import Registry
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    name: str
+    params: type[BaseModel]
+    entry: str  # "package.module:function", called as function(ctx) -> RunResult
+    task_kinds: tuple[str, ...]
+    description: str = ""
+    # Optional cross-field check of (task, params) at spec time; raises ScalelabError.
+    check: Callable[[Any, Any], None] | None = None
+
+    def load(self) -> Callable[[RunContext], RunResult]:
+        module, _, func = self.entry.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+METHODS: Registry[MethodDef] = Registry("method")
+
+
+def register_method(method: MethodDef) -> MethodDef:
+    return METHODS.register(method.name, method)
+
+
+@dataclass
+class RunContext:
+    """Everything one run needs. `report(event)` sends progress ({"step", "total", "loss"})."""
+
+    run_id: str
+    model: str
+    task: Any  # the validated task model (e.g. LMTask)
+    params: Any  # the validated params model of this method
+    seed: int
+    run_dir: Path
+    runtime: Any  # grid.spec.Runtime
+    report: Callable[[dict], None] = lambda event: None
+
+
+@dataclass
+class RunResult:
+    """Metrics (stable names, see README) and an optional learning curve.
+
+    curve: rows of {"step", "tokens", "train_loss", "val_loss"} (val_loss may be None).
+    """
+
+    metrics: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,182 @@
+"""The pretraining loop: lean, deterministic, resumable (nanoGPT-style).
+
+Determinism without saving RNG state: the batch at step s is drawn from a generator
+seeded by (seed, s), and dropout's RNG is reseeded the same way, so a run resumed from a
+checkpoint at step s replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+
+import psutil
+import torch
+import torch.nn.functional as F
+
+from scalelab.data.lm_tokens import prepare_lm_data
+from scalelab.errors import ScalelabError
+from scalelab.eval.lm import sliding_window_score
+from scalelab.methods.base import RunContext, RunResult
+from scalelab.methods.checkpoint import load_checkpoint, save_checkpoint, save_pretrained_atomic
+from scalelab.models.build import build_causal_lm, count_params, load_tokenizer_for
+from scalelab.models.ladder import ladder_rung
+
+
+def lr_at(step: int, total: int, p) -> float:
+    """Linear warmup over warmup_frac of the steps, then cosine decay to min_lr_ratio * lr."""
+    warmup = max(1, int(p.warmup_frac * total))
+    if step < warmup:
+        return p.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return p.lr * (p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def get_batch(ids: torch.Tensor, batch: int, seq_len: int, seed: int, step: int):
+    """(x, y) int64 [batch, seq_len]: random windows, y shifted by one, fixed by (seed, step)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=g)
+    x = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).long()
+    y = torch.stack([ids[s + 1 : s + seq_len + 1] for s in starts.tolist()]).long()
+    return x, y
+
+
+def make_optimizer(model: torch.nn.Module, p) -> torch.optim.Optimizer:
+    # Decay matrices only: biases and LayerNorm gains are not regularised (nanoGPT).
+    params = [q for q in model.parameters() if q.requires_grad]
+    groups = [
+        {"params": [q for q in params if q.dim() >= 2], "weight_decay": p.weight_decay},
+        {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
+    ]
+    kwargs = {"lr": p.lr, "betas": (p.beta1, p.beta2)}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def _device(runtime) -> torch.device:
+    want = getattr(runtime, "device", "auto")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(want)
+
+
+def _peak_mb(device: torch.device, current: float) -> float:
+    if device.type == "cuda":
+        return max(current, torch.cuda.max_memory_allocated() / 2**20)
+    return max(current, psutil.Process().memory_info().rss / 2**20)
+
+
+def run(ctx: RunContext) -> RunResult:
+    """Train ctx.model on ctx.task for ctx.params.tokens tokens; returns metrics and curve."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own display shows progress; keep logs clean
+    task, p, rt = ctx.task, ctx.params, ctx.runtime
+    t_start = time.perf_counter()
+    if rt.threads:
+        torch.set_num_threads(rt.threads)
+    device = _device(rt)
+    ladder = ladder_rung(ctx.model) is not None
+    data = prepare_lm_data(task, tokenizer=None if ladder else load_tokenizer_for(ctx.model))
+    T, B = task.seq_len, p.batch_size
+    total_steps = p.tokens // (B * T)
+    if total_steps < 1:
+        raise ScalelabError(f"params.tokens ({p.tokens}) is smaller than one batch ({B}x{T})")
+    if len(data.ids["train"]) <= T + 1:
+        raise ScalelabError(f"task.dataset {task.dataset!r}: training split shorter than seq_len")
+
+    torch.manual_seed(ctx.seed)
+    model = build_causal_lm(ctx.model, data.vocab_size, T, dropout=p.dropout).to(device)
+    model.train()
+    optimizer = make_optimizer(model, p)
+    ckpt_dir = ctx.run_dir / "checkpoint"
+    state = load_checkpoint(ckpt_dir, model, optimizer) or {
+        "step": 0, "losses": [], "curve": [], "train_s": 0.0, "wall_s": 0.0, "peak_mb": 0.0,
+    }
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if p.dtype == "bf16" else nullcontext()
+    eval_every = p.eval_every or max(1, total_steps // 10)
+    val_ids = data.ids["validation"]
+
+    def loss_fn(x, y):
+        with amp:
+            logits = model(input_ids=x).logits
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+
+    step_fn = torch.compile(loss_fn) if rt.compile else loss_fn
+    seg_start, last_ckpt = t_start, time.perf_counter()  # wall time counts data prep too
+    train_s = state["train_s"]
+    step = state["step"]
+    while step < total_steps:
+        t0 = time.perf_counter()
+        x, y = get_batch(data.ids["train"], B, T, ctx.seed, step)
+        torch.manual_seed(ctx.seed * 7919 + step)  # dropout noise, replayable after resume
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, p)
+        loss = step_fn(x.to(device), y.to(device))
+        loss.backward()
+        if p.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["losses"].append(loss.item())
+        train_s += time.perf_counter() - t0
+        step += 1
+        ctx.report({"step": step, "total": total_steps, "loss": state["losses"][-1]})
+        if step % eval_every == 0 or step == total_steps:
+            recent = state["losses"][-eval_every:]
+            val = sliding_window_score(model, val_ids, T, stride=T, max_tokens=p.eval_tokens)
+            state["curve"].append({
+                "step": step, "tokens": step * B * T,
+                "train_loss": sum(recent) / len(recent), "val_loss": val.loss,
+            })
+            state["peak_mb"] = _peak_mb(device, state["peak_mb"])
+        due = (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or (
+            time.perf_counter() - last_ckpt > rt.checkpoint_every_s
+        )
+        if due and step < total_steps:
+            state.update(step=step, train_s=train_s)
+            state["wall_s"] += time.perf_counter() - seg_start
+            seg_start = last_ckpt = time.perf_counter()
+            save_checkpoint(ckpt_dir, model, optimizer, state)
+
+    wall_s = state["wall_s"] + time.perf_counter() - seg_start
+    return _finish(ctx, model, data, state, train_s, device, total_steps, wall_s)
+
+
+def _finish(ctx, model, data, state, train_s, device, total_steps, wall_s) -> RunResult:
+    task, p = ctx.task, ctx.params
+    t0 = time.perf_counter()
+    window = task.eval.window or task.seq_len
+    amp = torch.bfloat16 if p.dtype == "bf16" else None
+    score = {
+        split: sliding_window_score(model, data.ids[split], window, task.eval.stride,
+                                    task.eval.max_tokens, autocast_dtype=amp)
+        for split in ("validation", "test")
+    }
+    save_pretrained_atomic(ctx.run_dir / "model", model, data.tokenizer)
+    non_emb, total = count_params(model)
+    losses = state["losses"]
+    tail = losses[-max(1, len(losses) // 10):]
+    test_tokens = score["test"].n_tokens
+    # bits/byte over the bytes actually scored (all of them unless eval.max_tokens caps it).
+    test_bytes = data.n_bytes["test"] * test_tokens / max(len(data.ids["test"]) - 1, 1)
+    metrics = {
+        "non_embedding_params": non_emb,
+        "total_params": total,
+        "tokens": total_steps * p.batch_size * task.seq_len,
+        "train_loss": sum(tail) / len(tail),
+        "val_loss": score["validation"].loss,
+        "val_ppl": score["validation"].ppl,
+        "test_loss": score["test"].loss,
+        "test_ppl": score["test"].ppl,
+        "bits_per_byte": score["test"].bits_per_byte(round(test_bytes)),
+        "tokens_per_s": total_steps * p.batch_size * task.seq_len / max(train_s, 1e-9),
+        "peak_mem_mb": _peak_mb(device, state["peak_mb"]),
+        "wall_s": wall_s + time.perf_counter() - t0,
+        "vocab_size": data.vocab_size,
+        "steps": total_steps,
+    }
+    return RunResult(metrics=metrics, curve=state["curve"])
