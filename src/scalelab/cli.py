@@ -40,7 +40,8 @@ def run(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state; train nothing."),
     force: bool = typer.Option(False, "--force", help="Rerun runs that are already done."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Parallel local worker processes."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Parallel local processes [default: the spec's runtime.workers]."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     output_dir: Path | None = OutputDir,
 ) -> None:
@@ -55,6 +56,7 @@ def run(
         n_done = sum(s == "done" for s in statuses.values())
         typer.echo(f"{len(exp.runs)} runs: {n_done} done, {len(exp.runs) - n_done} to run")
         return
+    workers = workers or exp.spec.runtime.workers
     counts = run_experiment(exp, workers=workers, force=force, show_progress=not quiet)
     typer.echo(f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done"
                f" -> {exp.spec.store_path}")
@@ -142,7 +144,8 @@ _register_extensions()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line on stderr and exit with status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns typer.Exit's code instead of raising it.
+        code = app(args=argv, standalone_mode=False)
     except ScalelabError as err:
         typer.echo(f"error: {err}", err=True)
         return err.exit_code
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted: finished runs are stored; rerun to resume", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

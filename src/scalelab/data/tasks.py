@@ -7,6 +7,7 @@ from the catalog, so `tasks: {dataset: wikitext2}` needs no `kind:`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,27 +79,38 @@ def dataset_kind(dataset: str) -> str | None:
 
     if dataset in DATASETS:
         return DATASETS.get(dataset).kind
-    if Path(dataset).expanduser().exists():
+    path = Path(dataset).expanduser()
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise ScalelabError(f"dataset file {path} is not readable")
         return None
+    if "/" in dataset or path.suffix:
+        raise ScalelabError(f"dataset file {path} does not exist")
     known = ", ".join(DATASETS)
     raise ScalelabError(f"unknown dataset {dataset!r} (known: {known}; or a path to a local file)")
 
 
-def parse_task(raw: Any, where: str) -> Strict:
-    """Validate one task entry (dict, or a bare dataset name) into its kind's model."""
+def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
+    """(the entry as a dict with its `kind` filled in, that kind's model), unvalidated."""
     if isinstance(raw, str):
         raw = {"dataset": raw}
     if not isinstance(raw, dict):
         raise ScalelabError(f"{where}: expected a mapping or a dataset name, got {raw!r}")
     if "dataset" not in raw:
         raise ScalelabError(f"{where}.dataset: field required")
-    kind = raw.get("kind") or dataset_kind(str(raw["dataset"]))
+    try:
+        inferred = dataset_kind(str(raw["dataset"]))  # also checks that the dataset exists
+    except ScalelabError as err:
+        raise ScalelabError(f"{where}.dataset: {err}") from None
+    kind = raw.get("kind") or inferred
     if kind is None:
-        raise ScalelabError(
-            f"{where}.kind: required for a local dataset (one of {', '.join(TASK_KINDS)})"
-        )
+        raise ScalelabError(f"{where}.kind: required for a local dataset (one of {', '.join(TASK_KINDS)})")
     if kind not in TASK_KINDS:
-        raise ScalelabError(
-            f"{where}.kind: unknown task kind {kind!r} (known: {', '.join(TASK_KINDS)})"
-        )
-    return validate(TASK_KINDS.get(kind), {**raw, "kind": kind}, where)
+        raise ScalelabError(f"{where}.kind: unknown task kind {kind!r} (known: {', '.join(TASK_KINDS)})")
+    return {**raw, "kind": kind}, TASK_KINDS.get(kind)
+
+
+def parse_task(raw: Any, where: str) -> Strict:
+    """Validate one task entry (dict, or a bare dataset name) into its kind's model."""
+    entry, model = task_entry(raw, where)
+    return validate(model, entry, where)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validat
 
 from scalelab.builtins import load_builtins
 from scalelab.config import Strict, validate
-from scalelab.data.tasks import parse_task
+from scalelab.data.tasks import parse_task, task_entry
 from scalelab.errors import ScalelabError
 from scalelab.methods.base import METHODS
 from scalelab.models.registry import resolve_model
@@ -38,6 +38,7 @@ from scalelab.models.registry import resolve_model
 class Runtime(Strict):
     """How runs execute. Not part of a run's identity: changing these reruns nothing."""
 
+    workers: PositiveInt = 1  # parallel local processes (the CLI's --workers overrides)
     threads: PositiveInt | None = None  # torch threads per run (None: all cores, 1 per worker)
     compile: bool = False  # torch.compile the model+loss (cold compile costs 8-34 s)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -60,9 +61,13 @@ class ExperimentSpec(Strict):
     seeds: list[int] = [0]
     runtime: Runtime = Runtime()
 
-    _as_list = field_validator("models", "tasks", "methods", "seeds", mode="before")(
-        classmethod(lambda cls, v: _listify(v))
-    )
+    @field_validator("models", "tasks", "methods", "seeds", mode="before")
+    @classmethod
+    def _as_list(cls, v: Any) -> list:
+        v = _listify(v)
+        if not v:
+            raise ValueError("an empty list gives no runs")
+        return v
 
     @property
     def store_path(self) -> Path:
@@ -164,9 +169,8 @@ def expand(spec: ExperimentSpec) -> list[RunSpec]:
             raise ScalelabError(f"models[{i}]: {err}") from None
     runs: list[RunSpec] = []
     for ti, raw_task in enumerate(spec.tasks):
-        first = parse_task(raw_task, f"tasks[{ti}]")
-        raw = raw_task if isinstance(raw_task, dict) else {"dataset": raw_task}
-        for task_raw in expand_axes({**raw, "kind": first.kind}, type(first)):
+        entry, kind_model = task_entry(raw_task, f"tasks[{ti}]")
+        for task_raw in expand_axes(entry, kind_model):
             task = parse_task(task_raw, f"tasks[{ti}]")
             for name, own, where in _method_entries(spec):
                 method = METHODS.get(name)

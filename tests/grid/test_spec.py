@@ -1,0 +1,73 @@
+"""The spec: grid expansion, run ids, and errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import write_spec
+from scalelab.errors import ScalelabError
+from scalelab.grid.spec import expand, load_spec
+
+BASE = {
+    "name": "t",
+    "models": ["gpt-d1", "gpt-d2"],
+    "tasks": {"dataset": "wikitext2", "seq_len": 32, "tokenizer": {"kind": "byte"}},
+    "methods": "pretrain",
+    "params": {"tokens": 4096},
+}
+
+
+def runs_of(tmp_path, **over):
+    return expand(load_spec(write_spec(tmp_path / "s.yaml", **{**BASE, **over})))
+
+
+def test_lists_expand_into_a_grid(tmp_path):
+    runs = runs_of(tmp_path, seeds=[0, 1, 2], params={"tokens": 4096, "lr": [1e-3, 3e-3]})
+    assert len(runs) == 2 * 3 * 2
+    assert {(r.model, r.seed, r.params.lr) for r in runs} == {
+        (m, s, lr) for m in ("gpt-d1", "gpt-d2") for s in (0, 1, 2) for lr in (1e-3, 3e-3)}
+    assert len({r.run_id for r in runs}) == 12
+
+
+def test_scalars_and_defaults(tmp_path):
+    (run,) = runs_of(tmp_path, models="gpt-d1")
+    assert run.seed == 0 and run.task.kind == "lm" and run.params.batch_size == 16
+    assert run.config["params"]["lr"] == 3e-3  # defaults are part of the identity
+
+
+def test_run_id_is_content_addressed(tmp_path):
+    a = {r.model: r.run_id for r in runs_of(tmp_path)}
+    b = {r.model: r.run_id for r in runs_of(tmp_path, name="other", runtime={"threads": 1})}
+    assert a == b  # experiment name and runtime do not change results
+    c = {r.model: r.run_id for r in runs_of(tmp_path, params={"tokens": 4096, "lr": 1e-3})}
+    assert a["gpt-d1"] != c["gpt-d1"]
+
+
+def test_task_fields_can_be_swept(tmp_path):
+    runs = runs_of(tmp_path, models="gpt-d1",
+                   tasks={"dataset": "wikitext2", "seq_len": [32, 64], "tokenizer": {"kind": "byte"}})
+    assert sorted(r.task.seq_len for r in runs) == [32, 64]
+
+
+def test_method_entries_carry_their_own_params(tmp_path):
+    runs = runs_of(tmp_path, models="gpt-d1",
+                   methods=["pretrain", {"name": "pretrain", "dtype": "bf16", "lr": [1e-3, 2e-3]}])
+    assert sorted((r.params.dtype, r.params.lr) for r in runs) == [
+        ("bf16", 1e-3), ("bf16", 2e-3), ("fp32", 3e-3)]
+
+
+@pytest.mark.parametrize("over,message", [
+    (dict(params={"tokens": 4096, "lrr": 1}), "params.lrr: unknown key"),
+    (dict(params={"tokens": 4096, "dtype": "fp8"}), "params.dtype"),
+    (dict(tasks={"dataset": "wikitext2", "seq_len": 32, "tokenizer": {"kind": "bpe", "vocab_size": 10}}),
+     "tokenizer.vocab_size"),
+    (dict(tasks={"dataset": "wikitext2", "eval": {"window": 999}}), "eval.window"),
+    (dict(models=[]), "an empty list gives no runs"),
+    (dict(seeds=[0, 0]), "same run twice"),
+    (dict(runtime={"workers": 0}), "runtime.workers"),
+    (dict(methods=[{"lr": 1}]), "methods[0].name: field required"),
+])
+def test_errors_name_the_field(tmp_path, over, message):
+    with pytest.raises(ScalelabError, match=None) as info:
+        runs_of(tmp_path, **over)
+    assert message in str(info.value)

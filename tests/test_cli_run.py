@@ -1,0 +1,157 @@
+"""End to end through the CLI: grid, store, skip-on-rerun, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import cli, tiny_lm_spec, write_spec
+from scalelab.grid.store import ResultsStore
+
+METRICS = ["non_embedding_params", "total_params", "tokens", "train_loss", "val_loss", "val_ppl",
+           "test_loss", "test_ppl", "bits_per_byte", "tokens_per_s", "peak_mem_mb", "wall_s"]
+
+
+def test_grid_runs_stores_and_skips_on_rerun(tmp_path, corpus, capsys):
+    spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, tmp_path / "out")
+    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)
+    assert code == 0 and "3 done, 0 failed" in out
+
+    table = ResultsStore(tmp_path / "out" / "results.sqlite").table()
+    assert len(table) == 3 and set(table["status"]) == {"done"}
+    assert all(m in table.columns for m in METRICS)
+    assert table["run_id"].is_unique and table["git_commit"].notna().all()
+    assert "torch" in json.loads(table["versions"][0])
+    # Bigger model, lower loss even after 30 steps on this corpus; params counted exactly.
+    by_n = table.sort_values("non_embedding_params")
+    assert list(by_n["model"]) == ["gpt-d1", "gpt-20k", "gpt-d2"]
+    assert by_n["val_loss"].is_monotonic_decreasing
+    assert (table["tokens"] == 8 * 32 * 30).all()
+
+    code, out, _ = cli("results", spec, "--format", "json", capsys=capsys)
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 3 and rows[0]["params.lr"] == 3e-3
+
+    model_file = tmp_path / "out" / "runs" / rows[0]["run_id"] / "model" / "model.safetensors"
+    mtime = model_file.stat().st_mtime_ns
+    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)
+    assert code == 0 and "0 done, 0 failed, 3 already done" in out
+    assert model_file.stat().st_mtime_ns == mtime  # nothing retrained
+
+    code, out, _ = cli("run", spec, "--dry-run", capsys=capsys)
+    assert out.count("done  ") == 3 and "3 runs: 3 done, 0 to run" in out
+
+    code, out, _ = cli("results", spec, "--format", "csv", capsys=capsys)
+    assert out.splitlines()[0].startswith("run_id,experiment,status,model,method,seed,task.")
+    assert len(out.strip().splitlines()) == 4
+
+
+def test_force_reruns_and_results_are_reproducible(tmp_path, corpus, capsys):
+    spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, tmp_path / "out", models=["gpt-d1"])
+    cli("run", spec, "--quiet")
+    before = ResultsStore(tmp_path / "out" / "results.sqlite").table()
+    code, out, _ = cli("run", spec, "--quiet", "--force", capsys=capsys)
+    after = ResultsStore(tmp_path / "out" / "results.sqlite").table()
+    assert "1 done" in out and len(after) == 1
+    assert after["val_loss"][0] == pytest.approx(before["val_loss"][0], abs=1e-6)
+
+
+def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, capsys):
+    short = tmp_path / "short"
+    short.mkdir()
+    for split in ("train", "valid", "test"):
+        (short / f"{split}.txt").write_text("too short\n")
+    spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, tmp_path / "out", models=["gpt-d1"],
+                        tasks=[{"dataset": str(corpus), "kind": "lm", "seq_len": 32,
+                                "tokenizer": {"kind": "byte"}, "eval": {"max_tokens": 500}},
+                               {"dataset": str(short), "kind": "lm", "seq_len": 32,
+                                "tokenizer": {"kind": "byte"}}])
+    code, out, _ = cli("run", spec, "--quiet", "--workers", "2", capsys=capsys)
+    assert code == 1 and "1 done, 1 failed" in out
+    table = ResultsStore(tmp_path / "out" / "results.sqlite").table()
+    failed = table[table["status"] == "failed"]
+    assert len(failed) == 1 and "shorter than seq_len" in failed["error"].iloc[0]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_resumes_to_identical_metrics(tmp_path, corpus):
+    params = {"tokens": 8 * 32 * 150, "batch_size": 8, "lr": 3e-3, "eval_every": 25}
+    runtime = {"threads": 1, "checkpoint_every_steps": 10}
+    killed = tiny_lm_spec(tmp_path / "a.yaml", corpus, tmp_path / "a", models=["gpt-d2"],
+                          params=params, runtime=runtime)
+    clean = tiny_lm_spec(tmp_path / "b.yaml", corpus, tmp_path / "b", models=["gpt-d2"],
+                         params=params, runtime=runtime)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "run", str(killed), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "a" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/checkpoint/state.json")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads(next(runs.glob("*/checkpoint/state.json")).read_text())
+    assert 0 < state["step"] < 150
+    assert ResultsStore(tmp_path / "a" / "results.sqlite").table().empty  # no half row
+
+    assert "resumable" in subprocess.run(
+        [sys.executable, "-m", "scalelab.cli", "run", str(killed), "--dry-run"],
+        capture_output=True, text=True, check=True).stdout
+    assert cli("run", killed, "--quiet")[0] == 0
+    assert cli("run", clean, "--quiet")[0] == 0
+    a = ResultsStore(tmp_path / "a" / "results.sqlite").table().iloc[0]
+    b = ResultsStore(tmp_path / "b" / "results.sqlite").table().iloc[0]
+    assert a["run_id"] == b["run_id"]
+    for m in ("train_loss", "val_loss", "test_loss", "bits_per_byte"):
+        assert a[m] == pytest.approx(b[m], rel=1e-6), m
+    ca = ResultsStore(tmp_path / "a" / "results.sqlite").curves()
+    cb = ResultsStore(tmp_path / "b" / "results.sqlite").curves()
+    assert list(ca["step"]) == list(cb["step"]) == [25, 50, 75, 100, 125, 150]
+    assert ca["val_loss"].tolist() == pytest.approx(cb["val_loss"].tolist(), rel=1e-6)
+
+
+BAD = {
+    "malformed": ("name: x\nmodels: [gpt-d1\n", "invalid YAML at line"),
+    "unknown_key": (dict(colour="red"), "colour: unknown key"),
+    "negative": (dict(params={"tokens": -5}), "params.tokens: Input should be greater than 0"),
+    "budget": (dict(params={"tokens": 100, "batch_size": 8}), "smaller than one batch"),
+    "dataset": (dict(tasks={"dataset": "no-such-data"}), "unknown dataset 'no-such-data'"),
+    "model": (dict(models=["gpt-x9"]), "unknown model 'gpt-x9'"),
+    "type": (dict(seeds=["zero"]), "seeds.0"),
+    "method": (dict(methods="distil-magic"), "unknown method 'distil-magic'"),
+    "kind": (dict(tasks={"dataset": "wikitext2", "seq_len": 0}), "tasks[0].seq_len"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, corpus, capsys, case):
+    change, message = BAD[case]
+    spec = tmp_path / "exp.yaml"
+    if isinstance(change, str):
+        spec.write_text(change)
+    else:
+        tiny_lm_spec(spec, corpus, tmp_path / "out", **change)
+    code, out, err = cli("run", spec, capsys=capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_spec_file(tmp_path, capsys):
+    code, _, err = cli("run", tmp_path / "missing.yaml", capsys=capsys)
+    assert code == 2 and "missing.yaml" in err and err.count("\n") == 1
+
+
+def test_unreadable_dataset_file_fails_cleanly(tmp_path, capsys):
+    spec = write_spec(tmp_path / "exp.yaml", name="x", output_dir=str(tmp_path / "out"),
+                      models="gpt-d1", methods="pretrain", params={"tokens": 10000},
+                      tasks={"dataset": str(tmp_path / "nope.txt"), "kind": "lm"})
+    code, _, err = cli("run", spec, capsys=capsys)
+    assert code == 2 and "nope.txt" in err
