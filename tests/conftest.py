@@ -10,8 +10,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-WORDS = ("the cat dog sat on a mat and ran to big small red blue house tree "
-         "it was very quick slow happy one two three").split()
+WORDS = (
+    "the cat dog sat on a mat and ran to big small red blue house tree "
+    "it was very quick slow happy one two three"
+).split()
 
 
 def make_corpus(folder: Path, n_lines: int = 1500, seed: int = 0) -> Path:

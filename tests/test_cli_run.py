@@ -10,12 +10,24 @@ import sys
 import time
 
 import pytest
-
 from helpers import cli, tiny_lm_spec, write_spec
+
 from scalelab.grid.store import ResultsStore
 
-METRICS = ["non_embedding_params", "total_params", "tokens", "train_loss", "val_loss", "val_ppl",
-           "test_loss", "test_ppl", "bits_per_byte", "tokens_per_s", "peak_mem_mb", "wall_s"]
+METRICS = [
+    "non_embedding_params",
+    "total_params",
+    "tokens",
+    "train_loss",
+    "val_loss",
+    "val_ppl",
+    "test_loss",
+    "test_ppl",
+    "bits_per_byte",
+    "tokens_per_s",
+    "peak_mem_mb",
+    "wall_s",
+]
 
 
 def test_grid_runs_stores_and_skips_on_rerun(tmp_path, corpus, capsys):
@@ -67,11 +79,22 @@ def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, c
     short.mkdir()
     for split in ("train", "valid", "test"):
         (short / f"{split}.txt").write_text("too short\n")
-    spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, tmp_path / "out", models=["gpt-d1"],
-                        tasks=[{"dataset": str(corpus), "kind": "lm", "seq_len": 32,
-                                "tokenizer": {"kind": "byte"}, "eval": {"max_tokens": 500}},
-                               {"dataset": str(short), "kind": "lm", "seq_len": 32,
-                                "tokenizer": {"kind": "byte"}}])
+    spec = tiny_lm_spec(
+        tmp_path / "exp.yaml",
+        corpus,
+        tmp_path / "out",
+        models=["gpt-d1"],
+        tasks=[
+            {
+                "dataset": str(corpus),
+                "kind": "lm",
+                "seq_len": 32,
+                "tokenizer": {"kind": "byte"},
+                "eval": {"max_tokens": 500},
+            },
+            {"dataset": str(short), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"}},
+        ],
+    )
     code, out, _ = cli("run", spec, "--quiet", "--workers", "2", capsys=capsys)
     assert code == 1 and "1 done, 1 failed" in out
     table = ResultsStore(tmp_path / "out" / "results.sqlite").table()
@@ -83,13 +106,29 @@ def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, c
 def test_sigkill_mid_training_resumes_to_identical_metrics(tmp_path, corpus):
     params = {"tokens": 8 * 32 * 150, "batch_size": 8, "lr": 3e-3, "eval_every": 25}
     runtime = {"threads": 1, "checkpoint_every_steps": 10}
-    killed = tiny_lm_spec(tmp_path / "a.yaml", corpus, tmp_path / "a", models=["gpt-d2"],
-                          params=params, runtime=runtime)
-    clean = tiny_lm_spec(tmp_path / "b.yaml", corpus, tmp_path / "b", models=["gpt-d2"],
-                         params=params, runtime=runtime)
+    killed = tiny_lm_spec(
+        tmp_path / "a.yaml",
+        corpus,
+        tmp_path / "a",
+        models=["gpt-d2"],
+        params=params,
+        runtime=runtime,
+    )
+    clean = tiny_lm_spec(
+        tmp_path / "b.yaml",
+        corpus,
+        tmp_path / "b",
+        models=["gpt-d2"],
+        params=params,
+        runtime=runtime,
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "run", str(killed), "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalelab.cli", "run", str(killed), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     runs = tmp_path / "a" / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("*/checkpoint/state.json")):
@@ -101,9 +140,15 @@ def test_sigkill_mid_training_resumes_to_identical_metrics(tmp_path, corpus):
     assert 0 < state["step"] < 150
     assert ResultsStore(tmp_path / "a" / "results.sqlite").table().empty  # no half row
 
-    assert "resumable" in subprocess.run(
-        [sys.executable, "-m", "scalelab.cli", "run", str(killed), "--dry-run"],
-        capture_output=True, text=True, check=True).stdout
+    assert (
+        "resumable"
+        in subprocess.run(
+            [sys.executable, "-m", "scalelab.cli", "run", str(killed), "--dry-run"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert cli("run", killed, "--quiet")[0] == 0
     assert cli("run", clean, "--quiet")[0] == 0
     a = ResultsStore(tmp_path / "a" / "results.sqlite").table().iloc[0]
@@ -150,8 +195,14 @@ def test_unreadable_spec_file(tmp_path, capsys):
 
 
 def test_unreadable_dataset_file_fails_cleanly(tmp_path, capsys):
-    spec = write_spec(tmp_path / "exp.yaml", name="x", output_dir=str(tmp_path / "out"),
-                      models="gpt-d1", methods="pretrain", params={"tokens": 10000},
-                      tasks={"dataset": str(tmp_path / "nope.txt"), "kind": "lm"})
+    spec = write_spec(
+        tmp_path / "exp.yaml",
+        name="x",
+        output_dir=str(tmp_path / "out"),
+        models="gpt-d1",
+        methods="pretrain",
+        params={"tokens": 10000},
+        tasks={"dataset": str(tmp_path / "nope.txt"), "kind": "lm"},
+    )
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 2 and "nope.txt" in err

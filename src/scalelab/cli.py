@@ -20,9 +20,23 @@ app = typer.Typer(
 
 # Stable metric names shared by every method, in display order.
 METRICS = [
-    "non_embedding_params", "total_params", "trainable_params", "tokens", "train_loss",
-    "val_loss", "val_ppl", "test_loss", "test_ppl", "bits_per_byte", "val_accuracy",
-    "test_accuracy", "test_macro_f1", "tokens_per_s", "examples_per_s", "peak_mem_mb", "wall_s",
+    "non_embedding_params",
+    "total_params",
+    "trainable_params",
+    "tokens",
+    "train_loss",
+    "val_loss",
+    "val_ppl",
+    "test_loss",
+    "test_ppl",
+    "bits_per_byte",
+    "val_accuracy",
+    "test_accuracy",
+    "test_macro_f1",
+    "tokens_per_s",
+    "examples_per_s",
+    "peak_mem_mb",
+    "wall_s",
 ]
 
 
@@ -38,10 +52,16 @@ OutputDir = typer.Option(None, "--output-dir", help="Override the spec's output_
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state; train nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the runs and their state; train nothing."
+    ),
     force: bool = typer.Option(False, "--force", help="Rerun runs that are already done."),
     workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Parallel local processes [default: the spec's runtime.workers]."),
+        None,
+        "--workers",
+        min=1,
+        help="Parallel local processes [default: the spec's runtime.workers].",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     output_dir: Path | None = OutputDir,
 ) -> None:
@@ -58,8 +78,10 @@ def run(
         return
     workers = workers or exp.spec.runtime.workers
     counts = run_experiment(exp, workers=workers, force=force, show_progress=not quiet)
-    typer.echo(f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done"
-               f" -> {exp.spec.store_path}")
+    typer.echo(
+        f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done"
+        f" -> {exp.spec.store_path}"
+    )
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -87,10 +109,14 @@ def results(
 
 def summary_table(table):
     """The columns worth reading at a glance: what varies across runs, then the metrics."""
-    config = [c for c in table.columns if c in ("model", "method", "seed")
-              or c.startswith(("task.", "params."))]
-    varying = [c for c in config if c in ("model", "method", "seed")
-               or table[c].astype(str).nunique() > 1]
+    config = [
+        c
+        for c in table.columns
+        if c in ("model", "method", "seed") or c.startswith(("task.", "params."))
+    ]
+    varying = [
+        c for c in config if c in ("model", "method", "seed") or table[c].astype(str).nunique() > 1
+    ]
     metrics = [m for m in METRICS if m in table.columns and table[m].notna().any()]
     out = table[["run_id", "status", *varying, *metrics]].copy()
     out["run_id"] = out["run_id"].str[:8]
@@ -109,7 +135,9 @@ def models_cmd() -> None:
     typer.echo(f"{'name':<14}{'layers':>7}{'width':>7}{'heads':>7}{'non-emb params':>16}")
     rungs = [(f"gpt-d{d}", depth_rung(d)) for d in range(1, 13)] + list(NAMED_SIZES.items())
     for name, r in rungs:
-        typer.echo(f"{name:<14}{r.n_layer:>7}{r.n_embd:>7}{r.n_head:>7}{r.non_embedding_params:>16,}")
+        typer.echo(
+            f"{name:<14}{r.n_layer:>7}{r.n_embd:>7}{r.n_head:>7}{r.non_embedding_params:>16,}"
+        )
     _load_builtin_entries()
     for name, e in PRETRAINED.items():
         typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import write_spec
+
 from scalelab.errors import ScalelabError
 from scalelab.grid.spec import expand, load_spec
 
@@ -25,7 +25,8 @@ def test_lists_expand_into_a_grid(tmp_path):
     runs = runs_of(tmp_path, seeds=[0, 1, 2], params={"tokens": 4096, "lr": [1e-3, 3e-3]})
     assert len(runs) == 2 * 3 * 2
     assert {(r.model, r.seed, r.params.lr) for r in runs} == {
-        (m, s, lr) for m in ("gpt-d1", "gpt-d2") for s in (0, 1, 2) for lr in (1e-3, 3e-3)}
+        (m, s, lr) for m in ("gpt-d1", "gpt-d2") for s in (0, 1, 2) for lr in (1e-3, 3e-3)
+    }
     assert len({r.run_id for r in runs}) == 12
 
 
@@ -44,29 +45,49 @@ def test_run_id_is_content_addressed(tmp_path):
 
 
 def test_task_fields_can_be_swept(tmp_path):
-    runs = runs_of(tmp_path, models="gpt-d1",
-                   tasks={"dataset": "wikitext2", "seq_len": [32, 64], "tokenizer": {"kind": "byte"}})
+    runs = runs_of(
+        tmp_path,
+        models="gpt-d1",
+        tasks={"dataset": "wikitext2", "seq_len": [32, 64], "tokenizer": {"kind": "byte"}},
+    )
     assert sorted(r.task.seq_len for r in runs) == [32, 64]
 
 
 def test_method_entries_carry_their_own_params(tmp_path):
-    runs = runs_of(tmp_path, models="gpt-d1",
-                   methods=["pretrain", {"name": "pretrain", "dtype": "bf16", "lr": [1e-3, 2e-3]}])
+    runs = runs_of(
+        tmp_path,
+        models="gpt-d1",
+        methods=["pretrain", {"name": "pretrain", "dtype": "bf16", "lr": [1e-3, 2e-3]}],
+    )
     assert sorted((r.params.dtype, r.params.lr) for r in runs) == [
-        ("bf16", 1e-3), ("bf16", 2e-3), ("fp32", 3e-3)]
+        ("bf16", 1e-3),
+        ("bf16", 2e-3),
+        ("fp32", 3e-3),
+    ]
 
 
-@pytest.mark.parametrize("over,message", [
-    (dict(params={"tokens": 4096, "lrr": 1}), "params.lrr: unknown key"),
-    (dict(params={"tokens": 4096, "dtype": "fp8"}), "params.dtype"),
-    (dict(tasks={"dataset": "wikitext2", "seq_len": 32, "tokenizer": {"kind": "bpe", "vocab_size": 10}}),
-     "tokenizer.vocab_size"),
-    (dict(tasks={"dataset": "wikitext2", "eval": {"window": 999}}), "eval.window"),
-    (dict(models=[]), "an empty list gives no runs"),
-    (dict(seeds=[0, 0]), "same run twice"),
-    (dict(runtime={"workers": 0}), "runtime.workers"),
-    (dict(methods=[{"lr": 1}]), "methods[0].name: field required"),
-])
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        (dict(params={"tokens": 4096, "lrr": 1}), "params.lrr: unknown key"),
+        (dict(params={"tokens": 4096, "dtype": "fp8"}), "params.dtype"),
+        (
+            dict(
+                tasks={
+                    "dataset": "wikitext2",
+                    "seq_len": 32,
+                    "tokenizer": {"kind": "bpe", "vocab_size": 10},
+                }
+            ),
+            "tokenizer.vocab_size",
+        ),
+        (dict(tasks={"dataset": "wikitext2", "eval": {"window": 999}}), "eval.window"),
+        (dict(models=[]), "an empty list gives no runs"),
+        (dict(seeds=[0, 0]), "same run twice"),
+        (dict(runtime={"workers": 0}), "runtime.workers"),
+        (dict(methods=[{"lr": 1}]), "methods[0].name: field required"),
+    ],
+)
 def test_errors_name_the_field(tmp_path, over, message):
     with pytest.raises(ScalelabError, match=None) as info:
         runs_of(tmp_path, **over)

@@ -35,7 +35,7 @@ def test_same_seed_same_init():
     a = build_causal_lm("gpt-d1", 300, 32)
     torch.manual_seed(3)
     b = build_causal_lm("gpt-d1", 300, 32)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 

@@ -104,9 +104,13 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
         raise ScalelabError(f"{where}.dataset: {err}") from None
     kind = raw.get("kind") or inferred
     if kind is None:
-        raise ScalelabError(f"{where}.kind: required for a local dataset (one of {', '.join(TASK_KINDS)})")
+        raise ScalelabError(
+            f"{where}.kind: required for a local dataset (one of {', '.join(TASK_KINDS)})"
+        )
     if kind not in TASK_KINDS:
-        raise ScalelabError(f"{where}.kind: unknown task kind {kind!r} (known: {', '.join(TASK_KINDS)})")
+        raise ScalelabError(
+            f"{where}.kind: unknown task kind {kind!r} (known: {', '.join(TASK_KINDS)})"
+        )
     return {**raw, "kind": kind}, TASK_KINDS.get(kind)
 
 

@@ -44,8 +44,9 @@ def open_experiment(spec_path: str | Path, output_dir: str | Path | None = None)
     return Experiment(spec=spec, runs=runs, store=ResultsStore(spec.store_path))
 
 
-def load_experiment_tables(spec_path: str | Path, output_dir: str | Path | None = None
-                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_experiment_tables(
+    spec_path: str | Path, output_dir: str | Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, curves table) for the runs an experiment spec expands to."""
     exp = open_experiment(spec_path, output_dir)
     ids = [r.run_id for r in exp.runs]
@@ -56,8 +57,9 @@ def label(run: RunSpec) -> str:
     return f"{run.run_id[:8]} {run.model} {run.method} seed={run.seed}"
 
 
-def run_experiment(exp: Experiment, workers: int = 1, force: bool = False,
-                   show_progress: bool = True) -> dict[str, int]:
+def run_experiment(
+    exp: Experiment, workers: int = 1, force: bool = False, show_progress: bool = True
+) -> dict[str, int]:
     """Run every run not yet done (all of them with force); returns counts by final status."""
     from scalelab.grid.executors import run_parallel, run_serial
     from scalelab.grid.progress import GridProgress
@@ -77,12 +79,20 @@ def run_experiment(exp: Experiment, workers: int = 1, force: bool = False,
             exp.store.record(row, curve)
             counts[row["status"]] += 1
             m = row.get("metrics") or {}
-            detail = (f"val_loss={m['val_loss']:.4f}" if "val_loss" in m else
-                      f"val_accuracy={m['val_accuracy']:.4f}" if "val_accuracy" in m else "")
+            detail = (
+                f"val_loss={m['val_loss']:.4f}"
+                if "val_loss" in m
+                else f"val_accuracy={m['val_accuracy']:.4f}"
+                if "val_accuracy" in m
+                else ""
+            )
             if row["status"] == "failed":
                 detail = f"FAILED: {row['error']}"
-            progress.on_done(run.run_id, f"{row['status']:>6}  {labels[run.run_id]}  {detail}  "
-                                         f"({row.get('wall_s') or 0:.1f} s)")
+            progress.on_done(
+                run.run_id,
+                f"{row['status']:>6}  {labels[run.run_id]}  {detail}  "
+                f"({row.get('wall_s') or 0:.1f} s)",
+            )
 
         if workers > 1 and len(todo) > 1:
             run_parallel(todo, exp.spec.runtime, exp.runs_dir, workers, progress.on_event, on_done)

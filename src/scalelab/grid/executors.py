@@ -19,8 +19,9 @@ OnEvent = Callable[[str, dict], None]  # (run_id, {"step", "total", "loss"})
 OnDone = Callable[[RunSpec, dict, list], None]
 
 
-def run_serial(runs: list[RunSpec], runtime: Runtime, runs_dir: Path, on_event: OnEvent,
-               on_done: OnDone) -> None:
+def run_serial(
+    runs: list[RunSpec], runtime: Runtime, runs_dir: Path, on_event: OnEvent, on_done: OnDone
+) -> None:
     for run in runs:
         on_event(run.run_id, {"start": True})
         row, curve = execute(run, runtime, runs_dir, lambda e, rid=run.run_id: on_event(rid, e))
@@ -35,8 +36,14 @@ def _worker(run: RunSpec, runtime: Runtime, runs_dir: Path, events) -> tuple[dic
     return execute(run, runtime, runs_dir, report)
 
 
-def run_parallel(runs: list[RunSpec], runtime: Runtime, runs_dir: Path, workers: int,
-                 on_event: OnEvent, on_done: OnDone) -> None:
+def run_parallel(
+    runs: list[RunSpec],
+    runtime: Runtime,
+    runs_dir: Path,
+    workers: int,
+    on_event: OnEvent,
+    on_done: OnDone,
+) -> None:
     """Run in `workers` spawned processes (one torch thread each unless runtime.threads says)."""
     if runtime.threads is None:
         runtime = runtime.model_copy(update={"threads": 1})
@@ -68,6 +75,12 @@ def _drain(events, on_event: OnEvent) -> None:
 
 
 def _crashed_row(run: RunSpec, err: BaseException) -> dict:
-    return {"run_id": run.run_id, "experiment": run.experiment, "config": run.config,
-            "seed": run.seed, "status": "failed", "metrics": {},
-            "error": f"worker process died: {type(err).__name__}: {err}"}
+    return {
+        "run_id": run.run_id,
+        "experiment": run.experiment,
+        "config": run.config,
+        "seed": run.seed,
+        "status": "failed",
+        "metrics": {},
+        "error": f"worker process died: {type(err).__name__}: {err}",
+    }

@@ -35,7 +35,8 @@ class GridProgress:
     def on_event(self, run_id: str, event: dict) -> None:
         if event.get("start"):
             self.active[run_id] = self.progress.add_task(
-                f"  {self.labels.get(run_id, run_id)}", total=None, info="starting")
+                f"  {self.labels.get(run_id, run_id)}", total=None, info="starting"
+            )
             return
         task = self.active.get(run_id)
         if task is not None and "step" in event:

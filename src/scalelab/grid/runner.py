@@ -22,7 +22,9 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def execute(run: RunSpec, runtime: Runtime, runs_dir: Path, report=lambda e: None) -> tuple[dict, list]:
+def execute(
+    run: RunSpec, runtime: Runtime, runs_dir: Path, report=lambda e: None
+) -> tuple[dict, list]:
     """Train and evaluate one run; returns (store row, learning curve). Never raises for a
     failure inside the run: the row then has status 'failed' and the error."""
     from scalelab.builtins import load_builtins
@@ -32,11 +34,26 @@ def execute(run: RunSpec, runtime: Runtime, runs_dir: Path, report=lambda e: Non
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"experiment": run.experiment, **run.config})
     started, t0 = _now(), time.perf_counter()
-    row = {"run_id": run.run_id, "experiment": run.experiment, "config": run.config,
-           "seed": run.seed, "started_at": started, "git_commit": git_commit(),
-           "versions": versions(), "host": host()}
-    ctx = RunContext(run_id=run.run_id, model=run.model, task=run.task, params=run.params,
-                     seed=run.seed, run_dir=run_dir, runtime=runtime, report=report)
+    row = {
+        "run_id": run.run_id,
+        "experiment": run.experiment,
+        "config": run.config,
+        "seed": run.seed,
+        "started_at": started,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "host": host(),
+    }
+    ctx = RunContext(
+        run_id=run.run_id,
+        model=run.model,
+        task=run.task,
+        params=run.params,
+        seed=run.seed,
+        run_dir=run_dir,
+        runtime=runtime,
+        report=report,
+    )
     curve: list = []
     try:
         result = METHODS.get(run.method).load()(ctx)
@@ -46,6 +63,7 @@ def execute(run: RunSpec, runtime: Runtime, runs_dir: Path, report=lambda e: Non
         message = str(err) if isinstance(err, ScalelabError) else f"{type(err).__name__}: {err}"
         row.update(status="failed", metrics={}, error=message.splitlines()[0] if message else "")
         (run_dir / "error.txt").write_text(traceback.format_exc())
-    row.update(finished_at=_now(), wall_s=row.get("metrics", {}).get("wall_s")
-               or time.perf_counter() - t0)
+    row.update(
+        finished_at=_now(), wall_s=row.get("metrics", {}).get("wall_s") or time.perf_counter() - t0
+    )
     return row, curve

@@ -118,21 +118,31 @@ def _takes_list(model: type[BaseModel], key: str) -> bool:
     if field is None:
         return False
     ann = field.annotation
-    kinds = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    kinds = (
+        typing.get_args(ann)
+        if typing.get_origin(ann) in (typing.Union, types.UnionType)
+        else (ann,)
+    )
     return any(typing.get_origin(k) in (list, tuple) or k in (list, tuple) for k in kinds)
 
 
 def expand_axes(section: dict[str, Any], model: type[BaseModel]) -> list[dict[str, Any]]:
     """Every combination of the list-valued keys of `section` (those not typed as lists)."""
     axes = [k for k, v in section.items() if isinstance(v, list) and not _takes_list(model, k)]
-    axes += [k for k, v in section.items() if isinstance(v, list) and v and isinstance(v[0], list)
-             and _takes_list(model, k)]
+    axes += [
+        k
+        for k, v in section.items()
+        if isinstance(v, list) and v and isinstance(v[0], list) and _takes_list(model, k)
+    ]
     if not axes:
         return [dict(section)]
     for k in axes:
         if not section[k]:
             raise ScalelabError(f"{k}: an empty list gives no runs")
-    return [{**section, **dict(zip(axes, combo))} for combo in itertools.product(*(section[k] for k in axes))]
+    return [
+        {**section, **dict(zip(axes, combo, strict=True))}
+        for combo in itertools.product(*(section[k] for k in axes))
+    ]
 
 
 def run_id_of(config: dict[str, Any]) -> str:
@@ -191,8 +201,18 @@ def expand(spec: ExperimentSpec) -> list[RunSpec]:
                             "params": params.model_dump(mode="json"),
                             "seed": seed,
                         }
-                        runs.append(RunSpec(run_id_of(config), spec.name, model, task, name,
-                                            params, seed, config))
+                        runs.append(
+                            RunSpec(
+                                run_id_of(config),
+                                spec.name,
+                                model,
+                                task,
+                                name,
+                                params,
+                                seed,
+                                config,
+                            )
+                        )
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")

@@ -71,8 +71,21 @@ class ResultsStore:
 
     def record(self, row: dict[str, Any], curve: list[dict[str, Any]] = ()) -> None:
         """Insert or replace one run and its curve, atomically (one transaction)."""
-        cols = ["run_id", "experiment", "status", "config", "metrics", "error", "seed",
-                "started_at", "finished_at", "wall_s", "git_commit", "versions", "host"]
+        cols = [
+            "run_id",
+            "experiment",
+            "status",
+            "config",
+            "metrics",
+            "error",
+            "seed",
+            "started_at",
+            "finished_at",
+            "wall_s",
+            "git_commit",
+            "versions",
+            "host",
+        ]
         values = [row.get(c) for c in cols]
         for i, c in enumerate(cols):
             if c in ("config", "metrics", "versions"):
@@ -80,13 +93,24 @@ class ResultsStore:
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(f"INSERT OR REPLACE INTO runs ({','.join(cols)}) "
-                             f"VALUES ({','.join('?' * len(cols))})", values)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO runs ({','.join(cols)}) "
+                    f"VALUES ({','.join('?' * len(cols))})",
+                    values,
+                )
                 conn.execute("DELETE FROM curves WHERE run_id = ?", (row["run_id"],))
                 conn.executemany(
                     "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",
-                    [(row["run_id"], c["step"], c.get("tokens"), c.get("train_loss"),
-                      c.get("val_loss")) for c in curve],
+                    [
+                        (
+                            row["run_id"],
+                            c["step"],
+                            c.get("tokens"),
+                            c.get("train_loss"),
+                            c.get("val_loss"),
+                        )
+                        for c in curve
+                    ],
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -114,9 +138,16 @@ class ResultsStore:
             head = {k: config.pop(k) for k in CONFIG_ORDER if k in config}
             rec.update(_flatten({**head, **config}))
             rec.update(json.loads(r["metrics"]))
-            rec.update({"error": r["error"], "started_at": r["started_at"],
-                        "finished_at": r["finished_at"], "git_commit": r["git_commit"],
-                        "versions": r["versions"], "host": r["host"]})
+            rec.update(
+                {
+                    "error": r["error"],
+                    "started_at": r["started_at"],
+                    "finished_at": r["finished_at"],
+                    "git_commit": r["git_commit"],
+                    "versions": r["versions"],
+                    "host": r["host"],
+                }
+            )
             records.append(rec)
         return pd.DataFrame.from_records(records)
 

@@ -94,7 +94,12 @@ def run(ctx: RunContext) -> RunResult:
     optimizer = make_optimizer(model, p)
     ckpt_dir = ctx.run_dir / "checkpoint"
     state = load_checkpoint(ckpt_dir, model, optimizer) or {
-        "step": 0, "losses": [], "curve": [], "train_s": 0.0, "wall_s": 0.0, "peak_mb": 0.0,
+        "step": 0,
+        "losses": [],
+        "curve": [],
+        "train_s": 0.0,
+        "wall_s": 0.0,
+        "peak_mb": 0.0,
     }
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if p.dtype == "bf16" else nullcontext()
     eval_every = p.eval_every or max(1, total_steps // 10)
@@ -128,10 +133,14 @@ def run(ctx: RunContext) -> RunResult:
         if step % eval_every == 0 or step == total_steps:
             recent = state["losses"][-eval_every:]
             val = sliding_window_score(model, val_ids, T, stride=T, max_tokens=p.eval_tokens)
-            state["curve"].append({
-                "step": step, "tokens": step * B * T,
-                "train_loss": sum(recent) / len(recent), "val_loss": val.loss,
-            })
+            state["curve"].append(
+                {
+                    "step": step,
+                    "tokens": step * B * T,
+                    "train_loss": sum(recent) / len(recent),
+                    "val_loss": val.loss,
+                }
+            )
             state["peak_mb"] = _peak_mb(device, state["peak_mb"])
         due = (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or (
             time.perf_counter() - last_ckpt > rt.checkpoint_every_s
@@ -152,14 +161,20 @@ def _finish(ctx, model, data, state, train_s, device, total_steps, wall_s) -> Ru
     window = task.eval.window or task.seq_len
     amp = torch.bfloat16 if p.dtype == "bf16" else None
     score = {
-        split: sliding_window_score(model, data.ids[split], window, task.eval.stride,
-                                    task.eval.max_tokens, autocast_dtype=amp)
+        split: sliding_window_score(
+            model,
+            data.ids[split],
+            window,
+            task.eval.stride,
+            task.eval.max_tokens,
+            autocast_dtype=amp,
+        )
         for split in ("validation", "test")
     }
     save_pretrained_atomic(ctx.run_dir / "model", model, data.tokenizer)
     non_emb, total = count_params(model)
     losses = state["losses"]
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     test_tokens = score["test"].n_tokens
     # bits/byte over the bytes actually scored (all of them unless eval.max_tokens caps it).
     test_bytes = data.n_bytes["test"] * test_tokens / max(len(data.ids["test"]) - 1, 1)

@@ -57,7 +57,9 @@ def resolve_model(name: str) -> ModelRef:
         return ModelRef(str(Path(name).expanduser()), "local")
     if _HUB_ID.match(name):
         return ModelRef(name, "hub")
-    known = ", ".join(["gpt-d1..gpt-d12", *[n for n in ladder_names() if not n.startswith("gpt-d")]])
+    known = ", ".join(
+        ["gpt-d1..gpt-d12", *[n for n in ladder_names() if not n.startswith("gpt-d")]]
+    )
     known += ", " + ", ".join(PRETRAINED) if list(PRETRAINED) else ""
     raise ScalelabError(
         f"unknown model {name!r}: not a ladder name ({known}), not an existing local "

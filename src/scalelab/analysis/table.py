@@ -1,0 +1,140 @@
+"""Input checks for the fitters: every user mistake becomes one `ScalelabError` line.
+
+The fitters themselves take clean numpy arrays; these helpers turn a results table (one row
+per run) into such arrays and say precisely which column or law is the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalelab.errors import ScalelabError
+
+# Parameters per law; a fit needs strictly more points than parameters.
+MIN_POINTS = {
+    "power": 4,
+    "pure-power": 3,
+    "chinchilla": 6,
+    "loss-to-loss": 3,
+    "loss-to-loss-free": 5,
+}
+
+COMPUTE_COL = "compute"
+N_CANDIDATES = ("non_embedding_params", "Size", "Model Size", "N")
+D_CANDIDATES = ("tokens", "Tokens", "D")
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a results CSV; rows with an empty `Name` (flag rows in some published tables) go."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScalelabError(f"cannot read CSV {str(path)!r}: no such file")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ScalelabError(f"cannot read CSV {str(path)!r}: {first}") from None
+    if "Name" in df.columns:
+        df = df[df["Name"].notna() & (df["Name"].astype(str).str.strip() != "")]
+    return df.reset_index(drop=True)
+
+
+def require_columns(df: pd.DataFrame, cols: Sequence[str], what: str = "") -> None:
+    """Raise naming the first missing column (and what the table has instead)."""
+    for col in cols:
+        if col not in df.columns:
+            known = ", ".join(map(str, df.columns[:30]))
+            ctx = f" for {what}" if what else ""
+            raise ScalelabError(f"missing column {col!r}{ctx} (table has: {known})")
+
+
+def first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:
+    """The first of `candidates` that is a column of `df`, else None."""
+    return next((c for c in candidates if c in df.columns), None)
+
+
+def with_compute(
+    df: pd.DataFrame, n_col: str | None = None, d_col: str | None = None
+) -> pd.DataFrame:
+    """Add `compute` = 6 N D (FLOP) when the table has N and D but no compute column."""
+    if COMPUTE_COL in df.columns:
+        return df
+    n_col = n_col or first_present(df, N_CANDIDATES)
+    d_col = d_col or first_present(df, D_CANDIDATES)
+    if n_col is None or d_col is None or n_col not in df or d_col not in df:
+        raise ScalelabError(
+            "column 'compute' is absent and cannot be derived as 6*N*D: need an N column "
+            f"({', '.join(N_CANDIDATES)}) and a D column ({', '.join(D_CANDIDATES)})"
+        )
+    out = df.copy()
+    out[COMPUTE_COL] = 6.0 * numeric(df, n_col) * numeric(df, d_col)
+    return out
+
+
+def numeric(df: pd.DataFrame, col: str) -> pd.Series:
+    """Column `col` as floats; blanks become NaN, a column with no numbers at all is an error."""
+    require_columns(df, [col])
+    values = pd.to_numeric(df[col], errors="coerce").astype(float)
+    if len(values) and values.isna().all() and df[col].notna().any():
+        raise ScalelabError(f"column {col!r} is not numeric")
+    return values
+
+
+@dataclass(frozen=True)
+class CleanTable:
+    """Numeric columns with NaN rows dropped; `dropped` counts rows removed for NaN."""
+
+    columns: dict[str, np.ndarray]
+    dropped: int
+    index: pd.Index
+
+
+def clean_columns(df: pd.DataFrame, cols: Sequence[str], what: str = "") -> CleanTable:
+    """Coerce `cols` to float and drop rows where any of them is NaN/inf."""
+    require_columns(df, cols, what)
+    frame = pd.DataFrame({c: numeric(df, c) for c in dict.fromkeys(cols)}, index=df.index)
+    frame = frame.replace([np.inf, -np.inf], np.nan)
+    keep = frame.notna().all(axis=1)
+    kept = frame[keep]
+    return CleanTable(
+        columns={c: kept[c].to_numpy() for c in frame.columns},
+        dropped=int((~keep).sum()),
+        index=kept.index,
+    )
+
+
+def require_positive(values: np.ndarray, col: str, law: str) -> None:
+    """Logs are taken of these values: zero or negative entries are a user error."""
+    bad = values <= 0
+    if bad.any():
+        raise ScalelabError(
+            f"column {col!r} has {int(bad.sum())} non-positive value(s) (min {values.min():.4g}); "
+            f"the {law} fit takes logs of it"
+        )
+
+
+def require_points(n: int, law: str, group: str | None = None) -> None:
+    """A fit of `law` needs at least MIN_POINTS[law] rows."""
+    need = MIN_POINTS[law]
+    if n < need:
+        where = f" in group {group!r}" if group is not None else ""
+        raise ScalelabError(
+            f"too few points for the {law} law{where}: {n} usable row(s), need at least {need}"
+        )
+
+
+def require_distinct(
+    values: np.ndarray, col: str, law: str, need: int, group: str | None = None
+) -> None:
+    """A law cannot be identified from one repeated x value (e.g. every model the same size)."""
+    k = len(np.unique(values))
+    if k < need:
+        where = f" in group {group!r}" if group is not None else ""
+        raise ScalelabError(
+            f"too few distinct values in column {col!r}{where}: {k}, the {law} law needs {need}"
+        )

@@ -1,0 +1,157 @@
+"""How sure a fit is: R², bootstrap percentile intervals, prediction bands, holdout checks.
+
+Everything here is generic over the law: a `Problem` bundles the data with a `fit` callable,
+so the same bootstrap and holdout code serves power laws, Chinchilla and loss-to-loss fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from scalelab.errors import ScalelabError
+
+# Failures a single bootstrap resample may hit (e.g. all rows at one x); those draws are skipped.
+_REFIT_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError, ScalelabError)
+
+
+def r_squared(y: np.ndarray, yhat: np.ndarray) -> float:
+    """1 - SS_res / SS_tot on the original scale of y; NaN when y is constant."""
+    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot == 0:
+        return float("nan")
+    return 1.0 - float(np.sum((y - yhat) ** 2)) / ss_tot
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Data for one fit. `inputs`: tuple of (n,) arrays; `y`: (n,); `size`: (n,) ordering for
+    extrapolation (larger = further out); `fit(inputs, y, warm)` returns a FitResult, where
+    `warm` is a previous fit on similar data (or None) to start from."""
+
+    inputs: tuple[np.ndarray, ...]
+    y: np.ndarray
+    size: np.ndarray
+    fit: Callable[[tuple[np.ndarray, ...], np.ndarray, Any], Any]
+
+    def take(self, idx: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        return tuple(v[idx] for v in self.inputs), self.y[idx]
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Refits on rows resampled with replacement. `samples[name]`: shape (n_ok,)."""
+
+    samples: dict[str, np.ndarray]
+    n_requested: int
+    n_failed: int
+    seed: int
+
+    def ci(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """Percentile interval per parameter."""
+        q = 100 * (1 - level) / 2
+        return {
+            k: (float(np.percentile(v, q)), float(np.percentile(v, 100 - q)))
+            for k, v in self.samples.items()
+            if len(v)
+        }
+
+    def param_dicts(self) -> list[dict[str, float]]:
+        """One parameter dict per successful refit."""
+        names = list(self.samples)
+        n = len(self.samples[names[0]]) if names else 0
+        return [{k: float(self.samples[k][i]) for k in names} for i in range(n)]
+
+
+def bootstrap(problem: Problem, full_fit: Any, n_boot: int, seed: int = 0) -> Bootstrap:
+    """Refit `n_boot` times on rows drawn with replacement (numpy Generator seeded by `seed`).
+
+    Refits warm-start from `full_fit`: resamples stay close to the full data, so its optimum
+    (and, for Chinchilla, its other local optima) are good starts and no grid search is needed.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(problem.y)
+    rows: list[dict[str, float]] = []
+    failed = 0
+    # Degenerate resamples (few distinct x) may overflow; they are counted as failed draws.
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"):
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, size=n)
+            inputs, y = problem.take(idx)
+            try:
+                params = dict(problem.fit(inputs, y, full_fit).params)
+            except _REFIT_ERRORS:
+                failed += 1
+                continue
+            if all(np.isfinite(v) for v in params.values()):
+                rows.append(params)
+            else:
+                failed += 1
+    names = list(full_fit.params)
+    samples = {k: np.array([r[k] for r in rows], dtype=float) for k in names}
+    return Bootstrap(samples, n_boot, failed, seed)
+
+
+def prediction_band(
+    predict: Callable[[dict[str, float]], np.ndarray], boot: Bootstrap, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise percentile band of `predict(params)` over the bootstrap refits."""
+    preds = np.array([predict(p) for p in boot.param_dicts()])
+    q = 100 * (1 - level) / 2
+    with np.errstate(invalid="ignore"):
+        return np.nanpercentile(preds, q, axis=0), np.nanpercentile(preds, 100 - q, axis=0)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Fit on all but the `k` largest points; relative errors (y_hat - y) / y on those k."""
+
+    k: int
+    rel_errors: np.ndarray
+    params: dict[str, float]
+
+    @property
+    def n_undefined(self) -> int:
+        """Held-out points the refitted law cannot predict (e.g. L_x below a fitted E_x)."""
+        return int(np.sum(~np.isfinite(self.rel_errors)))
+
+    @property
+    def mean_abs_rel_error(self) -> float:
+        ok = np.isfinite(self.rel_errors)
+        return float(np.mean(np.abs(self.rel_errors[ok]))) if ok.any() else float("nan")
+
+    @property
+    def max_abs_rel_error(self) -> float:
+        ok = np.isfinite(self.rel_errors)
+        return float(np.max(np.abs(self.rel_errors[ok]))) if ok.any() else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "rel_errors": [float(v) for v in self.rel_errors],
+            "mean_abs_rel_error": self.mean_abs_rel_error,
+            "max_abs_rel_error": self.max_abs_rel_error,
+            "n_undefined": self.n_undefined,
+            "params": self.params,
+        }
+
+
+def holdout_check(problem: Problem, k: int) -> Holdout:
+    """Extrapolation check: refit without the k points of largest `size`, predict them."""
+    n = len(problem.y)
+    if not 0 < k < n:
+        raise ScalelabError(
+            f"--holdout {k} must be between 1 and the number of points - 1 ({n - 1})"
+        )
+    order = np.argsort(problem.size, kind="stable")
+    train, test = order[: n - k], order[n - k :]
+    inputs, y = problem.take(train)
+    fit = problem.fit(inputs, y, None)
+    test_inputs, y_test = problem.take(test)
+    rel = (fit.predict(*test_inputs) - y_test) / y_test
+    return Holdout(k, rel, dict(fit.params))

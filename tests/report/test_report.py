@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalelab.analysis import laws
+from scalelab.errors import ScalelabError
+from scalelab.report import plots
+from scalelab.report.build import ReportSpec, build_report
+
+
+def runs_table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for method, e in (("full", 2.0), ("lora", 2.2)):
+        for i, n in enumerate(np.geomspace(1e6, 1e8, 6)):
+            val = laws.power_law(n, {"E": e, "A": 200.0, "alpha": 0.3}) * np.exp(
+                0.005 * rng.normal()
+            )
+            rows.append(
+                {
+                    "run_id": f"{method}-{i}",
+                    "method": method,
+                    "task.dataset": "wt2",
+                    "non_embedding_params": n,
+                    "val_loss": val,
+                    "test_loss": val * 1.02,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def curves_table(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for run in runs["run_id"][:3]:
+        for step in range(1, 11):
+            rows.append(
+                {
+                    "run_id": run,
+                    "step": step,
+                    "tokens": step * 1000,
+                    "train_loss": 5 / step**0.3,
+                    "val_loss": 5.1 / step**0.3 if step % 5 == 0 else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_build_report_writes_self_contained_html(tmp_path):
+    runs = runs_table()
+    html_path = build_report(runs, curves_table(runs), tmp_path, ReportSpec(bootstrap=50))
+    html = html_path.read_text()
+    assert (tmp_path / "scaling.png").is_file() and (tmp_path / "curves.png").is_file()
+    assert (tmp_path / "loss_to_loss_0.png").is_file()  # val_loss and test_loss both present
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 3
+    assert base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'src="http' not in html and "scaling.png" not in html
+    # default grouping by method (task.dataset does not vary), one fitted law per group
+    assert "<td class='l'>full</td>" in html and "<td class='l'>lora</td>" in html
+    assert "95% CI" in html or "[" in html
+
+
+def test_report_notes_instead_of_failing_on_tiny_groups(tmp_path):
+    runs = runs_table().iloc[:8]  # lora has only 2 runs
+    html = build_report(runs, None, tmp_path, ReportSpec(bootstrap=0)).read_text()
+    assert "too few points" in html
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_report_missing_column_is_user_error(tmp_path):
+    with pytest.raises(ScalelabError, match="missing column 'tokens'"):
+        build_report(runs_table(), None, tmp_path, ReportSpec(x="tokens"))
+
+
+def test_plots_never_fit_and_draw_given_params(tmp_path):
+    runs = runs_table()
+    path = plots.plot_scaling(
+        runs,
+        "non_embedding_params",
+        "val_loss",
+        tmp_path / "a.png",
+        group="method",
+        params={"full": {"E": 2.0, "A": 200.0, "alpha": 0.3}},
+    )
+    assert path.stat().st_size > 1000
+    path = plots.plot_loss_to_loss(
+        runs, "val_loss", "test_loss", tmp_path / "b.png", group="method"
+    )
+    assert path.is_file()

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from scalelab.analysis import laws
+from scalelab.cli_analysis import register
+from scalelab.errors import ScalelabError
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture
+def runs_csv(tmp_path) -> Path:
+    n = np.geomspace(1e6, 1e9, 10)
+    df = pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(10)],
+            "non_embedding_params": n,
+            "tokens": 20 * n,
+            "val_loss": laws.power_law(n, {"E": 2, "A": 300, "alpha": 0.3}),
+            "method": ["a", "b"] * 5,
+        }
+    )
+    df.loc[0, "val_loss"] = np.nan
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def invoke(app, args):
+    return CliRunner().invoke(app, args, catch_exceptions=True)
+
+
+def test_fit_power_json(app, runs_csv):
+    r = invoke(
+        app,
+        [
+            "fit",
+            str(runs_csv),
+            "--law",
+            "power",
+            "--x",
+            "non_embedding_params",
+            "--y",
+            "val_loss",
+            "--bootstrap",
+            "30",
+            "--holdout",
+            "2",
+            "--format",
+            "json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    (obj,) = json.loads(r.output)
+    assert obj["E"] == pytest.approx(2.0, rel=1e-3) and obj["alpha"] == pytest.approx(0.3, rel=1e-3)
+    assert obj["n_points"] == 9 and obj["group"] is None
+    assert set(obj["ci"]) == {"E", "A", "alpha"} and obj["holdout"]["k"] == 2
+    assert any("dropped 1" in n for n in obj["notes"])
+
+
+def test_fit_grouped_table_with_target(app, runs_csv):
+    r = invoke(
+        app,
+        [
+            "fit",
+            str(runs_csv),
+            "--law",
+            "power",
+            "--x",
+            "non_embedding_params",
+            "--y",
+            "val_loss",
+            "--group",
+            "method",
+            "--target",
+            "2.5",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "[a] power" in r.output and "[b] power" in r.output
+    assert "smallest x reaching 2.5" in r.output
+
+
+def test_fit_bad_input_raises_one_line_error(app, runs_csv, tmp_path):
+    r = invoke(app, ["fit", str(runs_csv), "--law", "power", "--x", "nope", "--y", "val_loss"])
+    assert isinstance(r.exception, ScalelabError) and "'nope'" in str(r.exception)
+    r = invoke(app, ["fit", str(tmp_path / "x.csv"), "--law", "power", "--x", "a", "--y", "b"])
+    assert isinstance(r.exception, ScalelabError) and "x.csv" in str(r.exception)
+    r = invoke(app, ["fit", str(runs_csv), "--law", "cubic", "--x", "a", "--y", "b"])
+    assert isinstance(r.exception, ScalelabError)
+    r = invoke(
+        app,
+        [
+            "fit",
+            str(runs_csv),
+            "--law",
+            "power",
+            "--x",
+            "non_embedding_params",
+            "--y",
+            "val_loss",
+            "--target",
+            "1.0",
+        ],
+    )
+    assert isinstance(r.exception, ScalelabError) and "unreachable" in str(r.exception)
+
+
+def test_report_from_csv(app, runs_csv, tmp_path):
+    out = tmp_path / "rep"
+    r = invoke(app, ["report", "--csv", str(runs_csv), "--out", str(out), "--bootstrap", "20"])
+    assert r.exit_code == 0, r.output
+    assert (out / "report.html").is_file() and (out / "scaling.png").is_file()
+
+
+def test_report_needs_exp_or_csv(app):
+    r = invoke(app, ["report"])
+    assert isinstance(r.exception, ScalelabError)
+
+
+@pytest.mark.shared_data
+def test_fit_chinchilla_cli(app):
+    path = SHARED / "chinchilla_svg_extracted_data.csv"
+    if not path.is_file():
+        pytest.skip("shared data absent")
+    r = invoke(
+        app,
+        [
+            "fit",
+            str(path),
+            "--law",
+            "chinchilla",
+            "--x",
+            "Model Size",
+            "--x2",
+            "Training FLOP",
+            "--x2-is-compute",
+            "--y",
+            "loss",
+            "--drop-top-loss",
+            "5",
+            "--format",
+            "json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    (obj,) = json.loads(r.output)
+    assert obj["E"] == pytest.approx(1.8172, rel=0.005)
+    assert obj["compute_optimal"]["N_opt_exponent"] == pytest.approx(0.514, abs=0.005)
