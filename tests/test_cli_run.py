@@ -206,3 +206,27 @@ def test_unreadable_dataset_file_fails_cleanly(tmp_path, capsys):
     )
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 2 and "nope.txt" in err
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_parent_stops_its_workers(tmp_path, corpus):
+    import psutil
+
+    params = {"tokens": 8 * 32 * 2000, "batch_size": 8, "lr": 3e-3}
+    spec = tiny_lm_spec(tmp_path / "a.yaml", corpus, tmp_path / "a", models=["gpt-d1", "gpt-d2"],
+                        params=params, runtime={"threads": 1, "checkpoint_every_steps": 10})
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "run", str(spec), "--quiet",
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "a" / "runs"
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(runs.glob("*/checkpoint/state.json"))) < 2:
+        time.sleep(0.1)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    described = [" ".join(p.cmdline())[-120:] for p in alive]
+    for p in alive:
+        p.kill()
+    assert not alive, described

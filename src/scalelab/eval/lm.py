@@ -84,7 +84,7 @@ def sliding_window_score(
             chunk = group[i : i + batch_size]
             x = torch.stack([ids[b:e] for b, e, _ in chunk]).to(device=device, dtype=torch.long)
             with ctx:
-                logits = model(input_ids=x).logits
+                logits = model(input_ids=x, use_cache=False).logits
             losses = F.cross_entropy(
                 logits[:, :-1].float().reshape(-1, logits.size(-1)),
                 x[:, 1:].reshape(-1),

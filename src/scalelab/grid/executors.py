@@ -7,6 +7,7 @@ sees one writer. Progress events travel back through a queue.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_mod
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -28,9 +29,23 @@ def run_serial(
         on_done(run, row, curve)
 
 
-def _worker(run: RunSpec, runtime: Runtime, runs_dir: Path, events) -> tuple[dict, list]:
+_EVENTS = None  # the progress queue, set in each worker process by _init_worker
+_PARENT = 0
+
+
+def _init_worker(events, parent: int) -> None:
+    global _EVENTS, _PARENT
+    _EVENTS, _PARENT = events, parent
+
+
+def _worker(run: RunSpec, runtime: Runtime, runs_dir: Path) -> tuple[dict, list]:
     def report(event: dict) -> None:
-        events.put((run.run_id, event))
+        # A parent killed with SIGKILL cannot stop its pool: orphaned workers would train on
+        # and race a resumed run for the same checkpoint folder. Progress events come every
+        # step, so checking here bounds an orphan's life to one step.
+        if os.getppid() != _PARENT:
+            os._exit(1)
+        _EVENTS.put((run.run_id, event))
 
     report({"start": True})
     return execute(run, runtime, runs_dir, report)
@@ -48,9 +63,14 @@ def run_parallel(
     if runtime.threads is None:
         runtime = runtime.model_copy(update={"threads": 1})
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        events = manager.Queue()
-        futures = {pool.submit(_worker, run, runtime, runs_dir, events): run for run in runs}
+    # A plain queue handed over at spawn time: a Manager would add a server process that
+    # outlives a killed parent.
+    events = ctx.Queue()
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(events, os.getpid())
+    )
+    with pool:
+        futures = {pool.submit(_worker, run, runtime, runs_dir): run for run in runs}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)

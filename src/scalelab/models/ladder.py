@@ -58,6 +58,7 @@ def depth_rung(depth: int) -> Rung:
 # Round-number sizes (non-embedding params within ~15% of the name).
 NAMED_SIZES: dict[str, Rung] = {
     "gpt-20k": Rung(1, 40, 1),
+    "gpt-50k": Rung(2, 48, 2),
     "gpt-100k": Rung(2, 64, 2),
     "gpt-300k": Rung(3, 96, 3),
     "gpt-1m": Rung(4, 144, 4),
