@@ -47,7 +47,13 @@ from scalelab.models.build import build_causal_lm, count_params  # noqa: E402
 
 MALLOC_VARS = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("trainer", "scalelab-fp32", "scalelab-bf16", "scalelab-compile-bf16")
+VARIANTS = (
+    "trainer",
+    "scalelab-fp32",
+    "scalelab-compile",
+    "scalelab-bf16",
+    "scalelab-compile-bf16",
+)
 SEED = 0
 
 

@@ -123,6 +123,8 @@ def summary_table(table):
     for m in metrics:
         if m.endswith(("params", "tokens")) and out[m].notna().all():
             out[m] = out[m].astype("int64")
+        elif m.endswith(("_per_s", "_mb", "wall_s")):
+            out[m] = out[m].round(1)  # speeds and sizes: more digits would be noise
     return out.round(4)
 
 

@@ -26,6 +26,7 @@ from scalelab.eval.classification import classification_report, score
 from scalelab.io import atomic_write_json
 from scalelab.methods.base import RunContext, RunResult
 from scalelab.methods.checkpoint import save_pretrained_atomic
+from scalelab.methods.devices import prepare_device
 from scalelab.methods.finetune import LoraParams
 from scalelab.models.build import count_params
 from scalelab.models.pretrained import apply_lora, layer_multipliers, load_classifier
@@ -116,13 +117,6 @@ def predict(model, seqs: list[list[int]], pad_id: int, batch_size: int, amp, dev
 # --- the run -------------------------------------------------------------------------------
 
 
-def _device(runtime) -> torch.device:
-    want = getattr(runtime, "device", "auto")
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(want)
-
-
 def _check_length(config, max_length: int, name: str) -> None:
     """A clear error when task.max_length exceeds the model's position table."""
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -141,9 +135,7 @@ class _Trainer:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()  # the load report lists the new head: expected
         self.ctx, self.p, task = ctx, ctx.params, ctx.task
-        if ctx.runtime.threads:
-            torch.set_num_threads(ctx.runtime.threads)
-        self.device = _device(ctx.runtime)
+        self.device = prepare_device(ctx.runtime)
         self.amp = autocast_for(self.p.dtype, self.device)
         self.data = load_task_data(task)
         torch.manual_seed(ctx.seed)  # the new head's (and LoRA's) initialisation

