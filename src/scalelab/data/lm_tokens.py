@@ -8,8 +8,10 @@ sizes on the same corpus tokenize it once.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -30,18 +32,37 @@ class LMData:
         return len(self.tokenizer)
 
 
+# Split only after "x\n" before a non-space: there GPT-2's pre-tokenizer regex ends a
+# pre-token whether or not the text goes on, so BPE sees the same pieces (a split after
+# " \n" or before " y" would change the ids).
+_SAFE_SPLIT = re.compile(r"(?<=\S\n)(?=\S)")
+
+
 def _encode(tokenizer, text: str) -> torch.Tensor:
-    # Line by line (keeping newlines) so the Rust tokenizer can batch in parallel; byte-level
-    # BPE never merges across a newline's pre-token boundary, so this changes no ids.
-    lines = text.splitlines(keepends=True)
-    encs = tokenizer.backend_tokenizer.encode_batch(lines, add_special_tokens=False)
-    flat = [i for enc in encs for i in enc.ids]
-    return torch.tensor(flat, dtype=torch.int32)
+    """Token ids of `text` (int32 [n]), as one `encode` of the whole text would give them.
+
+    Pieces are encoded in a batch so the Rust tokenizer can use every core; a sample checks
+    that piecewise encoding is exact for this tokenizer, else the text is encoded whole.
+    """
+    backend = tokenizer.backend_tokenizer
+
+    def encode_pieces(t: str) -> np.ndarray:
+        encs = backend.encode_batch(_SAFE_SPLIT.split(t), add_special_tokens=False)
+        # Per-piece int32 arrays, not one flat Python list: 11M boxed ints cost ~0.5 GB.
+        parts = [np.asarray(e.ids, dtype=np.int32) for e in encs]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    sample = text[:200_000]
+    whole = np.asarray(backend.encode(sample, add_special_tokens=False).ids, dtype=np.int32)
+    if not np.array_equal(encode_pieces(sample), whole):
+        ids = np.asarray(backend.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        return torch.from_numpy(ids)
+    return torch.from_numpy(encode_pieces(text))
 
 
 def tokenize_splits(texts: dict[str, str], tokenizer) -> LMData:
     """Token ids for each split of `texts`, from the cache when this pair was seen before."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"tokens-v2")  # bump when the encoding procedure changes
     for split in SPLITS:
         h.update(hashlib.sha256(texts[split].encode()).digest())
     h.update(tokenizer.backend_tokenizer.to_str().encode())
