@@ -252,3 +252,12 @@ def test_a_saved_run_folder_is_a_model_name(tmp_path, corpus, capsys):
     cont = ResultsStore(tmp_path / "b" / "results.sqlite").table().iloc[0]
     assert cont["non_embedding_params"] == base["non_embedding_params"]
     assert cont["val_loss"] < base["val_loss"]  # it started from the trained weights
+
+
+def test_usage_errors_exit_2_without_a_traceback(tmp_path, corpus, capsys):
+    spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, tmp_path / "out")
+    code, _, err = cli("run", spec, "--no-such-flag", capsys=capsys)
+    assert code == 2 and "No such option" in err and "Traceback" not in err
+    code, _, err = cli("run", spec, "--workers", "0", capsys=capsys)
+    assert code == 2 and "--workers" in err
+    assert not (tmp_path / "out").exists()

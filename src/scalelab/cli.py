@@ -6,7 +6,6 @@ import sys
 from enum import Enum
 from pathlib import Path
 
-import click
 import typer
 
 from scalelab.errors import ScalelabError
@@ -172,25 +171,23 @@ _register_extensions()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line on stderr and exit with status 2."""
+    """Entry point: user errors print one line on stderr and exit with status 2.
+
+    Typer runs in standalone mode, so its own usage errors (unknown option, bad value) print
+    the usage and exit 2 through SystemExit, which becomes the return value here.
+    """
     try:
-        # With standalone_mode=False click returns typer.Exit's code instead of raising it.
-        code = app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="scalelab")
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except ScalelabError as err:
         typer.echo(f"error: {err}", err=True)
         return err.exit_code
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 130
     except KeyboardInterrupt:
         typer.echo("interrupted: finished runs are stored; rerun to resume", err=True)
         return 130
-    return code if isinstance(code, int) else 0
+    return 0
 
 
 def entry() -> None:

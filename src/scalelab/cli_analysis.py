@@ -152,7 +152,12 @@ def report_command(
     x: str | None = typer.Option(None, "--x", help="x column (default non_embedding_params)."),
     y: str | None = typer.Option(None, "--y", help="y column (default val_loss, else test_loss)."),
     group: str | None = typer.Option(None, "--group", help="Colour/fit per value of COL."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder [default: OUTPUT_DIR/NAME-report for an experiment]."
+    ),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", help="Override the experiment's output_dir."
+    ),
     n_boot: int = typer.Option(200, "--bootstrap", help="Bootstrap refits for the bands."),
     seed: int = typer.Option(0, "--seed"),
     l2l: list[str] = typer.Option([], "--loss-to-loss", help="'LX:LY' pair to plot; repeatable."),
@@ -170,14 +175,12 @@ def report_command(
     if experiment is not None:
         if not experiment.is_file():
             raise ScalelabError(f"experiment file {str(experiment)!r} not found")
-        try:
-            from scalelab.grid.api import load_experiment_tables
-        except ImportError:
-            raise ScalelabError(
-                "experiment reports need scalelab.grid.api, which is not installed; use --csv"
-            ) from None
-        runs, curves = load_experiment_tables(experiment)
-        out = out or experiment.with_name(f"{experiment.stem}-report")
+        from scalelab.grid.api import open_experiment
+
+        exp = open_experiment(experiment, output_dir)
+        ids = [r.run_id for r in exp.runs]
+        runs, curves = exp.store.table(ids), exp.store.curves(ids)
+        out = out or Path(exp.spec.output_dir) / f"{exp.spec.name}-report"
         title = f"scalelab report: {experiment.stem}"
     else:
         runs, curves = _load_csvs(csv)
