@@ -1,4 +1,6 @@
-"""Import the modules that register built-in methods and task kinds (none import torch).
+"""Import the modules that register built-in methods, task kinds and pretrained models.
+
+None of them imports torch.
 
 One line per module: adding a method or task kind is one `register(...)` in its own module
 plus one import here.
@@ -16,3 +18,4 @@ def load_builtins() -> None:
     import scalelab.data.tasks  # noqa: F401  (task kind "lm")
     import scalelab.methods  # noqa: F401  ("pretrain")
     import scalelab.methods.finetune  # noqa: F401  ("full", "lora")
+    import scalelab.models.pretrained  # noqa: F401  (minilm-l6, mpnet-base, smollm2-135m)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from scalelab import cli_analysis, cli_data, cli_finetune
 from scalelab.errors import ScalelabError
 
 app = typer.Typer(
@@ -130,8 +131,9 @@ def summary_table(table):
 @app.command("models")
 def models_cmd() -> None:
     """List the model ladder (with exact non-embedding parameter counts) and named models."""
+    from scalelab.builtins import load_builtins
     from scalelab.models.ladder import NAMED_SIZES, depth_rung
-    from scalelab.models.registry import PRETRAINED, _load_builtin_entries
+    from scalelab.models.registry import PRETRAINED
 
     typer.echo(f"{'name':<14}{'layers':>7}{'width':>7}{'heads':>7}{'non-emb params':>16}")
     rungs = [(f"gpt-d{d}", depth_rung(d)) for d in range(1, 13)] + list(NAMED_SIZES.items())
@@ -139,7 +141,7 @@ def models_cmd() -> None:
         typer.echo(
             f"{name:<14}{r.n_layer:>7}{r.n_embd:>7}{r.n_head:>7}{r.non_embedding_params:>16,}"
         )
-    _load_builtin_entries()
+    load_builtins()
     for name, e in PRETRAINED.items():
         typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")
 
@@ -155,19 +157,10 @@ def methods_cmd() -> None:
         typer.echo(f"{name:<12} [{', '.join(m.task_kinds)}] {m.description}")
 
 
-def _register_extensions() -> None:
-    """Command groups that live next to the code they drive."""
-    import importlib
-
-    for module in ("scalelab.cli_data", "scalelab.cli_analysis", "scalelab.cli_finetune"):
-        try:
-            importlib.import_module(module).register(app)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-
-
-_register_extensions()
+# Command groups that live next to the code they drive.
+cli_data.register(app)
+cli_analysis.register(app)
+cli_finetune.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

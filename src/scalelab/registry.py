@@ -6,7 +6,7 @@ so two modules can never silently shadow each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from scalelab.errors import ScalelabError
@@ -26,14 +26,6 @@ class Registry(Generic[T]):
             raise ValueError(f"duplicate {self.kind} name {name!r}: already registered")
         self._entries[name] = entry
         return entry
-
-    def decorator(self, name: str) -> Callable[[T], T]:
-        """`@REG.decorator("name")` registers the decorated object under `name`."""
-
-        def wrap(obj: T) -> T:
-            return self.register(name, obj)
-
-        return wrap
 
     def get(self, name: str) -> T:
         try:

@@ -42,8 +42,7 @@ CREATE TABLE IF NOT EXISTS curves (
 );
 """
 
-# Columns of the results table, in display order, before config and metric columns.
-LEAD_COLUMNS = ["run_id", "experiment", "status"]
+# Config columns of the results table come in this order, after run_id/experiment/status.
 CONFIG_ORDER = ["model", "method", "seed", "task", "params"]
 
 

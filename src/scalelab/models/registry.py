@@ -48,7 +48,9 @@ class ModelRef:
 
 def resolve_model(name: str) -> ModelRef:
     """Classify a model name, raising a clear error for names that match nothing."""
-    _load_builtin_entries()
+    from scalelab.builtins import load_builtins  # registers the pretrained entries
+
+    load_builtins()
     if ladder_rung(name) is not None:
         return ModelRef(name, "ladder")
     if name in PRETRAINED:
@@ -76,18 +78,3 @@ def model_path(ref: ModelRef) -> tuple[str, dict]:
     if ref.kind in ("local", "hub"):
         return ref.name, {}
     raise ValueError(f"{ref.name} is a ladder model: build it from its config")
-
-
-_LOADED = False
-
-
-def _load_builtin_entries() -> None:
-    """Import the modules that register pretrained models (cheap: no torch)."""
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        try:
-            import scalelab.models.pretrained  # noqa: F401
-        except ModuleNotFoundError as err:
-            if err.name != "scalelab.models.pretrained":
-                raise
