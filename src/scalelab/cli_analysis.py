@@ -178,8 +178,7 @@ def report_command(
         from scalelab.grid.api import open_experiment
 
         exp = open_experiment(experiment, output_dir)
-        ids = [r.run_id for r in exp.runs]
-        runs, curves = exp.store.table(ids), exp.store.curves(ids)
+        runs, curves = exp.tables()
         out = out or Path(exp.spec.output_dir) / f"{exp.spec.name}-report"
         title = f"scalelab report: {experiment.stem}"
     else:

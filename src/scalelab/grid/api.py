@@ -21,6 +21,11 @@ class Experiment:
     def runs_dir(self) -> Path:
         return self.spec.runs_dir
 
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(runs table, curves table) for the runs this spec expands to, in grid order."""
+        ids = [r.run_id for r in self.runs]
+        return self.store.table(ids), self.store.curves(ids)
+
     def statuses(self) -> dict[str, str]:
         """run_id -> done | failed | resumable (checkpoint on disk) | pending."""
         stored = self.store.statuses(r.run_id for r in self.runs)
@@ -48,9 +53,7 @@ def load_experiment_tables(
     spec_path: str | Path, output_dir: str | Path | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, curves table) for the runs an experiment spec expands to."""
-    exp = open_experiment(spec_path, output_dir)
-    ids = [r.run_id for r in exp.runs]
-    return exp.store.table(ids), exp.store.curves(ids)
+    return open_experiment(spec_path, output_dir).tables()
 
 
 def label(run: RunSpec) -> str:
