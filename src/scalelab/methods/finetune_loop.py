@@ -28,6 +28,7 @@ from scalelab.methods.base import RunContext, RunResult
 from scalelab.methods.checkpoint import save_pretrained_atomic
 from scalelab.methods.devices import prepare_device
 from scalelab.methods.finetune import LoraParams
+from scalelab.methods.optim import decay_groups
 from scalelab.models.build import count_params
 from scalelab.models.pretrained import apply_lora, layer_multipliers, load_classifier
 
@@ -35,21 +36,8 @@ from scalelab.models.pretrained import apply_lora, layer_multipliers, load_class
 
 
 def make_optimizer(model, p, mults: dict[str, float] | None) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, grouped by (lr multiplier, decayed or not).
-
-    Only matrices are decayed: biases and LayerNorm weights (1-d) are not regularised.
-    Each group carries `lr_mult`; the loop sets lr = lr_mult * schedule.
-    """
-    groups: dict[tuple[float, bool], list] = {}
-    for name, q in model.named_parameters():
-        if q.requires_grad:
-            key = ((mults or {}).get(name, 1.0), q.dim() >= 2)
-            groups.setdefault(key, []).append(q)
-    param_groups = [
-        {"params": qs, "lr_mult": m, "weight_decay": p.weight_decay if decay else 0.0}
-        for (m, decay), qs in sorted(groups.items())
-    ]
-    return torch.optim.AdamW(param_groups, lr=p.lr, foreach=True)
+    """AdamW over the trainable parameters; `mults` are layer-wise lr multipliers by name."""
+    return torch.optim.AdamW(decay_groups(model, p.weight_decay, mults), lr=p.lr, foreach=True)
 
 
 def lr_factor(step: int, total: int, warmup_frac: float) -> float:

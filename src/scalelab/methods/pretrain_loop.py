@@ -21,6 +21,7 @@ from scalelab.eval.lm import sliding_window_score
 from scalelab.methods.base import RunContext, RunResult
 from scalelab.methods.checkpoint import load_checkpoint, save_checkpoint, save_pretrained_atomic
 from scalelab.methods.devices import prepare_device
+from scalelab.methods.optim import decay_groups
 from scalelab.models.build import build_causal_lm, count_params, load_tokenizer_for
 from scalelab.models.ladder import ladder_rung
 
@@ -44,12 +45,8 @@ def get_batch(ids: torch.Tensor, batch: int, seq_len: int, seed: int, step: int)
 
 
 def make_optimizer(model: torch.nn.Module, p) -> torch.optim.Optimizer:
-    # Decay matrices only: biases and LayerNorm gains are not regularised (nanoGPT).
-    params = [q for q in model.parameters() if q.requires_grad]
-    groups = [
-        {"params": [q for q in params if q.dim() >= 2], "weight_decay": p.weight_decay},
-        {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
-    ]
+    """Fused AdamW (multi-tensor where a build lacks the fused kernel), matrices decayed."""
+    groups = decay_groups(model, p.weight_decay)
     kwargs = {"lr": p.lr, "betas": (p.beta1, p.beta2)}
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)

@@ -1,0 +1,25 @@
+"""AdamW parameter groups shared by every training method."""
+
+from __future__ import annotations
+
+import torch
+
+
+def decay_groups(
+    model: torch.nn.Module, weight_decay: float, lr_mults: dict[str, float] | None = None
+) -> list[dict]:
+    """Trainable parameters grouped by (lr multiplier, decayed or not).
+
+    Only matrices are decayed: biases and LayerNorm gains (1-d) are not regularised
+    (nanoGPT). Each group carries `lr_mult` (from `lr_mults` by parameter name, default 1);
+    a loop sets each group's lr to lr_mult * its schedule.
+    """
+    groups: dict[tuple[float, bool], list] = {}
+    for name, q in model.named_parameters():
+        if q.requires_grad:
+            key = ((lr_mults or {}).get(name, 1.0), q.dim() >= 2)
+            groups.setdefault(key, []).append(q)
+    return [
+        {"params": qs, "lr_mult": m, "weight_decay": weight_decay if decay else 0.0}
+        for (m, decay), qs in sorted(groups.items())
+    ]
