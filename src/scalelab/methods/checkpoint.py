@@ -45,12 +45,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer) -> dict[str, 
     return json.loads((path / "state.json").read_text())
 
 
-def save_pretrained_atomic(path: Path, *objs) -> None:
-    """`save_pretrained` each object (model, tokenizer) into `path`, atomically."""
+def save_pretrained_atomic(path: Path, *objs, json_files: dict[str, Any] | None = None) -> None:
+    """`save_pretrained` each object (model, tokenizer) into `path`, atomically, together
+    with `json_files` (file name -> JSON-able object) written beside them."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for obj in objs:
         obj.save_pretrained(tmp)
+    for name, data in (json_files or {}).items():
+        (tmp / name).write_text(json.dumps(data, indent=2))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)

@@ -376,18 +376,9 @@ class _Trainer:
             "label_names": self.data.label_names,
             "lora": self.lora,
         }
-        save_pretrained_atomic(self.ctx.run_dir / "model", self.model, self.tok, _Json(info))
-
-
-class _Json:
-    """Writes scalelab.json from `save_pretrained_atomic` (which calls save_pretrained)."""
-
-    def __init__(self, data: dict) -> None:
-        self.data = data
-
-    def save_pretrained(self, folder) -> None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "scalelab.json").write_text(json.dumps(self.data, indent=2))
+        save_pretrained_atomic(
+            self.ctx.run_dir / "model", self.model, self.tok, json_files={"scalelab.json": info}
+        )
 
 
 def run(ctx: RunContext) -> RunResult:
