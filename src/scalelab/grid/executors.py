@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from scalelab.grid.runner import execute
+from scalelab.grid.runner import base_row, execute
 from scalelab.grid.spec import RunSpec, Runtime
 
 OnEvent = Callable[[str, dict], None]  # (run_id, {"step", "total", "loss"})
@@ -95,12 +95,5 @@ def _drain(events, on_event: OnEvent) -> None:
 
 
 def _crashed_row(run: RunSpec, err: BaseException) -> dict:
-    return {
-        "run_id": run.run_id,
-        "experiment": run.experiment,
-        "config": run.config,
-        "seed": run.seed,
-        "status": "failed",
-        "metrics": {},
-        "error": f"worker process died: {type(err).__name__}: {err}",
-    }
+    error = f"worker process died: {type(err).__name__}: {err}"
+    return {**base_row(run), "status": "failed", "metrics": {}, "error": error}

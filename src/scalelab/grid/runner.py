@@ -22,6 +22,20 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def base_row(run: RunSpec) -> dict:
+    """The store row of a run before its outcome: identity, config and provenance."""
+    return {
+        "run_id": run.run_id,
+        "experiment": run.experiment,
+        "config": run.config,
+        "seed": run.seed,
+        "started_at": _now(),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "host": host(),
+    }
+
+
 def execute(
     run: RunSpec, runtime: Runtime, runs_dir: Path, report=lambda e: None
 ) -> tuple[dict, list]:
@@ -33,17 +47,8 @@ def execute(
     run_dir = Path(runs_dir) / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"experiment": run.experiment, **run.config})
-    started, t0 = _now(), time.perf_counter()
-    row = {
-        "run_id": run.run_id,
-        "experiment": run.experiment,
-        "config": run.config,
-        "seed": run.seed,
-        "started_at": started,
-        "git_commit": git_commit(),
-        "versions": versions(),
-        "host": host(),
-    }
+    t0 = time.perf_counter()
+    row = base_row(run)
     ctx = RunContext(
         run_id=run.run_id,
         model=run.model,
