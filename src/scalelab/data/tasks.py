@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import PositiveInt, model_validator
 
 from scalelab.config import Strict, validate
+from scalelab.data.tokenizer_spec import TokenizerSpec
 from scalelab.errors import ScalelabError
 from scalelab.registry import Registry
 
@@ -37,29 +38,17 @@ class EvalWindow(Strict):
     max_tokens: PositiveInt | None = None
 
 
-def _default_tokenizer():
-    from scalelab.data.tokenizer import TokenizerSpec
-
-    return TokenizerSpec(kind="bpe", vocab_size=1024)
-
-
 class LMTask(Strict):
     """Language modelling on a text corpus (registered name or local file/folder)."""
 
     kind: Literal["lm"] = "lm"
     dataset: str
-    tokenizer: Any = Field(default_factory=_default_tokenizer)
+    tokenizer: TokenizerSpec = TokenizerSpec(kind="bpe", vocab_size=1024)
     seq_len: PositiveInt = 128
     eval: EvalWindow = EvalWindow()
 
     @model_validator(mode="after")
     def _check(self) -> LMTask:
-        from scalelab.data.tokenizer import TokenizerSpec
-
-        if not isinstance(self.tokenizer, TokenizerSpec):
-            object.__setattr__(
-                self, "tokenizer", validate(TokenizerSpec, self.tokenizer, "tokenizer")
-            )
         window = self.eval.window or self.seq_len
         if window > self.seq_len:
             raise ValueError(f"eval.window ({window}) cannot exceed seq_len ({self.seq_len})")

