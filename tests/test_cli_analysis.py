@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from scalelab.analysis import laws
-from scalelab.cli_analysis import register
+from scalelab.cli.analysis import register
 from scalelab.errors import ScalelabError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

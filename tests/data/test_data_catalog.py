@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from scalelab import cli_data
+from scalelab.cli import data as cli_data
 from scalelab.data import catalog
 from scalelab.data.catalog import DatasetEntry, register_dataset
 from scalelab.data.sources import HubSource, LocalSource, PypiMember

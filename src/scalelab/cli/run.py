@@ -1,4 +1,4 @@
-"""The `scalelab` command line. Each command's signature is its CLI (typer)."""
+"""`scalelab run`, `results`, `models` and `methods`: running an experiment and reading it back."""
 
 from __future__ import annotations
 
@@ -7,16 +7,6 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-
-from scalelab import cli_analysis, cli_data, cli_finetune
-from scalelab.errors import ScalelabError
-
-app = typer.Typer(
-    help="scalelab: how small can a model be for this task, and which method gets it there?",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 
 # Stable metric names shared by every method, in display order.
 METRICS = [
@@ -49,7 +39,6 @@ class Format(str, Enum):
 OutputDir = typer.Option(None, "--output-dir", help="Override the spec's output_dir.")
 
 
-@app.command()
 def run(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     dry_run: bool = typer.Option(
@@ -86,7 +75,6 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
 def results(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
@@ -128,7 +116,6 @@ def summary_table(table):
     return out.round(4)
 
 
-@app.command("models")
 def models_cmd() -> None:
     """List the model ladder (with exact non-embedding parameter counts) and named models."""
     from scalelab.builtins import load_builtins
@@ -146,7 +133,6 @@ def models_cmd() -> None:
         typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")
 
 
-@app.command("methods")
 def methods_cmd() -> None:
     """List the training methods and the task kinds they apply to."""
     from scalelab.builtins import load_builtins
@@ -157,35 +143,9 @@ def methods_cmd() -> None:
         typer.echo(f"{name:<12} [{', '.join(m.task_kinds)}] {m.description}")
 
 
-# Command groups that live next to the code they drive.
-cli_data.register(app)
-cli_analysis.register(app)
-cli_finetune.register(app)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line on stderr and exit with status 2.
-
-    Typer runs in standalone mode, so its own usage errors (unknown option, bad value) print
-    the usage and exit 2 through SystemExit, which becomes the return value here.
-    """
-    try:
-        app(args=argv, prog_name="scalelab")
-    except SystemExit as exit_:
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except ScalelabError as err:
-        typer.echo(f"error: {err}", err=True)
-        return err.exit_code
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished runs are stored; rerun to resume", err=True)
-        return 130
-    return 0
-
-
-def entry() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()
+def register(app: typer.Typer) -> None:
+    """Add `run`, `results`, `models` and `methods` to the main app."""
+    app.command("run")(run)
+    app.command("results")(results)
+    app.command("models")(models_cmd)
+    app.command("methods")(methods_cmd)
