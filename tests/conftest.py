@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from scalelab.builtins import load_builtins
+
+load_builtins()  # the test session is an entry point, like the CLI
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -24,7 +24,7 @@ def runs_of(tmp_path, **over):
 def test_lists_expand_into_a_grid(tmp_path):
     runs = runs_of(tmp_path, seeds=[0, 1, 2], params={"tokens": 4096, "lr": [1e-3, 3e-3]})
     assert len(runs) == 2 * 3 * 2
-    assert {(r.model, r.seed, r.params.lr) for r in runs} == {
+    assert {(r.model.name, r.seed, r.params.lr) for r in runs} == {
         (m, s, lr) for m in ("gpt-d1", "gpt-d2") for s in (0, 1, 2) for lr in (1e-3, 3e-3)
     }
     assert len({r.run_id for r in runs}) == 12
@@ -37,10 +37,10 @@ def test_scalars_and_defaults(tmp_path):
 
 
 def test_run_id_is_content_addressed(tmp_path):
-    a = {r.model: r.run_id for r in runs_of(tmp_path)}
-    b = {r.model: r.run_id for r in runs_of(tmp_path, name="other", runtime={"threads": 1})}
+    a = {r.model.name: r.run_id for r in runs_of(tmp_path)}
+    b = {r.model.name: r.run_id for r in runs_of(tmp_path, name="other", runtime={"threads": 1})}
     assert a == b  # experiment name and runtime do not change results
-    c = {r.model: r.run_id for r in runs_of(tmp_path, params={"tokens": 4096, "lr": 1e-3})}
+    c = {r.model.name: r.run_id for r in runs_of(tmp_path, params={"tokens": 4096, "lr": 1e-3})}
     assert a["gpt-d1"] != c["gpt-d1"]
 
 

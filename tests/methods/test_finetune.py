@@ -11,6 +11,7 @@ import torch
 from helpers import cli, write_spec
 
 from scalelab.grid.store import ResultsStore
+from scalelab.models.registry import resolve_model
 
 WORDS = "the a cat dog bird sat ran flew on under over mat tree sky big small red".split()
 LABEL_WORD = {0: "cat", 1: "dog", 2: "bird"}
@@ -105,7 +106,7 @@ def make_ctx(tmp_path: Path, model: Path, data: Path, method: str, seed: int = 0
     run_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(
         run_id="x",
-        model=str(model),
+        model=resolve_model(str(model)),
         task=task,
         params=p,
         seed=seed,

@@ -57,7 +57,7 @@ def load_experiment_tables(
 
 
 def label(run: RunSpec) -> str:
-    return f"{run.run_id[:8]} {run.model} {run.method} seed={run.seed}"
+    return f"{run.run_id[:8]} {run.model.name} {run.method} seed={run.seed}"
 
 
 def run_experiment(

@@ -20,7 +20,7 @@ import itertools
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from scalelab.config import Strict, validate
 from scalelab.data.tasks import parse_task, task_entry
 from scalelab.errors import ScalelabError
 from scalelab.methods.base import METHODS
-from scalelab.models.registry import resolve_model
+from scalelab.models.registry import ModelRef, resolve_model
 
 
 class Runtime(Strict):
@@ -44,6 +44,13 @@ class Runtime(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every_s: PositiveFloat = 30.0
     checkpoint_every_steps: int = Field(0, ge=0)  # 0 = time-based only
+    # Executor by registered name (serial, processes, ray); None: serial for one worker,
+    # else processes. The CLI's --executor overrides.
+    executor: str | None = None
+    num_cpus: PositiveFloat | None = None  # per run, for executors that place runs (ray)
+    num_gpus: float = Field(0.0, ge=0)  # per run (ray)
+    nproc_per_node: PositiveInt = 1  # >1: each run is one torchrun job of N DDP processes
+    log_to: list[Literal["tensorboard", "mlflow"]] = []  # live scalars, one log per run
 
 
 def _listify(v: Any) -> list:
@@ -80,16 +87,24 @@ class ExperimentSpec(Strict):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One fully resolved run. `config` is what the run id hashes and the store records."""
+    """One fully resolved run. `config` is what the run id hashes and the store records.
+
+    model: the resolved reference (a run product when the spec names `@stage`);
+    deps: ids of the runs whose products this run reads (they run first);
+    inputs: param name -> resolved reference for params that name other runs' products.
+    """
 
     run_id: str
     experiment: str
-    model: str
+    model: ModelRef
     task: Any
     method: str
     params: Any
     seed: int
     config: dict[str, Any]
+    stage: str = "main"
+    deps: tuple[str, ...] = ()
+    inputs: dict[str, ModelRef] = field(default_factory=dict)
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
@@ -172,9 +187,10 @@ def _method_entries(spec: ExperimentSpec) -> list[tuple[str, dict[str, Any], str
 def expand(spec: ExperimentSpec) -> list[RunSpec]:
     """All runs of the grid: tasks x methods x param sweeps x models x seeds."""
     load_builtins()
+    refs = {}
     for i, m in enumerate(spec.models):
         try:
-            resolve_model(m)
+            refs[m] = resolve_model(m)
         except ScalelabError as err:
             raise ScalelabError(f"models[{i}]: {err}") from None
     runs: list[RunSpec] = []
@@ -205,7 +221,7 @@ def expand(spec: ExperimentSpec) -> list[RunSpec]:
                             RunSpec(
                                 run_id_of(config),
                                 spec.name,
-                                model,
+                                refs[model],
                                 task,
                                 name,
                                 params,

@@ -27,6 +27,8 @@ class MethodDef:
     description: str = ""
     # Optional cross-field check of (task, params) at spec time; raises ScalelabError.
     check: Callable[[Any, Any], None] | None = None
+    # The metrics its runs report (scalelab.metrics.MetricDef): names, direction, format.
+    metrics: tuple[Any, ...] = ()
 
     def load(self) -> Callable[[RunContext], RunResult]:
         module, _, func = self.entry.partition(":")
@@ -45,7 +47,7 @@ class RunContext:
     """Everything one run needs. `report(event)` sends progress ({"step", "total", "loss"})."""
 
     run_id: str
-    model: str
+    model: Any  # models.registry.ModelRef, resolved once at spec time
     task: Any  # the validated task model (e.g. LMTask)
     params: Any  # the validated params model of this method
     seed: int

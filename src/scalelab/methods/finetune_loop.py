@@ -132,7 +132,7 @@ class _Trainer:
         if self.lora:
             model = apply_lora(model, self.p, self.new_modules)
         self.model = model.to(self.device)
-        _check_length(model.config, task.max_length, ctx.model)
+        _check_length(model.config, task.max_length, ctx.model.name)
         self.main_names = [n for n, q in model.named_parameters() if q.requires_grad]
         self.head_names = [n for n in self.main_names if self._is_head(n)]
         self.mults = layer_multipliers(model) if self.p.layerwise_lr else None
@@ -371,7 +371,7 @@ class _Trainer:
         """run_dir/model: the full model (or the LoRA adapter + head) and the tokenizer,
         plus scalelab.json naming the base model, so `load_finetuned` can rebuild it."""
         info = {
-            "base_model": self.ctx.model,
+            "base_model": self.ctx.model.path or self.ctx.model.name,
             "method": "lora" if self.lora else "full",
             "label_names": self.data.label_names,
             "lora": self.lora,

@@ -23,7 +23,6 @@ from scalelab.methods.checkpoint import load_checkpoint, save_checkpoint, save_p
 from scalelab.methods.devices import prepare_device
 from scalelab.methods.optim import decay_groups
 from scalelab.models.build import build_causal_lm, count_params, load_tokenizer_for
-from scalelab.models.ladder import ladder_rung
 
 
 def lr_at(step: int, total: int, p) -> float:
@@ -94,7 +93,7 @@ def _setup(ctx: RunContext):
     """Data, model, optimizer and loop state (restored from a checkpoint when one exists)."""
     task, p, rt = ctx.task, ctx.params, ctx.runtime
     device = prepare_device(rt)
-    ladder = ladder_rung(ctx.model) is not None
+    ladder = ctx.model.kind == "ladder"
     data = prepare_lm_data(task, tokenizer=None if ladder else load_tokenizer_for(ctx.model))
     T, B = task.seq_len, p.batch_size
     if p.tokens < B * T:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from scalelab.models.ladder import gpt2_config, ladder_rung
-from scalelab.models.registry import model_path, resolve_model
+from scalelab.models.registry import ModelRef, as_ref, model_path
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
@@ -27,24 +27,25 @@ def count_params(model: torch.nn.Module) -> tuple[int, int]:
     return total - embedding, total
 
 
-def build_causal_lm(name: str, vocab_size: int, n_positions: int, dropout: float = 0.0):
-    """A ladder model initialised from the current torch seed, or a pretrained one by name."""
+def build_causal_lm(model: str | ModelRef, vocab_size: int, n_positions: int, dropout: float = 0.0):
+    """A ladder model initialised from the current torch seed, or a pretrained one."""
     from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-    rung = ladder_rung(name)
+    ref = as_ref(model)
+    rung = ladder_rung(ref.name) if ref.kind == "ladder" else None
     if rung is not None:
         config = gpt2_config(rung, vocab_size=vocab_size, n_positions=n_positions, dropout=dropout)
         config._attn_implementation = "sdpa"
         return GPT2LMHeadModel(config)
-    path, kwargs = model_path(resolve_model(name))
+    path, kwargs = model_path(ref)
     return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", **kwargs)
 
 
-def load_tokenizer_for(name: str):
+def load_tokenizer_for(model: str | ModelRef):
     """The tokenizer saved with a non-ladder model (local folder or Hub id)."""
     from transformers import AutoTokenizer
 
-    path, kwargs = model_path(resolve_model(name))
+    path, kwargs = model_path(as_ref(model))
     tok = AutoTokenizer.from_pretrained(path, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

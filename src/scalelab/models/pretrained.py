@@ -11,10 +11,11 @@ from __future__ import annotations
 from scalelab.data.sources import PypiMember
 from scalelab.errors import ScalelabError
 from scalelab.models.registry import (
+    ModelRef,
     PretrainedEntry,
+    as_ref,
     model_path,
     register_pretrained,
-    resolve_model,
 )
 
 LAYER_MULTS = (0.1, 0.5, 1.0)  # lower / middle / top third of the transformer blocks
@@ -86,12 +87,13 @@ register_pretrained(
 # --- loading as a classifier ---------------------------------------------------------------
 
 
-def load_classifier(name: str, label_names: list[str]):
+def load_classifier(model: str | ModelRef, label_names: list[str]):
     """(model, tokenizer, new_modules): a sequence classifier and the names of the modules
     that the checkpoint lacked (the freshly initialised head, e.g. {"classifier"})."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    ref = resolve_model(name)
+    ref = as_ref(model)
+    name = ref.name
     if ref.kind == "ladder":
         raise ScalelabError(
             f"model {name!r} is an untrained ladder config: fine-tune a saved run instead "
