@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,10 +30,8 @@ from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validat
 
 from scalelab.builtins import load_builtins
 from scalelab.config import Strict, validate
-from scalelab.data.tasks import parse_task, task_entry
 from scalelab.errors import ScalelabError
-from scalelab.methods.base import METHODS
-from scalelab.models.registry import ModelRef, resolve_model
+from scalelab.models.registry import ModelRef
 
 
 class Runtime(Strict):
@@ -53,28 +52,90 @@ class Runtime(Strict):
     log_to: list[Literal["tensorboard", "mlflow"]] = []  # live scalars, one log per run
 
 
+STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _listify(v: Any) -> list:
     return v if isinstance(v, list) else [v]
 
 
-class ExperimentSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    output_dir: str = "scalelab-results"  # store and run folders; relative to the cwd
-    models: list[str]
-    tasks: list[Any]
-    methods: list[str | dict[str, Any]]
+class Stage(Strict):
+    """One named stage of a multi-stage spec. Fields left out take the top-level value
+    (`params` merge over the top-level params). A model or param value `@name` refers to
+    the products of the runs of stage `name` (see grid/dag.py)."""
+
+    models: list[str] | None = None
+    tasks: list[Any] | None = None
+    methods: list[str | dict[str, Any]] | None = None
     params: dict[str, Any] = {}
-    seeds: list[int] = [0]
-    runtime: Runtime = Runtime()
+    seeds: list[int] | None = None
 
     @field_validator("models", "tasks", "methods", "seeds", mode="before")
     @classmethod
-    def _as_list(cls, v: Any) -> list:
+    def _as_list(cls, v: Any) -> list | None:
+        if v is None:
+            return None
         v = _listify(v)
         if not v:
             raise ValueError("an empty list gives no runs")
         return v
+
+
+class ExperimentSpec(Strict):
+    """A grid of runs (models x tasks x methods x param sweeps x seeds), or with `stages`,
+    several such grids whose runs feed later stages' runs (a DAG, grid/dag.py)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    output_dir: str = "scalelab-results"  # store and run folders; relative to the cwd
+    models: list[str] | None = None
+    tasks: list[Any] | None = None
+    methods: list[str | dict[str, Any]] | None = None
+    params: dict[str, Any] = {}
+    seeds: list[int] = [0]
+    stages: dict[str, Stage] | None = None
+    runtime: Runtime = Runtime()
+
+    @field_validator("models", "tasks", "methods", "seeds", mode="before")
+    @classmethod
+    def _as_list(cls, v: Any) -> list | None:
+        if v is None:
+            return None
+        v = _listify(v)
+        if not v:
+            raise ValueError("an empty list gives no runs")
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, v: dict[str, Stage] | None) -> dict[str, Stage] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("an empty mapping gives no runs")
+            for name in v:
+                if not STAGE_NAME.match(name):
+                    raise ValueError(f"stage name {name!r}: use letters, digits, _ and -")
+        return v
+
+    def stage_list(self) -> dict[str, Stage]:
+        """Every stage with the top-level defaults filled in (one stage `main` without
+        `stages`); raises ScalelabError naming a stage that lacks models, tasks or methods."""
+        raw = self.stages or {"main": Stage()}
+        out = {}
+        for name, st in raw.items():
+            where = f"stages.{name}." if self.stages else ""
+            filled = Stage(
+                models=st.models or self.models,
+                tasks=st.tasks or self.tasks,
+                methods=st.methods or self.methods,
+                params={**self.params, **st.params},
+                seeds=st.seeds or self.seeds,
+            )
+            for key in ("models", "tasks", "methods"):
+                if getattr(filled, key) is None:
+                    raise ScalelabError(f"{where}{key}: field required")
+            out[name] = filled
+        return out
 
     @property
     def store_path(self) -> Path:
@@ -165,71 +226,8 @@ def run_id_of(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _method_entries(spec: ExperimentSpec) -> list[tuple[str, dict[str, Any], str]]:
-    out = []
-    for i, entry in enumerate(spec.methods):
-        where = f"methods[{i}]"
-        if isinstance(entry, str):
-            name, own = entry, {}
-        else:
-            own = dict(entry)
-            name = own.pop("name", None)
-            if not isinstance(name, str):
-                raise ScalelabError(f"{where}.name: field required")
-        try:
-            METHODS.get(name)
-        except ScalelabError as err:
-            raise ScalelabError(f"{where}: {err}") from None
-        out.append((name, own, where))
-    return out
-
-
 def expand(spec: ExperimentSpec) -> list[RunSpec]:
-    """All runs of the grid: tasks x methods x param sweeps x models x seeds."""
-    load_builtins()
-    refs = {}
-    for i, m in enumerate(spec.models):
-        try:
-            refs[m] = resolve_model(m)
-        except ScalelabError as err:
-            raise ScalelabError(f"models[{i}]: {err}") from None
-    runs: list[RunSpec] = []
-    for ti, raw_task in enumerate(spec.tasks):
-        entry, kind_model = task_entry(raw_task, f"tasks[{ti}]")
-        for task_raw in expand_axes(entry, kind_model):
-            task = parse_task(task_raw, f"tasks[{ti}]")
-            for name, own, where in _method_entries(spec):
-                method = METHODS.get(name)
-                if task.kind not in method.task_kinds:
-                    raise ScalelabError(
-                        f"{where}: method {name!r} does not apply to task kind {task.kind!r} "
-                        f"(it takes {', '.join(method.task_kinds)})"
-                    )
-                for p_raw in expand_axes({**spec.params, **own}, method.params):
-                    params = validate(method.params, p_raw, "params")
-                    if method.check:
-                        method.check(task, params)
-                    for model, seed in itertools.product(spec.models, spec.seeds):
-                        config = {
-                            "model": model,
-                            "task": task.model_dump(mode="json"),
-                            "method": name,
-                            "params": params.model_dump(mode="json"),
-                            "seed": seed,
-                        }
-                        runs.append(
-                            RunSpec(
-                                run_id_of(config),
-                                spec.name,
-                                refs[model],
-                                task,
-                                name,
-                                params,
-                                seed,
-                                config,
-                            )
-                        )
-    ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")
-    return runs
+    """All runs of the spec, dependencies before dependents (grid/dag.py)."""
+    from scalelab.grid.dag import expand_stages
+
+    return expand_stages(spec)

@@ -29,6 +29,9 @@ class MethodDef:
     check: Callable[[Any, Any], None] | None = None
     # The metrics its runs report (scalelab.metrics.MetricDef): names, direction, format.
     metrics: tuple[Any, ...] = ()
+    # What its runs leave in the run folder for later runs (`model`: a from_pretrained
+    # folder at runs/<id>/model).
+    products: tuple[str, ...] = ("model",)
 
     def load(self) -> Callable[[RunContext], RunResult]:
         module, _, func = self.entry.partition(":")

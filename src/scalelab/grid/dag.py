@@ -1,0 +1,274 @@
+"""Stages whose runs feed later runs: references, stage order, and the DAG of runs.
+
+A spec with `stages` declares one grid per stage; a later stage names an earlier one's
+products with a reference string, in `models` or as a method param value:
+
+    stages:
+      teacher:  {models: gpt-d2, methods: pretrain, params: {tokens: 1000000}}
+      students: {models: "@teacher", methods: pretrain, params: {lr: [1e-3, 3e-3]}}
+
+`@teacher` means the model product (`runs/<id>/model`) of every run of stage `teacher`: it
+is an axis, one dependent per matching run. `@teacher[model=gpt-d2,seed=0]` keeps the runs
+whose config matches (keys: model, method, seed, or a column such as params.lr or
+task.dataset). A dependent's config records its input as `run:<id>`, so its run id hashes
+its inputs' ids: changing a teacher reruns its students and nothing else. Stages may be
+written in any order; a cycle or a reference to a stage that does not exist is a spec error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from scalelab.config import validate
+from scalelab.data.tasks import parse_task, task_entry
+from scalelab.errors import ScalelabError
+from scalelab.grid.spec import ExperimentSpec, RunSpec, Stage, expand_axes, run_id_of
+from scalelab.methods.base import METHODS
+from scalelab.models.registry import ModelRef, resolve_model
+
+_REF = re.compile(r"^@(?P<stage>[A-Za-z0-9_-]+)(?:\[(?P<filters>[^\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """A parsed `@stage[key=value,...]` reference to another stage's model products."""
+
+    stage: str
+    filters: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, run: RunSpec) -> bool:
+        return all(_config_value(run, k) == v or _same_number(_config_value(run, k), v)
+                   for k, v in self.filters)  # fmt: skip
+
+
+def parse_ref(value: Any, where: str) -> StageRef | None:
+    """A StageRef for a string starting with '@'; None for anything else."""
+    if not (isinstance(value, str) and value.startswith("@")):
+        return None
+    m = _REF.match(value.strip())
+    if not m:
+        raise ScalelabError(
+            f"{where}: bad stage reference {value!r} (write @stage or @stage[key=value,...])"
+        )
+    filters = []
+    for part in filter(None, (p.strip() for p in (m["filters"] or "").split(","))):
+        key, eq, val = part.partition("=")
+        if not eq or not key.strip():
+            raise ScalelabError(f"{where}: bad filter {part!r} in {value!r} (write key=value)")
+        filters.append((key.strip(), val.strip()))
+    return StageRef(m["stage"], tuple(filters))
+
+
+def _config_value(run: RunSpec, key: str) -> str:
+    if key == "model":
+        return run.model.name
+    node: Any = run.config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "\0missing"
+        node = node[part]
+    return str(node)
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _refs_of(stage: Stage, name: str, spec: ExperimentSpec) -> list[tuple[str, StageRef]]:
+    """Every (where, reference) written in a stage's models, params and method entries."""
+    prefix = f"stages.{name}." if spec.stages else ""
+    out = []
+    for i, m in enumerate(stage.models or []):
+        if (ref := parse_ref(m, f"{prefix}models[{i}]")) is not None:
+            out.append((f"{prefix}models[{i}]", ref))
+    sections = [("params", stage.params)] + [
+        (f"methods[{i}]", e) for i, e in enumerate(stage.methods or []) if isinstance(e, dict)
+    ]
+    for where, section in sections:
+        for key, v in section.items():
+            for item in v if isinstance(v, list) else [v]:
+                if (ref := parse_ref(item, f"{prefix}{where}.{key}")) is not None:
+                    out.append((f"{prefix}{where}.{key}", ref))
+    return out
+
+
+def stage_order(spec: ExperimentSpec) -> list[str]:
+    """Stage names, each after every stage it references (written order among equals).
+
+    Raises ScalelabError for a reference to an unknown stage or a cycle (naming it)."""
+    stages = spec.stage_list()
+    needs: dict[str, set[str]] = {}
+    for name, st in stages.items():
+        needs[name] = set()
+        for where, ref in _refs_of(st, name, spec):
+            if ref.stage not in stages:
+                known = ", ".join(stages) if spec.stages else "none (no `stages` in this spec)"
+                raise ScalelabError(f"{where}: unknown stage {ref.stage!r} (stages: {known})")
+            needs[name].add(ref.stage)
+    order: list[str] = []
+    while len(order) < len(stages):
+        ready = [n for n in stages if n not in order and needs[n] <= set(order)]
+        if not ready:
+            raise ScalelabError(f"stages form a cycle: {_cycle(needs, set(order))}")
+        order.append(ready[0])
+    return order
+
+
+def _cycle(needs: dict[str, set[str]], placed: set[str]) -> str:
+    """One cycle among the unplaced stages, as 'a -> b -> a'."""
+    node = next(n for n in needs if n not in placed)
+    path: list[str] = []
+    while node not in path:
+        path.append(node)
+        node = sorted(needs[node] - placed)[0]
+    return " -> ".join([*path[path.index(node) :], node])
+
+
+def _matching(ref: StageRef, produced: dict[str, list[RunSpec]], where: str) -> list[RunSpec]:
+    runs = [r for r in produced[ref.stage] if ref.matches(r)]
+    if not runs:
+        shown = ",".join(f"{k}={v}" for k, v in ref.filters)
+        raise ScalelabError(f"{where}: @{ref.stage}[{shown}] matches no run of that stage")
+    for r in runs:
+        if "model" not in METHODS.get(r.method).products:
+            raise ScalelabError(
+                f"{where}: method {r.method!r} of stage {ref.stage!r} saves no model"
+            )
+    return runs
+
+
+def _method_entries(stage: Stage, prefix: str) -> list[tuple[str, dict[str, Any], str]]:
+    out = []
+    for i, entry in enumerate(stage.methods or []):
+        where = f"{prefix}methods[{i}]"
+        if isinstance(entry, str):
+            name, own = entry, {}
+        else:
+            own = dict(entry)
+            name = own.pop("name", None)
+            if not isinstance(name, str):
+                raise ScalelabError(f"{where}.name: field required")
+        try:
+            METHODS.get(name)
+        except ScalelabError as err:
+            raise ScalelabError(f"{where}: {err}") from None
+        out.append((name, own, where))
+    return out
+
+
+def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, tuple[str, ...]]]:
+    """(model reference, the run ids it depends on) for each model of a stage."""
+    out = []
+    for i, m in enumerate(stage.models):
+        where = f"{prefix}models[{i}]"
+        ref = parse_ref(m, where)
+        if ref is None:
+            try:
+                out.append((resolve_model(m), ()))
+            except ScalelabError as err:
+                raise ScalelabError(f"{where}: {err}") from None
+            continue
+        for up in _matching(ref, produced, where):
+            name = f"@{ref.stage}:{up.model.name}"
+            out.append((ModelRef.for_run(up.run_id, runs_dir, name), (up.run_id,)))
+    return out
+
+
+def _resolve_param_refs(section, prefix, produced) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Params with each `@stage` value replaced by its matching runs' `run:<id>` (a list
+    when several match: an axis); also run id -> RunSpec for the inputs found."""
+    out, found = {}, {}
+    for key, v in section.items():
+        items = v if isinstance(v, list) else [v]
+        refs = [parse_ref(x, f"{prefix}{key}") for x in items]
+        if not any(refs):
+            out[key] = v
+            continue
+        values = []
+        for item, ref in zip(items, refs, strict=True):
+            if ref is None:
+                values.append(item)
+                continue
+            for up in _matching(ref, produced, f"{prefix}{key}"):
+                values.append(f"run:{up.run_id}")
+                found[up.run_id] = up
+        out[key] = values if len(values) > 1 or isinstance(v, list) else values[0]
+    return out, found
+
+
+def expand_stages(spec: ExperimentSpec) -> list[RunSpec]:
+    """All runs of every stage: tasks x methods x param sweeps x models x seeds per stage,
+    stages in dependency order. Raises ScalelabError naming the bad field."""
+    stages = spec.stage_list()
+    produced: dict[str, list[RunSpec]] = {}
+    for name in stage_order(spec):
+        produced[name] = _expand_stage(spec, name, stages[name], produced)
+    runs = [r for name in produced for r in produced[name]]
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")
+    return runs
+
+
+def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
+    prefix = f"stages.{name}." if spec.stages else ""
+    models = _models(stage, prefix, produced, spec.runs_dir)
+    runs: list[RunSpec] = []
+    for ti, raw_task in enumerate(stage.tasks):
+        where_t = f"{prefix}tasks[{ti}]"
+        entry, kind_model = task_entry(raw_task, where_t)
+        for task_raw in expand_axes(entry, kind_model):
+            task = parse_task(task_raw, where_t)
+            for method_name, own, where in _method_entries(stage, prefix):
+                method = METHODS.get(method_name)
+                if task.kind not in method.task_kinds:
+                    raise ScalelabError(
+                        f"{where}: method {method_name!r} does not apply to task kind "
+                        f"{task.kind!r} (it takes {', '.join(method.task_kinds)})"
+                    )
+                section, inputs = _resolve_param_refs({**stage.params, **own}, prefix, produced)
+                for p_raw in expand_axes(section, method.params):
+                    params = validate(method.params, p_raw, f"{prefix}params")
+                    if method.check:
+                        method.check(task, params)
+                    for (model, model_deps), seed in itertools.product(models, stage.seeds):
+                        runs.append(
+                            _run(spec, name, model, model_deps, task, method_name, params, seed,
+                                 p_raw, inputs)
+                        )  # fmt: skip
+    return runs
+
+
+def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs) -> RunSpec:
+    config = {
+        "model": model.config_name,
+        "task": task.model_dump(mode="json"),
+        "method": method,
+        "params": params.model_dump(mode="json"),
+        "seed": seed,
+    }
+    param_inputs = {
+        k: ModelRef.for_run(v[4:], spec.runs_dir, f"@{inputs[v[4:]].stage}:{inputs[v[4:]].model.name}")
+        for k, v in p_raw.items()
+        if isinstance(v, str) and v.startswith("run:") and v[4:] in inputs
+    }  # fmt: skip
+    deps = tuple(dict.fromkeys([*model_deps, *(r.run_id for r in param_inputs.values())]))
+    return RunSpec(
+        run_id_of(config),
+        spec.name,
+        model,
+        task,
+        method,
+        params,
+        seed,
+        config,
+        stage=stage,
+        deps=deps,
+        inputs=param_inputs,
+    )
