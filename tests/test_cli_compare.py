@@ -120,3 +120,43 @@ def test_sweep_refuses_extra_axes(tmp_path, capsys):
     code, _, err = cli("sweep", spec, "--out", tmp_path / "s", capsys=capsys)
     assert code == 2 and "also vary in method" in err, err
     assert not (tmp_path / "s").exists()
+
+
+def test_compare_says_which_direction_is_better(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    _fill(spec, lambda r: {"test_accuracy": ACC[r.method][r.seed], "test_loss": 1 - r.seed})
+    code, out, _ = cli("compare", spec, capsys=capsys)  # default: the first declared test_ metric
+    assert code == 0 and out.startswith("test_accuracy (higher is better):")
+    assert "-> significant: full is better" in out
+    code, out, _ = cli("compare", spec, "--metric", "test_loss", "--format", "json", capsys=capsys)
+    assert json.loads(out)["higher_is_better"] is False
+
+
+def test_sweep_on_a_loss_picks_the_lowest_cell_and_its_test_twin(tmp_path, capsys):
+    spec = _spec(tmp_path, methods="full", params={"lr": [1e-4, 3e-4], "weight_decay": [0.0, 0.1]})
+
+    def metrics(r):
+        best = (r.params.lr, r.params.weight_decay) == (1e-4, 0.1)
+        return {"val_loss": 0.2 if best else 0.5, "test_loss": 0.3 if best else 0.6,
+                "val_accuracy": 0.5, "test_accuracy": 0.5}  # fmt: skip
+
+    _fill(spec, metrics)
+    args = ("sweep", spec, "--metric", "val_loss", "--out", tmp_path / "s")
+    code, out, err = cli(*args, capsys=capsys)
+    assert code == 0, err
+    assert "val_loss (lower is better)" in out
+    assert "best on val_loss: params.lr=0.0001, params.weight_decay=0.1" in out
+    assert "test_loss 0.3000" in out  # the test_ twin of the selection metric
+    # An explicit direction overrides the declaration (here: the worst cell, on purpose).
+    code, out, _ = cli(*args, "--higher-is-better", capsys=capsys)
+    assert code == 0 and "best on val_loss: params.lr=0.0001, params.weight_decay=0 " in out
+
+
+def test_sweep_on_an_undeclared_metric_needs_a_direction(tmp_path, capsys):
+    spec = _spec(tmp_path, methods="full", params={"lr": [1e-4, 3e-4], "weight_decay": [0.0, 0.1]})
+    _fill(spec, lambda r: {"val_score": r.params.lr, "test_accuracy": 0.5})
+    args = ("sweep", spec, "--metric", "val_score", "--out", tmp_path / "s")
+    code, _, err = cli(*args, capsys=capsys)
+    assert code == 2 and "no direction declared for val_score" in err, err
+    code, out, err = cli(*args, "--lower-is-better", capsys=capsys)
+    assert code == 0 and "params.lr=0.0001" in out and "test_accuracy 0.5000" in out, err

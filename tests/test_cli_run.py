@@ -60,7 +60,7 @@ def test_grid_runs_stores_and_skips_on_rerun(tmp_path, corpus, capsys):
     assert out.count("done  ") == 3 and "3 runs: 3 done, 0 to run" in out
 
     code, out, _ = cli("results", spec, "--format", "csv", capsys=capsys)
-    assert out.splitlines()[0].startswith("run_id,experiment,status,model,method,seed,task.")
+    assert out.splitlines()[0].startswith("run_id,experiment,stage,status,model,method,seed,task.")
     assert len(out.strip().splitlines()) == 4
 
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 from helpers import cli, write_spec
 
+from scalelab.engine.loop import train
 from scalelab.grid.store import ResultsStore
+from scalelab.methods.finetune import FinetuneRecipe
 from scalelab.models.registry import resolve_model
 
 WORDS = "the a cat dog bird sat ran flew on under over mat tree sky big small red".split()
@@ -149,17 +151,17 @@ def test_full_and_lora_through_the_cli(tmp_path, tiny, capsys):
 
 @pytest.mark.parametrize("arch,head", [("bert", "classifier"), ("gpt2", "score")])
 def test_lora_saves_head_and_reloads_to_identical_logits(tmp_path, tiny, arch, head):
-    from scalelab.methods.finetune_loop import _Trainer, collate, load_finetuned
+    from scalelab.data.classification import collate
+    from scalelab.methods.finetune import load_finetuned
 
     ctx = make_ctx(tmp_path, tiny[arch], tiny["data"], "lora", r=4, lr=5e-3)
-    trainer = _Trainer(ctx)
+    trainer = FinetuneRecipe(ctx)
+    result = train(trainer, ctx)
     assert trainer.new_modules == [head]  # computed from the checkpoint's missing keys
     assert head in trainer.model.peft_config["default"].modules_to_save
     assert trainer.head_names and all(".modules_to_save." in n for n in trainer.head_names)
     if arch == "gpt2":  # no pad token: pad = eos, and the model knows it
         assert trainer.model.config.pad_token_id == trainer.tok.eos_token_id
-    trainer.fit()
-    result = trainer.finish()
     assert 0 < result.metrics["trainable_frac"] < 1
     ids, mask = collate(trainer.seqs["test"], trainer.pad)
     trainer.model.eval()
@@ -175,7 +177,7 @@ def test_lora_saves_head_and_reloads_to_identical_logits(tmp_path, tiny, arch, h
 def test_layerwise_lr_thirds(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from scalelab.methods.finetune_loop import layer_multipliers
+    from scalelab.models.pretrained import layer_multipliers
 
     cfg = BertConfig(
         vocab_size=50,
@@ -195,50 +197,43 @@ def test_layerwise_lr_thirds(tmp_path):
 
 
 def test_optimizer_decays_matrices_only(tmp_path, tiny):
-    from scalelab.methods.finetune_loop import _Trainer, make_optimizer
+    from scalelab.engine.optim import make_optimizer
 
     ctx = make_ctx(
         tmp_path, tiny["bert"], tiny["data"], "full", weight_decay=0.1, layerwise_lr=True
     )
-    trainer = _Trainer(ctx)
-    opt = make_optimizer(trainer.model, ctx.params, trainer.mults)
+    plan = FinetuneRecipe(ctx).setup(torch.device("cpu"))
+    opt = make_optimizer(plan.model, ctx.params, plan.lr_mults)
     for g in opt.param_groups:
         assert all((q.dim() >= 2) == (g["weight_decay"] > 0) for q in g["params"])
     assert {g["lr_mult"] for g in opt.param_groups} == {0.1, 0.5, 1.0}
 
 
-def test_resume_after_an_epoch_replays_exactly(tmp_path, tiny):
-    from scalelab.methods.finetune_loop import _Trainer
-
+def test_resume_mid_epoch_replays_exactly(tmp_path, tiny):
     params = {"epochs": 3, "lr": 1e-3, "head_only_epochs": 1}
-    clean = _Trainer(make_ctx(tmp_path / "a", tiny["bert"], tiny["data"], "full", **params))
-    clean.fit()
-    want = clean.finish().metrics
+    clean_ctx = make_ctx(tmp_path / "a", tiny["bert"], tiny["data"], "full", **params)
+    want = train(FinetuneRecipe(clean_ctx), clean_ctx).metrics
 
     ctx = make_ctx(tmp_path / "b", tiny["bert"], tiny["data"], "full", **params)
-    killed = _Trainer(ctx)
-    limit = killed.steps_per_epoch * 2 + 1
+    killed = FinetuneRecipe(ctx)
 
     def kill(event):
-        if event["step"] >= limit:
+        if event["step"] >= killed.steps_per_epoch * 2 + 2:  # inside the third epoch
             raise KeyboardInterrupt
 
     ctx.report = kill
     with pytest.raises(KeyboardInterrupt):
-        killed.fit()
-    assert json.loads((ctx.run_dir / "checkpoint" / "state.json").read_text())["epoch"] == 2
+        train(killed, ctx)
+    state = json.loads((ctx.run_dir / "checkpoint" / "state.json").read_text())
+    assert state["step"] == killed.steps_per_epoch * 2 + 1  # checkpointed every step
     ctx.report = lambda e: None
-    resumed = _Trainer(ctx)
-    resumed.fit()
-    got = resumed.finish().metrics
+    got = train(FinetuneRecipe(ctx), ctx).metrics
     for m in ("test_loss", "val_loss", "test_accuracy", "best_step"):
         assert got[m] == pytest.approx(want[m], rel=1e-6), m
     assert not (ctx.run_dir / "checkpoint").exists()
 
 
 def test_early_stopping_and_eval_every(tmp_path, tiny):
-    from scalelab.methods.finetune_loop import _Trainer
-
     ctx = make_ctx(
         tmp_path,
         tiny["bert"],
@@ -249,11 +244,9 @@ def test_early_stopping_and_eval_every(tmp_path, tiny):
         eval_every=2,
         early_stopping_patience=2,
     )
-    trainer = _Trainer(ctx)
-    trainer.fit()
-    metrics = trainer.finish().metrics
-    assert metrics["epochs_run"] < 20  # a tiny lr never improves: stops after 2 flat evals
-    assert all(r["step"] % 2 == 0 for r in trainer.state["curve"])
+    result = train(FinetuneRecipe(ctx), ctx)
+    assert result.metrics["epochs_run"] < 20  # a tiny lr never improves: stops after 2 flat evals
+    assert all(r["step"] % 2 == 0 for r in result.curve)
 
 
 BAD = {
@@ -278,10 +271,6 @@ def test_bad_options_are_one_line_exit_2_and_write_nothing(tmp_path, tiny, capsy
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_autocast_dtypes_train(tmp_path, tiny, dtype):
-    from scalelab.methods.finetune_loop import _Trainer
-
     ctx = make_ctx(tmp_path, tiny["bert"], tiny["data"], "full", epochs=1, lr=1e-3, dtype=dtype)
-    trainer = _Trainer(ctx)
-    trainer.fit()
-    metrics = trainer.finish().metrics
+    metrics = train(FinetuneRecipe(ctx), ctx).metrics
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] == metrics["test_loss"]

@@ -92,3 +92,24 @@ def test_plots_never_fit_and_draw_given_params(tmp_path):
         runs, "val_loss", "test_loss", tmp_path / "b.png", group="method"
     )
     assert path.is_file()
+
+
+def test_a_declared_accuracy_is_fitted_as_an_error_rate(tmp_path):
+    runs = runs_table()
+    runs["val_accuracy"] = 1 - runs["val_loss"] / 10  # error = loss / 10: a power law in N
+    runs = runs.drop(columns=["val_loss", "test_loss"])
+    html = build_report(runs, None, tmp_path, ReportSpec(y="val_accuracy", bootstrap=0))
+    text = html.read_text()
+    assert "plotted and fitted as the error rate 1 - val_accuracy" in text
+    assert "1 - val_accuracy vs non_embedding_params" in text and "too few points" not in text
+
+
+def test_default_y_reads_the_declarations():
+    from scalelab.report.build import default_y
+
+    runs = runs_table()
+    assert default_y(runs) == "val_loss"  # full/lora declare val_loss before test_loss
+    assert default_y(runs.assign(val_loss=np.nan)) == "test_loss"
+    pre = runs.assign(method="pretrain", val_loss=np.nan, test_loss=np.nan, val_ppl=9.0)
+    assert default_y(pre) == "val_ppl"  # a declared loss with values, not a missing one
+    assert default_y(runs.drop(columns="method")) == "val_loss"  # no methods: as before

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from scalelab.cli import analysis, data
+from scalelab.cli import analysis, data, serve
 from scalelab.cli import run as run_cmds
 from scalelab.errors import ScalelabError
 
@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # One module per thing a user does; each adds its commands here.
-for _module in (run_cmds, analysis, data):
+for _module in (run_cmds, analysis, data, serve):
     _module.register(app)
 
 
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     Typer runs in standalone mode, so its own usage errors (unknown option, bad value) print
     the usage and exit 2 through SystemExit, which becomes the return value here.
     """
+    from scalelab.builtins import load_builtins
+
+    load_builtins()  # the one place names are registered for every command (no torch import)
     try:
         app(args=argv, prog_name="scalelab")
     except SystemExit as exit_:

@@ -236,7 +236,11 @@ def compare(
     by: str = typer.Option(
         "method", "--by", help="Column to compare: method, model, params.lr, ..."
     ),
-    metric: str = typer.Option("test_accuracy", "--metric", help="Metric to compare."),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="Metric to compare [default: the first test metric the runs' methods declare].",
+    ),
     output_dir: Path | None = typer.Option(
         None, "--output-dir", help="Override the spec's output_dir."
     ),
@@ -246,13 +250,23 @@ def compare(
     """Mean +- std and 95% CI over seeds per configuration, and paired t-tests between the
     values of --by (runs paired when they share a seed and all other independent axes)."""
     from scalelab.analysis.seeds import paired_tests, seed_summary
+    from scalelab.metrics import default_metric, metric_def
 
-    table = _done_runs(spec, output_dir, metric, [by])
+    table = _done_runs(spec, output_dir, metric or by, [by])
+    methods = table["method"] if "method" in table else []
+    if metric is None:
+        filled = [c for c in table.columns if table[c].notna().any()]
+        metric = default_metric(methods, "test", available=filled)
+        if metric is None:
+            raise ScalelabError(f"the methods of {spec} declare no metric it has: give --metric")
+    defn = metric_def(metric, methods)
+    better = defn.higher_is_better if defn is not None else None
     summary = seed_summary(table, metric, by=by)
     paired = paired_tests(table, by, metric, alpha=alpha)
     if format is CompareFormat.json:
         out = {
             "metric": metric,
+            "higher_is_better": better,
             "by": by,
             "alpha": alpha,
             "summary": _records(summary),
@@ -260,7 +274,8 @@ def compare(
         }
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
         return
-    typer.echo(f"{metric}: mean +- std over seeds, 95% CI (Student t)")
+    direction = f" ({defn.direction})" if defn is not None and defn.direction else ""
+    typer.echo(f"{metric}{direction}: mean +- std over seeds, 95% CI (Student t)")
     shown = summary.copy()
     shown[metric] = [
         f"{_fmt(m)} +- {_fmt(s)}" for m, s in zip(shown["mean"], shown["std"], strict=True)
@@ -287,6 +302,8 @@ def compare(
             if r["n"] > 1
             else "needs >= 2 paired seeds"
         )
+        if r["n"] > 1 and r["significant"] and better is not None:
+            verdict += f": {r['a'] if (r['mean_diff'] > 0) == better else r['b']} is better"
         typer.echo(
             f"  {r['a']} - {r['b']}{' [' + cell + ']' if cell else ''}: "
             f"diff {_fmt(r['mean_diff'])} [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}], "
@@ -307,13 +324,56 @@ _TEST_COLS = {
 }
 
 
+def _sweep_metrics(
+    table: pd.DataFrame,
+    spec: Path,
+    metric: str | None,
+    test_metric: str | None,
+    higher_is_better: bool | None,
+) -> tuple[str, str, bool]:
+    """Fill sweep's defaults from the declarations of the table's methods: the first val_
+    metric, its test_ twin (else the first test metric), the declared direction."""
+    from scalelab.metrics import default_metric, metric_def, split_of
+
+    methods = table["method"] if "method" in table else []
+    filled = [c for c in table.columns if table[c].notna().any()]
+    metric = metric or default_metric(methods, "val", available=filled)
+    if metric is None:
+        raise ScalelabError(f"the methods of {spec} declare no metric it has: give --metric")
+    if test_metric is None:
+        twin = f"test_{metric.split('_', 1)[1]}" if split_of(metric) == "val" else None
+        test_metric = twin if twin in filled else default_metric(methods, "test", available=filled)
+        if test_metric is None:
+            raise ScalelabError(f"no test metric for {metric} in {spec}: give --test-metric")
+    if higher_is_better is None:
+        defn = metric_def(metric, methods)
+        higher_is_better = defn.higher_is_better if defn is not None else None
+        if higher_is_better is None:
+            raise ScalelabError(
+                f"no direction declared for {metric}: add --higher-is-better or --lower-is-better"
+            )
+    return metric, test_metric, higher_is_better
+
+
 def sweep(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     x: str = typer.Option("params.lr", "--x", help="Column on the x axis."),
     y: str = typer.Option("params.weight_decay", "--y", help="Column on the y axis."),
-    metric: str = typer.Option("val_accuracy", "--metric", help="Selection metric (validation)."),
-    test_metric: str = typer.Option(
-        "test_accuracy", "--test-metric", help="Reported for the pick."
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="Selection metric, on validation [default: the first declared val_ metric].",
+    ),
+    test_metric: str | None = typer.Option(
+        None,
+        "--test-metric",
+        help="Reported for the pick [default: the test_ twin of --metric, else the first "
+        "declared test metric].",
+    ),
+    higher_is_better: bool | None = typer.Option(
+        None,
+        "--higher-is-better/--lower-is-better",
+        help="Direction of --metric [default: as its method declares].",
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the heatmap PNG and the grid CSV."),
     output_dir: Path | None = typer.Option(
@@ -321,13 +381,19 @@ def sweep(
     ),
 ) -> None:
     """Heatmap of a validation metric over an x-by-y grid (mean over seeds); picks the best
-    cell on VALIDATION and prints that cell's test metric."""
+    cell on VALIDATION, by the metric's declared direction, and prints that cell's test
+    metric."""
     from scalelab.analysis.seeds import mean_ci, varying_columns
     from scalelab.report.heatmap import plot_heatmap
 
     if x == y:
         raise ScalelabError("--x and --y must be different columns")
-    table = _done_runs(spec, output_dir, metric, [x, y, test_metric])
+    table = _done_runs(
+        spec, output_dir, metric or x, [x, y, *([test_metric] if test_metric else [])]
+    )
+    metric, test_metric, higher_is_better = _sweep_metrics(
+        table, spec, metric, test_metric, higher_is_better
+    )
     others = [c for c in varying_columns(table) if c not in (x, y)]
     if others:
         raise ScalelabError(
@@ -351,7 +417,8 @@ def sweep(
     import pandas as pd
 
     grid = pd.DataFrame(rows)
-    best = grid.loc[grid[metric].idxmax()]  # ties: the first in sorted (x, y) order
+    # ties: the first in sorted (x, y) order
+    best = grid.loc[grid[metric].idxmax() if higher_is_better else grid[metric].idxmin()]
     out.mkdir(parents=True, exist_ok=True)
     grid.to_csv(out / "sweep.csv", index=False)
     png = plot_heatmap(
@@ -362,6 +429,9 @@ def sweep(
         out / f"sweep_{metric}.png",
         title=f"{metric} (mean over seeds)",
         best=(best[x], best[y]),
+    )
+    typer.echo(
+        f"{metric} ({'higher' if higher_is_better else 'lower'} is better), mean over seeds:"
     )
     typer.echo(grid.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     n = int(best["n"])

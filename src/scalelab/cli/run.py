@@ -8,26 +8,9 @@ from pathlib import Path
 
 import typer
 
-# Stable metric names shared by every method, in display order.
-METRICS = [
-    "non_embedding_params",
-    "total_params",
-    "trainable_params",
-    "tokens",
-    "train_loss",
-    "val_loss",
-    "val_ppl",
-    "test_loss",
-    "test_ppl",
-    "bits_per_byte",
-    "val_accuracy",
-    "test_accuracy",
-    "test_macro_f1",
-    "tokens_per_s",
-    "examples_per_s",
-    "peak_mem_mb",
-    "wall_s",
-]
+# Metric columns of `results` come from the methods' declarations (scalelab.metrics): these
+# kinds, in this order; "info" metrics (step counts, ...) only in --format csv/json.
+SUMMARY_KINDS = ("size", "quality", "cost")
 
 
 class Format(str, Enum):
@@ -42,7 +25,7 @@ OutputDir = typer.Option(None, "--output-dir", help="Override the spec's output_
 def run(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="List the runs and their state; train nothing."
+        False, "--dry-run", help="List the runs in execution order and their state; train nothing."
     ),
     force: bool = typer.Option(False, "--force", help="Rerun runs that are already done."),
     workers: int | None = typer.Option(
@@ -51,27 +34,49 @@ def run(
         min=1,
         help="Parallel local processes [default: the spec's runtime.workers].",
     ),
+    executor: str | None = typer.Option(
+        None,
+        "--executor",
+        help="serial, processes or ray [default: the spec's runtime.executor, else serial "
+        "for one worker and processes for more].",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     output_dir: Path | None = OutputDir,
 ) -> None:
-    """Run every run of an experiment that is not done yet."""
+    """Run every run of an experiment that is not done yet, dependencies first.
+
+    Exits 1 when a run failed or was skipped because a dependency failed."""
     from scalelab.grid.api import label, open_experiment, run_experiment
 
-    exp = open_experiment(spec, output_dir)
+    exp = open_experiment(spec, output_dir, executor=executor)
     if dry_run:
-        statuses = exp.statuses()
-        for r in exp.runs:
-            typer.echo(f"{statuses[r.run_id]:>9}  {label(r)}  task={r.task.dataset}")
-        n_done = sum(s == "done" for s in statuses.values())
-        typer.echo(f"{len(exp.runs)} runs: {n_done} done, {len(exp.runs) - n_done} to run")
+        nodes = exp.nodes()
+        for i, n in enumerate(nodes, 1):
+            task = getattr(n.run.task, "dataset", n.run.task.kind)
+            why = f"  ({n.reason})" if n.reason else ""
+            typer.echo(
+                f"{i:>4}  {n.status:>9}  {n.run.stage:<10}  {label(n.run)}  task={task}"
+                f"  deps={','.join(n.deps) or '-'}{why}"
+            )
+        by = {s: sum(n.status == s for n in nodes) for s in ("done", "failed", "blocked")}
+        extra = ", ".join(
+            f"{by[s]} {s}" + (" by a failed dependency" if s == "blocked" else "")
+            for s in ("failed", "blocked")
+            if by[s]
+        )
+        typer.echo(
+            f"{len(nodes)} runs: {by['done']} done, {len(nodes) - by['done']} to run"
+            + (f" ({extra})" if extra else "")
+        )
         return
     workers = workers or exp.spec.runtime.workers
     counts = run_experiment(exp, workers=workers, force=force, show_progress=not quiet)
+    skipped = f", {counts['skipped']} skipped (failed dependency)" if counts["skipped"] else ""
     typer.echo(
-        f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done"
-        f" -> {exp.spec.store_path}"
+        f"{counts['done']} done, {counts['failed']} failed, {counts['already_done']} already "
+        f"done{skipped} -> {exp.spec.store_path}"
     )
-    if counts["failed"]:
+    if counts["failed"] or counts["skipped"]:
         raise typer.Exit(1)
 
 
@@ -96,29 +101,35 @@ def results(
 
 
 def summary_table(table):
-    """The columns worth reading at a glance: what varies across runs, then the metrics."""
+    """The columns worth reading at a glance: what varies across runs, then the metrics the
+    runs' methods declare (SUMMARY_KINDS), as strings in their declared formats ("n/a" where
+    a run lacks one). Metrics of methods no longer registered are left out."""
+    from scalelab.metrics import format_value, metrics_for
+
     config = [
         c
         for c in table.columns
-        if c in ("model", "method", "seed") or c.startswith(("task.", "params."))
+        if c in ("stage", "model", "method", "seed") or c.startswith(("task.", "params."))
     ]
     varying = [
         c for c in config if c in ("model", "method", "seed") or table[c].astype(str).nunique() > 1
     ]
-    metrics = [m for m in METRICS if m in table.columns and table[m].notna().any()]
-    out = table[["run_id", "status", *varying, *metrics]].copy()
+    declared = metrics_for(table["method"] if "method" in table else [], skip_unknown=True)
+    defs = [
+        d
+        for kind in SUMMARY_KINDS
+        for d in declared
+        if d.kind == kind and d.name in table.columns and table[d.name].notna().any()
+    ]
+    out = table[["run_id", "status", *varying, *(d.name for d in defs)]].copy()
     out["run_id"] = out["run_id"].str[:8]
-    for m in metrics:
-        if m.endswith(("params", "tokens")) and out[m].notna().all():
-            out[m] = out[m].astype("int64")
-        elif m.endswith(("_per_s", "_mb", "wall_s")):
-            out[m] = out[m].round(1)  # speeds and sizes: more digits would be noise
-    return out.round(4)
+    for d in defs:
+        out[d.name] = [format_value(d, v) for v in out[d.name]]
+    return out
 
 
 def models_cmd() -> None:
     """List the model ladder (with exact non-embedding parameter counts) and named models."""
-    from scalelab.builtins import load_builtins
     from scalelab.models.ladder import NAMED_SIZES, depth_rung
     from scalelab.models.registry import PRETRAINED
 
@@ -128,19 +139,20 @@ def models_cmd() -> None:
         typer.echo(
             f"{name:<14}{r.n_layer:>7}{r.n_embd:>7}{r.n_head:>7}{r.non_embedding_params:>16,}"
         )
-    load_builtins()
     for name, e in PRETRAINED.items():
         typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")
 
 
 def methods_cmd() -> None:
-    """List the training methods and the task kinds they apply to."""
-    from scalelab.builtins import load_builtins
+    """List the training methods, the task kinds they apply to, their quality metrics
+    (+ higher is better, - lower is better) and the products later runs can use."""
     from scalelab.methods.base import METHODS
 
-    load_builtins()
     for name, m in METHODS.items():
         typer.echo(f"{name:<12} [{', '.join(m.task_kinds)}] {m.description}")
+        quality = [f"{d.name}{'+' if d.higher_is_better else '-'}" for d in m.metrics
+                   if d.higher_is_better is not None]  # fmt: skip
+        typer.echo(f"{'':<12} metrics: {' '.join(quality)}; products: {', '.join(m.products)}")
 
 
 def register(app: typer.Typer) -> None:

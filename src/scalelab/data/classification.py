@@ -71,3 +71,22 @@ def load_task_data(task: ClassificationTask) -> TaskData:
         raise ScalelabError(f"task.dataset {task.dataset!r}: a split is empty")
     names = data.label_names or [str(i) for i in range(1 + max(e["label"] for e in train))]
     return TaskData(train, val, data.test, list(names))
+
+
+def encode(tok, examples: list[dict], max_length: int) -> list[list[int]]:
+    """Token ids per example, truncated to max_length (no padding here)."""
+    texts = [e["text"] for e in examples]
+    return tok(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def collate(seqs: list[list[int]], pad_id: int):
+    """(input_ids, attention_mask) int64 [batch, longest]: right-padded to the longest."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask

@@ -86,3 +86,27 @@ def classification_report(y_true, y_pred, label_names: list[str]) -> dict[str, A
         "labels": list(label_names),
         "confusion_matrix": cm.tolist(),  # rows: true label, columns: predicted label
     }
+
+
+def predict(model, seqs: list[list[int]], pad_id: int, batch_size: int, amp, device) -> np.ndarray:
+    """Logits float32 [n, num_labels] in input order. Batches are sorted by length (pure
+    speed: less padding); results go back to the original order. `amp` is a context-manager
+    factory (engine.precision.autocast_for)."""
+    import torch
+
+    from scalelab.data.classification import collate
+
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out: list = [None] * len(seqs)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids, mask = collate([seqs[i] for i in idx], pad_id)
+            with amp():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            for i, row in zip(idx, logits.float().cpu(), strict=True):
+                out[i] = row
+    model.train(was_training)
+    return torch.stack(out).numpy()

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from scalelab.grid.schedule import Dag, Outcome, Scheduler, node_states, plan
 from scalelab.grid.spec import ExperimentSpec, RunSpec, expand, load_spec
 from scalelab.grid.store import ResultsStore
+
+
+@dataclass(frozen=True)
+class Node:
+    """One run as --dry-run shows it: its status, why (blocked), and its deps' short ids."""
+
+    run: RunSpec
+    status: str  # done | running | failed | blocked | resumable | pending
+    reason: str = ""
+    deps: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass
@@ -20,6 +32,11 @@ class Experiment:
     @property
     def runs_dir(self) -> Path:
         return self.spec.runs_dir
+
+    @cached_property
+    def dag(self) -> Dag:
+        """The runs in their execution order, with dependency edges."""
+        return plan(self.runs)
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(runs table, curves table) for the runs this spec expands to, in grid order."""
@@ -39,14 +56,42 @@ class Experiment:
                 out[r.run_id] = "pending"
         return out
 
+    def nodes(self) -> list[Node]:
+        """Every run in execution order with its DAG status (what --dry-run prints);
+        reads the store and the run folders, writes nothing."""
+        from scalelab.grid.claims import is_claimed
 
-def open_experiment(spec_path: str | Path, output_dir: str | Path | None = None) -> Experiment:
-    """Load and expand a spec (all validation happens here, before anything is written)."""
+        ids = [r.run_id for r in self.runs]
+        stored = self.store.statuses(ids)
+        resumable = {i for i in ids if (self.runs_dir / i / "checkpoint").exists()}
+        running = {i for i in ids if stored.get(i) != "done" and is_claimed(self.runs_dir, i)}
+        states = node_states(self.dag, stored, resumable, running)
+        return [
+            Node(r, *states[r.run_id], tuple(d[:8] for d in self.dag.deps[r.run_id]))
+            for r in self.dag.order
+        ]
+
+
+def open_experiment(
+    spec_path: str | Path, output_dir: str | Path | None = None, executor: str | None = None
+) -> Experiment:
+    """Load and expand a spec (all validation happens here, before anything is written).
+
+    `executor` overrides `runtime.executor`. Raises ScalelabError for an invalid spec, an
+    unknown or unavailable executor, a dependency outside the grid or a cycle.
+    """
+    from scalelab.grid.executors import check_executor
+
     spec = load_spec(spec_path)
     if output_dir is not None:
         spec = spec.model_copy(update={"output_dir": str(output_dir)})
-    runs = expand(spec)
-    return Experiment(spec=spec, runs=runs, store=ResultsStore(spec.store_path))
+    if executor is not None:
+        runtime = spec.runtime.model_copy(update={"executor": executor})
+        spec = spec.model_copy(update={"runtime": runtime})
+    check_executor(spec.runtime)
+    exp = Experiment(spec=spec, runs=expand(spec), store=ResultsStore(spec.store_path))
+    exp.dag  # noqa: B018 - plan now: a cycle is a spec error, raised before anything runs
+    return exp
 
 
 def load_experiment_tables(
@@ -60,45 +105,49 @@ def label(run: RunSpec) -> str:
     return f"{run.run_id[:8]} {run.model.name} {run.method} seed={run.seed}"
 
 
+def _outcome_line(o: Outcome, label: str) -> str:
+    if o.status == "skipped" or o.elsewhere:
+        return f"{o.status:>7}  {label}  {o.reason}"
+    from scalelab.metrics import summary_line
+
+    row = o.row or {}
+    detail = summary_line(o.run.method, row.get("metrics") or {})
+    if o.status == "failed":
+        detail = f"FAILED: {row.get('error')}"
+    return f"{o.status:>7}  {label}  {detail}  ({row.get('wall_s') or 0:.1f} s)"
+
+
 def run_experiment(
     exp: Experiment, workers: int = 1, force: bool = False, show_progress: bool = True
 ) -> dict[str, int]:
-    """Run every run not yet done (all of them with force); returns counts by final status."""
-    from scalelab.grid.executors import run_parallel, run_serial
+    """Run every run not yet done (all of them with force), dependencies first.
+
+    Returns counts: done, failed, skipped (a dependency failed; not stored, retried on the
+    next run) and already_done (in the store before, or finished by another driver).
+    The executor is `exp.spec.runtime.executor`, else serial for one worker and processes
+    for more (serial whenever there is at most one run to execute).
+    """
+    from rich.markup import escape  # lines go through rich: "[x]" in an error is not markup
+
+    from scalelab.grid.executors import executor_name, get_executor
     from scalelab.grid.progress import GridProgress
 
-    statuses = exp.statuses()
-    todo = [r for r in exp.runs if force or statuses[r.run_id] != "done"]
-    if force:
-        import shutil
-
-        for r in todo:  # a forced rerun starts from scratch, not from an old checkpoint
-            shutil.rmtree(exp.runs_dir / r.run_id, ignore_errors=True)
-    counts = {"done": 0, "failed": 0, "skipped": len(exp.runs) - len(todo)}
-    labels = {r.run_id: label(r) for r in todo}
+    scheduler = Scheduler(exp.dag, exp.store, exp.runs_dir, force=force)
+    todo = scheduler.todo
+    if not todo:
+        return scheduler.counts
+    runtime = exp.spec.runtime
+    name = executor_name(runtime, workers) if runtime.executor or len(todo) > 1 else "serial"
+    executor_cls = get_executor(name, runtime)
+    labels = {
+        r.run_id: label(r) + (f" stage={r.stage}" if r.stage != "main" else "") for r in exp.runs
+    }
     with GridProgress(len(todo), labels, enabled=show_progress) as progress:
-
-        def on_done(run: RunSpec, row: dict, curve: list) -> None:
-            exp.store.record(row, curve)
-            counts[row["status"]] += 1
-            m = row.get("metrics") or {}
-            detail = (
-                f"val_loss={m['val_loss']:.4f}"
-                if "val_loss" in m
-                else f"val_accuracy={m['val_accuracy']:.4f}"
-                if "val_accuracy" in m
-                else ""
-            )
-            if row["status"] == "failed":
-                detail = f"FAILED: {row['error']}"
-            progress.on_done(
-                run.run_id,
-                f"{row['status']:>6}  {labels[run.run_id]}  {detail}  "
-                f"({row.get('wall_s') or 0:.1f} s)",
-            )
-
-        if workers > 1 and len(todo) > 1:
-            run_parallel(todo, exp.spec.runtime, exp.runs_dir, workers, progress.on_event, on_done)
-        else:
-            run_serial(todo, exp.spec.runtime, exp.runs_dir, progress.on_event, on_done)
-    return counts
+        scheduler.on_outcome = lambda o: progress.on_done(
+            o.run.run_id, escape(_outcome_line(o, labels[o.run.run_id]))
+        )
+        scheduler.on_waiting = lambda run, who: progress.console.print(
+            escape(f"waiting  {labels[run.run_id]}  (claimed by {who})")
+        )
+        executor = executor_cls(runtime, exp.runs_dir, progress.on_event, workers)
+        return scheduler.run(executor)

@@ -24,6 +24,7 @@ from typing import Any
 
 from scalelab.config import validate
 from scalelab.data.tasks import parse_task, task_entry
+from scalelab.engine.args import identity
 from scalelab.errors import ScalelabError
 from scalelab.grid.spec import ExperimentSpec, RunSpec, Stage, expand_axes, run_id_of
 from scalelab.methods.base import METHODS
@@ -250,7 +251,7 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
         "model": model.config_name,
         "task": task.model_dump(mode="json"),
         "method": method,
-        "params": params.model_dump(mode="json"),
+        "params": identity(params),
         "seed": seed,
     }
     param_inputs = {

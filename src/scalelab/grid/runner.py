@@ -15,7 +15,7 @@ from scalelab.errors import ScalelabError
 from scalelab.grid.provenance import git_commit, host, versions
 from scalelab.grid.spec import RunSpec, Runtime
 from scalelab.io import atomic_write_json
-from scalelab.methods.base import METHODS, RunContext
+from scalelab.methods.base import METHODS, RunContext, run_method
 
 
 def _now() -> str:
@@ -27,6 +27,8 @@ def base_row(run: RunSpec) -> dict:
     return {
         "run_id": run.run_id,
         "experiment": run.experiment,
+        "stage": run.stage,
+        "deps": list(run.deps),
         "config": run.config,
         "seed": run.seed,
         "started_at": _now(),
@@ -58,11 +60,20 @@ def execute(
         run_dir=run_dir,
         runtime=runtime,
         report=report,
+        config={"experiment": run.experiment, **run.config},
+        inputs=run.inputs,
     )
     curve: list = []
     try:
-        result = METHODS.get(run.method).load()(ctx)
-        row.update(status="done", metrics=result.metrics, error=None)
+        method = METHODS.get(run.method)
+        if runtime.nproc_per_node > 1:
+            from scalelab.engine.launch import launch_ddp
+
+            result = launch_ddp(run, runtime, run_dir, report)
+        else:
+            result = run_method(method, ctx)
+        products = {p: f"runs/{run.run_id}/{p}" for p in method.products if (run_dir / p).exists()}
+        row.update(status="done", metrics=result.metrics, error=None, products=products)
         curve = result.curve
     except Exception as err:  # noqa: BLE001 - recorded, then the grid goes on
         message = str(err) if isinstance(err, ScalelabError) else f"{type(err).__name__}: {err}"

@@ -28,7 +28,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
 
-from scalelab.builtins import load_builtins
 from scalelab.config import Strict, validate
 from scalelab.errors import ScalelabError
 from scalelab.models.registry import ModelRef
@@ -38,7 +37,7 @@ class Runtime(Strict):
     """How runs execute. Not part of a run's identity: changing these reruns nothing."""
 
     workers: PositiveInt = 1  # parallel local processes (the CLI's --workers overrides)
-    threads: PositiveInt | None = None  # torch threads per run (None: all cores, 1 per worker)
+    threads: PositiveInt | None = None  # torch threads per run (None: num_cpus or 1, any executor)
     compile: bool = False  # torch.compile the model+loss (cold compile costs 8-34 s)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every_s: PositiveFloat = 30.0
@@ -169,8 +168,8 @@ class RunSpec:
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
-    """Parse and validate a spec file (errors name the file and the field)."""
-    load_builtins()
+    """Parse and validate a spec file (errors name the file and the field). The caller
+    has registered the built-ins (`load_builtins()`, done by every entry point)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())

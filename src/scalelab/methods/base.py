@@ -22,7 +22,7 @@ from scalelab.registry import Registry
 class MethodDef:
     name: str
     params: type[BaseModel]
-    entry: str  # "package.module:function", called as function(ctx) -> RunResult
+    entry: str  # "package.module:Name": a Recipe subclass, or a function(ctx) -> RunResult
     task_kinds: tuple[str, ...]
     description: str = ""
     # Optional cross-field check of (task, params) at spec time; raises ScalelabError.
@@ -33,7 +33,8 @@ class MethodDef:
     # folder at runs/<id>/model).
     products: tuple[str, ...] = ("model",)
 
-    def load(self) -> Callable[[RunContext], RunResult]:
+    def load(self) -> Any:
+        """The entry object: a Recipe subclass (run by the engine) or a function(ctx)."""
         module, _, func = self.entry.partition(":")
         return getattr(importlib.import_module(module), func)
 
@@ -57,6 +58,8 @@ class RunContext:
     run_dir: Path
     runtime: Any  # grid.spec.Runtime
     report: Callable[[dict], None] = lambda event: None
+    config: dict[str, Any] = field(default_factory=dict)  # what the run id hashes
+    inputs: dict[str, Any] = field(default_factory=dict)  # param -> ModelRef of a run product
 
 
 @dataclass
@@ -68,3 +71,16 @@ class RunResult:
 
     metrics: dict[str, Any]
     curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_method(method: MethodDef, ctx: RunContext) -> RunResult:
+    """Run one method on one context: a Recipe goes through the training engine; a plain
+    function (a method that trains nothing) is called as is."""
+    from scalelab.engine.recipe import Recipe
+
+    entry = method.load()
+    if isinstance(entry, type) and issubclass(entry, Recipe):
+        from scalelab.engine.loop import train
+
+        return train(entry(ctx), ctx)
+    return entry(ctx)

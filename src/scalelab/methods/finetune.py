@@ -1,22 +1,28 @@
-"""Fine-tuning pretrained models for classification: `full` and `lora` (loop: finetune_loop.py).
+"""Fine-tuning pretrained models for classification: `full` and `lora` (one recipe).
 
 Both train `AutoModelForSequenceClassification` (an encoder's classifier head, or a
 decoder's `score` head on the last non-pad token) with AdamW, linear warmup then linear
 decay, and keep the weights with the best validation accuracy for the test evaluation.
+Determinism: the head (and LoRA) initialisation comes from `torch.manual_seed(seed)`; the
+example order of epoch e from a generator seeded by (seed, e); dropout from (seed, step).
+Products: `model/` (the full model, or the LoRA adapter plus head, with the tokenizer and
+`scalelab.json` naming the base), `eval.json` (per-class reports, confusion matrices).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
-from scalelab.config import Strict
+from scalelab import metrics as mx
+from scalelab.engine.args import TrainArgs
+from scalelab.engine.recipe import Phase, Plan, Recipe
 from scalelab.errors import ScalelabError
-from scalelab.methods.base import MethodDef, register_method
+from scalelab.methods.base import MethodDef, RunResult, register_method
 
 
-class FullParams(Strict):
+class FullParams(TrainArgs):
     """Full fine-tuning: every weight trains.
 
     lr: peak learning rate; weight_decay: AdamW decay on matrices only (biases, LayerNorm
@@ -30,6 +36,11 @@ class FullParams(Strict):
     (0 = off); eval_every: steps between validation evaluations (0 = once per epoch);
     dtype: autocast dtype for forward passes (weights stay fp32).
     """
+
+    # Added after results existed: left out of run ids at their defaults.
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {
+        "beta1", "beta2", "min_lr_ratio",
+    }  # fmt: skip
 
     lr: PositiveFloat = 5e-5
     weight_decay: float = Field(0.01, ge=0)
@@ -77,14 +88,270 @@ def _check(task, params: FullParams) -> None:
         )
 
 
+def _check_length(config, max_length: int, name: str) -> None:
+    """A clear error when task.max_length exceeds the model's position table."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit and max_length > limit:
+        raise ScalelabError(
+            f"task.max_length ({max_length}) exceeds the {limit} positions of model {name!r}"
+        )
+
+
+def _length_chunks(lengths: list[int], cost: float) -> list[int]:
+    """Cut points [0, ..., n] that split ascending `lengths` into consecutive chunks, each
+    padded to its own longest, minimising the padded tokens plus `cost` per chunk (dynamic
+    programming over the ends of runs of equal length: cutting inside a run never helps)."""
+    n = len(lengths)
+    ends = [i for i in range(1, n + 1) if i == n or lengths[i - 1] != lengths[i]]
+    best, cut = {0: 0.0}, {0: 0}
+    for i in ends:
+        top = lengths[i - 1]
+        best[i], cut[i] = min((best[j] + (i - j) * top + cost, j) for j in best)
+    out = [n]
+    while out[-1]:
+        out.append(cut[out[-1]])
+    return out[::-1]
+
+
+class FinetuneRecipe(Recipe):
+    """`full` and `lora`: a sequence classifier, optionally a head-only phase first."""
+
+    def setup(self, device) -> Plan:
+        import numpy as np
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from scalelab.data.classification import encode, load_task_data
+        from scalelab.engine.precision import autocast_for
+        from scalelab.models.pretrained import apply_lora, layer_multipliers, load_classifier
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # the load report lists the new head: expected
+        ctx, p, task = self.ctx, self.args, self.ctx.task
+        self.device, self.amp = device, autocast_for(p.dtype, device)
+        self.data = load_task_data(task)
+        torch.manual_seed(ctx.seed)  # the new head's (and LoRA's) initialisation
+        model, self.tok, self.new_modules = load_classifier(ctx.model, self.data.label_names)
+        self.lora = isinstance(p, LoraParams)
+        if self.lora:
+            model = apply_lora(model, p, self.new_modules)
+        self.model = model = model.to(device)
+        _check_length(model.config, task.max_length, ctx.model.name)
+        self.main_names = [n for n, q in model.named_parameters() if q.requires_grad]
+        self.head_names = [n for n in self.main_names if self._is_head(n)]
+        self.pad = self.tok.pad_token_id
+        splits = ("train", "validation", "test")
+        self.seqs = {s: encode(self.tok, getattr(self.data, s), task.max_length) for s in splits}
+        self.labels = {
+            s: np.array([e["label"] for e in getattr(self.data, s)], dtype=np.int64) for s in splits
+        }
+        # The training set pre-collated once (ids right-padded to the longest example, and
+        # lengths): loss_step slices its batches out instead of building tensors every step.
+        train = self.seqs["train"]
+        self.train_len = np.array([len(s) for s in train], dtype=np.int64)
+        ids = np.full((len(train), max(1, int(self.train_len.max()))), self.pad, dtype=np.int64)
+        for i, s in enumerate(train):
+            ids[i, : len(s)] = s
+        self.train_ids = torch.from_numpy(ids)
+        self.train_y = torch.from_numpy(self.labels["train"])
+        self.embed = model.get_input_embeddings()
+        spe = self.steps_per_epoch = -(-len(self.seqs["train"]) // p.batch_size)
+        h = p.head_only_epochs
+        phases = [Phase("head", h * spe, tuple(self.head_names), early_stopping=False)] * bool(h)
+        phases.append(Phase("main", (p.epochs - h) * spe, tuple(self.main_names)))
+        self._order: tuple[int, np.ndarray] | None = None
+        return Plan(model=model, phases=phases, eval_every=p.eval_every, epoch_steps=spe,
+                    select=("val_accuracy", True), patience=p.early_stopping_patience,
+                    lr_mults=layer_multipliers(model) if p.layerwise_lr else None)  # fmt: skip
+
+    def _is_head(self, name: str) -> bool:
+        if self.lora:
+            return ".modules_to_save." in name
+        return any(name == m or name.startswith(m + ".") for m in self.new_modules)
+
+    def batch(self, step: int):
+        """Example indices of step `step`: epoch e's order is a permutation seeded by (seed, e)."""
+        import torch
+
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.ctx.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.seqs["train"]), generator=g).numpy())
+        B = self.args.batch_size
+        return self._order[1][b * B : (b + 1) * B]
+
+    # Padding costs as much as real tokens. On the CPU a batch is cut, after sorting it by
+    # length, into consecutive chunks each padded to its own longest example, wherever that
+    # saves more padded tokens than CHUNK_COST per extra forward pass (its fixed overhead,
+    # in token-equivalents). Same examples, same mean loss: the logits of each example are
+    # the same up to float rounding (the padded positions are masked out either way).
+    CHUNK_COST = 64
+
+    def loss_step(self, model, batch):
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        idx = np.asarray(batch)
+        lens = self.train_len[idx]
+        order = np.argsort(lens, kind="stable")
+        cuts = [0, len(idx)]
+        if self.device.type == "cpu":
+            cuts = _length_chunks(lens[order].tolist(), self.CHUNK_COST)
+        if len(cuts) > 2:
+            idx, lens = idx[order], lens[order]
+        width = max(1, int(lens.max()))
+        ids = self.train_ids[torch.from_numpy(idx), :width].to(self.device)
+        mask = (torch.arange(width) < torch.from_numpy(lens)[:, None]).long().to(self.device)
+        with self.amp():
+            if len(cuts) == 2:
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            else:
+                logits = self._chunked_logits(model, ids, mask, lens, cuts)
+        y = self.train_y[torch.from_numpy(idx)].to(self.device)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.args.label_smoothing)
+        return loss, {"examples": len(batch)}
+
+    def _chunked_logits(self, model, ids, mask, lens, cuts):
+        """Logits of a length-sorted batch, one forward per chunk `cuts[k]:cuts[k+1]`, each
+        cut to its own longest example. The input embeddings are looked up once for the
+        whole batch and a forward hook hands each chunk its slice, so the backward pass
+        builds one dense embedding gradient rather than one per chunk. The hook only
+        replaces a lookup of exactly that chunk's ids (same values either way)."""
+        import torch
+
+        table = self.embed(ids)
+        parts = []
+        for lo, hi in zip(cuts, cuts[1:], strict=False):
+            w = max(1, int(lens[hi - 1]))
+            cid, sub = ids[lo:hi, :w].contiguous(), table[lo:hi, :w]
+
+            def swap(module, args, out, cid=cid, sub=sub):
+                x = args[0] if args else None
+                same = isinstance(x, torch.Tensor) and x.shape == cid.shape
+                return sub if same and x.data_ptr() == cid.data_ptr() else None
+
+            handle = self.embed.register_forward_hook(swap)
+            try:
+                out = model(input_ids=cid, attention_mask=mask[lo:hi, :w].contiguous())
+            finally:
+                handle.remove()
+            parts.append(out.logits)
+        return torch.cat(parts)
+
+    def _logits(self, model, split: str):
+        from scalelab.eval.classification import predict
+
+        return predict(model, self.seqs[split], self.pad, self.args.eval_batch_size, self.amp,
+                       self.device)  # fmt: skip
+
+    def evaluate(self, model) -> dict[str, float]:
+        from scalelab.eval.classification import score
+
+        val = score(self._logits(model, "validation"), self.labels["validation"],
+                    self.data.num_labels)  # fmt: skip
+        return {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+
+    def finish(self, model, state) -> RunResult:
+        """Test the kept weights; save model and eval.json; metrics and curve."""
+        from scalelab.eval.classification import classification_report, score
+        from scalelab.io import atomic_write_json
+        from scalelab.models.build import count_params
+
+        k, names = self.data.num_labels, self.data.label_names
+        logits = {s: self._logits(model, s) for s in ("validation", "test")}
+        scores = {s: score(logits[s], self.labels[s], k) for s in logits}
+        report = {
+            s: classification_report(self.labels[s], logits[s].argmax(-1), names) for s in logits
+        }
+        atomic_write_json(self.ctx.run_dir / "eval.json", report)
+        self.save_model(model)
+        _, total = count_params(model)
+        params = dict(model.named_parameters())
+        trainable = sum(params[n].numel() for n in self.main_names)
+        metrics = {
+            "test_accuracy": scores["test"]["accuracy"], "test_macro_f1": scores["test"]["macro_f1"],
+            "test_loss": scores["test"]["loss"], "val_accuracy": scores["validation"]["accuracy"],
+            "val_macro_f1": scores["validation"]["macro_f1"], "val_loss": scores["validation"]["loss"],
+            "trainable_params": trainable, "total_params": total,
+            "trainable_frac": trainable / total, "best_step": state["best_step"],
+            "epochs_run": -(-state["step"] // self.steps_per_epoch),
+            "train_examples": len(self.seqs["train"]),
+        }  # fmt: skip
+        return RunResult(metrics=metrics, curve=state["curve"])
+
+    def save_model(self, model) -> None:
+        """run_dir/model: the full model (or the LoRA adapter + head) and the tokenizer,
+        plus scalelab.json naming the base model, so `load_finetuned` can rebuild it."""
+        from scalelab.engine.checkpoint import save_pretrained_atomic
+
+        ref = self.ctx.model
+        info = {
+            "base_model": ref.path if ref.kind in ("local", "run") else ref.name,
+            "method": "lora" if self.lora else "full",
+            "label_names": self.data.label_names,
+            "lora": self.lora,
+        }
+        save_pretrained_atomic(self.ctx.run_dir / "model", model, self.tok,
+                               json_files={"scalelab.json": info})  # fmt: skip
+
+
+def load_finetuned(folder):
+    """(model in eval mode, tokenizer) from a run's `model/` folder (full or LoRA)."""
+    import json
+    import warnings
+    from pathlib import Path
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from scalelab.models.pretrained import load_classifier
+
+    hf_logging.set_verbosity_error()  # the base's load report lists the head the adapter restores
+    folder = Path(folder)
+    info = json.loads((folder / "scalelab.json").read_text())
+    tok = AutoTokenizer.from_pretrained(folder)
+    if not info["lora"]:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        return model.eval(), tok
+    from peft import PeftModel
+
+    base, _, _ = load_classifier(info["base_model"], info["label_names"])
+    with warnings.catch_warnings():  # a transformers deprecation warning raised inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        model = PeftModel.from_pretrained(base, folder)
+    return model.eval(), tok
+
+
+# Both methods report the same metrics; val_* use the best-validation weights kept for test.
+CLASSIFICATION_METRICS = (
+    mx.MetricDef("test_accuracy", True, ".4f", "test accuracy, best-validation weights"),
+    mx.MetricDef("test_macro_f1", True, ".4f", "test macro-averaged F1 over the labels"),
+    mx.TEST_LOSS,
+    mx.MetricDef("val_accuracy", True, ".4f", "validation accuracy of the kept weights"),
+    mx.MetricDef("val_macro_f1", True, ".4f", "validation macro-averaged F1"),
+    mx.VAL_LOSS,
+    mx.TRAINABLE_PARAMS,
+    mx.TOTAL_PARAMS,
+    mx.TRAINABLE_FRAC,
+    mx.MetricDef("best_step", None, ",d", "step whose weights were kept", "info"),
+    mx.MetricDef("epochs_run", None, ",d", "epochs run (fewer after early stopping)", "info"),
+    mx.STEPS,
+    mx.TRAIN_EXAMPLES,
+    mx.EXAMPLES_PER_S,
+    mx.WALL_S,
+    mx.PEAK_MEM_MB,
+)
+
 register_method(
     MethodDef(
         name="full",
         params=FullParams,
-        entry="scalelab.methods.finetune_loop:run",
+        entry="scalelab.methods.finetune:FinetuneRecipe",
         task_kinds=("classification",),
         description="full fine-tuning of a pretrained model for text classification",
         check=_check,
+        metrics=CLASSIFICATION_METRICS,
     )
 )
 
@@ -92,9 +359,10 @@ register_method(
     MethodDef(
         name="lora",
         params=LoraParams,
-        entry="scalelab.methods.finetune_loop:run",
+        entry="scalelab.methods.finetune:FinetuneRecipe",
         task_kinds=("classification",),
         description="LoRA adapters (peft) plus a trained head, for text classification",
         check=_check,
+        metrics=CLASSIFICATION_METRICS,
     )
 )

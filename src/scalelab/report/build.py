@@ -16,6 +16,7 @@ from scalelab.analysis.api import FitSpec, GroupFit, fit_table
 from scalelab.analysis.fitting import predict
 from scalelab.analysis.uncertainty import prediction_band
 from scalelab.errors import ScalelabError
+from scalelab.metrics import default_metric, metric_def, split_of
 from scalelab.report import plots
 from scalelab.report.html import write_html
 
@@ -36,14 +37,35 @@ class ReportSpec:
     title: str = "scalelab report"
 
 
+def default_y(runs: pd.DataFrame) -> str:
+    """The metric to plot against size: the first loss (lower-is-better quality metric) the
+    runs' methods declare, validation before test, that has values; else val_loss, else
+    test_loss (a table without a method column, or with undeclared methods)."""
+    filled = [c for c in runs.columns if runs[c].notna().any()]
+    methods = runs["method"] if "method" in runs else []
+    declared = default_metric(methods, available=filled, lower_is_better=True)
+    return declared or next((c for c in Y_DEFAULTS if c in filled), Y_DEFAULTS[0])
+
+
+def _as_error_rate(runs: pd.DataFrame, y: str, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """A declared higher-is-better y in [0, 1] (an accuracy) becomes the column `1 - y`: power
+    laws describe quantities that fall with scale. Other columns are returned unchanged."""
+    defn = metric_def(y, runs["method"] if "method" in runs else None)
+    values = pd.to_numeric(runs[y], errors="coerce")
+    if defn is None or not defn.higher_is_better or not values.dropna().between(0, 1).all():
+        return runs, y
+    col = f"1 - {y}"
+    notes.append(f"{y} is higher-is-better: plotted and fitted as the error rate {col}")
+    return runs.assign(**{col: 1 - values}), col
+
+
 def default_columns(
     runs: pd.DataFrame, spec: ReportSpec
 ) -> tuple[str, str, str | None, pd.DataFrame]:
-    """(x, y, group, runs): N, val_loss (else test_loss), grouped by method/dataset if they vary."""
+    """(x, y, group, runs): N, the declared loss (`default_y`), grouped by method/dataset if
+    they vary."""
     x = spec.x or "non_embedding_params"
-    y = spec.y or next(
-        (c for c in Y_DEFAULTS if c in runs and runs[c].notna().any()), Y_DEFAULTS[0]
-    )
+    y = spec.y or default_y(runs)
     table.require_columns(runs, [x, y], "the report's scaling plot")
     group = spec.group
     if group is None:
@@ -81,6 +103,7 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     x, y, group, runs = default_columns(runs, spec)
     notes: list[str] = []
+    runs, y = _as_error_rate(runs, y, notes)
     images: list[tuple[str, Path]] = []
     rows = []
 
@@ -113,11 +136,10 @@ def build_report(
             ("learning curves", plots.plot_learning_curves(curves, out_dir / "curves.png"))
         )
 
-    pairs = spec.loss_to_loss or [
-        p
-        for p in [("val_loss", "test_loss")]
-        if all(c in runs and runs[c].notna().sum() >= 3 for c in p)
-    ]
+    # Default: the plotted validation loss against its test twin (val_loss -> test_loss).
+    twin = (y, f"test_{y[4:]}") if split_of(y) == "val" else ("val_loss", "test_loss")
+    usable = all(c in runs and runs[c].notna().sum() >= 3 for c in twin)
+    pairs = spec.loss_to_loss or ([twin] if usable else [])
     for i, (lx, ly) in enumerate(pairs):
         l2l = _fits(runs, FitSpec("loss-to-loss", lx, ly, group=group), notes)
         rows.extend({"title": f"{ly} vs {lx}", **g.as_dict()} for g in l2l)

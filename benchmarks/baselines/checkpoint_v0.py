@@ -1,5 +1,8 @@
 """Resumable training checkpoints, written atomically.
 
+(Verbatim copy of the old `scalelab.methods.checkpoint`, which the v0 loops import: the
+engine's `scalelab.engine.checkpoint` has a different signature.)
+
 A checkpoint is a folder: model weights (safetensors; tied weights handled by
 `save_model`), optimizer state (`torch.save`, reloaded with `weights_only=True`) and a
 JSON file of loop state. It is written to `<dir>.tmp`, then swapped in by renames, so a

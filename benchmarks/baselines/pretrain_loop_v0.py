@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from scalelab.data.lm_tokens import prepare_lm_data
+from scalelab.engine.devices import prepare_device
+from scalelab.engine.optim import decay_groups
 from scalelab.errors import ScalelabError
 from scalelab.eval.lm import sliding_window_score
 from scalelab.methods.base import RunContext, RunResult
-from scalelab.methods.checkpoint import load_checkpoint, save_checkpoint, save_pretrained_atomic
-from scalelab.methods.devices import prepare_device
-from scalelab.methods.optim import decay_groups
 from scalelab.models.build import build_causal_lm, count_params, load_tokenizer_for
+
+from .checkpoint_v0 import load_checkpoint, save_checkpoint, save_pretrained_atomic
 
 
 def lr_at(step: int, total: int, p) -> float:

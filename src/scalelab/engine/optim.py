@@ -23,3 +23,16 @@ def decay_groups(
         {"params": qs, "lr_mult": m, "weight_decay": weight_decay if decay else 0.0}
         for (m, decay), qs in sorted(groups.items())
     ]
+
+
+def make_optimizer(
+    model: torch.nn.Module, args, lr_mults: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """AdamW (fused kernel; multi-tensor where a build lacks it) over the trainable
+    parameters, matrices decayed by `args.weight_decay`, betas from `args`."""
+    groups = decay_groups(model, args.weight_decay, lr_mults)
+    kwargs = {"lr": args.lr, "betas": (args.beta1, args.beta2)}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)

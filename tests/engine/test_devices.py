@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from scalelab.engine.devices import prepare_device
 from scalelab.errors import ScalelabError
 from scalelab.grid.spec import Runtime
-from scalelab.methods.devices import prepare_device
 
 
 def test_auto_picks_the_cpu_without_a_gpu_and_sets_threads():

@@ -21,16 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from scalelab.data.classification import load_task_data
+from scalelab.engine.devices import prepare_device
+from scalelab.engine.optim import decay_groups
 from scalelab.errors import ScalelabError
 from scalelab.eval.classification import classification_report, score
 from scalelab.io import atomic_write_json
 from scalelab.methods.base import RunContext, RunResult
-from scalelab.methods.checkpoint import save_pretrained_atomic
-from scalelab.methods.devices import prepare_device
 from scalelab.methods.finetune import LoraParams
-from scalelab.methods.optim import decay_groups
 from scalelab.models.build import count_params
 from scalelab.models.pretrained import apply_lora, layer_multipliers, load_classifier
+
+from .checkpoint_v0 import save_pretrained_atomic
 
 # --- optimisation --------------------------------------------------------------------------
 
@@ -361,9 +362,7 @@ class _Trainer:
             "examples_per_s": st["examples"] / max(st["train_s"], 1e-9),
             "wall_s": st["wall_s"] + time.perf_counter() - t0,
         }  # fmt: skip
-        curve = [
-            {k2: r[k2] for k2 in ("step", "tokens", "train_loss", "val_loss")} for r in st["curve"]
-        ]
+        curve = [dict(r) for r in st["curve"]]  # every key (val_accuracy too) reaches the store
         shutil.rmtree(self.ctx.run_dir / "checkpoint", ignore_errors=True)
         return RunResult(metrics=metrics, curve=curve)
 

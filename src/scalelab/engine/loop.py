@@ -1,0 +1,279 @@
+"""The one training loop: every method is a Recipe (engine/recipe.py) run by `train`.
+
+Determinism without saving RNG state: a recipe's batch at step s is a function of
+(seed, s), and dropout's RNG is reseeded from (seed, s) before every step, so a run resumed
+from a checkpoint at step s replays exactly what an uninterrupted run would have done.
+Under DDP (torchrun) each rank takes its equal share of the same global batch and the
+gradients are averaged, so the update equals the single-process one up to summation order.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from scalelab.engine import distributed
+from scalelab.engine.checkpoint import load_checkpoint, save_checkpoint
+from scalelab.engine.devices import prepare_device
+from scalelab.engine.optim import make_optimizer
+from scalelab.engine.precision import grad_scaler
+from scalelab.engine.recipe import Phase, Plan, Recipe
+from scalelab.engine.schedules import SCHEDULES
+from scalelab.errors import ScalelabError
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """`batch` cut into `parts` consecutive pieces along the first dimension (tensors,
+    numpy arrays and lists; tuples, lists and dicts of them cut element-wise)."""
+    if parts == 1:
+        return [batch]
+    if isinstance(batch, dict):
+        cut = {k: split_batch(v, parts) for k, v in batch.items()}
+        return [{k: cut[k][i] for k in batch} for i in range(parts)]
+    if isinstance(batch, tuple):
+        cut = [split_batch(v, parts) for v in batch]
+        return [tuple(c[i] for c in cut) for i in range(parts)]
+    n = len(batch)
+    if n < parts:
+        raise ScalelabError(f"a batch of {n} examples cannot be split into {parts} parts")
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
+
+
+def _size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        return _size(next(iter(batch.values())))
+    if isinstance(batch, tuple):
+        return _size(batch[0])
+    return len(batch)
+
+
+def _peak_mb(device: torch.device, current: float) -> float:
+    if device.type == "cuda":
+        return max(current, torch.cuda.max_memory_allocated() / 2**20)
+    import psutil
+
+    return max(current, psutil.Process().memory_info().rss / 2**20)
+
+
+class _Run:
+    """One run's mutable training state around a recipe."""
+
+    def __init__(self, recipe: Recipe, ctx, device: torch.device, plan: Plan) -> None:
+        self.r, self.ctx, self.args, self.device, self.plan = recipe, ctx, recipe.args, device, plan
+        self.module = plan.model
+        self.rank, self.world = distributed.rank_world()
+        self.model = distributed.wrap(self.module, device)
+        named = dict(self.module.named_parameters())
+        self.tracked = [n for n, q in named.items() if q.requires_grad]
+        self.scaler = grad_scaler(self.args.dtype, device)
+        self.best: dict[str, torch.Tensor] = {}
+        self.state: dict[str, Any] = {
+            "step": 0, "losses": [], "since_eval": [], "curve": [], "best_value": None,
+            "best_step": 0, "bad_evals": 0, "stopped": False, "train_s": 0.0, "wall_s": 0.0,
+            "peak_mb": 0.0, "examples": 0, "tokens": 0, "opt_phase": -1,
+        }  # fmt: skip
+        self.opt, self.phase_idx, self.opt_state = None, -1, None
+
+    # --- phases and optimizer ---
+
+    def phase_at(self, step: int) -> tuple[int, Phase, int]:
+        """(index, phase, the phase's first step) of optimizer step `step`."""
+        first = 0
+        for i, ph in enumerate(self.plan.phases):
+            if step < first + ph.steps:
+                return i, ph, first
+            first += ph.steps
+        return len(self.plan.phases) - 1, self.plan.phases[-1], first - self.plan.phases[-1].steps
+
+    def enter_phase(self, idx: int, phase: Phase) -> None:
+        names = set(self.tracked if phase.trainable is None else phase.trainable)
+        for n, q in self.module.named_parameters():
+            q.requires_grad_(n in names)
+        self.opt = make_optimizer(self.module, self.args, self.plan.lr_mults)
+        if self.opt_state is not None and self.state["opt_phase"] == idx:
+            self.opt.load_state_dict(self.opt_state)
+        self.opt_state, self.phase_idx, self.state["opt_phase"] = None, idx, idx
+
+    # --- checkpoints ---
+
+    def resume(self) -> None:
+        loaded = load_checkpoint(self.ctx.run_dir / "checkpoint")
+        if loaded is None:
+            return
+        tensors, self.best, self.opt_state, state = loaded
+        params = dict(self.module.named_parameters())
+        with torch.no_grad():
+            for n, t in tensors.items():
+                params[n].copy_(t)
+        self.state.update(state)
+
+    def checkpoint(self) -> None:
+        if self.rank == 0:
+            params = dict(self.module.named_parameters())
+            tensors = {n: params[n] for n in self.tracked}
+            save_checkpoint(self.ctx.run_dir / "checkpoint", tensors, self.best,
+                            self.opt.state_dict(), self.state)  # fmt: skip
+        distributed.barrier()
+
+    # --- one optimizer step ---
+
+    def step(self, step: int, phase: Phase, first: int) -> float:
+        a = self.args
+        batch = self.r.batch(step)
+        torch.manual_seed(self.ctx.seed * 7919 + step)  # dropout noise, replayable on resume
+        schedule = SCHEDULES[a.schedule]
+        for g in self.opt.param_groups:
+            base = a.lr * g["lr_mult"]
+            g["lr"] = schedule(step - first, phase.steps, base, a.warmup_frac, a.min_lr_ratio)
+        shard = split_batch(batch, self.world)[self.rank] if self.world > 1 else batch
+        micro = split_batch(shard, a.grad_accum_steps)
+        n, total = len(micro), _size(shard)
+        loss_sum = 0.0
+        for i, mb in enumerate(micro):
+            sync = i == n - 1 or not hasattr(self.model, "no_sync")
+            with nullcontext() if sync else self.model.no_sync():
+                loss, logs = self.r.loss_step(self.model, mb)
+                weight = _size(mb) / total if n > 1 else 1.0
+                self.scaler.scale(loss * weight if n > 1 else loss).backward()
+            loss_sum += loss.item() * weight
+            self.state["examples"] += int(logs.get("examples", 0)) * self.world
+            self.state["tokens"] += int(logs.get("tokens", 0)) * self.world
+        if a.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            params = [q for q in self.module.parameters() if q.requires_grad]
+            torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        loss_value = distributed.mean(loss_sum) if self.world > 1 else loss_sum
+        if not math.isfinite(loss_value):
+            raise ScalelabError(f"training diverged: the loss is {loss_value} at step {step + 1}")
+        return loss_value
+
+    # --- validation, best weights, early stopping ---
+
+    def on_eval(self, phase: Phase, logger) -> None:
+        st, plan = self.state, self.plan
+        was = self.model.training
+        self.model.eval()
+        val = self.r.evaluate(self.module)
+        self.model.train(was)
+        recent = st["since_eval"] or [float("nan")]
+        point = {"step": st["step"], "tokens": st["tokens"] or st["examples"],
+                 "train_loss": sum(recent) / len(recent), **val}  # fmt: skip
+        st["curve"].append(point)
+        st["since_eval"] = []
+        st["peak_mb"] = _peak_mb(self.device, st["peak_mb"])
+        logger.log(st["step"], {k: v for k, v in val.items() if isinstance(v, (int, float))})
+        if plan.select is None:
+            return
+        metric, higher = plan.select
+        if metric not in val:
+            raise ScalelabError(f"evaluation returned no {metric!r} to select weights on")
+        v, best = val[metric], st["best_value"]
+        if best is None or (v > best if higher else v < best):  # ties keep earlier weights
+            st.update(best_value=v, best_step=st["step"], bad_evals=0)
+            params = dict(self.module.named_parameters())
+            self.best = {n: params[n].detach().clone() for n in self.tracked}
+        elif phase.early_stopping:
+            st["bad_evals"] += 1
+            st["stopped"] = bool(plan.patience and st["bad_evals"] >= plan.patience)
+
+    def fit(self, logger) -> None:
+        plan, st, rt = self.plan, self.state, self.ctx.runtime
+        total = plan.total_steps
+        last_ckpt = t_seg = time.perf_counter()
+        self.model.train()
+        while st["step"] < total and not st["stopped"]:
+            idx, phase, first = self.phase_at(st["step"])
+            if idx != self.phase_idx:
+                self.enter_phase(idx, phase)
+            t0 = time.perf_counter()
+            loss = self.step(st["step"], phase, first)
+            st["train_s"] += time.perf_counter() - t0
+            st["step"] = step = st["step"] + 1
+            st["losses"].append(loss)
+            st["since_eval"].append(loss)
+            self.ctx.report({"step": step, "total": total, "loss": loss})
+            logger.log(step, {"train_loss": loss, "lr": self.opt.param_groups[0]["lr"]})
+            if (
+                (plan.eval_every and step % plan.eval_every == 0)
+                or (plan.epoch_steps and step % plan.epoch_steps == 0)
+                or step == total
+            ):
+                self.on_eval(phase, logger)
+            due = (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or (
+                time.perf_counter() - last_ckpt > rt.checkpoint_every_s
+            )
+            if due and step < total and not st["stopped"]:
+                st["wall_s"] += time.perf_counter() - t_seg
+                t_seg = last_ckpt = time.perf_counter()
+                self.checkpoint()
+        st["wall_s"] += time.perf_counter() - t_seg
+
+    def restore_best(self) -> None:
+        """Best weights back in place; requires_grad as in the last phase (trainable count)."""
+        params = dict(self.module.named_parameters())
+        with torch.no_grad():
+            for n, t in self.best.items():
+                params[n].copy_(t)
+        last = self.plan.phases[-1].trainable
+        names = set(self.tracked if last is None else last)
+        for n, q in params.items():
+            q.requires_grad_(n in names)
+
+
+class _NoLogger:
+    def log(self, step: int, scalars: dict) -> None:
+        pass
+
+
+def _logger(log_to: list[str], ctx, resume_step: int):
+    """runtime.log_to's loggers (TensorBoard, MLflow); nothing imported when there are none.
+    A resumed run appends to its logs instead of starting them again."""
+    if not log_to:
+        return nullcontext(_NoLogger())
+    from scalelab.engine.logging import open_run_logger
+
+    return open_run_logger(log_to, ctx.run_dir, ctx.run_id, ctx.config,
+                           resume_step=resume_step or None)  # fmt: skip
+
+
+def train(recipe: Recipe, ctx):
+    """Run `recipe` to completion (resuming from `ctx.run_dir/checkpoint` if present);
+    returns the recipe's RunResult with the engine's metrics added: steps, wall_s,
+    peak_mem_mb, and tokens_per_s / examples_per_s when the recipe counts them."""
+    t_start = time.perf_counter()  # wall time counts data preparation and loading too
+    device = prepare_device(ctx.runtime)
+    distributed.init(device.type)
+    plan = recipe.setup(device)
+    run = _Run(recipe, ctx, device, plan)
+    run.resume()
+    run.state["wall_s"] += time.perf_counter() - t_start
+    rank0 = run.rank == 0
+    log_to = ctx.runtime.log_to if rank0 else []
+    with _logger(log_to, ctx, run.state["step"]) as logger:
+        run.fit(logger)
+        t_fin = time.perf_counter()
+        run.restore_best()
+        result = recipe.finish(run.module, run.state) if rank0 else None
+    distributed.barrier()
+    if not rank0:
+        return None
+    st = run.state
+    m = result.metrics
+    m["steps"] = st["step"]
+    if st["tokens"]:
+        m["tokens_per_s"] = st["tokens"] / max(st["train_s"], 1e-9)
+    if st["examples"]:
+        m["examples_per_s"] = st["examples"] / max(st["train_s"], 1e-9)
+    m["peak_mem_mb"] = _peak_mb(device, st["peak_mb"])
+    m["wall_s"] = st["wall_s"] + time.perf_counter() - t_fin
+    shutil.rmtree(ctx.run_dir / "checkpoint", ignore_errors=True)
+    return result

@@ -1,0 +1,299 @@
+"""The local backend: any Hugging Face causal LM on this machine (or an in-memory module).
+
+Sources: a `save_pretrained` folder (a ladder run's product, kind local/run), a registered
+offline model (`model_path(ref)` gives the folder and e.g. `gguf_file`), or a Hub id with an
+optional revision (kind hub; needs the Hub). Scoring right-pads a batch and passes no
+attention mask: in a causal model no real token attends to the padding after it, and the
+unmasked kernel is the one an unbatched call uses, so batched and unbatched scores agree.
+Greedy generation batches only prompts of equal token length (no padding at all), so its
+text never depends on which other prompts shared the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+
+from scalelab.errors import ScalelabError
+from scalelab.models.backends.base import (
+    Backend,
+    Generation,
+    GenRequest,
+    Loglikelihood,
+    TokenScores,
+    as_pairs,
+    continuation_score,
+    span_start,
+)
+from scalelab.models.backends.fingerprint import folder_fingerprint, weights_digest
+from scalelab.models.registry import ModelRef, model_path
+
+
+class LocalBackend(Backend):
+    """A causal LM loaded in this process; `.module` is trainable, `.tokenizer` its tokenizer.
+
+    Options: device ("cpu", "cuda", "auto"), dtype ("float32", "bfloat16", ...; default the
+    checkpoint's), batch_size (sequences per forward pass) and batch_tokens (a cap on padded
+    tokens per pass: the logits alone are batch_tokens x vocab floats).
+    """
+
+    kind = "local"
+
+    def __init__(
+        self,
+        ref: ModelRef | None = None,
+        *,
+        module: Any = None,
+        tokenizer: Any = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        batch_size: int = 16,
+        batch_tokens: int = 8192,
+        fingerprint: str | None = None,
+    ) -> None:
+        if (ref is None) == (module is None):
+            raise ValueError("LocalBackend needs exactly one of a model reference and a module")
+        if ref is not None and ref.kind in ("ladder", "http"):
+            what = "an untrained ladder config" if ref.kind == "ladder" else "an HTTP endpoint"
+            raise ScalelabError(f"model {ref.name!r} is {what}, not local weights")
+        if module is not None and tokenizer is None:
+            raise ValueError("LocalBackend.from_module needs the module's tokenizer")
+        self.ref, self._module, self._tokenizer = ref, module, tokenizer
+        self.device, self.dtype = device, dtype
+        self.batch_size, self.batch_tokens = max(1, batch_size), max(1, batch_tokens)
+        self._fingerprint = fingerprint
+        if module is not None:
+            self._finish_tokenizer()
+
+    @classmethod
+    def from_module(cls, module: Any, tokenizer: Any, **opts: Any) -> LocalBackend:
+        """Wrap a model already in memory (e.g. mid-training); its fingerprint hashes its
+        current weights unless `fingerprint=` is given."""
+        return cls(module=module, tokenizer=tokenizer, **opts)
+
+    # --- loading -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        assert self.ref is not None
+        path, kwargs = model_path(self.ref)
+        extra = {"dtype": getattr(torch, self.dtype)} if self.dtype else {}
+        where = "the Hugging Face Hub" if self.ref.kind == "hub" else path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            module = AutoModelForCausalLM.from_pretrained(path, **kwargs, **extra)
+        except (OSError, ValueError, ImportError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ScalelabError(
+                f"cannot load model {self.ref.name!r} from {where}: {first}"
+            ) from None
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._module, self._tokenizer = module.to(device), tokenizer
+        self._finish_tokenizer()
+
+    def _finish_tokenizer(self) -> None:
+        tok = self._tokenizer
+        if tok.pad_token is None and tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+
+    @property
+    def module(self) -> Any:
+        """The torch `nn.Module` (loaded on first use); train it like any other."""
+        if self._module is None:
+            self._load()
+        return self._module
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    @cached_property
+    def max_length(self) -> int:
+        """The most tokens one forward pass takes (the model's position table)."""
+        config = self.module.config
+        for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+            if isinstance(getattr(config, name, None), int):
+                return getattr(config, name)
+        limit = getattr(self.tokenizer, "model_max_length", 0)
+        return limit if 0 < limit < 1_000_000 else 2048
+
+    @cached_property
+    def prefix_text(self) -> str | None:
+        """What an empty context means: "" when the tokenizer adds a BOS token itself, else
+        the BOS (or EOS) token's text; None when there is neither."""
+        tok = self.tokenizer
+        ids = tok("a")["input_ids"]
+        if tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id:
+            return ""
+        return tok.bos_token or tok.eos_token
+
+    def _prefix(self, what: str) -> str:
+        if self.prefix_text is None:
+            raise ScalelabError(f"{what}: empty context, and the tokenizer has no BOS/EOS token")
+        return self.prefix_text
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the model folder's files, `hub:id@revision`, or (in memory) over the
+        current weights."""
+        if self._fingerprint:
+            return self._fingerprint
+        if self.ref is None:
+            return weights_digest(self.module)
+        if self.ref.kind == "hub":
+            revision = self.ref.revision or getattr(self.module.config, "_commit_hash", None)
+            return f"hub:{self.ref.path}@{revision or 'unknown'}"
+        path, kwargs = model_path(self.ref)
+        return folder_fingerprint(path, kwargs.get("gguf_file"))
+
+    # --- scoring -------------------------------------------------------------------------
+
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode and no autograd for the call; a module being trained is left training."""
+        import torch
+
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.module.train(was_training)
+
+    def encode(self, text: str) -> tuple[list[int], list[int]]:
+        """(token ids, start offsets) of `text`; token i starts where token i-1 ended, so
+        whitespace a tokenizer trims from its offsets stays with the token it precedes."""
+        tok = self.tokenizer
+        if getattr(tok, "is_fast", False):
+            enc = tok(text, return_offsets_mapping=True)
+            ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            return ids, [0] + [end for _, end in offsets[:-1]]
+        ids = tok(text)["input_ids"]  # slow tokenizers have no offsets: decode prefixes
+        return ids, [len(tok.decode(ids[:i])) for i in range(len(ids))]
+
+    def _batches(self, seqs: list[list[int]]) -> Iterator[list[int]]:
+        """Indices of `seqs`, longest first, in batches within batch_size and batch_tokens."""
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        batch: list[int] = []
+        for i in order:
+            width = len(seqs[batch[0]]) if batch else len(seqs[i])
+            full = len(batch) >= self.batch_size or (len(batch) + 1) * width > self.batch_tokens
+            if batch and full:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def score_ids(self, seqs: list[list[int]], top_k: int = 0) -> list[dict[str, list]]:
+        """Per sequence, for positions 1..n-1: "logprobs" (log p(token | before)), "greedy"
+        (token is the argmax) and, with top_k, "top" ([(id, logprob)] best first)."""
+        import torch
+
+        out: list[dict[str, list]] = [{"logprobs": [], "greedy": [], "top": []} for _ in seqs]
+        pad = self.tokenizer.pad_token_id or 0
+        device = next(self.module.parameters()).device
+        for batch in self._batches(seqs):
+            width = len(seqs[batch[0]])
+            if width < 2:
+                continue
+            x = torch.full((len(batch), width), pad, dtype=torch.long)
+            for r, i in enumerate(batch):
+                x[r, : len(seqs[i])] = torch.tensor(seqs[i])
+            x = x.to(device)
+            with self._inference():
+                logits = self.module(input_ids=x).logits[:, :-1].float()
+                lse = logits.logsumexp(-1)
+                chosen = logits.gather(-1, x[:, 1:, None])[..., 0]
+                greedy = chosen >= logits.max(-1).values
+                logprobs = chosen - lse
+                if top_k:
+                    top_val, top_id = logits.topk(min(top_k, logits.shape[-1]), -1)
+                    top_val = top_val - lse[..., None]
+            for r, i in enumerate(batch):
+                n = len(seqs[i]) - 1
+                out[i]["logprobs"] = logprobs[r, :n].tolist()
+                out[i]["greedy"] = greedy[r, :n].tolist()
+                if top_k:
+                    ids, vals = top_id[r, :n].tolist(), top_val[r, :n].tolist()
+                    out[i]["top"] = [
+                        list(zip(a, b, strict=True)) for a, b in zip(ids, vals, strict=True)
+                    ]
+        return out
+
+    def token_scores(
+        self, texts: Sequence[str], top_k: int = 0, token_text: bool = False
+    ) -> list[TokenScores]:
+        """Per-token scores of each text (what a server's echo returns). A text longer than
+        the model's window keeps its last `max_length` tokens; the first one kept has no
+        score. token_text: also decode each token (and each top-k alternative)."""
+        encoded = [self.encode(t) for t in texts]
+        encoded = [(ids[-self.max_length :], st[-self.max_length :]) for ids, st in encoded]
+        raw = self.score_ids([ids for ids, _ in encoded], top_k)
+        tok = self.tokenizer
+        result = []
+        for (ids, starts), r in zip(encoded, raw, strict=True):
+            tokens = [tok.decode([i]) for i in ids] if token_text else []
+            top = []
+            if top_k and ids:
+                top = [None] + [[(tok.decode([j]), v) for j, v in row] for row in r["top"]]
+            lead: list = [None] if ids else []
+            result.append(
+                TokenScores(tokens, starts, lead + r["logprobs"], lead + r["greedy"], top)
+            )
+        return result
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Loglikelihood]:
+        pairs = as_pairs(requests)
+        texts, ctx_lens = [], []
+        for context, continuation in pairs:
+            context = context or self._prefix("loglikelihood")
+            texts.append(context + continuation)
+            ctx_lens.append(len(context))
+        scores = self.token_scores(texts)
+        return [
+            continuation_score(s, n, len(t), f"loglikelihood request {i}")
+            for i, (s, n, t) in enumerate(zip(scores, ctx_lens, texts, strict=True))
+        ]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        """Whole-text log-likelihoods. A text longer than the window is cut into windows of
+        `max_length` tokens overlapping by one, each token scored once."""
+        prefix = self._prefix("loglikelihood_rolling") if texts else ""
+        windows: list[list[int]] = []
+        owner: list[tuple[int, int]] = []  # (text index, first position to count)
+        for t, text in enumerate(texts):
+            if not text:
+                continue
+            ids, starts = self.encode(prefix + text)
+            first, s, width = max(span_start(starts, len(prefix)), 1), 0, self.max_length
+            while True:
+                windows.append(ids[s : s + width])
+                owner.append((t, max(first - s - 1, 0)))  # skip targets before `first`
+                if s + width >= len(ids):
+                    break
+                s += width - 1
+        totals = [0.0] * len(texts)
+        for (t, skip), r in zip(owner, self.score_ids(windows), strict=True):
+            totals[t] += float(sum(r["logprobs"][skip:]))
+        return totals
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[str]:
+        return [g.text for g in self.generate_full(requests)]
+
+    def generate_full(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """Like `generate`, with finish reasons and token counts (for the server)."""
+        from scalelab.models.backends.generation import run_generation
+
+        return run_generation(self, list(requests))

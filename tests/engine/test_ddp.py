@@ -1,0 +1,35 @@
+"""Data-parallel runs: a 2-process gloo run under torchrun matches a 1-process run."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import cli, tiny_lm_spec
+
+from scalelab.grid.store import ResultsStore
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tmp_path, corpus, capsys):
+    params = {"tokens": 8 * 32 * 40, "batch_size": 8, "lr": 3e-3, "eval_every": 10}
+    rows, curves = [], []
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        spec = tiny_lm_spec(tmp_path / f"n{n}.yaml", corpus, out, models=["gpt-d2"],
+                            params=params, runtime={"threads": 1, "nproc_per_node": n})  # fmt: skip
+        code, stdout, _ = cli("run", spec, "--quiet", capsys=capsys)
+        assert code == 0, stdout
+        store = ResultsStore(out / "results.sqlite")
+        rows.append(store.table().iloc[0])
+        curves.append(store.curves())
+    one, two = rows
+    assert one["run_id"] == two["run_id"]  # how a run is scheduled is not part of its identity
+    assert one["steps"] == two["steps"] == 40
+    # Same global batch (two shards of 4 vs one of 8): equal up to summation order.
+    for m in ("train_loss", "val_loss", "test_loss"):
+        assert two[m] == pytest.approx(one[m], rel=1e-4), m
+    assert list(curves[0]["step"]) == list(curves[1]["step"])
+    for a, b in zip(curves[0]["train_loss"], curves[1]["train_loss"], strict=True):
+        assert b == pytest.approx(a, rel=1e-4)
+    # only rank 0 wrote the products; the launcher left its log
+    run_dir = tmp_path / "n2" / "runs" / two["run_id"]
+    assert (run_dir / "model" / "model.safetensors").exists() and (run_dir / "ddp.log").exists()

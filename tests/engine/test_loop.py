@@ -1,0 +1,68 @@
+"""The training engine: accumulation, schedules, divergence, params identity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import cli, tiny_lm_spec
+
+from scalelab.engine.args import identity
+from scalelab.engine.loop import split_batch
+from scalelab.engine.schedules import cosine, linear
+from scalelab.grid.store import ResultsStore
+from scalelab.methods.finetune import FullParams
+from scalelab.methods.pretrain import PretrainParams
+
+
+def _run(tmp_path, corpus, name, capsys, **params):
+    base = {"tokens": 8 * 32 * 30, "batch_size": 8, "lr": 3e-3, "eval_every": 10}
+    spec = tiny_lm_spec(tmp_path / f"{name}.yaml", corpus, tmp_path / name,
+                        models=["gpt-d1"], params={**base, **params})  # fmt: skip
+    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)
+    return code, out, ResultsStore(tmp_path / name / "results.sqlite").table().iloc[0]
+
+
+def test_gradient_accumulation_equals_the_full_batch_step(tmp_path, corpus, capsys):
+    _, _, one = _run(tmp_path, corpus, "one", capsys)
+    _, _, four = _run(tmp_path, corpus, "four", capsys, grad_accum_steps=4)
+    assert one["run_id"] != four["run_id"]  # a changed setting is a different run
+    assert four["steps"] == one["steps"] == 30 and four["tokens"] == one["tokens"]
+    for m in ("train_loss", "val_loss", "test_loss"):  # 4 micro-batches of 2 == 1 batch of 8
+        assert four[m] == pytest.approx(one[m], rel=1e-5), m
+
+
+def test_a_diverged_run_is_failed_not_done(tmp_path, corpus, capsys):
+    code, out, row = _run(tmp_path, corpus, "nan", capsys, lr=1e30, grad_clip=0)
+    assert code == 1 and row["status"] == "failed"
+    assert "training diverged" in row["error"]
+
+
+def test_new_shared_fields_keep_old_run_ids_at_their_defaults():
+    p = PretrainParams(tokens=1000)
+    ident = identity(p)
+    assert "grad_accum_steps" not in ident and "schedule" not in ident
+    assert ident["beta2"] == 0.95  # fields that were always part of the id stay in it
+    assert "grad_accum_steps" in identity(PretrainParams(tokens=1000, grad_accum_steps=2))
+    assert "beta1" not in identity(FullParams()) and "beta1" in identity(FullParams(beta1=0.8))
+
+
+def test_schedules_warm_up_then_decay():
+    lrs = [cosine(s, 100, 1.0, 0.1, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3) and max(lrs) == pytest.approx(1.0)
+    lin = [linear(s, 10, 2.0, 0.2, 0.0) for s in range(10)]
+    assert lin[:2] == [1.0, 2.0] and lin[-1] == pytest.approx(2.0 / 8)
+    assert all(math.isfinite(v) for v in lrs + lin)
+
+
+def test_split_batch_cuts_nested_batches_consecutively():
+    import numpy as np
+    import torch
+
+    x = torch.arange(10).view(5, 2)
+    parts = split_batch((x, {"i": np.arange(5)}), 2)
+    assert [p[0].shape[0] for p in parts] == [2, 3]
+    assert parts[1][1]["i"].tolist() == [2, 3, 4]
+    with pytest.raises(Exception, match="cannot be split"):
+        split_batch(torch.zeros(1, 3), 2)

@@ -1,0 +1,305 @@
+"""`scalelab serve` in a real subprocess, read through the HTTP backend and the openai client.
+
+The HTTP backend must agree with the local backend on the same weights (scores to 1e-5, the
+same greedy flags and greedy text); a rerun through the cache must send the server no
+completion requests (counted by the server itself, at /metrics); and new weights behind the
+same URL and name must change the fingerprint, so no stale answer is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from scalelab.cli import main
+from scalelab.data.tokenizer import bpe_tokenizer
+from scalelab.data.tokenizer_spec import TokenizerSpec
+from scalelab.errors import ScalelabError
+from scalelab.models.backends import GenRequest, open_backend
+from scalelab.models.backends.http import HttpBackend
+from scalelab.models.backends.local import LocalBackend
+
+SENTENCES = [
+    "the cat sat on the mat.",
+    "a dog ran to the big house.",
+    "it was one red tree.",
+    "the big dog sat on two mats.",
+    "a cat ran to the red tree.",
+]
+PAIRS = [
+    ("the cat sat", " on the mat"),
+    ("a dog ran to", " the big red house and"),
+    ("it was", " one"),
+    ("the red ho", "use was big"),  # the boundary falls inside a token
+    ("", "the cat"),  # empty context: the server reports what to condition on
+    ("the cat", ""),
+]
+PROMPTS = ["the cat sat", "a dog ran", "the red house", "it was one", "a"]
+
+
+def make_model(folder: Path, seed: int, steps: int = 40) -> None:
+    """A tiny GPT-2 trained a few steps on simple sentences, saved with its BPE tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    rng = random.Random(0)
+    text = " ".join(rng.choice(SENTENCES) for _ in range(400))
+    with pytest.MonkeyPatch.context() as mp:  # the BPE cache goes to a throwaway home
+        mp.setenv("SCALELAB_HOME", str(folder.parent / f".home-{folder.name}"))
+        tok = bpe_tokenizer(TokenizerSpec(kind="bpe", vocab_size=300), text)
+    eos = tok.eos_token_id
+    config = GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=64,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains fastest on one thread
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+        ids = torch.tensor(tok(text)["input_ids"])
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            starts = torch.randint(0, len(ids) - 33, (16,))
+            batch = torch.stack([ids[s : s + 32] for s in starts])
+            model(input_ids=batch, labels=batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    torch.set_num_threads(threads)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+class Server:
+    """A `scalelab serve` subprocess: `spawn` starts it, `wait` reads the URL it prints."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.proc, self.url, self.port, self.starts = tmp, None, "", 0, 0
+        self.log = tmp / "serve-0.log"
+
+    def start(self, folder: Path, name: str = "tiny") -> None:
+        self.spawn(folder, name)
+        self.wait()
+
+    def spawn(self, folder: Path, name: str = "tiny") -> None:
+        self.starts += 1
+        log = self.tmp / f"serve-{self.starts}.log"
+        cmd = [sys.executable, "-m", "scalelab.cli", "serve", str(folder), "--name", name]
+        cmd += ["--port", str(self.port)]  # 0 the first time: the server picks a free port
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+            env={**os.environ, "SCALELAB_HOME": str(self.tmp / "home"), "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        self.log = log
+
+    def wait(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if select.select([self.proc.stdout], [], [], 0.5)[0]:
+                found = re.search(r" at (http://[\d.]+:(\d+)/v1)", self.proc.stdout.readline())
+                if found:
+                    self.url, self.port = found.group(1), int(found.group(2))
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"scalelab serve exited: {self.log.read_text()[-2000:]}")
+        raise TimeoutError("scalelab serve did not print its URL")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def metrics(self) -> dict:
+        with urllib.request.urlopen(self.url.removesuffix("/v1") + "/metrics", timeout=30) as r:
+            return json.load(r)
+
+    @property
+    def model(self) -> str:
+        return f"{self.url}#tiny"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """Model a (served first) and model b (other weights); b is made by `server`."""
+    root = tmp_path_factory.mktemp("served")
+    make_model(root / "a", seed=0)
+    return root / "a", root / "b"
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("server"))
+    srv.spawn(models[0])
+    try:
+        make_model(models[1], seed=1, steps=5)  # while the server imports torch
+        srv.wait()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def greedy_pairs(local: LocalBackend) -> list[tuple[str, str]]:
+    """PAIRS plus greedy continuations, so both values of is_greedy are compared."""
+    texts = local.generate([GenRequest(p, max_tokens=5) for p in PROMPTS[:3]])
+    return PAIRS + list(zip(PROMPTS[:3], texts, strict=True))
+
+
+def test_http_scores_equal_local_scores(models, server):
+    local = open_backend(str(models[0]))
+    pairs = greedy_pairs(local)
+    http = open_backend(server.model, cache=False, batch_size=2, concurrency=4)
+    assert isinstance(http, HttpBackend)
+    want, got = local.loglikelihood(pairs), http.loglikelihood(pairs)
+    for pair, w, g in zip(pairs, want, got, strict=True):
+        assert g.logprob == pytest.approx(w.logprob, abs=1e-5), pair
+        assert g.is_greedy == w.is_greedy, pair
+    assert any(g.is_greedy for g in got[len(PAIRS) - 1 :]) and not all(g.is_greedy for g in got)
+    texts = ["the cat sat on the mat.", "a dog"]
+    assert http.loglikelihood_rolling(texts) == pytest.approx(
+        local.loglikelihood_rolling(texts), abs=1e-5
+    )
+    assert http.fingerprint == local.fingerprint  # the server reports the weights digest
+
+
+def test_http_greedy_text_equals_local(models, server):
+    local = open_backend(str(models[0]))
+    reqs = [GenRequest(p, max_tokens=8) for p in PROMPTS]
+    reqs += [GenRequest("the cat sat", 8, stop=["mat", "."]), GenRequest("a dog", 0)]
+    http = open_backend(server.model, cache=False, batch_size=3)
+    want = local.generate(reqs)
+    assert http.generate(reqs) == want
+    assert want[-1] == "" and "mat" not in want[-2]
+
+
+def test_rerun_through_the_cache_sends_no_completion_requests(models, server, tmp_path):
+    cache = tmp_path / "requests.sqlite"
+    reqs = [GenRequest(p, max_tokens=6) for p in PROMPTS]
+    first_backend = open_backend(server.model, cache=cache)
+    first = (first_backend.loglikelihood(PAIRS), first_backend.generate(reqs))
+    before = server.metrics()["requests"]
+    rerun_backend = open_backend(server.model, cache=cache)  # a new backend, as a rerun
+    again = (rerun_backend.loglikelihood(PAIRS), rerun_backend.generate(reqs))
+    after = server.metrics()["requests"]
+    assert again == first
+    assert after.get("completions", 0) == before.get("completions", 0)
+    assert after.get("chat", 0) == before.get("chat", 0)
+
+
+def test_openai_client_against_the_server(models, server):
+    import openai
+
+    local = open_backend(str(models[0]))
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    (entry,) = client.models.list().data
+    assert entry.id == "tiny" and entry.model_extra["fingerprint"] == local.fingerprint
+    done = client.completions.create(
+        model="tiny", prompt="the cat sat", max_tokens=6, temperature=0
+    )  # noqa: E501
+    assert done.choices[0].text == local.generate([GenRequest("the cat sat", 6)])[0]
+    echo = client.completions.create(
+        model="tiny", prompt=["a dog", "the cat"], max_tokens=0, echo=True, logprobs=2
+    )
+    assert [c.text for c in echo.choices] == ["a dog", "the cat"]
+    assert echo.choices[0].logprobs.token_logprobs[0] is None
+    assert all(len(t) <= 2 for t in echo.choices[1].logprobs.top_logprobs[1:])
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "the cat"}], max_tokens=5,
+        temperature=0,
+    )  # fmt: skip
+    # No chat template: the messages are joined as "role: content" lines.
+    want = local.generate([GenRequest("user: the cat\nassistant:", 5)])[0]
+    assert chat.choices[0].message.content == want
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="other", prompt="x", max_tokens=1)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny", prompt="x", max_tokens=-1)
+
+
+def test_new_weights_at_the_same_url_never_read_stale_answers(models, server, tmp_path):
+    cache = tmp_path / "requests.sqlite"
+    backend = open_backend(server.model, cache=cache)  # one backend across the restart
+    old_fingerprint = backend.fingerprint
+    old = backend.loglikelihood(PAIRS)
+    server.stop()
+    server.start(models[1])  # same port, same name, other weights
+    assert server.model.startswith(f"http://127.0.0.1:{server.port}/")
+    calls = server.metrics()["requests"].get("completions", 0)
+    assert backend.fingerprint != old_fingerprint
+    new = backend.loglikelihood(PAIRS)
+    assert server.metrics()["requests"]["completions"] > calls  # asked the server again
+    assert new != old
+    want = open_backend(str(models[1])).loglikelihood(PAIRS)
+    assert [g.logprob for g in new] == pytest.approx([w.logprob for w in want], abs=1e-5)
+
+
+def test_unreachable_endpoint_retries_then_names_it():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = open_backend(
+        f"http://127.0.0.1:{port}/v1#x", cache=False, max_retries=2, backoff=0.01
+    )  # noqa: E501
+    with pytest.raises(ScalelabError, match=rf"127.0.0.1:{port}.*failed after 3 tries"):
+        backend.generate([GenRequest("hi", 3)])
+
+
+def test_serve_bad_model_is_one_error_line(capsys):
+    assert main(["serve", "no-such-model-here", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown model 'no-such-model-here'")
+
+
+def test_http_backend_retries_429_and_5xx_but_not_400():
+    """A stdlib server that fails twice (503, then 429) before answering."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the stdlib's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            hits.append(body["prompt"][0])
+            status = {1: 503, 2: 429}.get(len(hits), 200)
+            if body["prompt"][0] == "bad":
+                status = 400
+            answer = {"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                      "choices": [{"index": 0, "text": " ok", "finish_reason": "length",
+                                   "logprobs": None}]}  # fmt: skip
+            data = json.dumps(answer if status == 200 else {"error": {"message": "no"}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+        backend = open_backend(url, cache=False, backoff=0.01, max_retries=3)
+        assert backend.generate([GenRequest("hi", 2)]) == [" ok"] and len(hits) == 3
+        with pytest.raises(ScalelabError, match="refused a completion.*HTTP 400"):
+            backend.generate([GenRequest("bad", 2)])
+        assert len(hits) == 4  # a 400 is not retried
+    finally:
+        httpd.shutdown()
