@@ -1,7 +1,8 @@
 """Does bf16 autocast train as well as fp32? Same runs, both dtypes, several seeds.
 
-Runs scalelab's own pretraining loop (`pretrain_loop.run`) on a slice of WikiText-2 with a
-trained 512-token BPE, once per (dtype, seed). A seed fixes the initial weights and the
+Runs scalelab's pretraining method through the training engine
+(`scalelab.engine.loop.train(PretrainRecipe(ctx), ctx)`, what `scalelab run` does) on
+WikiText-2 with a trained 512-token BPE, once per (dtype, seed). A seed fixes the initial weights and the
 batches, so seed s in fp32 and in bf16 differ only by the dtype. The report compares the
 final validation loss: the mean bf16 - fp32 difference against the seed-to-seed standard
 deviation, and the per-seed paired differences.
@@ -19,10 +20,11 @@ import time
 from pathlib import Path
 
 from scalelab.data.tasks import LMTask
+from scalelab.engine.loop import train
 from scalelab.grid.spec import Runtime
 from scalelab.methods.base import RunContext
-from scalelab.methods.pretrain import PretrainParams
-from scalelab.methods.pretrain_loop import run
+from scalelab.methods.pretrain import PretrainParams, PretrainRecipe
+from scalelab.models.registry import resolve_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = ("fp32", "bf16")
@@ -46,10 +48,10 @@ def train_once(args: argparse.Namespace, dtype: str, seed: int) -> dict:
     runtime = Runtime(threads=args.threads, checkpoint_every_s=1e9)
     with tempfile.TemporaryDirectory(prefix="bf16-check-") as tmp:
         ctx = RunContext(
-            run_id=f"{dtype}-{seed}", model=args.model, task=task, params=params,
+            run_id=f"{dtype}-{seed}", model=resolve_model(args.model), task=task, params=params,
             seed=seed, run_dir=Path(tmp), runtime=runtime,
         )  # fmt: skip
-        result = run(ctx)
+        result = train(PretrainRecipe(ctx), ctx)
     m = result.metrics
     keep = ("val_loss", "test_loss", "train_loss", "tokens_per_s", "non_embedding_params")
     return {"dtype": dtype, "seed": seed, **{k: m[k] for k in keep}, "curve": result.curve}
@@ -100,8 +102,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval-tokens", type=int, default=32768)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="20 steps, 1 seed: a smoke test")
     ap.add_argument("--out", type=Path, default=RESULTS / "bf16_loss_check.json")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.seeds, args.eval_tokens = 20, "0,1", 2048
+    return args
 
 
 def main() -> None:

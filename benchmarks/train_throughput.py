@@ -1,6 +1,9 @@
 """Training throughput: scalelab's pretraining step vs `transformers.Trainer`, same model.
 
-Every variant trains the same ladder model (`build_causal_lm`, same seed) on the same
+scalelab's step is the training engine's own (`_Run.step` of `scalelab.engine.loop.train`)
+driving PretrainRecipe's `batch`/`loss_step` (`get_batch`, `make_loss_fn`): the cosine
+schedule, clipping and fused AdamW of a real run, without the run's data preparation,
+evaluation and checkpoints. Every variant trains the same ladder model (`build_causal_lm`, same seed) on the same
 batches (`get_batch` windows of random token ids, a trained-BPE-sized vocabulary) with the
 same optimizer settings, side by side in one process. Each round runs every variant for
 `--steps` timed steps after a warm-up step, in an order rotated by one each round (the
@@ -28,21 +31,16 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from scalelab.methods.pretrain import PretrainParams  # noqa: E402
-from scalelab.methods.pretrain_loop import (  # noqa: E402
-    get_batch,
-    lr_at,
-    make_loss_fn,
-    make_optimizer,
-    train_step,
-)
+from scalelab.engine.loop import _Run  # noqa: E402
+from scalelab.engine.recipe import Phase, Plan, Recipe  # noqa: E402
+from scalelab.methods.base import RunContext  # noqa: E402
+from scalelab.methods.pretrain import PretrainParams, get_batch, make_loss_fn  # noqa: E402
 from scalelab.models.build import build_causal_lm, count_params  # noqa: E402
 
 MALLOC_VARS = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
@@ -129,21 +127,35 @@ def fresh_model(name: str, setup: Setup) -> torch.nn.Module:
     return model
 
 
+class BenchRecipe(Recipe):
+    """PretrainRecipe's `batch` and `loss_step` over the benchmark's token stream."""
+
+    def __init__(self, ctx: RunContext, setup: Setup, loss_fn) -> None:
+        super().__init__(ctx)
+        self.setup_, self.loss_fn = setup, loss_fn
+
+    def batch(self, step: int):
+        s = self.setup_
+        return get_batch(s.ids, s.batch_size, s.seq_len, SEED, step)
+
+    def loss_step(self, model, batch):
+        x, y = batch
+        return self.loss_fn(model, x, y), {"tokens": x.numel()}
+
+
 @dataclass
 class ScalelabVariant:
-    """scalelab's step: get_batch, manual LR, model+loss (optionally compiled), clip, AdamW."""
+    """The engine's optimizer step (`_Run.step` of `scalelab.engine.loop.train`): the
+    recipe's batch, the cosine schedule, model+loss (optionally compiled), clip, AdamW."""
 
     name: str
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    run: _Run
+    phase: Phase
 
     def train_step(self, setup: Setup, step: int) -> float:
-        p = setup.params
-        x, y = get_batch(setup.ids, setup.batch_size, setup.seq_len, SEED, step)
-        torch.manual_seed(SEED * 7919 + step)
-        lr = lr_at(step, setup.steps_per_round, p)
-        return train_step(self.model, self.optimizer, self.loss_fn, x, y, lr, p.grad_clip)
+        """One optimizer step of the engine; returns the batch loss."""
+        return self.run.step(step, self.phase, 0)
 
     def timed_round(self, setup: Setup) -> list[Times]:
         """(wall, cpu) seconds of each of `setup.steps` steps after `setup.warmup` untimed ones."""
@@ -158,10 +170,18 @@ class ScalelabVariant:
 
 
 def scalelab_variant(variant: str, size: str, setup: Setup) -> ScalelabVariant:
+    from scalelab.grid.spec import Runtime
+
     model = fresh_model(size, setup)
     dtype = "bf16" if variant.endswith("bf16") else "fp32"
-    loss_fn = make_loss_fn(model, dtype, compile="compile" in variant)
-    return ScalelabVariant(variant, model, make_optimizer(model, setup.params), loss_fn)
+    params = setup.params.model_copy(update={"dtype": dtype})
+    ctx = RunContext(run_id=variant, model=None, task=None, params=params, seed=SEED,
+                     run_dir=Path("/tmp/scalelab-bench-engine"), runtime=Runtime())  # fmt: skip
+    recipe = BenchRecipe(ctx, setup, make_loss_fn(model, dtype, compile="compile" in variant))
+    phase = Phase("train", setup.steps_per_round)
+    run = _Run(recipe, ctx, torch.device("cpu"), Plan(model=model, phases=[phase]))
+    run.enter_phase(0, phase)
+    return ScalelabVariant(variant, model, run, phase)
 
 
 class _StepClock(TrainerCallback):

@@ -100,7 +100,7 @@ def test_ray_gives_identical_rows(tmp_path, corpus, serial_out, ray_cluster):
     assert ray_cluster.is_initialized()  # the executor left a cluster it did not start
 
 
-def training_pid(runs_dir: Path, timeout: float = 240) -> int:
+def training_pid(runs_dir: Path, timeout: float = 600) -> int:
     """The pid of the first run that started executing (from its attempt log)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
