@@ -241,16 +241,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="scalelab with runtime.compile")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=None, help="default 2 (--quick: 1)")
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sides", default="scalelab,trainer")
     ap.add_argument("--quick", action="store_true", help="320 examples, 1 epoch, 1 round")
     ap.add_argument("--out", type=Path, default=RESULTS / "finetune_vs_trainer.json")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.train_size, args.epochs = 320, 1
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 2
-    return args
+    if ap.parse_args(argv).quick:  # tiny defaults; options given explicitly still win
+        ap.set_defaults(train_size=320, epochs=1, rounds=1)
+    return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,13 +59,13 @@ def baseline(n: np.ndarray, d: np.ndarray, loss: np.ndarray, n_starts: int) -> t
     return {"E": np.exp(e), "A": np.exp(a), "alpha": alpha, "B": np.exp(b), "beta": beta}, secs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline-starts", type=int, default=4500)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fit_speed.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n, d, loss = load(args.data)
 
     with threadpool_limits(limits=1, user_api="blas"):

@@ -109,10 +109,10 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 8) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def measure_peaks() -> dict[str, float]:
+def measure_peaks(n: int = 2048) -> dict[str, float]:
     return {
-        "fp32": matmul_gflops(torch.float32),
-        "bf16": matmul_gflops(torch.bfloat16),
+        "fp32": matmul_gflops(torch.float32, n),
+        "bf16": matmul_gflops(torch.bfloat16, n),
     }
 
 
@@ -302,7 +302,9 @@ def paired_ratios(tps: dict[str, list[float]]) -> dict[str, list[float]]:
     return {n: [a / b for a, b in zip(t, base, strict=True)] for n, t in tps.items()}
 
 
-def measure_size(size: str, setup: Setup, rounds: int, compile_warmup: int) -> dict:
+def measure_size(
+    size: str, setup: Setup, rounds: int, compile_warmup: int, names: tuple[str, ...] = VARIANTS
+) -> dict:
     """Tokens/s per variant and round (wall and CPU-time based), `rounds` rotated rounds.
 
     A round's value is from its median step (robust to bursts of noise). CPU-time tokens/s
@@ -310,7 +312,7 @@ def measure_size(size: str, setup: Setup, rounds: int, compile_warmup: int) -> d
     """
     torch._dynamo.reset()
     variants: list = [trainer_variant(size, setup, Path("/tmp/scalelab-bench-trainer"))]
-    variants += [scalelab_variant(name, size, setup) for name in VARIANTS[1:]]
+    variants += [scalelab_variant(name, size, setup) for name in names if name != "trainer"]
     prep_s = prepare(variants, setup, compile_warmup)
     threads = torch.get_num_threads()
     wall: dict[str, list[float]] = {v.name: [] for v in variants}
@@ -378,7 +380,7 @@ def environment(threads: int) -> dict:
     }
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="gpt-d2,gpt-d4,gpt-d6", help="comma-separated rungs")
     ap.add_argument("--rounds", type=int, default=5)
@@ -389,18 +391,26 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab-size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma-separated; the Trainer always runs (ratios are to it)")  # fmt: skip
+    ap.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
+    ap.add_argument("--quick", action="store_true", help="tiny settings, no compile: a smoke test")
     ap.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
-    return ap.parse_args()
+    if ap.parse_args(argv).quick:  # tiny defaults; options given explicitly still win
+        ap.set_defaults(sizes="gpt-d1", rounds=1, steps=1, batch_size=2, seq_len=16,
+                        vocab_size=64, peak_size=256,
+                        variants="trainer,scalelab-fp32,scalelab-bf16")  # fmt: skip
+    return ap.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment(args.threads)
     if not env["malloc_env_set"]:
         print("note: MALLOC_MMAP_MAX_/MALLOC_TRIM_THRESHOLD_ not set before Python started")
-    peaks = measure_peaks()
-    print(f"matmul peak (2048^2, {args.threads} threads): "
+    peaks = measure_peaks(args.peak_size)
+    print(f"matmul peak ({args.peak_size}^2, {args.threads} threads): "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")  # fmt: skip
     g = torch.Generator().manual_seed(SEED)
     setup = Setup(
@@ -410,8 +420,10 @@ def main() -> None:
         params=PretrainParams(tokens=args.steps * args.batch_size * args.seq_len),
     )  # fmt: skip
     t0 = time.perf_counter()
-    rows = [measure_size(s, setup, args.rounds, args.compile_warmup) for s in args.sizes.split(",")]
-    peaks_after = measure_peaks()
+    names = tuple(args.variants.split(","))
+    rows = [measure_size(s, setup, args.rounds, args.compile_warmup, names)
+            for s in args.sizes.split(",")]  # fmt: skip
+    peaks_after = measure_peaks(args.peak_size)
     best = {k: max(peaks[k], peaks_after[k]) for k in peaks}
     lines = [line for row in rows for line in summarise(row, best)]
     print_table(lines)

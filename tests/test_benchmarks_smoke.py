@@ -1,0 +1,104 @@
+"""Every benchmark script runs end to end with its tiniest settings (a smoke test, not a
+measurement): tiny models and data written here, outputs under tmp_path."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED_DATA
+
+BENCH = REPO / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory) -> dict[str, Path]:
+    """A random 2-layer BERT with a word-level tokenizer, and a 3-class jsonl dataset."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny_cls")
+    words = "the a cat dog bird sat ran on under mat tree big small red".split()
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(cfg).save_pretrained(root / "bert")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]",
+                            pad_token="[PAD]").save_pretrained(root / "bert")  # fmt: skip
+    rng = random.Random(0)
+    with open(root / "data.jsonl", "w") as f:
+        for i in range(90):
+            text = " ".join([words[2 + i % 3]] + rng.sample(words[5:], rng.randint(1, 6)))
+            f.write(json.dumps({"text": text, "label": i % 3}) + "\n")
+    return {"model": root / "bert", "data": root / "data.jsonl"}
+
+
+def test_engine_vs_loops(tmp_path, corpus, tiny_classifier):
+    out = tmp_path / "evl.json"
+    load("engine_vs_loops").main([
+        "--quick", "--skip-warmup", "--rounds", "1", "--dataset", str(corpus),
+        "--seq-len", "16", "--batch-size", "4", "--steps", "5", "--eval-tokens", "64",
+        "--ft-model", str(tiny_classifier["model"]), "--ft-dataset", str(tiny_classifier["data"]),
+        "--ft-train-size", "24", "--ft-val-size", "0", "--ft-max-length", "16",
+        "--ft-batch-size", "8", "--threads", "1", "--out", str(out),
+    ])  # fmt: skip
+    summary = {s["setting"]: s for s in json.loads(out.read_text())["summary"]}
+    assert summary["pretrain gpt-d1"]["losses_identical"]  # the engine replays the old loop
+    assert summary["pretrain gpt-d1"]["metrics_identical"]
+    assert len(summary) == 2
+
+
+def test_finetune_vs_trainer(tmp_path, tiny_classifier):
+    out = tmp_path / "fvt.json"
+    load("finetune_vs_trainer").main([
+        "--quick", "--model", str(tiny_classifier["model"]),
+        "--dataset", str(tiny_classifier["data"]), "--train-size", "24", "--max-length", "16",
+        "--batch-size", "8", "--threads", "1", "--out", str(out),
+    ])  # fmt: skip
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["ratio"]["median"] > 0
+    assert 0 <= summary["trainer"]["test_accuracy"] <= 1
+
+
+def test_train_throughput(tmp_path):
+    out = tmp_path / "tt.json"
+    load("train_throughput").main(["--quick", "--threads", "1", "--out", str(out)])
+    names = {s["variant"] for s in json.loads(out.read_text())["summary"]}
+    assert names == {"trainer", "scalelab-fp32", "scalelab-bf16"}
+
+
+def test_bf16_loss_check(tmp_path, corpus):
+    out = tmp_path / "bf16.json"
+    load("bf16_loss_check").main([
+        "--dataset", str(corpus), "--vocab-size", "300", "--seq-len", "16", "--batch-size", "4",
+        "--steps", "4", "--eval-tokens", "64", "--seeds", "0", "--threads", "1",
+        "--out", str(out),
+    ])  # fmt: skip
+    assert len(json.loads(out.read_text())["runs"]) == 2
+
+
+@pytest.mark.shared_data
+def test_fit_speed(tmp_path):
+    data = SHARED_DATA / "chinchilla_svg_extracted_data.csv"
+    if not data.exists():
+        pytest.skip("../shared/data is absent")
+    out = tmp_path / "fit.json"
+    load("fit_speed").main(["--baseline-starts", "3", "--bootstrap", "3", "--data", str(data),
+                            "--out", str(out)])  # fmt: skip
+    assert json.loads(out.read_text())["baseline_extrapolated"]
