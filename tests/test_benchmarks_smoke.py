@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_DATA
 
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 BENCH = REPO / "benchmarks"
 
 
@@ -102,3 +103,13 @@ def test_fit_speed(tmp_path):
     load("fit_speed").main(["--baseline-starts", "3", "--bootstrap", "3", "--data", str(data),
                             "--out", str(out)])  # fmt: skip
     assert json.loads(out.read_text())["baseline_extrapolated"]
+
+
+@pytest.mark.slow
+def test_executor_overhead(tmp_path):
+    out = tmp_path / "exec.json"
+    load("executor_overhead").main(["--quick", "--steps", "4", "--seeds", "0", "--sides", "serial",
+                                    "--parallel-workers", "0", "--out", str(out)])  # fmt: skip
+    rows = {r["side"]: r for r in json.loads(out.read_text())["summary"]}
+    assert set(rows) == {"loop w1", "serial w1"}
+    assert rows["loop w1"]["overhead_per_run_s"] == 0

@@ -127,11 +127,17 @@ def test_failed_teacher_skips_students_and_a_rerun_retries(tmp_path, corpus, cap
         teacher.run_id: "failed"
     }  # skipped runs are not stored
     nodes, summary = dry_run(spec, capsys)
-    assert [(n[1], n[5]) for n in nodes] == [("failed", None), *[("blocked", reason)] * 2]
-    assert summary == "3 runs: 0 done, 3 to run (1 failed, 2 blocked by a failed dependency)"
+    assert [n[1] for n in nodes] == ["failed", "blocked", "blocked"]
+    assert "error.txt" in nodes[0][5] and [n[5] for n in nodes[1:]] == [reason] * 2
+    assert summary == ("3 runs: 0 done, 0 to run (1 failed, 2 blocked by a failed dependency; "
+                       "--retry-failed reruns them)")  # fmt: skip
 
-    make_corpus(data)  # the teacher's data is fixed: a rerun retries it, then its students
-    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)
+    make_corpus(data)  # the teacher's data is fixed
+    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)  # a failed run stays failed
+    assert code == 1 and ResultsStore(tmp_path / "out" / "results.sqlite").statuses() == {
+        teacher.run_id: "failed"
+    }
+    code, out, _ = cli("run", spec, "--quiet", "--retry-failed", capsys=capsys)
     assert code == 0 and "3 done, 0 failed, 0 already done" in out
     statuses = ResultsStore(tmp_path / "out" / "results.sqlite").statuses()
     assert statuses == {r.run_id: "done" for r in (teacher, *students)}

@@ -99,7 +99,7 @@ def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, c
     assert code == 1 and "1 done, 1 failed" in out
     table = ResultsStore(tmp_path / "out" / "results.sqlite").table()
     failed = table[table["status"] == "failed"]
-    assert len(failed) == 1 and "shorter than seq_len" in failed["error"].iloc[0]
+    assert len(failed) == 1 and "at least one window" in failed["error"].iloc[0]
 
 
 @pytest.mark.slow
@@ -261,3 +261,10 @@ def test_usage_errors_exit_2_without_a_traceback(tmp_path, corpus, capsys):
     code, _, err = cli("run", spec, "--workers", "0", capsys=capsys)
     assert code == 2 and "--workers" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_help_prints_bracketed_defaults_as_written(capsys):
+    """Help text is plain: "[default: ...]" is not swallowed as rich markup."""
+    code, out, _ = cli("run", "--help", capsys=capsys)
+    assert code == 0
+    assert "[default: the spec's runtime.workers]" in " ".join(out.split())

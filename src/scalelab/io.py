@@ -1,23 +1,52 @@
-"""Atomic file writes: write to a temp file in the same folder, then rename.
+"""Atomic file writes and safe first use of shared caches.
 
-A crash mid-write leaves the old file (or none), never a truncated one.
+* `atomic_write`: write to a temp file in the same folder, then rename. A crash mid-write
+  leaves the old file (or none), never a truncated one.
+* `file_lock` / `build_once`: of several processes that find a cache entry missing at the
+  same time, one builds it while the others wait, then use it.
+
+Every temp name carries the writer's pid and a random part (`.<name>.tmp-<pid>-<random>`),
+so concurrent writers never share one and a leftover names the process that left it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# flock locks belong to an open file, so two threads of one process opening the lock file
+# separately already exclude each other on a local disk; on NFS, Linux emulates flock with
+# POSIX byte-range locks, which belong to the process. This per-path thread lock keeps
+# threads apart there too.
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def temp_prefix(path: Path) -> str:
+    """The name prefix of this process's temp files for `path` (mkstemp adds the random part)."""
+    return f".{Path(path).name}.tmp-{os.getpid()}-"
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` then rename tmp onto `path` (same filesystem, so atomic)."""
+    """Call `write(tmp_path)` then rename tmp onto `path` (same filesystem, so atomic).
+
+    Concurrent writers of one path each write their own temp file; the last rename wins and
+    a reader sees one complete file or the other. Re-raises whatever `write` raises, after
+    removing the temp file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -33,3 +62,80 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def make_temp_dir(target: Path) -> Path:
+    """A new empty folder next to `target`, named for it and for this process."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
+
+
+def replace_dir(tmp: Path, target: Path) -> bool:
+    """Rename the finished folder `tmp` onto `target`; False (and `tmp` removed) when
+    `target` already exists, i.e. a writer that took no lock finished first and its copy
+    is used. Raises OSError for any other failure."""
+    try:
+        os.replace(tmp, target)
+        return True
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not Path(target).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+
+@contextmanager
+def file_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock for `target` (which need not exist) until the block ends.
+
+    The lock is `fcntl.flock` on `.<name>.lock` next to `target`: released by the kernel
+    when the holder exits or dies, and on Linux NFS clients (2.6.12+) emulated with POSIX
+    byte-range locks, so it also holds across machines sharing an NFS home. Lock files stay
+    behind: removing one while another process waits on it would let a third take a second
+    lock on a new file. Raises OSError when the folder cannot be written.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    with _THREAD_LOCKS_GUARD:
+        thread_lock = _THREAD_LOCKS.setdefault(str(lock_path.absolute()), threading.Lock())
+    with thread_lock, open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Remove temp files/folders of `target` left by writers that died mid-write.
+
+    Only call this while holding `file_lock(target)`: every writer of `target` holds it
+    while writing, so any temp still there belongs to a writer that is gone.
+    """
+    target = Path(target)
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def build_once(target: Path, build: Callable[[], None]) -> bool:
+    """Make sure `target` exists, calling `build()` (which must create it atomically) in at
+    most one of the processes that find it missing at the same time.
+
+    Returns True when this call built it, False when it already existed (or another process
+    built it while this one waited for the lock). Re-raises what `build` raises; the lock
+    is released either way, so a waiting process then tries for itself.
+    """
+    target = Path(target)
+    if target.exists():
+        return False
+    with file_lock(target):
+        if target.exists():  # built by the process we waited for
+            return False
+        remove_stale_temps(target)
+        build()
+    return True

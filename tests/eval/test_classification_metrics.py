@@ -34,12 +34,13 @@ def test_per_class_and_macro_by_hand():
     assert accuracy(Y_TRUE, Y_PRED) == pytest.approx(4 / 6)
 
 
-def test_absent_and_never_predicted_classes_count_as_zero():
-    # class 2 never occurs and is never predicted; class 1 is never predicted.
+def test_never_predicted_classes_count_as_zero_absent_ones_are_left_out():
+    # class 2 never occurs and is never predicted (left out of the macro average, as in
+    # scikit-learn); class 1 occurs but is never predicted (F1 0, counted).
     stats = per_class(confusion_matrix([0, 1], [0, 0], 3))
     assert stats["precision"].tolist() == [0.5, 0.0, 0.0]
     assert stats["recall"].tolist() == [1.0, 0.0, 0.0]
-    assert macro_f1([0, 1], [0, 0], 3) == pytest.approx((2 / 3) / 3)
+    assert macro_f1([0, 1], [0, 0], 3) == pytest.approx((2 / 3) / 2)
 
 
 def test_report_is_json_able_and_consistent():

@@ -16,7 +16,7 @@ from scalelab.errors import ScalelabError
 from scalelab.grid.claims import is_claimed, try_claim
 from scalelab.grid.executors.base import ATTEMPTS, Executor
 from scalelab.grid.runner import base_row
-from scalelab.grid.schedule import Scheduler, node_states, plan
+from scalelab.grid.schedule import Rerun, Scheduler, node_states, plan
 from scalelab.grid.spec import Runtime, expand, load_spec
 from scalelab.grid.store import ResultsStore
 
@@ -107,7 +107,7 @@ def test_deps_run_first_once_and_slots_fill_in_order(runs, tmp_path):
     assert not any(is_claimed(tmp_path / "out" / "runs", i) for i in ids)  # all released
 
 
-def test_failed_dependency_skips_its_dependents_and_a_rerun_retries_them(runs, tmp_path):
+def test_failed_dependency_skips_its_dependents_until_a_retry_reruns_them(runs, tmp_path):
     ids = [r.run_id for r in runs]
     counts, ex, outcomes, store = schedule(runs, tmp_path, fail={ids[4]})
     assert counts == {"done": 3, "failed": 1, "skipped": 2, "already_done": 0}
@@ -120,10 +120,34 @@ def test_failed_dependency_skips_its_dependents_and_a_rerun_retries_them(runs, t
     assert states[ids[4]] == ("failed", "")
     assert states[ids[0]] == states[ids[2]] == ("blocked", f"dependency {ids[4][:8]} failed")
 
-    counts, ex, _, store = schedule(runs, tmp_path)  # the failure is gone: retried, then deps
+    counts, ex, outcomes, store = schedule(runs, tmp_path)  # a failed run stays failed ...
+    assert counts == {"done": 0, "failed": 0, "skipped": 2, "already_done": 3}
+    assert ex.submitted == [] and {o.run.run_id: o.reason for o in outcomes} == skipped
+    assert store.statuses()[ids[4]] == "failed"
+
+    counts, ex, _, store = schedule(runs, tmp_path, force=Rerun.FAILED)  # ... until retried
     assert counts == {"done": 3, "failed": 0, "skipped": 0, "already_done": 3}
     assert ex.submitted == [ids[4], ids[0], ids[2]]
     assert set(store.statuses().values()) == {"done"}
+
+
+def test_a_retry_resumes_failed_runs_and_force_starts_them_from_scratch(runs, tmp_path):
+    ids = [r.run_id for r in runs]
+    schedule(runs, tmp_path, fail={ids[1]})
+    store = ResultsStore(tmp_path / "out" / "results.sqlite")
+    sched = Scheduler(plan(runs), store, tmp_path / "out" / "runs")
+    assert [r.run_id for r in sched.kept_failed] == [ids[1]]
+    assert ids[1] not in [r.run_id for r in sched.todo] and ids[5] in [r.run_id for r in sched.todo]
+    folder = tmp_path / "out" / "runs" / ids[1]
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "checkpoint.bad-20250101T000000Z").mkdir()
+    counts, ex, _, _ = schedule(runs, tmp_path, force=Rerun.FAILED, fail={ids[1]})
+    assert ex.submitted == [ids[1]] and counts["failed"] == 1 and counts["skipped"] == 1
+    assert (folder / "checkpoint").exists()  # a retry resumes from its checkpoint
+    counts, ex, _, _ = schedule(runs, tmp_path, force=True)
+    assert len(ex.submitted) == 6 and counts["done"] == 6
+    assert not (folder / "checkpoint").exists()  # --force starts from scratch ...
+    assert (folder / "checkpoint.bad-20250101T000000Z").exists()  # ... keeping the evidence
 
 
 def test_node_states_for_dry_run(runs):

@@ -194,6 +194,11 @@ def test_fingerprints(tiny, tmp_path, monkeypatch):
     with torch.no_grad():
         next(live.module.parameters()).add_(1.0)
     assert live.fingerprint != before
+    # A Hub model is fingerprinted by id@revision without loading it (here: cached offline).
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    (tmp_path / "hf" / "models--org--name" / "snapshots" / "abc123").mkdir(parents=True)
     assert open_backend("org/name@abc123").fingerprint == "hub:org/name@abc123"
 
 

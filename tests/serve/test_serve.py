@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,14 @@ def make_model(folder: Path, seed: int, steps: int = 40) -> None:
 
 
 class Server:
-    """A `scalelab serve` subprocess: `spawn` starts it, `wait` reads the URL it prints."""
+    """A `scalelab serve` subprocess: `spawn` starts it, `wait` reads the URL it prints.
 
-    def __init__(self, tmp: Path) -> None:
+    `args` are extra `scalelab serve` options (limits, `--host`, `--api-key`), `env` extra
+    environment variables; both apply to every start."""
+
+    def __init__(self, tmp: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
         self.tmp, self.proc, self.url, self.port, self.starts = tmp, None, "", 0, 0
+        self.args, self.env = list(args), dict(env or {})
         self.log = tmp / "serve-0.log"
 
     def start(self, folder: Path, name: str = "tiny") -> None:
@@ -96,21 +101,24 @@ class Server:
         self.starts += 1
         log = self.tmp / f"serve-{self.starts}.log"
         cmd = [sys.executable, "-m", "scalelab.cli", "serve", str(folder), "--name", name]
-        cmd += ["--port", str(self.port)]  # 0 the first time: the server picks a free port
+        cmd += ["--port", str(self.port), *self.args]  # port 0 at first: the server picks
+        env = {k: v for k, v in os.environ.items() if k != "SCALELAB_API_KEY"}  # only self.env's
+        env.update(SCALELAB_HOME=str(self.tmp / "home"), OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-            env={**os.environ, "SCALELAB_HOME": str(self.tmp / "home"), "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
+            cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env={**env, **self.env}
+        )
         self.log = log
 
-    def wait(self) -> None:
+    def wait(self, timeout: float = 600) -> None:
+        """Until the server prints its URL: importing torch takes minutes on a busy host."""
         assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if select.select([self.proc.stdout], [], [], 0.5)[0]:
                 found = re.search(r" at (http://[\d.]+:(\d+)/v1)", self.proc.stdout.readline())
-                if found:
-                    self.url, self.port = found.group(1), int(found.group(2))
+                if found:  # a server on all interfaces is reached through loopback
+                    self.url = found.group(1).replace("//0.0.0.0:", "//127.0.0.1:")
+                    self.port = int(found.group(2))
                     return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"scalelab serve exited: {self.log.read_text()[-2000:]}")

@@ -61,11 +61,16 @@ class GroupFit:
         """The JSON object of `scalelab fit --format json`."""
         out: dict[str, Any] = {"group": self.group, "law": self.fit.law, **self.fit.params}
         out.update(r2=self.fit.r2, n_points=self.fit.n_points, n_dropped_nan=self.dropped_nan)
-        out["ci"] = {k: list(v) for k, v in self.boot.ci().items()} if self.boot else {}
+        # Undefined (NaN) intervals are left out of `ci`, as when no bootstrap ran, and
+        # flagged by `bootstrap.too_few` and a note: a NaN pair would print as [nan, nan].
+        ci = self.boot.ci() if self.boot else {}
+        out["ci"] = {k: list(v) for k, v in ci.items() if all(np.isfinite(v))}
         if self.boot:
             out["bootstrap"] = {
                 "n": self.boot.n_requested,
                 "failed": self.boot.n_failed,
+                "ok": self.boot.n_ok,
+                "too_few": self.boot.too_few,
                 "seed": self.boot.seed,
                 "level": 0.95,
             }
@@ -154,11 +159,15 @@ def _fit_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> GroupFit:
     inputs = tuple(cols[c] for c in inputs_cols)
     problem, extra_notes, points_key = _problem(spec, df, inputs, y)
     table.require_points(len(y), points_key or law_name, group)
+    if spec.holdout > 0:
+        table.require_holdout_points(len(y), spec.holdout, points_key or law_name, group)
     if spec.law != "loss-to-loss":
         for c in inputs_cols:
             table.require_distinct(cols[c], c, law_name, 3 if law_name == "power" else 2, group)
     fit = problem.fit(inputs, y, None)
     boot = bootstrap(problem, fit, spec.bootstrap, spec.seed) if spec.bootstrap > 0 else None
+    if boot is not None:
+        notes.extend(boot.notes())
     hold = holdout_check(problem, spec.holdout) if spec.holdout > 0 else None
     small = _smallest(spec, fit, boot)
     return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, tuple(notes + extra_notes))

@@ -26,8 +26,13 @@ from scipy import stats
 from scalelab.errors import ScalelabError
 
 
-def mean_ci(values, confidence: float = 0.95) -> dict[str, float]:
-    """n, mean, std (ddof=1), and the Student-t CI of the mean (nan bounds for n < 2)."""
+def mean_ci(values, confidence: float = 0.95) -> dict[str, float | int | str]:
+    """n, mean, std (ddof=1), the Student-t CI of the mean, and a flag.
+
+    NaN values (failed or missing metrics) are dropped before counting. With no value every
+    statistic is NaN; with one, std and the CI are NaN (a sample std needs two values; a
+    zero-width interval would claim certainty). `flag` says so in words ("" when n >= 2).
+    """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     n = len(x)
@@ -38,7 +43,23 @@ def mean_ci(values, confidence: float = 0.95) -> dict[str, float]:
         if n > 1
         else math.nan
     )
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "flag": too_few_flag(n),
+    }
+
+
+def too_few_flag(n: int) -> str:
+    """Why a spread statistic over `n` values is NaN, in words; "" when n >= 2."""
+    if n == 0:
+        return "no values: mean, std and CI undefined"
+    if n == 1:
+        return "1 value: std and CI undefined"
+    return ""
 
 
 def config_columns(table: pd.DataFrame) -> list[str]:
@@ -66,13 +87,16 @@ def seed_summary(
     table: pd.DataFrame, metric: str, confidence: float = 0.95, by: str | None = None
 ) -> pd.DataFrame:
     """One row per configuration (runs differing only in seed): its config columns, then n,
-    mean, std, ci_low, ci_high of `metric`, and the seeds used.
+    mean, std, ci_low, ci_high, flag (see `mean_ci`) of `metric`, and the seeds used.
 
     Configurations are told apart by every varying config column; with `by`, only `by` and
     the independent axes are shown (columns fixed by the `by` value add nothing).
+    Raises ScalelabError when `metric` is not a column or the table has no rows.
     """
     if metric not in table.columns:
         raise ScalelabError(f"no metric {metric!r} in the results (have: {_metric_names(table)})")
+    if table.empty:
+        raise ScalelabError(f"no runs to summarise {metric!r} over")
     cols = varying_columns(table)
     if by is not None:
         cols = [by, *[c for c in pairing_columns(table, by) if c in cols]]

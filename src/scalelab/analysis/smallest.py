@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis import laws
+from scalelab.analysis.uncertainty import MIN_BOOT_SAMPLES
 from scalelab.errors import ScalelabError
 
 ID_COLUMNS = ("run_id", "Name", "model", "name")
@@ -24,7 +25,8 @@ class SmallestN:
     """Smallest x (usually N, parameters) predicted to reach `target` on the fitted scale.
 
     `lo`/`hi`: percentile interval over bootstrap refits (`hi` is inf when some refits never
-    reach the target); `reachable_fraction`: share of refits that can reach it at all.
+    reach the target), NaN with fewer than two refits; `reachable_fraction`: share of
+    refits that can reach it at all, NaN without refits.
     """
 
     target: float
@@ -79,7 +81,9 @@ def smallest_n(
 ) -> SmallestN:
     """Invert L(N) = E + A N^(-alpha) at `target`, with a bootstrap percentile interval.
 
-    Raises ScalelabError when the point fit cannot reach the target (target <= E).
+    Raises ScalelabError when the point fit cannot reach the target (target <= E). With
+    fewer than MIN_BOOT_SAMPLES refits the interval is NaN: one refit would give a
+    zero-width interval that looks certain.
     """
     n = laws.invert_power_law(target, params)
     if not np.isfinite(n):
@@ -90,7 +94,10 @@ def smallest_n(
     if not boot_params:
         return SmallestN(target, n, float("nan"), float("nan"), float("nan"))
     ns = np.array([laws.invert_power_law(target, p) for p in boot_params])
+    reachable = float(np.mean(np.isfinite(ns)))
+    if len(ns) < MIN_BOOT_SAMPLES:
+        return SmallestN(target, n, float("nan"), float("nan"), reachable)
     q = 100 * (1 - level) / 2
     # inf sorts last, so an upper percentile that lands on unreachable refits is inf: honest.
     lo, hi = np.percentile(ns, [q, 100 - q], method="inverted_cdf")
-    return SmallestN(target, n, float(lo), float(hi), float(np.mean(np.isfinite(ns))))
+    return SmallestN(target, n, float(lo), float(hi), reachable)

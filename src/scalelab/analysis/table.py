@@ -128,6 +128,22 @@ def require_points(n: int, law: str, group: str | None = None) -> None:
         )
 
 
+def require_holdout_points(n: int, k: int, law: str, group: str | None = None) -> None:
+    """The refit without the `k` held-out points needs MIN_POINTS[law] rows too.
+
+    With fewer, the refit interpolates its points exactly (or cannot be fitted), and its
+    extrapolation error would be judged on a fit that was never determined by the data.
+    Raises ScalelabError ("too few ...", so grouped fits skip the group like `require_points`).
+    """
+    need = MIN_POINTS[law]
+    if 0 < k < n and n - k < need:
+        where = f" in group {group!r}" if group is not None else ""
+        raise ScalelabError(
+            f"too few points for --holdout {k}{where}: the refit keeps {n - k} of {n} row(s), "
+            f"the {law} law needs at least {need}"
+        )
+
+
 def require_distinct(
     values: np.ndarray, col: str, law: str, need: int, group: str | None = None
 ) -> None:

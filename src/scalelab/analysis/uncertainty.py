@@ -18,10 +18,28 @@ from scalelab.errors import ScalelabError
 # Failures a single bootstrap resample may hit (e.g. all rows at one x); those draws are skipped.
 _REFIT_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError, ScalelabError)
 
+# A percentile interval over fewer refits than this has zero width (one refit) or does not
+# exist (none): it is reported as NaN, never as a point that looks certain.
+MIN_BOOT_SAMPLES = 2
+
+
+def resolving_samples(level: float) -> int:
+    """Fewest refits whose `level` percentile interval is more than the refits' range:
+    1 + 2 / (1 - level), i.e. 41 at 95%.
+
+    np.percentile (linear) puts the lower bound at position (1 - level) / 2 * (n - 1) of the
+    sorted refits; below this n that position is under 1, so each bound is interpolated
+    between the most extreme refit and the next. Efron & Tibshirani (1993, An Introduction
+    to the Bootstrap, ch. 13) recommend at least 1000 refits for percentile intervals.
+    """
+    return int(np.ceil(1.0 + 2.0 / (1.0 - level) - 1e-9))  # 1e-9: 2 / 0.05 is 40.000...04
+
 
 def r_squared(y: np.ndarray, yhat: np.ndarray) -> float:
-    """1 - SS_res / SS_tot on the original scale of y; NaN when y is constant."""
+    """1 - SS_res / SS_tot on the original scale of y; NaN when y is constant or empty."""
     y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    if len(y) == 0:
+        return float("nan")
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     if ss_tot == 0:
         return float("nan")
@@ -52,14 +70,41 @@ class Bootstrap:
     n_failed: int
     seed: int
 
+    @property
+    def n_ok(self) -> int:
+        """Successful refits (every parameter has one sample per refit)."""
+        return min((len(v) for v in self.samples.values()), default=0)
+
+    @property
+    def too_few(self) -> bool:
+        """True when fewer than MIN_BOOT_SAMPLES refits succeeded: no interval is defined."""
+        return self.n_ok < MIN_BOOT_SAMPLES
+
     def ci(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
-        """Percentile interval per parameter."""
+        """Percentile interval per parameter; (nan, nan) for every parameter when `too_few`.
+
+        The percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13).
+        """
+        if self.too_few:
+            return {k: (float("nan"), float("nan")) for k in self.samples}
         q = 100 * (1 - level) / 2
         return {
             k: (float(np.percentile(v, q)), float(np.percentile(v, 100 - q)))
             for k, v in self.samples.items()
-            if len(v)
         }
+
+    def notes(self, level: float = 0.95) -> tuple[str, ...]:
+        """Warnings for a reader: no interval at all, or one that is only the refits' range."""
+        ok = f"{self.n_ok} of {self.n_requested} bootstrap refits succeeded"
+        if self.too_few:
+            return (f"{ok}: no confidence intervals (need at least {MIN_BOOT_SAMPLES})",)
+        need = resolving_samples(level)
+        if self.n_ok < need:
+            return (
+                f"{ok}: with fewer than {need}, each {level:.0%} bound lies between the "
+                "two most extreme refits (1000 or more are recommended)",
+            )
+        return ()
 
     def param_dicts(self) -> list[dict[str, float]]:
         """One parameter dict per successful refit."""
@@ -100,8 +145,18 @@ def bootstrap(problem: Problem, full_fit: Any, n_boot: int, seed: int = 0) -> Bo
 def prediction_band(
     predict: Callable[[dict[str, float]], np.ndarray], boot: Bootstrap, level: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise percentile band of `predict(params)` over the bootstrap refits."""
-    preds = np.array([predict(p) for p in boot.param_dicts()])
+    """Pointwise percentile band of `predict(params)` over the bootstrap refits.
+
+    With one refit the band is NaN (drawn as nothing), not a zero-width line. Raises
+    ScalelabError when no refit succeeded: there is nothing to predict with.
+    """
+    dicts = boot.param_dicts()
+    if not dicts:
+        raise ScalelabError(f"no bootstrap refit succeeded (of {boot.n_requested}): no band")
+    preds = np.array([predict(p) for p in dicts])
+    if boot.too_few:
+        nan = np.full(preds.shape[1:], np.nan)
+        return nan, nan.copy()
     q = 100 * (1 - level) / 2
     with np.errstate(invalid="ignore"):
         return np.nanpercentile(preds, q, axis=0), np.nanpercentile(preds, 100 - q, axis=0)

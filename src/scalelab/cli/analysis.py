@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import typer
 
-from scalelab.errors import ScalelabError
+from scalelab.errors import ScalelabError, shown
 
 LAW_CHOICES = ("power", "chinchilla", "loss-to-loss")
 PARAM_ORDER = ("E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y")
@@ -34,6 +34,38 @@ def _jsonable(obj: Any) -> Any:
 def _g(v: Any, spec: str = ".4g") -> str:
     """Format a number that `_jsonable` may have turned into None (NaN) or "inf"."""
     return format(v, spec) if isinstance(v, (int, float)) else ("n/a" if v is None else str(v))
+
+
+def _input_file(path: Path, what: str) -> Path:
+    """`path`, if it names a regular file. Raises ScalelabError naming `what` and the path
+    for anything else: a FIFO would block the read forever, and a NUL byte or an over-long
+    name would raise from the OS."""
+    import stat
+
+    from scalelab.config import check_path_text, stat_or_none
+
+    try:
+        info = stat_or_none(check_path_text(str(path)))
+    except ValueError as err:
+        raise ScalelabError(f"{what} {shown(str(path))}: {err}") from None
+    if info is None:
+        raise ScalelabError(f"{what} {shown(str(path))} not found")
+    if not stat.S_ISREG(info.st_mode):
+        raise ScalelabError(f"{what} {shown(str(path))} is not a regular file")
+    return path
+
+
+def _output_folder(path: Path, what: str = "--out") -> Path:
+    """`path`, if files can be written there (the checks of a spec's output_dir: no NUL,
+    no over-long name, not in a system folder, not a file, writable). Raises ScalelabError
+    naming `what`."""
+    from scalelab.grid.spec import check_output_dir
+
+    try:
+        check_output_dir(str(path))
+    except ValueError as err:
+        raise ScalelabError(f"{what}: {err} (got {shown(str(path))})") from None
+    return path
 
 
 def _format_table(rows: list[dict[str, Any]]) -> str:
@@ -91,15 +123,16 @@ def fit_command(
     higher_is_better: bool = typer.Option(False, "--higher-is-better", help="y is an accuracy."),
 ) -> None:
     """Fit a scaling law to a results CSV and print parameters with bootstrap intervals."""
-    from scalelab.analysis.api import FitSpec, fit_table
-    from scalelab.analysis.table import read_csv
-
     if law not in LAW_CHOICES:
-        raise ScalelabError(f"--law must be one of {', '.join(LAW_CHOICES)} (got {law!r})")
+        raise ScalelabError(f"--law must be one of {', '.join(LAW_CHOICES)} (got {shown(law)})")
     if fmt not in ("table", "json"):
-        raise ScalelabError(f"--format must be table or json (got {fmt!r})")
+        raise ScalelabError(f"--format must be table or json (got {shown(fmt)})")
     if min(n_boot, holdout, drop_top_loss) < 0:
         raise ScalelabError("--bootstrap, --holdout and --drop-top-loss must be >= 0")
+    _input_file(csv, "CSV file")
+    from scalelab.analysis.api import FitSpec, fit_table  # heavy: after the checks
+    from scalelab.analysis.table import read_csv
+
     spec = FitSpec(
         law=law,
         x=x,
@@ -136,7 +169,7 @@ def _load_csvs(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
     runs, curves = [], []
     for p in paths:
-        df = read_csv(p)
+        df = read_csv(_input_file(p, "CSV file"))
         if {"run_id", "step"} <= set(df.columns):
             curves.append(df)
         else:
@@ -165,18 +198,17 @@ def report_command(
     l2l: list[str] = typer.Option([], "--loss-to-loss", help="'LX:LY' pair to plot; repeatable."),
 ) -> None:
     """Write DIR with PNG plots and one self-contained report.html."""
-    from scalelab.report.build import ReportSpec, build_report
-
     if (experiment is None) == (not csv):
         raise ScalelabError("give either an experiment file or --csv FILE (not both, not neither)")
+    if out is not None:
+        _output_folder(out)
     pairs = []
     for item in l2l:
         if item.count(":") != 1:
-            raise ScalelabError(f"--loss-to-loss expects 'LX:LY' (got {item!r})")
+            raise ScalelabError(f"--loss-to-loss expects 'LX:LY' (got {shown(item)})")
         pairs.append(tuple(item.split(":")))
     if experiment is not None:
-        if not experiment.is_file():
-            raise ScalelabError(f"experiment file {str(experiment)!r} not found")
+        _input_file(experiment, "experiment file")
         from scalelab.grid.api import open_experiment
 
         exp = open_experiment(experiment, output_dir)
@@ -187,6 +219,8 @@ def report_command(
         runs, curves = _load_csvs(csv)
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
+    from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
+
     spec = ReportSpec(
         x=x, y=y, group=group, bootstrap=n_boot, seed=seed, loss_to_loss=pairs, title=title
     )
@@ -217,7 +251,7 @@ def _done_runs(spec: Path, output_dir: Path | None, metric: str, needed: list[st
                 if c.startswith(("params.", "task.")) or c in ("model", "method")
             )
             raise ScalelabError(
-                f"no column {col!r} in the results of {spec} (config columns: {have})"
+                f"no column {shown(col)} in the results of {spec} (config columns: {have})"
             )
     return table
 
@@ -249,10 +283,10 @@ def compare(
 ) -> None:
     """Mean +- std and 95% CI over seeds per configuration, and paired t-tests between the
     values of --by (runs paired when they share a seed and all other independent axes)."""
+    table = _done_runs(spec, output_dir, metric or by, [by])  # bad input fails before imports
     from scalelab.analysis.seeds import paired_tests, seed_summary
     from scalelab.metrics import default_metric, metric_def
 
-    table = _done_runs(spec, output_dir, metric or by, [by])
     methods = table["method"] if "method" in table else []
     if metric is None:
         filled = [c for c in table.columns if table[c].notna().any()]
@@ -276,20 +310,23 @@ def compare(
         return
     direction = f" ({defn.direction})" if defn is not None and defn.direction else ""
     typer.echo(f"{metric}{direction}: mean +- std over seeds, 95% CI (Student t)")
-    shown = summary.copy()
-    shown[metric] = [
-        f"{_fmt(m)} +- {_fmt(s)}" for m, s in zip(shown["mean"], shown["std"], strict=True)
+    display = summary.copy()
+    display[metric] = [
+        f"{_fmt(m)} +- {_fmt(s)}" for m, s in zip(display["mean"], display["std"], strict=True)
     ]
-    shown["95% CI"] = [
+    display["95% CI"] = [
         f"[{_fmt(lo)}, {_fmt(hi)}]"
-        for lo, hi in zip(shown["ci_low"], shown["ci_high"], strict=True)
+        for lo, hi in zip(display["ci_low"], display["ci_high"], strict=True)
     ]
     cols = [
         c
-        for c in shown.columns
-        if c not in ("mean", "std", "ci_low", "ci_high", metric, "95% CI", "n", "seeds")
+        for c in display.columns
+        if c not in ("mean", "std", "ci_low", "ci_high", metric, "95% CI", "n", "seeds", "flag")
     ]
-    typer.echo(shown[[*cols, "n", metric, "95% CI", "seeds"]].to_string(index=False))
+    shown = [*cols, "n", metric, "95% CI", "seeds"]
+    if "flag" in display and display["flag"].astype(bool).any():  # e.g. "1 value: std ..."
+        shown.append("flag")
+    typer.echo(display[shown].to_string(index=False))
     typer.echo("")
     typer.echo(f"paired t-tests by {by} ({metric}, a - b, alpha {alpha}):")
     if paired.empty:
@@ -383,14 +420,15 @@ def sweep(
     """Heatmap of a validation metric over an x-by-y grid (mean over seeds); picks the best
     cell on VALIDATION, by the metric's declared direction, and prints that cell's test
     metric."""
-    from scalelab.analysis.seeds import mean_ci, varying_columns
-    from scalelab.report.heatmap import plot_heatmap
-
     if x == y:
         raise ScalelabError("--x and --y must be different columns")
+    _output_folder(out)
     table = _done_runs(
         spec, output_dir, metric or x, [x, y, *([test_metric] if test_metric else [])]
     )
+    from scalelab.analysis.seeds import mean_ci, varying_columns  # heavy: after the checks
+    from scalelab.report.heatmap import plot_heatmap
+
     metric, test_metric, higher_is_better = _sweep_metrics(
         table, spec, metric, test_metric, higher_is_better
     )

@@ -27,7 +27,15 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List the runs in execution order and their state; train nothing."
     ),
-    force: bool = typer.Option(False, "--force", help="Rerun runs that are already done."),
+    force: bool = typer.Option(
+        False, "--force", help="Rerun every run from scratch, done and failed ones too."
+    ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Run the failed runs again (from their last good checkpoint), then the runs "
+        "they blocked. Without it a failed run stays failed.",
+    ),
     workers: int | None = typer.Option(
         None,
         "--workers",
@@ -43,41 +51,82 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
     output_dir: Path | None = OutputDir,
 ) -> None:
-    """Run every run of an experiment that is not done yet, dependencies first.
+    """Run every run of an experiment that is not done or failed yet, dependencies first.
 
-    Exits 1 when a run failed or was skipped because a dependency failed."""
-    from scalelab.grid.api import label, open_experiment, run_experiment
+    Exits 1 when a run failed (now, or before and not retried) or was skipped because a
+    dependency failed."""
+    from scalelab.grid.api import open_experiment, run_experiment
+    from scalelab.grid.schedule import Rerun
 
     exp = open_experiment(spec, output_dir, executor=executor)
+    rerun = Rerun.ALL if force else Rerun.FAILED if retry_failed else Rerun.NONE
     if dry_run:
-        nodes = exp.nodes()
-        for i, n in enumerate(nodes, 1):
-            task = getattr(n.run.task, "dataset", n.run.task.kind)
-            why = f"  ({n.reason})" if n.reason else ""
-            typer.echo(
-                f"{i:>4}  {n.status:>9}  {n.run.stage:<10}  {label(n.run)}  task={task}"
-                f"  deps={','.join(n.deps) or '-'}{why}"
-            )
-        by = {s: sum(n.status == s for n in nodes) for s in ("done", "failed", "blocked")}
-        extra = ", ".join(
-            f"{by[s]} {s}" + (" by a failed dependency" if s == "blocked" else "")
-            for s in ("failed", "blocked")
-            if by[s]
-        )
-        typer.echo(
-            f"{len(nodes)} runs: {by['done']} done, {len(nodes) - by['done']} to run"
-            + (f" ({extra})" if extra else "")
-        )
+        _print_dry_run(exp, rerun)
         return
+    kept = _kept_failed(exp, rerun)
     workers = workers or exp.spec.runtime.workers
-    counts = run_experiment(exp, workers=workers, force=force, show_progress=not quiet)
+    # run_experiment hands `force` to the Scheduler, which takes a Rerun policy there.
+    counts = run_experiment(exp, workers=workers, force=rerun, show_progress=not quiet)
     skipped = f", {counts['skipped']} skipped (failed dependency)" if counts["skipped"] else ""
+    before = f", {len(kept)} failed before (kept; --retry-failed reruns)" if kept else ""
     typer.echo(
         f"{counts['done']} done, {counts['failed']} failed, {counts['already_done']} already "
-        f"done{skipped} -> {exp.spec.store_path}"
+        f"done{skipped}{before} -> {exp.spec.store_path}"
     )
-    if counts["failed"] or counts["skipped"]:
+    if counts["failed"] or counts["skipped"] or kept:
         raise typer.Exit(1)
+
+
+def _print_dry_run(exp, rerun) -> None:
+    """One line per run in execution order with its state, then a summary of what a `run`
+    with the same flags would execute."""
+    from scalelab.grid.api import label
+    from scalelab.grid.runner import ERROR_FILE
+    from scalelab.grid.schedule import Rerun
+
+    nodes = exp.nodes()
+    for i, n in enumerate(nodes, 1):
+        task = getattr(n.run.task, "dataset", n.run.task.kind)
+        reason = n.reason
+        if n.status == "failed" and not reason:
+            reason = f"see {exp.runs_dir / n.run.run_id / ERROR_FILE}"
+        why = f"  ({reason})" if reason else ""
+        typer.echo(
+            f"{i:>4}  {n.status:>9}  {n.run.stage:<10}  {label(n.run)}  task={task}"
+            f"  deps={','.join(n.deps) or '-'}{why}"
+        )
+    by = {s: sum(n.status == s for n in nodes) for s in ("done", "failed", "blocked")}
+    stuck = by["failed"] + by["blocked"]  # what stays as it is without --retry-failed
+    to_run = len(nodes) - (0 if rerun is Rerun.ALL else by["done"])
+    to_run -= stuck if rerun is Rerun.NONE else 0
+    extra = ", ".join(
+        f"{by[s]} {s}" + (" by a failed dependency" if s == "blocked" else "")
+        for s in ("failed", "blocked")
+        if by[s]
+    )
+    if stuck and rerun is Rerun.NONE:
+        extra += "; --retry-failed reruns them"
+    typer.echo(
+        f"{len(nodes)} runs: {by['done']} done, {to_run} to run" + (f" ({extra})" if extra else "")
+    )
+
+
+def _kept_failed(exp, rerun) -> list[str]:
+    """Print the stored failed runs this session leaves failed (with their errors, which
+    name error.txt); their ids."""
+    from scalelab.grid.api import label
+    from scalelab.grid.schedule import Rerun
+
+    if rerun is not Rerun.NONE:
+        return []
+    stored = exp.store.statuses([r.run_id for r in exp.runs])
+    failed = [r for r in exp.dag.order if stored.get(r.run_id) == "failed"]
+    if not failed:
+        return []
+    errors = exp.store.table([r.run_id for r in failed]).set_index("run_id")["error"]
+    for run in failed:
+        typer.echo(f"{'failed':>7}  {label(run)}  before: {errors[run.run_id]}")
+    return [r.run_id for r in failed]
 
 
 def results(

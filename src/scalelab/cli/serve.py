@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import typer
 
+from scalelab.serve import Limits, check_bind, is_loopback
+
+CAPS = Limits()  # the defaults shown in --help
+
 
 def serve(
     model: str = typer.Argument(
         ..., help="A model folder, run product, registered model or Hub id (org/name@rev)."
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (no auth!)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; anything but loopback needs an API key."
+    ),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="0 picks a free port."),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="SCALELAB_API_KEY",
+        show_default=False,
+        help="Require 'Authorization: Bearer KEY' on every request. Prefer the environment "
+        "variable: other users can read options in `ps`.",
+    ),
     max_batch: int = typer.Option(
-        32, "--max-batch", min=1, help="Most prompts gathered into one forward pass."
+        CAPS.max_batch, "--max-batch", min=1, max=1024, help="Most prompts in one forward pass."
+    ),
+    max_prompts: int = typer.Option(
+        CAPS.max_prompts, "--max-prompts", min=1, help="Most prompts (times n) in one request."
+    ),
+    max_prompt_tokens: int = typer.Option(
+        CAPS.max_prompt_tokens, "--max-prompt-tokens", min=1, help="Most tokens in one prompt."
+    ),
+    max_tokens: int = typer.Option(
+        CAPS.max_tokens, "--max-tokens", min=0, help="Most new tokens in one completion."
+    ),
+    max_n: int = typer.Option(CAPS.max_n, "--max-n", min=1, help="Most completions per prompt."),
+    max_request_bytes: int = typer.Option(
+        CAPS.max_request_bytes, "--max-request-bytes", min=1024, help="Largest request body."
     ),
     name: str | None = typer.Option(
         None, "--name", help="The model name clients send (default: MODEL as written)."
@@ -24,6 +51,8 @@ def serve(
     from scalelab.errors import ScalelabError
     from scalelab.models.registry import resolve_model
 
+    api_key = api_key or None  # an empty key (SCALELAB_API_KEY="") is no key
+    check_bind(host, api_key)  # before the model loads: a refusal comes at once
     load_builtins()
     ref = resolve_model(model)  # an unknown name is a one-line error (exit 2)
     if ref.kind in ("http", "ladder"):
@@ -34,15 +63,26 @@ def serve(
     from scalelab.serve.server import run_server
 
     served = name or model
-    backend = LocalBackend(ref, device=device)
+    # The backend's own batches are no larger than the server's, so --max-batch holds.
+    backend = LocalBackend(ref, device=device, batch_size=max_batch)
+    limits = Limits(
+        max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, max_n=max_n,
+        max_prompts=max_prompts, max_batch=max_batch, max_request_bytes=max_request_bytes,
+    )  # fmt: skip
 
     def announce(url: str) -> None:
         typer.echo(f"serving {served!r} ({backend.fingerprint[:19]}) at {url}")
         typer.echo(f"backend name: {url}#{served}")
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            typer.echo(f"warning: listening on {host} without authentication", err=True)
+        if api_key:
+            typer.echo("API key required: clients send it as OPENAI_API_KEY (a bearer token)")
+        if not is_loopback(host):
+            typer.echo(
+                f"warning: {host} is reachable from other machines over plain HTTP", err=True
+            )
 
-    run_server(backend, served, host=host, port=port, max_batch=max_batch, announce=announce)
+    run_server(
+        backend, served, host=host, port=port, limits=limits, api_key=api_key, announce=announce
+    )
 
 
 def register(app: typer.Typer) -> None:

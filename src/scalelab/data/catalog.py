@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from scalelab.data.sources import HubSource, PypiMember, Source
+from scalelab.data.sources import HubSource, PypiMember, Source, hub_reachable
 from scalelab.errors import ScalelabError
 from scalelab.registry import Registry
 
@@ -120,6 +120,31 @@ def primary_source(entry: DatasetEntry) -> str:
     """A short description of the preferred source, for `scalelab data list`."""
     srcs = {s.describe() for s in entry.sources[0].values()}
     return ", ".join(sorted(srcs))
+
+
+# --- Hub models and tokenizers ---------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """Whether the user switched the Hub off (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
+    flags = (os.environ.get(k, "") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f.strip().upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def hub_unavailable(repo_id: str) -> str | None:
+    """Why Hub model (or tokenizer) `repo_id` cannot load now: it is not in the local Hugging
+    Face cache and the Hub is switched off or unreachable. None when it may load. Checked
+    before a run starts: `from_pretrained` would otherwise retry for most of a minute."""
+    from huggingface_hub import constants  # light: no network, no torch
+
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    if any((folder / "snapshots").glob("*")):
+        return None
+    if hub_offline():
+        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+    if not hub_reachable():
+        return "not in the local Hugging Face cache, and the Hub is unreachable"
+    return None
 
 
 # --- custom readers ------------------------------------------------------------------

@@ -3,6 +3,11 @@
 Each split becomes one flat int32 tensor (documents concatenated in order), stored as
 safetensors under the scalelab home keyed by (text digest, tokenizer digest): five model
 sizes on the same corpus tokenize it once.
+
+Every split must hold at least one full window of `seq_len + 1` tokens (a sequence and its
+shifted targets): a shorter split cannot be trained on or scored like the others, and an
+empty one would average a loss over zero tokens. `prepare_lm_data` checks this before any
+training, for splits read from files and for those scalelab cuts from a single file.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from scalelab.errors import ScalelabError
 from scalelab.io import atomic_write
 from scalelab.paths import cache_dir
 
@@ -76,12 +83,47 @@ def tokenize_splits(texts: dict[str, str], tokenizer) -> LMData:
     return LMData(tokenizer=tokenizer, ids=ids, n_bytes=n_bytes)
 
 
+def require_full_windows(counts: dict[str, int], seq_len: int, dataset: str) -> None:
+    """Raise ScalelabError naming every split with fewer than `seq_len + 1` tokens.
+
+    counts: split -> tokens (SPLITS order). One window is the least a split can be trained
+    or evaluated on; below it a validation or test metric would be a mean over too few (or
+    zero) tokens.
+    """
+    need = seq_len + 1
+    short = [
+        f"the {split} split has {n} token{'' if n == 1 else 's'}"
+        for split, n in ((s, counts[s]) for s in SPLITS)
+        if n < need
+    ]
+    if not short:
+        return
+    # A single file's splits are drawn by scalelab: say how, or the user looks for a file.
+    how = (
+        " (scalelab cuts a single file by lines into contiguous 90/5/5 train/validation/test "
+        "blocks)"
+        if Path(dataset).expanduser().is_file()
+        else ""
+    )
+    raise ScalelabError(
+        f"task.dataset {dataset!r}: {'; '.join(short)}{how}; each split needs at least one "
+        f"window of seq_len + 1 = {need} tokens: add text or lower seq_len"
+    )
+
+
 def prepare_lm_data(task, tokenizer=None) -> LMData:
-    """Load the task's corpus and tokenize it (training the task's tokenizer if needed)."""
+    """Load the task's corpus and tokenize it (training the task's tokenizer if needed).
+
+    Raises ScalelabError when a split is shorter than one window (`require_full_windows`),
+    before any training.
+    """
     from scalelab.data.loaders import load_lm_text
     from scalelab.data.tokenizer import build_tokenizer
 
     texts = load_lm_text(task.dataset)
     if tokenizer is None:
         tokenizer = build_tokenizer(task.tokenizer, texts["train"])
-    return tokenize_splits(texts, tokenizer)
+    data = tokenize_splits(texts, tokenizer)
+    counts = {split: len(data.ids[split]) for split in SPLITS}
+    require_full_windows(counts, task.seq_len, task.dataset)
+    return data

@@ -28,7 +28,7 @@ import pandas as pd
 
 from scalelab import paths
 from scalelab.data import catalog
-from scalelab.errors import ScalelabError
+from scalelab.errors import ScalelabError, clip, shown
 from scalelab.io import atomic_write, atomic_write_json
 
 SPLITS = ("train", "validation", "test")
@@ -36,7 +36,8 @@ SEED = 0
 SPLIT_VERSION = "splits-v1"  # bump when the split procedure changes
 _SPLIT_ALIASES = {"train": "train", "valid": "validation", "validation": "validation",
                   "val": "validation", "dev": "validation", "test": "test"}  # fmt: skip
-_TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")  # labelled data
+LM_SUFFIXES = (".txt", ".raw", ".tokens", "")  # split files of an LM folder
 
 Example = dict[str, Any]
 
@@ -71,12 +72,17 @@ def read_text(path: Path) -> str:
                 return f.read()
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise ScalelabError(f"cannot read {path}: {exc}") from None
+        raise ScalelabError(f"cannot read {clip(path)}: {_first_line(exc)}") from None
+
+
+def table_name(path: Path) -> str:
+    """A table file's name without a compression suffix (`train.csv.gz` -> `train.csv`)."""
+    return path.name.removesuffix(".gz").removesuffix(".bz2")
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """A jsonl/json/csv/tsv/parquet file (optionally .gz/.bz2 compressed) as a DataFrame."""
-    name = path.name.removesuffix(".gz").removesuffix(".bz2")
+    name = table_name(path)
     try:
         if name.endswith((".jsonl", ".json")):
             return pd.read_json(path, lines=name.endswith(".jsonl"))
@@ -87,8 +93,14 @@ def read_table(path: Path) -> pd.DataFrame:
         if name.endswith(".csv"):
             return pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ScalelabError(f"cannot read {path}: {exc}") from None
-    raise ScalelabError(f"cannot read {path}: expected one of {', '.join(_TABLE_SUFFIXES)}")
+        raise ScalelabError(f"cannot read {clip(path)}: {_first_line(exc)}") from None
+    raise ScalelabError(f"cannot read {clip(path)}: expected one of {', '.join(TABLE_SUFFIXES)}")
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message cut to its first line (pandas' parser errors run on)."""
+    text = str(exc).strip()
+    return clip(text.splitlines()[0] if text else type(exc).__name__, 160)
 
 
 def split_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -105,7 +117,7 @@ def split_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 def not_found_error(name_or_path: str) -> ScalelabError:
     known = ", ".join(catalog.DATASETS)
     return ScalelabError(
-        f"unknown dataset {name_or_path!r}: not a registered name (known: {known}) "
+        f"unknown dataset {shown(name_or_path)}: not a registered name (known: {known}) "
         "and not an existing file or folder"
     )
 
@@ -161,7 +173,7 @@ def load_lm_text(name_or_path: str) -> dict[str, str]:
         return {s: read_text(files[s]) for s in SPLITS}
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        files = split_files(path, (".txt", ".raw", ".tokens", ""))
+        files = split_files(path, LM_SUFFIXES)
         missing = [s for s in SPLITS if s not in files]
         if missing:
             raise ScalelabError(
@@ -298,7 +310,7 @@ def _load_registered(entry: catalog.DatasetEntry) -> ClassificationData:
 
 def _local_frame(path: Path) -> pd.DataFrame:
     if path.is_dir():
-        files = split_files(path, _TABLE_SUFFIXES)
+        files = split_files(path, TABLE_SUFFIXES)
         if "train" not in files:
             raise ScalelabError(f"{path} needs a train file (train.jsonl, train.csv, ...)")
         frames = [read_table(p).assign(split=s) for s, p in files.items()]

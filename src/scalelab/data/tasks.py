@@ -7,18 +7,30 @@ from the catalog, so `tasks: {dataset: wikitext2}` needs no `kind:`.
 
 from __future__ import annotations
 
+import codecs
 import os
+import stat
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
-from scalelab.config import Strict, validate
+from scalelab.config import Strict, check_path_text, path_error, stat_or_none, validate
 from scalelab.data.tokenizer_spec import TokenizerSpec
-from scalelab.errors import ScalelabError
+from scalelab.errors import ScalelabError, clip, shown
 from scalelab.registry import Registry
 
 TASK_KINDS: Registry[type[Strict]] = Registry("task kind")
+
+# 128k tokens: the longest context of common open models; far beyond what a ladder model
+# trains on, and a bound on the memory one sequence's attention takes.
+MAX_SEQ_LEN = 131_072
+SNIFF_BYTES = 65_536  # bytes of a local text file checked for UTF-8 at spec time
+# Files read as bytes, not text: their content is checked when a run reads them.
+_BINARY_SUFFIXES = (".gz", ".bz2", ".parquet")
+# Up to this size a local LM file is split at spec time to check each split's length.
+_SPLIT_CHECK_BYTES = 16 * 2**20
 
 
 def register_task_kind(kind: str, model: type[Strict]) -> type[Strict]:
@@ -44,7 +56,7 @@ class LMTask(Strict):
     kind: Literal["lm"] = "lm"
     dataset: str
     tokenizer: TokenizerSpec = TokenizerSpec(kind="bpe", vocab_size=1024)
-    seq_len: PositiveInt = 128
+    seq_len: PositiveInt = Field(128, le=MAX_SEQ_LEN)
     eval: EvalWindow = EvalWindow()
 
     @model_validator(mode="after")
@@ -56,27 +68,151 @@ class LMTask(Strict):
             raise ValueError(
                 f"eval.stride ({self.eval.stride}) cannot exceed the window ({window})"
             )
+        _check_local_corpus(self.dataset, self.seq_len)
+        self.tokenizer.check_available()
         return self
+
+
+def _check_local_corpus(dataset: str, seq_len: int) -> None:
+    """A one-file local corpus must give every split one window of text, or the run fails
+    after loading. Checked in bytes: every tokenizer scalelab uses (byte-level, BPE,
+    pretrained) has at least one byte per token, less one for a SentencePiece-style leading
+    space, so a split of fewer than seq_len bytes certainly has fewer than the seq_len + 1
+    tokens a window needs. Registered datasets, folders and large files are left to the
+    run's own check (`_split_bytes` says why)."""
+    from scalelab.data.catalog import DATASETS
+
+    if dataset in DATASETS:
+        return
+    try:
+        path = check_path_text(dataset)
+    except ValueError:  # not a usable path: task_entry has said why
+        return
+    sizes = _split_bytes(path)
+    short = [f"{split} {n}" for split, n in sizes.items() if n < seq_len]
+    if short:
+        raise ValueError(
+            f"dataset {clip(dataset, 60)}: a split has fewer bytes than seq_len ({seq_len}), "
+            f"so less than one window: {', '.join(short)} bytes (one file is cut by lines "
+            "into 90/5/5 blocks); add text or lower seq_len"
+        )
+
+
+def _split_bytes(path: Path) -> dict[str, int]:
+    """split -> bytes of a one-file LM corpus, whose splits scalelab cuts (the user cannot
+    see that one is short); empty when not cheap to know (compressed, a file over
+    _SPLIT_CHECK_BYTES) and for a folder, whose split files the user wrote: there a short
+    split fails its runs, each with one line (the run's own check), while the others run.
+    Raises ValueError for a folder that lacks a split file."""
+    info = stat_or_none(path)
+    if info is None:
+        return {}
+    if stat.S_ISDIR(info.st_mode):
+        from scalelab.data.loaders import LM_SUFFIXES, SPLITS, split_files
+
+        files = split_files(path, LM_SUFFIXES)
+        if missing := [s for s in SPLITS if s not in files]:
+            raise ValueError(
+                f"dataset folder {clip(path, 60)} needs train/valid/test text files "
+                f"(train.txt, valid.txt, test.txt); missing: {', '.join(missing)}"
+            )
+        return {}
+    if path.suffix in _BINARY_SUFFIXES or info.st_size > _SPLIT_CHECK_BYTES:
+        return {}
+    return dict(_file_split_bytes(str(path), info.st_size, info.st_mtime_ns))
+
+
+@lru_cache(maxsize=32)
+def _file_split_bytes(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, int], ...]:
+    """Bytes per split of one text file cut by lines as `loaders.load_lm_text` cuts it
+    (cached by path, size and modification time: each swept seq_len re-validates)."""
+    from scalelab.data.loaders import contiguous_split
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:  # str.splitlines, as the loader: it also cuts at \x0c, \u2028, ...
+        lines = data.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"dataset file {clip(path, 60)} is not UTF-8 text (byte 0x{data[err.start]:02x} "
+            f"at offset {err.start})"
+        ) from None
+    parts = contiguous_split([len(line.encode()) for line in lines])
+    return tuple((split, sum(parts[split])) for split in ("train", "validation", "test"))
 
 
 register_task_kind("lm", LMTask)
 
 
 def dataset_kind(dataset: str) -> str | None:
-    """The kind of a registered dataset; None for a local path; error for an unknown name."""
+    """The kind of a registered dataset; None for a usable local file or folder.
+
+    Raises ScalelabError for an unknown name, and for a local path that does not exist,
+    cannot be a path (NUL, too long), is neither a regular file nor a folder (a device such
+    as /dev/null, a FIFO), is not readable, is empty, or (text formats) is not UTF-8 text.
+    """
     from scalelab.data.catalog import DATASETS
 
     if dataset in DATASETS:
         return DATASETS.get(dataset).kind
-    path = Path(dataset).expanduser()
-    if path.exists():
-        if not os.access(path, os.R_OK):
-            raise ScalelabError(f"dataset file {path} is not readable")
+    try:
+        path = check_path_text(dataset)
+        info = stat_or_none(path)
+    except ValueError as err:
+        raise path_error(dataset, err) from None
+    if info is not None:
+        _check_local_data(path, info)
         return None
     if "/" in dataset or path.suffix:
-        raise ScalelabError(f"dataset file {path} does not exist")
+        raise ScalelabError(f"dataset file {clip(path)} does not exist")
     known = ", ".join(DATASETS)
-    raise ScalelabError(f"unknown dataset {dataset!r} (known: {known}; or a path to a local file)")
+    raise ScalelabError(
+        f"unknown dataset {shown(dataset)} (known: {known}; or a path to a local file)"
+    )
+
+
+def _check_local_data(path: Path, info: os.stat_result) -> None:
+    """Refuse local data that no run could read (see `dataset_kind`)."""
+    if stat.S_ISDIR(info.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ScalelabError(f"dataset folder {clip(path)} is not readable")
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise ScalelabError(f"dataset {clip(path)} is not a regular file or a folder")
+    if info.st_size == 0:
+        raise ScalelabError(f"dataset file {clip(path)} is empty")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as err:
+        raise ScalelabError(f"dataset file {clip(path)} is not readable: {err.strerror}") from None
+    if path.suffix not in _BINARY_SUFFIXES and (problem := _not_text(head)):
+        raise ScalelabError(f"dataset file {clip(path)} is not UTF-8 text ({problem})")
+
+
+def _check_table_files(path: Path, where: str) -> None:
+    """Local labelled data is a table file (.jsonl, .csv, ... optionally compressed) or a
+    folder with a train table; anything else no run can read. Raises ScalelabError."""
+    from scalelab.data.loaders import TABLE_SUFFIXES, split_files, table_name
+
+    suffixes = ", ".join(TABLE_SUFFIXES)
+    if path.is_dir():
+        if "train" not in split_files(path, TABLE_SUFFIXES):
+            raise ScalelabError(f"{where}: folder {clip(path)} has no train table ({suffixes})")
+    elif not table_name(path).endswith(TABLE_SUFFIXES):
+        raise ScalelabError(f"{where}: {clip(path)} is not a table file ({suffixes})")
+
+
+def _not_text(head: bytes) -> str | None:
+    """Why the first bytes of a file are not UTF-8 text; None if they are (a character cut
+    at the end of `head` is fine: the file goes on)."""
+    if (nul := head.find(b"\0")) >= 0:
+        return f"a NUL byte at offset {nul}"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as err:
+        return f"byte 0x{head[err.start]:02x} at offset {err.start}"
+    return None
 
 
 def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
@@ -84,7 +220,7 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     if isinstance(raw, str):
         raw = {"dataset": raw}
     if not isinstance(raw, dict):
-        raise ScalelabError(f"{where}: expected a mapping or a dataset name, got {raw!r}")
+        raise ScalelabError(f"{where}: expected a mapping or a dataset name (got {shown(raw)})")
     if "dataset" not in raw:
         raise ScalelabError(f"{where}.dataset: field required")
     try:
@@ -96,10 +232,12 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
         raise ScalelabError(
             f"{where}.kind: required for a local dataset (one of {', '.join(TASK_KINDS)})"
         )
-    if kind not in TASK_KINDS:
+    if not isinstance(kind, str) or kind not in TASK_KINDS:
         raise ScalelabError(
-            f"{where}.kind: unknown task kind {kind!r} (known: {', '.join(TASK_KINDS)})"
+            f"{where}.kind: unknown task kind {shown(kind)} (known: {', '.join(TASK_KINDS)})"
         )
+    if inferred is None and kind == "classification":
+        _check_table_files(Path(str(raw["dataset"])).expanduser(), f"{where}.dataset")
     return {**raw, "kind": kind}, TASK_KINDS.get(kind)
 
 

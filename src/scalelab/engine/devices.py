@@ -1,18 +1,46 @@
-"""Where a run executes: thread count and device, from the spec's `runtime` section."""
+"""Where a run executes: thread count and device, from the spec's `runtime` section.
+
+`missing_cuda_reason` answers "certainly no GPU here?" without importing torch (seconds),
+so a spec asking for `device: cuda` on such a machine is refused when it is loaded.
+"""
 
 from __future__ import annotations
 
-import torch
+import os
+import sys
+from pathlib import Path
 
 from scalelab.errors import ScalelabError
 
+# Device files a CUDA (or ROCm, or WSL2) GPU shows up as; without any of them torch finds
+# no device either.
+_GPU_DEVICE_GLOBS = ("nvidia[0-9]*", "kfd", "dxg")
 
-def prepare_device(runtime) -> torch.device:
-    """Apply `runtime.threads` (torch intra-op threads) and resolve `runtime.device`.
+
+def missing_cuda_reason() -> str | None:
+    """Why this machine certainly has no CUDA device, found without importing torch; None
+    when it may have one (then torch decides when a run starts, see `prepare_device`)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    if sys.platform == "darwin":
+        return "macOS has no CUDA"
+    if sys.platform.startswith("linux"):
+        dev = Path("/dev")
+        if not any(any(dev.glob(pattern)) for pattern in _GPU_DEVICE_GLOBS):
+            return "no GPU device file in /dev"
+    return None
+
+
+def prepare_device(runtime):
+    """Apply `runtime.threads` (torch intra-op threads) and resolve `runtime.device` to a
+    `torch.device`.
 
     "auto" picks CUDA when a GPU is visible, else the CPU; asking for "cuda" on a machine
-    without one is a user error rather than a silent fallback.
+    without one is a user error (ScalelabError) rather than a silent fallback.
     """
+    import torch  # here, so that validating a spec (missing_cuda_reason) stays fast
+
     if getattr(runtime, "threads", None):
         torch.set_num_threads(runtime.threads)
     want = getattr(runtime, "device", "auto")

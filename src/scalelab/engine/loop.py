@@ -10,15 +10,16 @@ gradients are averaged, so the update equals the single-process one up to summat
 from __future__ import annotations
 
 import math
-import shutil
+import sys
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from scalelab.engine import distributed
-from scalelab.engine.checkpoint import load_checkpoint, save_checkpoint
+from scalelab.engine.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from scalelab.engine.devices import prepare_device
 from scalelab.engine.optim import make_optimizer
 from scalelab.engine.precision import grad_scaler
@@ -43,6 +44,42 @@ def split_batch(batch: Any, parts: int) -> list[Any]:
         raise ScalelabError(f"a batch of {n} examples cannot be split into {parts} parts")
     bounds = [n * i // parts for i in range(parts + 1)]
     return [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
+
+
+def first_nonfinite(
+    metrics: Mapping[str, Any], curve: Sequence[Mapping[str, Any]] = ()
+) -> str | None:
+    """Where the first NaN or infinite number of a result is, as words ("test_loss is nan",
+    "val_loss is inf at step 20 of the curve"), or None when every number is finite.
+    None (not measured), strings and booleans are fine; dicts and lists are searched."""
+    found = _nonfinite(metrics)
+    if found is not None:
+        return found
+    for point in curve:
+        found = _nonfinite({k: v for k, v in point.items() if k != "step"})
+        if found is not None:
+            return f"{found} at step {point.get('step')} of the curve"
+    return None
+
+
+def _nonfinite(value: Any, name: str = "") -> str | None:
+    if hasattr(value, "item") and not isinstance(value, (Mapping, str, bytes)):
+        try:  # numpy scalars, one-element tensors and arrays
+            value = value.item()
+        except (ValueError, RuntimeError):  # more than one element
+            value = value.tolist()
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        finite = isinstance(value, bool) or not isinstance(value, float) or math.isfinite(value)
+        return None if finite else f"{name} is {value}"
+    for key, v in items:
+        found = _nonfinite(v, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _size(batch: Any) -> int:
@@ -116,7 +153,18 @@ class _Run:
     # --- checkpoints ---
 
     def resume(self) -> None:
-        loaded = load_checkpoint(self.ctx.run_dir / "checkpoint")
+        """Load the newest good checkpoint (checkpoint.py verifies it against this run's
+        steps and model). Rank 0 sets bad ones aside first; the other ranks then find the
+        same good one."""
+        names = set(self.tracked)
+        shapes = {n: tuple(q.shape) for n, q in self.module.named_parameters() if n in names}
+        path, total = self.ctx.run_dir / "checkpoint", self.plan.total_steps
+        if self.rank == 0:
+            loaded = load_checkpoint(path, total, shapes, warn=self.warn)
+            distributed.barrier()
+        else:
+            distributed.barrier()
+            loaded = load_checkpoint(path, total, shapes, set_aside=False)
         if loaded is None:
             return
         tensors, self.best, self.opt_state, state = loaded
@@ -133,6 +181,12 @@ class _Run:
             save_checkpoint(self.ctx.run_dir / "checkpoint", tensors, self.best,
                             self.opt.state_dict(), self.state)  # fmt: skip
         distributed.barrier()
+
+    def warn(self, line: str) -> None:
+        """A warning the user must see: on stderr (the worker's is the terminal's) and as a
+        progress event."""
+        print(f"warning: run {self.ctx.run_id[:8]}: {line}", file=sys.stderr, flush=True)
+        self.ctx.report({"warning": line})
 
     # --- one optimizer step ---
 
@@ -177,9 +231,12 @@ class _Run:
         self.model.eval()
         val = self.r.evaluate(self.module)
         self.model.train(was)
-        recent = st["since_eval"] or [float("nan")]
+        bad = _nonfinite(val)
+        if bad is not None:  # the weights went bad after the last loss was computed
+            raise ScalelabError(f"training diverged: validation {bad} at step {st['step']}")
+        recent = st["since_eval"]
         point = {"step": st["step"], "tokens": st["tokens"] or st["examples"],
-                 "train_loss": sum(recent) / len(recent), **val}  # fmt: skip
+                 "train_loss": sum(recent) / len(recent) if recent else None, **val}  # fmt: skip
         st["curve"].append(point)
         st["since_eval"] = []
         st["peak_mb"] = _peak_mb(self.device, st["peak_mb"])
@@ -288,5 +345,8 @@ def train(recipe: Recipe, ctx):
         m["examples_per_s"] = st["examples"] / max(st["train_s"], 1e-9)
     m["peak_mem_mb"] = _peak_mb(device, st["peak_mb"])
     m["wall_s"] = st["wall_s"] + time.perf_counter() - t_fin
-    shutil.rmtree(ctx.run_dir / "checkpoint", ignore_errors=True)
+    bad = first_nonfinite(m, result.curve)
+    if bad is not None:  # never stored as done; the checkpoint stays for a post-mortem
+        raise ScalelabError(f"non-finite result: {bad}")
+    remove_checkpoint(ctx.run_dir / "checkpoint")
     return result

@@ -4,6 +4,9 @@ The method of the transformers perplexity guide: a window of `window` tokens adv
 `stride`; each window scores only the targets the previous one did not, so every token is
 scored exactly once with at least `window - stride` tokens of context (the first window
 scores all of its targets).
+
+A score over zero targets (an empty split, or one token) is NaN, never a loss of 0 and a
+perplexity of 1: a mean over nothing is undefined, and a NaN metric marks the run failed.
 """
 
 from __future__ import annotations
@@ -15,23 +18,35 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from scalelab.errors import ScalelabError
+
 
 @dataclass(frozen=True)
 class LMScore:
+    """Summed negative log-likelihood of the targets a sliding window scored."""
+
     nll_sum: float  # total negative log-likelihood, nats
     n_tokens: int  # targets scored
 
     @property
     def loss(self) -> float:
-        return self.nll_sum / max(self.n_tokens, 1)
+        """Mean NLL per scored target in nats; NaN when no target was scored."""
+        return self.nll_sum / self.n_tokens if self.n_tokens > 0 else math.nan
 
     @property
     def ppl(self) -> float:
-        return math.exp(min(self.loss, 50.0))
+        """exp(loss), capped at exp(50) so a diverged model prints a number; NaN with loss."""
+        loss = self.loss
+        return math.nan if math.isnan(loss) else math.exp(min(loss, 50.0))
 
     def bits_per_byte(self, n_bytes: int) -> float:
-        """Total bits over the text's UTF-8 bytes: comparable across tokenizers."""
-        return self.nll_sum / math.log(2) / max(n_bytes, 1)
+        """Total bits over the text's UTF-8 bytes: comparable across tokenizers.
+
+        NaN when no target was scored or the text has no bytes (bits over nothing).
+        """
+        if self.n_tokens <= 0 or n_bytes <= 0:
+            return math.nan
+        return self.nll_sum / math.log(2) / n_bytes
 
 
 def windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -40,7 +55,11 @@ def windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     Each window ends `stride` targets after the previous one and reaches back `window`
     tokens; it scores its last n_scored targets. A target needs the token before it in the
     same window, so a stride of `window` behaves as `window - 1` (non-overlapping scoring).
+    Fewer than two tokens give no window. Raises ScalelabError for a window under 2 tokens:
+    it holds no (context, target) pair, so it would score nothing.
     """
+    if window < 2:
+        raise ScalelabError(f"eval window must be at least 2 tokens (got {window})")
     stride = max(1, min(stride, window - 1))
     out, prev_end = [], 1  # target 0 has no context and is never scored
     end = min(window, n)
@@ -64,7 +83,8 @@ def sliding_window_score(
 
     The model is called as `model(input_ids=...)` and must return `.logits` of shape
     [batch, length, vocab]. Batch 8 is the CPU sweet spot: larger batches pay more for the
-    logits tensor than they save.
+    logits tensor than they save. A sequence of fewer than two tokens scores nothing: the
+    result has n_tokens 0 and a NaN loss. Raises ScalelabError for a window under 2 tokens.
     """
     if max_tokens is not None:
         ids = ids[: max_tokens + 1]

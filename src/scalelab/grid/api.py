@@ -77,8 +77,11 @@ def open_experiment(
 ) -> Experiment:
     """Load and expand a spec (all validation happens here, before anything is written).
 
-    `executor` overrides `runtime.executor`. Raises ScalelabError for an invalid spec, an
-    unknown or unavailable executor, a dependency outside the grid or a cycle.
+    `executor` overrides `runtime.executor`. The store's reads are read-only (`results`,
+    `--dry-run`, `compare` and `report` never create or change it); only recording a run
+    writes. Raises ScalelabError for an invalid spec, an unknown or unavailable executor, a
+    dependency outside the grid, a cycle, or something at the store path that is not a
+    results database (a directory, an empty or garbage file).
     """
     from scalelab.grid.executors import check_executor
 
@@ -89,8 +92,10 @@ def open_experiment(
         runtime = spec.runtime.model_copy(update={"executor": executor})
         spec = spec.model_copy(update={"runtime": runtime})
     check_executor(spec.runtime)
-    exp = Experiment(spec=spec, runs=expand(spec), store=ResultsStore(spec.store_path))
+    store = ResultsStore(spec.store_path, readonly_reads=True)
+    exp = Experiment(spec=spec, runs=expand(spec), store=store)
     exp.dag  # noqa: B018 - plan now: a cycle is a spec error, raised before anything runs
+    store.check()  # a bad store file is one line now, not a traceback after work began
     return exp
 
 

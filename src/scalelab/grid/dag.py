@@ -25,7 +25,7 @@ from typing import Any
 from scalelab.config import validate
 from scalelab.data.tasks import parse_task, task_entry
 from scalelab.engine.args import identity
-from scalelab.errors import ScalelabError
+from scalelab.errors import ScalelabError, clip, shown
 from scalelab.grid.spec import ExperimentSpec, RunSpec, Stage, expand_axes, run_id_of
 from scalelab.methods.base import METHODS
 from scalelab.models.registry import ModelRef, resolve_model
@@ -52,13 +52,13 @@ def parse_ref(value: Any, where: str) -> StageRef | None:
     m = _REF.match(value.strip())
     if not m:
         raise ScalelabError(
-            f"{where}: bad stage reference {value!r} (write @stage or @stage[key=value,...])"
+            f"{where}: bad stage reference {shown(value)} (write @stage or @stage[key=value,...])"
         )
     filters = []
     for part in filter(None, (p.strip() for p in (m["filters"] or "").split(","))):
         key, eq, val = part.partition("=")
         if not eq or not key.strip():
-            raise ScalelabError(f"{where}: bad filter {part!r} in {value!r} (write key=value)")
+            raise ScalelabError(f"{where}: bad filter {shown(part)} (write key=value)")
         filters.append((key.strip(), val.strip()))
     return StageRef(m["stage"], tuple(filters))
 
@@ -93,9 +93,10 @@ def _refs_of(stage: Stage, name: str, spec: ExperimentSpec) -> list[tuple[str, S
     ]
     for where, section in sections:
         for key, v in section.items():
+            field = f"{prefix}{where}.{clip(key, 40)}"
             for item in v if isinstance(v, list) else [v]:
-                if (ref := parse_ref(item, f"{prefix}{where}.{key}")) is not None:
-                    out.append((f"{prefix}{where}.{key}", ref))
+                if (ref := parse_ref(item, field)) is not None:
+                    out.append((field, ref))
     return out
 
 
@@ -110,7 +111,7 @@ def stage_order(spec: ExperimentSpec) -> list[str]:
         for where, ref in _refs_of(st, name, spec):
             if ref.stage not in stages:
                 known = ", ".join(stages) if spec.stages else "none (no `stages` in this spec)"
-                raise ScalelabError(f"{where}: unknown stage {ref.stage!r} (stages: {known})")
+                raise ScalelabError(f"{where}: unknown stage {shown(ref.stage)} (stages: {known})")
             needs[name].add(ref.stage)
     order: list[str] = []
     while len(order) < len(stages):
@@ -134,8 +135,8 @@ def _cycle(needs: dict[str, set[str]], placed: set[str]) -> str:
 def _matching(ref: StageRef, produced: dict[str, list[RunSpec]], where: str) -> list[RunSpec]:
     runs = [r for r in produced[ref.stage] if ref.matches(r)]
     if not runs:
-        shown = ",".join(f"{k}={v}" for k, v in ref.filters)
-        raise ScalelabError(f"{where}: @{ref.stage}[{shown}] matches no run of that stage")
+        filters = clip(",".join(f"{k}={v}" for k, v in ref.filters))
+        raise ScalelabError(f"{where}: @{ref.stage}[{filters}] matches no run of that stage")
     for r in runs:
         if "model" not in METHODS.get(r.method).products:
             raise ScalelabError(
@@ -155,10 +156,10 @@ def _method_entries(stage: Stage, prefix: str) -> list[tuple[str, dict[str, Any]
             name = own.pop("name", None)
             if not isinstance(name, str):
                 raise ScalelabError(f"{where}.name: field required")
-        try:
-            METHODS.get(name)
-        except ScalelabError as err:
-            raise ScalelabError(f"{where}: {err}") from None
+        if not isinstance(name, str) or name not in METHODS:
+            # The registry's own message would echo the name whole, however long.
+            known = ", ".join(METHODS)
+            raise ScalelabError(f"{where}: unknown method {shown(name)} (known: {known})")
         out.append((name, own, where))
     return out
 
@@ -224,7 +225,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
     for ti, raw_task in enumerate(stage.tasks):
         where_t = f"{prefix}tasks[{ti}]"
         entry, kind_model = task_entry(raw_task, where_t)
-        for task_raw in expand_axes(entry, kind_model):
+        for task_raw in expand_axes(entry, kind_model, where_t):
             task = parse_task(task_raw, where_t)
             for method_name, own, where in _method_entries(stage, prefix):
                 method = METHODS.get(method_name)
@@ -234,7 +235,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                         f"{task.kind!r} (it takes {', '.join(method.task_kinds)})"
                     )
                 section, inputs = _resolve_param_refs({**stage.params, **own}, prefix, produced)
-                for p_raw in expand_axes(section, method.params):
+                for p_raw in expand_axes(section, method.params, f"{prefix}params"):
                     params = validate(method.params, p_raw, f"{prefix}params")
                     if method.check:
                         method.check(task, params)

@@ -1,7 +1,9 @@
 """Run one grid cell: build its context, call its method, turn the outcome into a store row.
 
 Failures are data, not crashes: an exception inside a run becomes a `failed` row with the
-error message, and the other runs go on.
+error message (which names `runs/<id>/error.txt`, where the traceback is), and the other runs
+go on. A result holding a NaN or infinite metric or curve value is a failure too: a
+diverged run is never stored as done.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from scalelab.errors import ScalelabError
 from scalelab.grid.provenance import git_commit, host, versions
 from scalelab.grid.spec import RunSpec, Runtime
-from scalelab.io import atomic_write_json
+from scalelab.io import atomic_write_json, atomic_write_text
 from scalelab.methods.base import METHODS, RunContext, run_method
 
 
@@ -38,12 +40,17 @@ def base_row(run: RunSpec) -> dict:
     }
 
 
+ERROR_FILE = "error.txt"  # in the run folder: the traceback of its last failure
+
+
 def execute(
     run: RunSpec, runtime: Runtime, runs_dir: Path, report=lambda e: None
 ) -> tuple[dict, list]:
     """Train and evaluate one run; returns (store row, learning curve). Never raises for a
-    failure inside the run: the row then has status 'failed' and the error."""
+    failure inside the run: the row then has status 'failed' and a one-line error naming
+    the file with the details (`runs/<id>/error.txt`)."""
     from scalelab.builtins import load_builtins
+    from scalelab.engine.loop import first_nonfinite
 
     load_builtins()
     run_dir = Path(runs_dir) / run.run_id
@@ -72,13 +79,19 @@ def execute(
             result = launch_ddp(run, runtime, run_dir, report)
         else:
             result = run_method(method, ctx)
+        bad = first_nonfinite(result.metrics, result.curve)  # whatever the method or launcher
+        if bad is not None:
+            raise ScalelabError(f"non-finite result: {bad}")
         products = {p: f"runs/{run.run_id}/{p}" for p in method.products if (run_dir / p).exists()}
         row.update(status="done", metrics=result.metrics, error=None, products=products)
         curve = result.curve
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's, now stale
     except Exception as err:  # noqa: BLE001 - recorded, then the grid goes on
         message = str(err) if isinstance(err, ScalelabError) else f"{type(err).__name__}: {err}"
-        row.update(status="failed", metrics={}, error=message.splitlines()[0] if message else "")
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        line = message.splitlines()[0] if message else type(err).__name__
+        atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
+        where = f"{Path(runs_dir).name}/{run.run_id}/{ERROR_FILE}"
+        row.update(status="failed", metrics={}, error=f"{line} (see {where})")
     row.update(
         finished_at=_now(), wall_s=row.get("metrics", {}).get("wall_s") or time.perf_counter() - t0
     )

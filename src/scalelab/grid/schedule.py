@@ -5,7 +5,11 @@ Runs form a DAG through `RunSpec.deps` (ids of the runs whose products they read
 - a run is submitted once every dependency is done (in this session, by another driver,
   or already in the store); each dependency runs once, shared by all its dependents;
 - a failed dependency skips its transitive dependents, with the reason; skipped runs are
-  never stored, so rerunning retries the dependency and then them;
+  never stored;
+- a run stored as failed stays failed (its dependents skipped) until the session is told
+  to rerun it: `Rerun.FAILED` (`--retry-failed`) retries the failed runs, resuming from
+  their checkpoints, then their dependents; `Rerun.ALL` (`--force`) reruns every run from
+  scratch;
 - a run is executed only under its claim (`grid/claims.py`); one claimed by another live
   driver is waited for and its stored row adopted, never trained twice;
 - the driver writes each row to the store before releasing the run's claim, so whoever
@@ -21,12 +25,28 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from scalelab.errors import ScalelabError
 from scalelab.grid.claims import CLAIM, Claim, holder, try_claim
 from scalelab.grid.executors.base import ATTEMPTS, Executor
 from scalelab.grid.spec import RunSpec
+
+
+class Rerun(str, Enum):
+    """Which runs already in the store a session executes again."""
+
+    NONE = "none"  # done and failed runs stay as stored
+    FAILED = "failed"  # --retry-failed: failed runs again, resuming their checkpoints
+    ALL = "all"  # --force: every run, from scratch
+
+    @classmethod
+    def of(cls, force: bool | str) -> Rerun:
+        """`force` as a Rerun: True is ALL, False is NONE, a Rerun (or its value) itself."""
+        if isinstance(force, bool):
+            return cls.ALL if force else cls.NONE
+        return cls(force)
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,8 @@ class Scheduler:
 
     `store` needs `table(ids)` (status, started_at, finished_at per run) and
     `record(row, curve)`: the scheduler is the only writer. Callbacks run in the driver.
+    `force`: which stored runs to execute again, a `Rerun` (True means Rerun.ALL, False
+    Rerun.NONE); `kept_failed` lists the stored failed runs this session leaves failed.
     """
 
     def __init__(
@@ -138,13 +160,14 @@ class Scheduler:
         store,
         runs_dir: Path,
         *,
-        force: bool = False,
+        force: bool | Rerun = False,
         on_outcome: Callable[[Outcome], None] = lambda o: None,
         on_waiting: Callable[[RunSpec, str], None] = lambda run, who: None,
         poll_s: float = 1.0,
     ) -> None:
         self.dag, self.store, self.runs_dir = dag, store, Path(runs_dir)
-        self.force, self.poll_s = force, poll_s
+        self.rerun, self.poll_s = Rerun.of(force), poll_s
+        self.force = self.rerun is Rerun.ALL
         self.on_outcome, self.on_waiting = on_outcome, on_waiting
         self.runs = {r.run_id: r for r in dag.order}
         self.counts = {"done": 0, "failed": 0, "skipped": 0, "already_done": 0}
@@ -155,22 +178,33 @@ class Scheduler:
         self.claims: dict[str, Claim] = {}  # runs executing here, under their claims
         self.executor: Executor | None = None
         for rid in self.runs:
-            done = self.snapshot.get(rid, ("",))[0] == "done" and not force
-            self.state[rid] = "already" if done else "todo"
-            self.counts["already_done"] += done
+            self.state[rid] = self._initial_state(self.snapshot.get(rid, ("",))[0])
+            self.counts["already_done"] += self.state[rid] == "already"
+        self.kept_failed = [r for r in dag.order if self.state[r.run_id] == "kept"]
         for rid in self.runs:
             self._maybe_ready(rid)
 
+    def _initial_state(self, stored: str) -> str:
+        """A run's state before this session acts: "already" (stored done, not rerun),
+        "kept" (stored failed, not retried) or "todo"."""
+        if stored == "done" and self.rerun is not Rerun.ALL:
+            return "already"
+        if stored == "failed" and self.rerun is Rerun.NONE:
+            return "kept"
+        return "todo"
+
     @property
     def todo(self) -> list[RunSpec]:
-        """Runs this session has to execute (or wait for), in topological order."""
-        return [r for r in self.dag.order if self.state[r.run_id] != "already"]
+        """Runs this session has to execute (or wait for, or skip), in topological order."""
+        return [r for r in self.dag.order if self.state[r.run_id] not in ("already", "kept")]
 
     def run(self, executor: Executor) -> dict[str, int]:
         """Run the DAG to the end with `executor`, which it closes (killing what is left)
         before releasing the claims of unfinished runs, also on KeyboardInterrupt.
         Returns counts: done, failed, skipped (a dependency failed), already_done."""
         self.executor = executor
+        for run in self.kept_failed:  # their dependents cannot run: say so now
+            self._skip_downstream(run.run_id)
         try:
             while self.ready or self.claims:
                 while self._fill():
@@ -254,6 +288,10 @@ class Scheduler:
             for d in self.dag.dependents[rid]:
                 self._maybe_ready(d)
             return
+        self._skip_downstream(rid)
+
+    def _skip_downstream(self, rid: str) -> None:
+        """Skip the transitive dependents of failed run `rid` that have not run yet."""
         for d in self.dag.downstream(rid):
             if self.state[d] in ("todo", "ready"):
                 self._leave_ready(d)
@@ -264,11 +302,11 @@ class Scheduler:
                 )
 
     def _clean(self, rid: str) -> None:
-        """--force: start from scratch (not from an old checkpoint), keeping the claim and
-        the attempt log."""
+        """--force: start from scratch (not from an old checkpoint), keeping the claim, the
+        attempt log and checkpoints set aside as bad (`checkpoint.bad-*`: evidence)."""
         folder = self.runs_dir / rid
         for path in folder.iterdir() if folder.exists() else ():
-            if path.name in (CLAIM, ATTEMPTS):
+            if path.name in (CLAIM, ATTEMPTS) or ".bad-" in path.name:
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

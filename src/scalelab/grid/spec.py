@@ -18,36 +18,62 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    FiniteFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
-from scalelab.config import Strict, validate
-from scalelab.errors import ScalelabError
+from scalelab.config import Strict, check_path_text, load_yaml, stat_or_none, validate
+from scalelab.errors import ScalelabError, clip, shown
 from scalelab.models.registry import ModelRef
+
+# Seeds are 32-bit: numpy's legacy seeding takes no more, and methods derive per-step seeds
+# as `seed * 1_000_003 + step`, which must stay inside torch's 64-bit generator seed.
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+MAX_PARALLEL = 4096  # workers, threads, processes per node: beyond any one machine
+MAX_SPEC_BYTES = 1_000_000  # a spec is a few hundred bytes; this is not one
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # starts with a letter or digit: never `..`
+MAX_NAME_LEN = 100
+# Folders of the operating system: an output_dir resolving into one is refused, whatever
+# the spelling (`../../etc`, a link). Compared as written and with links resolved (macOS
+# keeps /etc in /private/etc).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin",
+               "/sys", "/usr")  # fmt: skip
 
 
 class Runtime(Strict):
     """How runs execute. Not part of a run's identity: changing these reruns nothing."""
 
-    workers: PositiveInt = 1  # parallel local processes (the CLI's --workers overrides)
-    threads: PositiveInt | None = None  # torch threads per run (None: num_cpus or 1, any executor)
+    # parallel local processes (the CLI's --workers overrides)
+    workers: PositiveInt = Field(1, le=MAX_PARALLEL)
+    # torch threads per run (None: num_cpus or 1, any executor)
+    threads: PositiveInt | None = Field(None, le=MAX_PARALLEL)
     compile: bool = False  # torch.compile the model+loss (cold compile costs 8-34 s)
+    # cuda on a machine that certainly has no GPU is refused when the spec is loaded
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint_every_s: PositiveFloat = 30.0
+    checkpoint_every_s: FiniteFloat = Field(30.0, gt=0)
     checkpoint_every_steps: int = Field(0, ge=0)  # 0 = time-based only
     # Executor by registered name (serial, processes, ray); None: serial for one worker,
     # else processes. The CLI's --executor overrides.
-    executor: str | None = None
-    num_cpus: PositiveFloat | None = None  # per run, for executors that place runs (ray)
-    num_gpus: float = Field(0.0, ge=0)  # per run (ray)
-    nproc_per_node: PositiveInt = 1  # >1: each run is one torchrun job of N DDP processes
+    executor: str | None = Field(None, max_length=MAX_NAME_LEN)
+    num_cpus: FiniteFloat | None = Field(None, gt=0)  # per run, for executors that place runs (ray)
+    num_gpus: FiniteFloat = Field(0.0, ge=0)  # per run (ray)
+    # >1: each run is one torchrun job of N DDP processes
+    nproc_per_node: PositiveInt = Field(1, le=MAX_PARALLEL)
     log_to: list[Literal["tensorboard", "mlflow"]] = []  # live scalars, one log per run
 
 
@@ -67,7 +93,7 @@ class Stage(Strict):
     tasks: list[Any] | None = None
     methods: list[str | dict[str, Any]] | None = None
     params: dict[str, Any] = {}
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = None
 
     @field_validator("models", "tasks", "methods", "seeds", mode="before")
     @classmethod
@@ -84,14 +110,15 @@ class ExperimentSpec(Strict):
     """A grid of runs (models x tasks x methods x param sweeps x seeds), or with `stages`,
     several such grids whose runs feed later stages' runs (a DAG, grid/dag.py)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # letters, digits, . _ - (not first): it names folders (the report's)
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LEN)
     description: str = ""
     output_dir: str = "scalelab-results"  # store and run folders; relative to the cwd
     models: list[str] | None = None
     tasks: list[Any] | None = None
     methods: list[str | dict[str, Any]] | None = None
     params: dict[str, Any] = {}
-    seeds: list[int] = [0]
+    seeds: list[Seed] = [0]
     stages: dict[str, Stage] | None = None
     runtime: Runtime = Runtime()
 
@@ -112,9 +139,31 @@ class ExperimentSpec(Strict):
             if not v:
                 raise ValueError("an empty mapping gives no runs")
             for name in v:
-                if not STAGE_NAME.match(name):
-                    raise ValueError(f"stage name {name!r}: use letters, digits, _ and -")
+                if not STAGE_NAME.match(name) or len(name) > MAX_NAME_LEN:
+                    raise ValueError(
+                        f"stage name {shown(name)}: use letters, digits, _ and - "
+                        f"(at most {MAX_NAME_LEN})"
+                    )
         return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        check_output_dir(v)
+        return v
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> ExperimentSpec:
+        """`device: cuda` where runs execute here (not placed by ray) needs a GPU here."""
+        if self.runtime.device == "cuda" and self.runtime.executor in (None, "serial", "processes"):
+            from scalelab.engine.devices import missing_cuda_reason
+
+            if reason := missing_cuda_reason():
+                raise ValueError(
+                    f"runtime.device: 'cuda' but this machine has no CUDA device ({reason}); "
+                    "use auto or cpu"
+                )
+        return self
 
     def stage_list(self) -> dict[str, Stage]:
         """Every stage with the top-level defaults filled in (one stage `main` without
@@ -169,23 +218,102 @@ class RunSpec:
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Parse and validate a spec file (errors name the file and the field). The caller
-    has registered the built-ins (`load_builtins()`, done by every entry point)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ScalelabError(f"cannot read spec file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ScalelabError(f"{path}: invalid YAML{where}: {problem}") from None
+    has registered the built-ins (`load_builtins()`, done by every entry point).
+
+    Raises ScalelabError for a file that cannot be read, is not a regular file, is larger
+    than MAX_SPEC_BYTES or not UTF-8 text, for invalid YAML (see `config.load_yaml`: depth,
+    alias expansion and duplicate keys are limited too) and for an invalid spec.
+    """
+    shown_path = clip(path)
+    raw = load_yaml(read_spec_text(path), shown_path)
     if not isinstance(raw, dict):
-        raise ScalelabError(f"{path}: expected a mapping of spec fields at the top level")
+        raise ScalelabError(f"{shown_path}: expected a mapping of spec fields at the top level")
     try:
         return validate(ExperimentSpec, raw)
     except ScalelabError as err:
-        raise ScalelabError(f"{path}: {err}") from None
+        raise ScalelabError(f"{shown_path}: {err}") from None
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The text of a spec file, refusing anything but a regular UTF-8 file of at most
+    MAX_SPEC_BYTES (a FIFO would block forever, a device never end). Raises ScalelabError
+    naming the file."""
+    where = f"spec file {clip(path)}"
+    try:
+        checked = check_path_text(str(path))
+        info = stat_or_none(checked)
+    except ValueError as err:
+        raise ScalelabError(f"cannot read {where}: {err}") from None
+    if info is None:
+        raise ScalelabError(f"cannot read {where}: No such file or directory")
+    if not stat.S_ISREG(info.st_mode):
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ScalelabError(f"cannot read {where}: it is {what}")
+    if info.st_size > MAX_SPEC_BYTES:
+        raise ScalelabError(f"{where} is larger than {MAX_SPEC_BYTES:,} bytes")
+    try:
+        with open(checked, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)  # it may have grown since the stat
+    except OSError as err:
+        raise ScalelabError(f"cannot read {where}: {err.strerror or err}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise ScalelabError(f"{where} is larger than {MAX_SPEC_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ScalelabError(
+            f"{where} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
+        ) from None
+
+
+def _under_system_dir(path: Path) -> str | None:
+    """The system folder `path` (absolute, resolved) is or lies in; None if none."""
+    if path == Path(path.anchor):
+        return path.anchor
+    for name in SYSTEM_DIRS:
+        for system in {Path(name), Path(os.path.realpath(name))}:
+            if path == system or system in path.parents:
+                return name
+    return None
+
+
+def check_output_dir(text: str) -> Path:
+    """The output folder `text` names (relative to the cwd), if results can go there.
+
+    Raises ValueError (for the `output_dir` field: pydantic names it and echoes the value)
+    for a path the OS cannot take (NUL, too long), one that resolves to `/` or into a
+    system folder (SYSTEM_DIRS; `..` and links resolved first), one that is, or lies under,
+    something other than a folder (a file), and a folder (or the nearest existing parent)
+    that is not writable.
+    """
+    path = check_path_text(text)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:  # a loop of links
+        raise ValueError(f"cannot resolve the path: {err}") from None
+    if (system := _under_system_dir(resolved)) is not None:
+        raise ValueError(f"resolves to {clip(resolved, 60)}, in the system folder {system}")
+    existing = resolved
+    while (info := stat_or_none(existing)) is None and existing != existing.parent:
+        existing = existing.parent
+    if info is None or not stat.S_ISDIR(info.st_mode):
+        what = "is" if existing == resolved else f"lies under {clip(existing, 60)}, which is"
+        raise ValueError(f"{what} not a folder")
+    if not _writable(existing):
+        what = "" if existing == resolved else f" ({clip(existing, 60)})"
+        raise ValueError(f"the folder{what} is not writable")
+    return resolved
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in `folder`: permissions, and not a read-only mount
+    (root passes every permission check, never a read-only file system)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        return not os.statvfs(folder).f_flag & os.ST_RDONLY
+    except (OSError, AttributeError):  # no statvfs (Windows): permissions decide
+        return True
 
 
 def _takes_list(model: type[BaseModel], key: str) -> bool:
@@ -201,8 +329,12 @@ def _takes_list(model: type[BaseModel], key: str) -> bool:
     return any(typing.get_origin(k) in (list, tuple) or k in (list, tuple) for k in kinds)
 
 
-def expand_axes(section: dict[str, Any], model: type[BaseModel]) -> list[dict[str, Any]]:
-    """Every combination of the list-valued keys of `section` (those not typed as lists)."""
+def expand_axes(
+    section: dict[str, Any], model: type[BaseModel], where: str = ""
+) -> list[dict[str, Any]]:
+    """Every combination of the list-valued keys of `section` (those not typed as lists).
+
+    Raises ScalelabError `where.key: an empty list gives no runs` for an empty axis."""
     axes = [k for k, v in section.items() if isinstance(v, list) and not _takes_list(model, k)]
     axes += [
         k
@@ -213,7 +345,8 @@ def expand_axes(section: dict[str, Any], model: type[BaseModel]) -> list[dict[st
         return [dict(section)]
     for k in axes:
         if not section[k]:
-            raise ScalelabError(f"{k}: an empty list gives no runs")
+            field = f"{where}.{clip(k, 40)}" if where else clip(k, 40)
+            raise ScalelabError(f"{field}: an empty list gives no runs")
     return [
         {**section, **dict(zip(axes, combo, strict=True))}
         for combo in itertools.product(*(section[k] for k in axes))

@@ -4,6 +4,13 @@ A run's row and its learning curve are written in one transaction when the run e
 (done or failed), so a crash mid-run leaves no row at all rather than half of one; the
 run's checkpoint on disk is what lets it resume. Only the parent process writes.
 
+The file is created whole (schema and WAL mode written to a temp file renamed into place
+under a lock), so an empty or half-made `results.sqlite` is never scalelab's own; anything
+at the path that is not a SQLite database with a `runs` table (a directory, an empty or
+garbage file, another program's database) is refused with one line, before any write.
+Reads never create the file; with `readonly_reads` they open it read-only and never change
+it, whatever its schema version (what `results`, `--dry-run`, `compare` and `report` use).
+
 A curve row is `step` plus any numeric metrics: `tokens`, `train_loss` and `val_loss` have
 columns of their own (what old databases and the report read); every other key is kept in the
 row's JSON `metrics` column. A run row may list its products (name -> path relative to the
@@ -15,13 +22,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
-from collections.abc import Iterable, Mapping
-from contextlib import closing
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
+
+from scalelab.errors import ScalelabError
+from scalelab.io import atomic_write, build_once
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -85,29 +97,115 @@ CURVE_COLUMNS = ["tokens", "train_loss", "val_loss"]
 # Config columns of the results table come in this order, after run_id/experiment/status.
 CONFIG_ORDER = ["model", "method", "seed", "task", "params"]
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
+MOVE_AWAY = "move it away or pass --output-dir"
+
 
 class ResultsStore:
-    """A results database at `path` (created on first write, never on read)."""
+    """A results database at `path` (created on first write, never on read).
 
-    def __init__(self, path: str | Path) -> None:
+    `readonly_reads`: reads open the file read-only (`mode=ro`) and read any schema version
+    as it is; otherwise a read migrates an older database in place. Every method raises
+    ScalelabError when the path holds something that is not a scalelab results database.
+    """
+
+    def __init__(self, path: str | Path, readonly_reads: bool = False) -> None:
         self.path = Path(path)
+        self.readonly_reads = readonly_reads
+
+    def check(self) -> bool:
+        """True when a SQLite database is at `path`, False when nothing is; reads 16 bytes
+        and writes nothing. Raises ScalelabError (naming the file and what to do) for a
+        directory, an empty or non-SQLite file, or one that cannot be read."""
+        try:
+            problem = _not_a_database(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise ScalelabError(
+                f"cannot read results database {self.path}: {err.strerror}"
+            ) from None
+        if problem:
+            raise ScalelabError(f"{self.path} {problem}; {MOVE_AWAY}")
+        return True
+
+    @contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """SQLite failures about the file itself (damaged, unreadable, locked too long) as one
+        user-facing line; constraint violations stay what they are (a bug in the caller)."""
+        try:
+            yield
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as err:
+            raise ScalelabError(f"results database {self.path}: {err}; {MOVE_AWAY}") from None
+
+    def _create(self) -> None:
+        """Write a complete empty store (schema, WAL mode, version) to a temp file and
+        rename it into place, so no reader ever sees a half-made database."""
+
+        def write(tmp: Path) -> None:
+            with closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")  # kept in the file header
+                conn.executescript(SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Closing the last connection checkpointed the WAL into the file and removed it.
+
+        atomic_write(self.path, write)
+
+    def _require_runs_table(self, conn: sqlite3.Connection) -> bool:
+        """True when the database has a runs table, False when it has no tables at all (an
+        empty store); ScalelabError for another program's database."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "runs" not in tables:
+            raise ScalelabError(
+                f"{self.path} is a SQLite database but not a scalelab results store "
+                f"(no runs table); {MOVE_AWAY}"
+            )
+        return bool(tables)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            _migrate(conn)
+        """A read-write connection, creating the store when missing and migrating an older
+        schema. Raises ScalelabError for anything at the path that is not a store."""
+        if not self.check():
+            build_once(self.path, self._create)
+            self.check()  # whatever another process put there meanwhile must be a store too
+        with self._sqlite_errors():
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            try:
+                self._require_runs_table(conn)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    _migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection | None]:
+        """A connection to read from, or None when there is nothing to read (no file, or a
+        SQLite file without tables). Never creates the file."""
+        if not self.check():
+            yield None
+            return
+        with self._sqlite_errors():
+            if self.readonly_reads:
+                uri = f"{self.path.absolute().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=60)
+            else:
+                conn = self._connect()
+            with closing(conn):
+                yield conn if self._require_runs_table(conn) else None
 
     def statuses(self, run_ids: Iterable[str] | None = None) -> dict[str, str]:
         """run_id -> "done" | "failed" for the stored runs (of `run_ids` if given)."""
-        if not self.path.exists():
-            return {}
-        with closing(self._connect()) as conn:
-            rows = conn.execute("SELECT run_id, status FROM runs").fetchall()
+        with self._reader() as conn:
+            rows = (
+                [] if conn is None else conn.execute("SELECT run_id, status FROM runs").fetchall()
+            )
         wanted = None if run_ids is None else set(run_ids)
         return {r: s for r, s in rows if wanted is None or r in wanted}
 
@@ -129,7 +227,7 @@ class ResultsStore:
             elif c == "products":
                 values[i] = json.dumps(_products(values[i]), sort_keys=True) if values[i] else None
         points = [_curve_point(row["run_id"], c) for c in curve]
-        with closing(self._connect()) as conn:
+        with self._sqlite_errors(), closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
@@ -148,12 +246,15 @@ class ResultsStore:
                 conn.execute("ROLLBACK")
                 raise
 
-    def _rows(self, run_ids: Iterable[str] | None) -> list[sqlite3.Row]:
-        if not self.path.exists():
-            return []
-        with closing(self._connect()) as conn:
+    def _rows(self, run_ids: Iterable[str] | None) -> list[dict[str, Any]]:
+        """Run rows as dicts with every RUN_COLUMNS key (None where an older schema lacks
+        the column)."""
+        with self._reader() as conn:
+            if conn is None:
+                return []
             conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM runs ORDER BY rowid").fetchall()
+            found = conn.execute("SELECT * FROM runs ORDER BY rowid").fetchall()
+        rows = [{c: (r[c] if c in r.keys() else None) for c in RUN_COLUMNS} for r in found]
         if run_ids is None:
             return rows
         order = {r: i for i, r in enumerate(run_ids)}
@@ -207,12 +308,14 @@ class ResultsStore:
         appearance. Values are numeric (float, or int where a column has no gaps).
         """
         cols = ["run_id", "step", *CURVE_COLUMNS]
-        if not self.path.exists():
-            return pd.DataFrame(columns=cols)
         wanted = None if run_ids is None else set(run_ids)
-        with closing(self._connect()) as conn:
+        with self._reader() as conn:
+            if conn is None:
+                return pd.DataFrame(columns=cols)
+            have = {r[1] for r in conn.execute("PRAGMA table_info(curves)")}
+            metrics = "metrics" if "metrics" in have else "NULL"  # absent before schema 2
             rows = conn.execute(
-                "SELECT run_id, step, tokens, train_loss, val_loss, metrics FROM curves "
+                f"SELECT run_id, step, tokens, train_loss, val_loss, {metrics} FROM curves "
                 "ORDER BY run_id, step"
             ).fetchall()
         records = []
@@ -236,6 +339,22 @@ class ResultsStore:
         for c in df.columns[2:]:  # None (not measured) -> NaN, so every metric is numeric
             df[c] = pd.to_numeric(df[c])
         return df
+
+
+def _not_a_database(path: Path) -> str | None:
+    """What is wrong with `path` as a SQLite file (None: nothing). Raises OSError when it
+    cannot be read (FileNotFoundError when there is nothing there)."""
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a scalelab results database"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file, so not a scalelab results database"
+    if st.st_size == 0:  # scalelab creates the file whole: an empty one is something else's
+        return "is an empty file (0 bytes), not a scalelab results database"
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            return "is not a scalelab results database (not SQLite)"
+    return None
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

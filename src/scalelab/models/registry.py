@@ -7,11 +7,13 @@ a local folder), so Hub names and local paths share one code path.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalelab.errors import ScalelabError
+from scalelab.config import check_path_text, stat_or_none
+from scalelab.errors import ScalelabError, shown
 from scalelab.models.ladder import ladder_names, ladder_rung
 from scalelab.registry import Registry
 
@@ -80,7 +82,9 @@ def resolve_model(name: str) -> ModelRef:
     """Classify a model name, raising a clear error for names that match nothing.
 
     The caller has registered the built-ins (`load_builtins()` at the entry points); a
-    reference to another run (`@stage`) is resolved by the grid, not here.
+    reference to another run (`@stage`) is resolved by the grid, not here. Raises
+    ScalelabError for an unknown name, a local path that is not a folder, and a Hub id
+    that is not cached while the Hub is off or unreachable (`check_hub_available`).
     """
     if ladder_rung(name) is not None:
         return ModelRef(name, "ladder")
@@ -89,20 +93,46 @@ def resolve_model(name: str) -> ModelRef:
     if _HTTP.match(name):
         base, _, remote = name.partition("#")
         return ModelRef(name, "http", path=base.rstrip("/"), remote=remote)
-    if Path(name).expanduser().exists():
-        return ModelRef(name, "local", path=str(Path(name).expanduser()))
+    if (local := _local_folder(name)) is not None:
+        return ModelRef(name, "local", path=str(local))
     if _HUB_ID.match(name):
         hub_id, _, revision = name.partition("@")
-        return ModelRef(name, "hub", path=hub_id, revision=revision or None)
-    known = ", ".join(
-        ["gpt-d1..gpt-d12", *[n for n in ladder_names() if not n.startswith("gpt-d")]]
-    )
-    known += ", " + ", ".join(PRETRAINED) if list(PRETRAINED) else ""
+        ref = ModelRef(name, "hub", path=hub_id, revision=revision or None)
+        check_hub_available(ref)
+        return ref
+    named = [n for n in ladder_names() if not n.startswith("gpt-d")]
+    ladder = "gpt-d1..gpt-d12" + (f", {named[0]}..{named[-1]}" if named else "")
     raise ScalelabError(
-        f"unknown model {name!r}: not a ladder name ({known}), not an existing local "
-        "folder, not an org/name Hugging Face id, not http://host/v1#model, and not a "
-        "@stage reference"
+        f"unknown model {shown(name)}: not a ladder name ({ladder}), a registered one "
+        f"({', '.join(PRETRAINED) or 'none'}), a local folder, an org/name Hub id, "
+        "http://host/v1#model or @stage"
     )
+
+
+def _local_folder(name: str) -> Path | None:
+    """The folder a model name points at; None when nothing is there (or the name cannot
+    be a path). Raises ScalelabError for a path to something that is not a folder."""
+    try:
+        path = check_path_text(name)
+        info = stat_or_none(path)
+    except ValueError:  # a NUL byte, a name too long: not a path, so not a local model
+        return None
+    if info is None:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ScalelabError(
+            f"model {shown(name)} is not a folder (a local model is a save_pretrained folder)"
+        )
+    return path
+
+
+def check_hub_available(ref: ModelRef) -> None:
+    """Refuse a Hub model that cannot load now (not cached; Hub off or unreachable), at
+    once: `from_pretrained` would retry for most of a minute. Raises ScalelabError."""
+    from scalelab.data.catalog import hub_unavailable
+
+    if (why := hub_unavailable(str(ref.path))) is not None:
+        raise ScalelabError(f"Hub model {shown(ref.name)} is {why}")
 
 
 def as_ref(model: str | ModelRef) -> ModelRef:
@@ -119,6 +149,7 @@ def model_path(ref: ModelRef) -> tuple[str, dict]:
     if ref.kind in ("local", "run"):
         return str(ref.path), {}
     if ref.kind == "hub":
+        check_hub_available(ref)  # the network may have gone since the spec was checked
         return str(ref.path), ({"revision": ref.revision} if ref.revision else {})
     if ref.kind == "http":
         raise ScalelabError(f"model {ref.name!r} is an HTTP endpoint: it has no local weights")

@@ -1,9 +1,11 @@
 """Request batching for `scalelab serve`.
 
-Handlers queue jobs; one worker thread, the only one to touch the model and the tokenizer
+Handlers queue jobs; one worker thread, the only one to touch the model and its tokenizer
 (neither is thread-safe), takes a job, waits up to `max_wait` seconds for more (up to
-`max_batch` prompts) and runs all scoring, then all generation, as one backend call each.
-A job whose batch fails is retried alone, so one bad request fails only itself.
+`max_batch` prompts) and runs all scoring, then all generation, in backend calls of at most
+`max_batch` prompts each, so no request, however many prompts it carries, makes a larger
+forward pass. A job whose batch fails is retried alone, so one bad request fails only itself.
+A job whose client gave up (its future cancelled) is dropped before it costs anything.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class Batcher:
             except queue.Empty:
                 break
             size += len(jobs[-1].items)
-        return jobs
+        # Marking a future running makes it uncancellable, so set_result below cannot fail
+        # (which would end this thread and hang the server); a cancelled one is skipped.
+        return [j for j in jobs if j.future.set_running_or_notify_cancel()]
 
     def _loop(self) -> None:
         while True:
@@ -59,9 +63,17 @@ class Batcher:
                     self._run(kind, group)
 
     def _call(self, kind: str, items: list, top_k: int) -> list:
-        if kind == "score":
-            return self.backend.token_scores(items, top_k=top_k, token_text=True)
-        return self.backend.generate_full(items)
+        """The backend's answers for `items`, asked `max_batch` items at a time."""
+        out: list = []
+        for start in range(0, len(items), self.max_batch):
+            chunk = items[start : start + self.max_batch]
+            if kind == "score":
+                out += self.backend.token_scores(chunk, top_k=top_k, token_text=True)
+            else:
+                out += self.backend.generate_full(chunk)
+            self.stats["batches"] += 1
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], len(chunk))
+        return out
 
     def _run(self, kind: str, group: list[_Job]) -> None:
         flat = [x for j in group for x in j.items]
@@ -74,7 +86,6 @@ class Batcher:
                 return
             group[0].future.set_exception(exc)
             return
-        self.stats["batches"] += 1
         self.stats["prompts"] += len(flat)
         pos = 0
         for job in group:
