@@ -102,6 +102,15 @@ def test_seeds_are_32_bit(tmp_path, capsys, spec):
     assert not (tmp_path / "out").exists()
 
 
+def test_classification_data_seed_is_32_bit(tmp_path, capsys):
+    spec = write_spec(tmp_path / "c.yaml", name="c", output_dir=str(tmp_path / "out"),
+                      models="minilm-l6", methods="full",
+                      tasks={"dataset": "trec", "data_seed": 2**64})  # fmt: skip
+    err = refused(capsys, "run", spec, "--dry-run")
+    assert "data_seed: Input should be less than or equal to 4294967295" in err
+    assert not (tmp_path / "out").exists()
+
+
 # --- typer's usage errors ---------------------------------------------------------------
 
 

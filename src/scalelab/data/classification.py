@@ -32,7 +32,7 @@ class ClassificationTask(Strict):
     max_length: PositiveInt = 64
     train_size: PositiveInt | None = None
     val_size: PositiveInt | None = None
-    data_seed: int = Field(0, ge=0)
+    data_seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds take 32 bits
 
 
 register_task_kind("classification", ClassificationTask)
