@@ -82,7 +82,7 @@ def write_spec(path: Path, corpus: Path, steps: int, seeds: list[int]) -> Path:
             "seq_len": 32,
             "tokenizer": {"kind": "byte"},
             "eval": {"max_tokens": 2000},
-        },  # fmt: skip
+        },
         "methods": "pretrain",
         "params": {"tokens": 8 * 32 * steps, "batch_size": 8, "lr": [1e-3, 3e-3]},
         "seeds": seeds,

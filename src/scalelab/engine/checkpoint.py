@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import glob
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from scalelab.data.sources import sha256_file
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -73,7 +74,7 @@ def save_checkpoint(
         save_file({n: t.contiguous() for n, t in best.items()}, str(tmp / "best.safetensors"))
         torch.save(optimizer_state, tmp / OPTIMIZER)
         (tmp / STATE).write_text(json.dumps(state))
-        digests = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        digests = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"sha256": digests}, indent=1))
         _replace(tmp, path, keep=_prev(path))
     except BaseException:
@@ -185,14 +186,6 @@ def _discard(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- loading ---
 
 
@@ -290,7 +283,7 @@ def _check_digests(folder: Path) -> None:
         file = folder / name
         if not file.is_file():
             raise BadCheckpoint(f"{name} is missing")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise BadCheckpoint(f"{name} does not match its sha256 (changed after it was written)")
 
 
