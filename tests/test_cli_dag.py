@@ -60,14 +60,6 @@ def dry_run(spec: Path, capsys) -> tuple[list[tuple], str]:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def clean(tmp_path_factory, corpus):
     """The DAG run once, uninterrupted, on the serial executor: (spec, output folder)."""
     root = tmp_path_factory.mktemp("clean")

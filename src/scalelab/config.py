@@ -29,10 +29,11 @@ _Model = TypeVar("_Model", bound="Strict")
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; instances are frozen, and a copy with changes is validated
-    like the original (`model_copy(update=...)`)."""
+    """Unknown keys are errors; every float is finite (`.nan` or `.inf` in a YAML file is
+    an error naming the field: no setting means it); instances are frozen, and a copy with
+    changes is validated like the original (`model_copy(update=...)`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def model_copy(
         self: _Model, *, update: Mapping[str, Any] | None = None, deep: bool = False

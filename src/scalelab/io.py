@@ -5,8 +5,12 @@
 * `file_lock` / `build_once`: of several processes that find a cache entry missing at the
   same time, one builds it while the others wait, then use it.
 
-Every temp name carries the writer's pid and a random part (`.<name>.tmp-<pid>-<random>`),
-so concurrent writers never share one and a leftover names the process that left it.
+Every temp name carries the writer's host, pid and a random part
+(`.<name>.tmp-<host>-<pid>-<random>`), so concurrent writers, here or on another machine
+sharing the folder, never share one, and a leftover names the process that left it. Two ways
+to clean leftovers: `remove_stale_temps` (all of them, while holding the target's lock) and
+`remove_dead_temps` (those of writers on this host that are gone; for lock-free writers such
+as checkpoints).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import fcntl
 import glob
 import json
 import os
+import secrets
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -32,9 +38,49 @@ _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
 
-def temp_prefix(path: Path) -> str:
-    """The name prefix of this process's temp files for `path` (mkstemp adds the random part)."""
-    return f".{Path(path).name}.tmp-{os.getpid()}-"
+def _host() -> str:
+    return socket.gethostname().replace("/", "_")
+
+
+def temp_prefix(path: Path, pid: int | None = None) -> str:
+    """The name prefix of the temp files for `path` of process `pid` on this host (default:
+    this process); a random part follows."""
+    return f".{Path(path).name}.tmp-{_host()}-{os.getpid() if pid is None else pid}-"
+
+
+def unique_temp_path(path: Path) -> Path:
+    """A path next to `path` that no other writer, on this host or another, will use."""
+    path = Path(path)
+    return path.with_name(temp_prefix(path) + secrets.token_hex(4))
+
+
+def remove_dead_temps(target: Path) -> None:
+    """Remove temp files/folders of `target` whose writer, a process on this host, is gone:
+    what a kill in the middle of a write leaves. Needs no lock; other hosts' leftovers stay
+    (their processes cannot be checked from here)."""
+    target = Path(target)
+    prefix = f".{target.name}.tmp-{_host()}-"
+    for leftover in target.parent.glob(glob.escape(prefix) + "*"):
+        pid = leftover.name[len(prefix) :].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(leftover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove(leftover: Path) -> None:
+    if leftover.is_dir() and not leftover.is_symlink():
+        shutil.rmtree(leftover, ignore_errors=True)
+    else:
+        leftover.unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -116,10 +162,7 @@ def remove_stale_temps(target: Path) -> None:
     """
     target = Path(target)
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+        _remove(leftover)
 
 
 def build_once(target: Path, build: Callable[[], None]) -> bool:

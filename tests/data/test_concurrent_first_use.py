@@ -17,7 +17,7 @@ from pathlib import Path
 from scalelab import paths
 from scalelab.data.sources import PypiMember, sha256_folder
 from scalelab.data.tokenizer import TokenizerSpec, build_tokenizer
-from scalelab.io import build_once
+from scalelab.io import build_once, temp_prefix
 
 N = 4
 CTX = multiprocessing.get_context("fork")  # children inherit the imports: no 5 s start-up
@@ -112,7 +112,7 @@ def test_processes_training_one_tokenizer_at_once_all_get_the_same(tmp_path):
 
 def _die_while_building(target: str, ready: str) -> None:
     def build() -> None:
-        stale = Path(target).with_name(f".{Path(target).name}.tmp-{os.getpid()}-x")
+        stale = Path(target).with_name(temp_prefix(target) + "x")
         stale.mkdir()  # what a writer killed mid-extraction leaves behind
         Path(ready).touch()
         time.sleep(600)

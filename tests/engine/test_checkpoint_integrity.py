@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _thread
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from scalelab.engine.checkpoint import load_checkpoint, save_checkpoint, save_pretrained_atomic
 from scalelab.grid.spec import expand, load_spec
 from scalelab.grid.store import ResultsStore
+from scalelab.io import temp_prefix
 
 STEPS = 60
 PARAMS = {"tokens": 8 * 32 * STEPS, "batch_size": 8, "lr": 3e-3, "eval_every": 20}
@@ -165,7 +165,8 @@ def test_a_resumed_run_sets_bad_checkpoints_aside_and_ends_as_a_clean_one(
     assert len(warnings) == n_bad, err
     then = "starting from scratch" if n_bad == 2 else "resuming from checkpoint.prev at step"
     for line in warnings:
-        assert f"run {run_id[:8]}: checkpoint " in line and why in line and "set aside as" in line
+        assert line.startswith(f"warning: run {run_id[:8]} ") and ": checkpoint " in line
+        assert why in line and "set aside as" in line
         assert then in line
     if n_bad == 1:
         assert f"at step {resumable_step}" in warnings[0]
@@ -221,9 +222,8 @@ def test_concurrent_writers_never_collide_and_leave_no_temp_folders(tmp_path):
 
     ckpt, model = tmp_path / "checkpoint", tmp_path / "model"
     dead = _dead_pid()
-    host = os.uname().nodename
-    stale = tmp_path / f"checkpoint.tmp-{host}-{dead}-0badc0de"  # a writer killed mid-write
-    live = tmp_path / f"model.tmp-{host}-{os.getpid()}-0000beef"  # a writer still at work
+    stale = tmp_path / (temp_prefix(ckpt, dead) + "0badc0de")  # a writer killed mid-write
+    live = tmp_path / (temp_prefix(model) + "0000beef")  # a writer still at work
     stale.mkdir()
     live.mkdir()
     errors: list[BaseException] = []

@@ -41,15 +41,6 @@ def stored_rows(out: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray cluster for the module: executors find it initialized and use it."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def serial_out(tmp_path_factory, corpus):
     """The tiny 3-run grid with `threads` unset, run once on the serial executor."""
     root = tmp_path_factory.mktemp("serial")
@@ -148,6 +139,25 @@ def test_close_kills_runs_in_flight_and_progress_comes_back(tmp_path, corpus, na
     pid = training_pid(runs_dir)
     executor.close()
     assert_gone(pid)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_gives_a_failed_row_and_an_error_file(tmp_path, corpus):
+    _, run = one_long_run(tmp_path, corpus)
+    runs_dir = tmp_path / "out" / "runs"
+    executor = get_executor("processes")(Runtime(), runs_dir, lambda rid, e: None)
+    with executor:
+        executor.submit(run)
+        os.kill(training_pid(runs_dir), signal.SIGKILL)  # what the OOM killer does
+        deadline, finished = time.time() + 120, []
+        while not finished and time.time() < deadline:
+            finished = executor.wait(0.5)
+    ((got, row, curve),) = finished
+    assert got.run_id == run.run_id and row["status"] == "failed" and curve == []
+    assert row["error"].startswith("worker process died: ")
+    assert row["error"].endswith(f"(see runs/{run.run_id}/error.txt)")
+    text = (runs_dir / run.run_id / "error.txt").read_text()
+    assert "out-of-memory killer" in text and "--retry-failed" in text
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def schedule(runs, tmp_path, **kw):
     store = ResultsStore(tmp_path / "out" / "results.sqlite")
     outcomes = []
     sched = Scheduler(plan(runs), store, tmp_path / "out" / "runs", on_outcome=outcomes.append,
-                      force=kw.pop("force", False), poll_s=0.05)  # fmt: skip
+                      rerun=kw.pop("rerun", Rerun.NONE), poll_s=0.05)  # fmt: skip
     ex = FakeExecutor(tmp_path / "out" / "runs", store, **kw)
     return sched.run(ex), ex, outcomes, store
 
@@ -125,7 +125,7 @@ def test_failed_dependency_skips_its_dependents_until_a_retry_reruns_them(runs, 
     assert ex.submitted == [] and {o.run.run_id: o.reason for o in outcomes} == skipped
     assert store.statuses()[ids[4]] == "failed"
 
-    counts, ex, _, store = schedule(runs, tmp_path, force=Rerun.FAILED)  # ... until retried
+    counts, ex, _, store = schedule(runs, tmp_path, rerun=Rerun.FAILED)  # ... until retried
     assert counts == {"done": 3, "failed": 0, "skipped": 0, "already_done": 3}
     assert ex.submitted == [ids[4], ids[0], ids[2]]
     assert set(store.statuses().values()) == {"done"}
@@ -141,10 +141,10 @@ def test_a_retry_resumes_failed_runs_and_force_starts_them_from_scratch(runs, tm
     folder = tmp_path / "out" / "runs" / ids[1]
     (folder / "checkpoint").mkdir(parents=True)
     (folder / "checkpoint.bad-20250101T000000Z").mkdir()
-    counts, ex, _, _ = schedule(runs, tmp_path, force=Rerun.FAILED, fail={ids[1]})
+    counts, ex, _, _ = schedule(runs, tmp_path, rerun=Rerun.FAILED, fail={ids[1]})
     assert ex.submitted == [ids[1]] and counts["failed"] == 1 and counts["skipped"] == 1
     assert (folder / "checkpoint").exists()  # a retry resumes from its checkpoint
-    counts, ex, _, _ = schedule(runs, tmp_path, force=True)
+    counts, ex, _, _ = schedule(runs, tmp_path, rerun=Rerun.ALL)
     assert len(ex.submitted) == 6 and counts["done"] == 6
     assert not (folder / "checkpoint").exists()  # --force starts from scratch ...
     assert (folder / "checkpoint.bad-20250101T000000Z").exists()  # ... keeping the evidence
@@ -169,7 +169,7 @@ def test_force_reruns_from_scratch_keeping_claim_and_attempt_log(runs, tmp_path)
     folder = tmp_path / "out" / "runs" / runs[1].run_id
     (folder / "checkpoint").mkdir(parents=True)
     (folder / ATTEMPTS).write_text("{}\n")
-    counts, ex, _, _ = schedule(runs, tmp_path, force=True)
+    counts, ex, _, _ = schedule(runs, tmp_path, rerun=Rerun.ALL)
     assert counts["done"] == 6 and counts["already_done"] == 0 and len(ex.submitted) == 6
     assert not (folder / "checkpoint").exists() and (folder / ATTEMPTS).read_text() == "{}\n"
 

@@ -111,6 +111,26 @@ def test_classification_data_seed_is_32_bit(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_empty_classification_splits_and_oversized_subsamples_are_spec_errors(tmp_path, capsys):
+    rows = "".join(f'{{"text": "example {i}", "label": {i % 2}}}\n' for i in range(6))
+    (tmp_path / "six.jsonl").write_text(rows)  # 80/10/10 per label leaves one split empty
+
+    def spec_for(**task):
+        return write_spec(tmp_path / "c.yaml", name="c", output_dir=str(tmp_path / "out"),
+                          models="minilm-l6", methods="full",
+                          tasks={"dataset": str(tmp_path / "six.jsonl"),
+                                 "kind": "classification", **task})  # fmt: skip
+
+    err = refused(capsys, "run", spec_for(), "--dry-run")
+    assert "six.jsonl: the validation split is empty (4 train, 0 validation, 2 test" in err
+    rows += "".join(f'{{"text": "more {i}", "label": {i % 2}}}\n' for i in range(14))
+    (tmp_path / "six.jsonl").write_text(rows)  # 20 rows: 16/2/2
+    err = refused(capsys, "run", spec_for(train_size=17), "--dry-run")
+    assert "task.train_size 17 is larger than the train split (16)" in err
+    assert cli("run", spec_for(train_size=16), "--dry-run")[0] == 0
+    assert not (tmp_path / "out").exists()
+
+
 # --- typer's usage errors ---------------------------------------------------------------
 
 

@@ -59,14 +59,15 @@ def run(
     from scalelab.grid.schedule import Rerun
 
     exp = open_experiment(spec, output_dir, executor=executor)
-    rerun = Rerun.ALL if force else Rerun.FAILED if retry_failed else Rerun.NONE
+    rerun = Rerun.of(force, retry_failed)
     if dry_run:
         _print_dry_run(exp, rerun)
         return
     kept = _kept_failed(exp, rerun)
     workers = workers or exp.spec.runtime.workers
-    # run_experiment hands `force` to the Scheduler, which takes a Rerun policy there.
-    counts = run_experiment(exp, workers=workers, force=rerun, show_progress=not quiet)
+    counts = run_experiment(
+        exp, workers=workers, force=force, retry_failed=retry_failed, show_progress=not quiet
+    )
     skipped = f", {counts['skipped']} skipped (failed dependency)" if counts["skipped"] else ""
     before = f", {len(kept)} failed before (kept; --retry-failed reruns)" if kept else ""
     typer.echo(

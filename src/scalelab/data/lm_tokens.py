@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scalelab.errors import ScalelabError
-from scalelab.io import atomic_write
+from scalelab.io import atomic_write, build_once
 from scalelab.paths import cache_dir
 
 SPLITS = ("train", "validation", "test")
@@ -68,17 +68,22 @@ def _encode(tokenizer, text: str) -> torch.Tensor:
 
 
 def tokenize_splits(texts: dict[str, str], tokenizer) -> LMData:
-    """Token ids for each split of `texts`, from the cache when this pair was seen before."""
+    """Token ids for each split of `texts`, from the cache when this pair was seen before.
+
+    Of several workers that miss the cache at once, one tokenizes while the others wait
+    for its file (`io.build_once`)."""
     h = hashlib.sha256(b"tokens-v2")  # bump when the encoding procedure changes
     for split in SPLITS:
         h.update(hashlib.sha256(texts[split].encode()).digest())
     h.update(tokenizer.backend_tokenizer.to_str().encode())
     path = cache_dir("tokens") / f"{h.hexdigest()[:24]}.safetensors"
-    if path.exists():
-        ids = load_file(str(path))
-    else:
+
+    def build() -> None:
         ids = {split: _encode(tokenizer, texts[split]) for split in SPLITS}
         atomic_write(path, lambda p: save_file(ids, str(p)))
+
+    build_once(path, build)
+    ids = load_file(str(path))
     n_bytes = {split: len(texts[split].encode()) for split in SPLITS}
     return LMData(tokenizer=tokenizer, ids=ids, n_bytes=n_bytes)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from scalelab.config import Strict
 
@@ -26,9 +26,6 @@ class TrainArgs(Strict):
 
     Every float of a params model (these and a method's own) must be finite: `.nan` or
     `.inf` in a spec is an error naming the field, since no run could mean it."""
-
-    # Inherited by every subclass (pydantic merges model_config down the class tree).
-    model_config = ConfigDict(allow_inf_nan=False)
 
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"grad_accum_steps", "schedule"})
 

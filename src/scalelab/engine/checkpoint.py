@@ -5,8 +5,8 @@ weights so far (when the method selects on validation), the optimizer state (`to
 reloaded with `weights_only=True`, so no pickled code is ever run), a JSON file of loop
 state, and `manifest.json`: the sha256 of each of those files.
 
-Writing: into a temp folder unique to the writer (`<dir>.tmp-<host>-<pid>-<random>`, so two
-writers never share one), then swapped in by renames; the checkpoint it replaces is kept as
+Writing: into a temp folder unique to the writer (`.<dir>.tmp-<host>-<pid>-<random>`, so
+two writers never share one), then swapped in by renames; the checkpoint it replaces is kept as
 `<dir>.prev`. A kill at any moment leaves a complete checkpoint or its predecessor, never
 half of one; temp folders of writers that died are removed by the next writer on that host.
 
@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import glob
 import json
 import math
-import os
-import secrets
 import shutil
-import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ from typing import Any
 import torch
 
 from scalelab.data.sources import sha256_file
+from scalelab.io import remove_dead_temps, unique_temp_path
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -65,8 +62,8 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     path = Path(path)
-    _sweep_stale(path)
-    tmp = _unique_tmp(path)
+    remove_dead_temps(path)
+    tmp = unique_temp_path(path)
     tmp.mkdir(parents=True)
     try:
         tensors = {n: t.detach().contiguous() for n, t in tensors.items()}
@@ -88,8 +85,8 @@ def save_pretrained_atomic(path: Path, *objs, json_files: dict[str, Any] | None 
     writers each use their own temp folder; the last one to finish wins. Raises what
     `save_pretrained` or the file system raises (the temp folder is removed first)."""
     path = Path(path)
-    _sweep_stale(path)
-    tmp = _unique_tmp(path)
+    remove_dead_temps(path)
+    tmp = unique_temp_path(path)
     try:
         for obj in objs:
             obj.save_pretrained(tmp)
@@ -107,41 +104,11 @@ def remove_checkpoint(path: Path) -> None:
     path = Path(path)
     for folder in (path, _prev(path)):
         shutil.rmtree(folder, ignore_errors=True)
-    _sweep_stale(path)
+    remove_dead_temps(path)
 
 
 def _prev(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
-
-
-def _host() -> str:
-    return socket.gethostname().replace("/", "_")
-
-
-def _unique_tmp(path: Path) -> Path:
-    """`<path>.tmp-<host>-<pid>-<random>`: no other writer, here or elsewhere, uses it."""
-    return path.with_name(f"{path.name}.tmp-{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _sweep_stale(path: Path) -> None:
-    """Remove temp folders of `path` whose writer (a process on this host) is gone: what a
-    kill in the middle of a write leaves. Other hosts' folders are left alone (their
-    processes cannot be checked from here)."""
-    prefix = f"{path.name}.tmp-"
-    for tmp in path.parent.glob(glob.escape(prefix) + "*"):
-        host, _, pid = tmp.name[len(prefix) :].rpartition("-")[0].rpartition("-")
-        if host == _host() and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _replace(tmp: Path, path: Path, keep: Path | None = None) -> None:
@@ -178,7 +145,7 @@ def _move_aside(path: Path, keep: Path | None) -> None:
 
 def _discard(folder: Path) -> None:
     """Delete a folder without ever leaving half of it under its own name (rename first)."""
-    trash = _unique_tmp(folder)
+    trash = unique_temp_path(folder)
     try:
         folder.rename(trash)
     except FileNotFoundError:

@@ -10,7 +10,6 @@ gradients are averaged, so the update equals the single-process one up to summat
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -183,9 +182,8 @@ class _Run:
         distributed.barrier()
 
     def warn(self, line: str) -> None:
-        """A warning the user must see: on stderr (the worker's is the terminal's) and as a
-        progress event."""
-        print(f"warning: run {self.ctx.run_id[:8]}: {line}", file=sys.stderr, flush=True)
+        """A warning the user must see, sent as an event: the grid's progress display prints
+        it with the run's label, a run started alone prints it to stderr."""
         self.ctx.report({"warning": line})
 
     # --- one optimizer step ---

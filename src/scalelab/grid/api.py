@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scalelab.grid.schedule import Dag, Outcome, Scheduler, node_states, plan
+from scalelab.grid.schedule import Dag, Outcome, Rerun, Scheduler, node_states, plan
 from scalelab.grid.spec import ExperimentSpec, RunSpec, expand, load_spec
 from scalelab.grid.store import ResultsStore
 
@@ -123,9 +123,17 @@ def _outcome_line(o: Outcome, label: str) -> str:
 
 
 def run_experiment(
-    exp: Experiment, workers: int = 1, force: bool = False, show_progress: bool = True
+    exp: Experiment,
+    workers: int = 1,
+    force: bool = False,
+    show_progress: bool = True,
+    retry_failed: bool = False,
 ) -> dict[str, int]:
-    """Run every run not yet done (all of them with force), dependencies first.
+    """Run every run not yet done or failed, dependencies first.
+
+    `force` reruns every run from scratch; `retry_failed` reruns the failed runs (from
+    their last good checkpoint) and what they blocked; without either a failed run stays
+    failed.
 
     Returns counts: done, failed, skipped (a dependency failed; not stored, retried on the
     next run) and already_done (in the store before, or finished by another driver).
@@ -137,7 +145,7 @@ def run_experiment(
     from scalelab.grid.executors import executor_name, get_executor
     from scalelab.grid.progress import GridProgress
 
-    scheduler = Scheduler(exp.dag, exp.store, exp.runs_dir, force=force)
+    scheduler = Scheduler(exp.dag, exp.store, exp.runs_dir, rerun=Rerun.of(force, retry_failed))
     todo = scheduler.todo
     if not todo:
         return scheduler.counts

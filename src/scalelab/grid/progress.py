@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -33,6 +34,10 @@ class GridProgress:
         self.progress.__exit__(*exc)
 
     def on_event(self, run_id: str, event: dict) -> None:
+        if "warning" in event:  # printed even when the display is off (--quiet)
+            line = f"warning: run {run_id[:8]} {self.labels.get(run_id, '')}: {event['warning']}"
+            self.console.print(escape(line), soft_wrap=True)  # one line, even in a log file
+            return
         if event.get("start"):
             self.active[run_id] = self.progress.add_task(
                 f"  {self.labels.get(run_id, run_id)}", total=None, info="starting"
@@ -48,4 +53,4 @@ class GridProgress:
         if task is not None:
             self.progress.remove_task(task)
         self.progress.advance(self.overall)
-        self.progress.console.print(line)
+        self.progress.console.print(line, soft_wrap=True)

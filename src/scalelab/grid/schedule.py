@@ -42,11 +42,9 @@ class Rerun(str, Enum):
     ALL = "all"  # --force: every run, from scratch
 
     @classmethod
-    def of(cls, force: bool | str) -> Rerun:
-        """`force` as a Rerun: True is ALL, False is NONE, a Rerun (or its value) itself."""
-        if isinstance(force, bool):
-            return cls.ALL if force else cls.NONE
-        return cls(force)
+    def of(cls, force: bool = False, retry_failed: bool = False) -> Rerun:
+        """The policy of the CLI flags: --force wins over --retry-failed."""
+        return cls.ALL if force else cls.FAILED if retry_failed else cls.NONE
 
 
 @dataclass(frozen=True)
@@ -150,8 +148,8 @@ class Scheduler:
 
     `store` needs `table(ids)` (status, started_at, finished_at per run) and
     `record(row, curve)`: the scheduler is the only writer. Callbacks run in the driver.
-    `force`: which stored runs to execute again, a `Rerun` (True means Rerun.ALL, False
-    Rerun.NONE); `kept_failed` lists the stored failed runs this session leaves failed.
+    `rerun`: which stored runs to execute again; `kept_failed` lists the stored failed runs
+    this session leaves failed.
     """
 
     def __init__(
@@ -160,13 +158,13 @@ class Scheduler:
         store,
         runs_dir: Path,
         *,
-        force: bool | Rerun = False,
+        rerun: Rerun = Rerun.NONE,
         on_outcome: Callable[[Outcome], None] = lambda o: None,
         on_waiting: Callable[[RunSpec, str], None] = lambda run, who: None,
         poll_s: float = 1.0,
     ) -> None:
         self.dag, self.store, self.runs_dir = dag, store, Path(runs_dir)
-        self.rerun, self.poll_s = Rerun.of(force), poll_s
+        self.rerun, self.poll_s = Rerun(rerun), poll_s
         self.force = self.rerun is Rerun.ALL
         self.on_outcome, self.on_waiting = on_outcome, on_waiting
         self.runs = {r.run_id: r for r in dag.order}

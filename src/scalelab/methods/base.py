@@ -8,6 +8,7 @@ validating a spec never imports torch.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +44,28 @@ METHODS: Registry[MethodDef] = Registry("method")
 
 
 def register_method(method: MethodDef) -> MethodDef:
+    """Add a method to the registry. Raises ValueError when its params model would accept
+    NaN or infinity (derive it from `config.Strict` or `engine.args.TrainArgs`), or when
+    the name is taken."""
+    if method.params.model_config.get("allow_inf_nan", True):
+        raise ValueError(
+            f"method {method.name!r}: its params model {method.params.__name__} accepts NaN "
+            "and inf; derive it from scalelab.config.Strict or scalelab.engine.args.TrainArgs"
+        )
     return METHODS.register(method.name, method)
+
+
+def print_warnings(event: dict) -> None:
+    """The report of a run started outside a grid: progress is dropped, warnings go to
+    stderr (inside a grid the driver's progress display prints them)."""
+    if "warning" in event:
+        print(f"warning: {event['warning']}", file=sys.stderr, flush=True)
 
 
 @dataclass
 class RunContext:
-    """Everything one run needs. `report(event)` sends progress ({"step", "total", "loss"})."""
+    """Everything one run needs. `report(event)` sends progress ({"step", "total", "loss"})
+    and warnings ({"warning": line}) to whoever started the run."""
 
     run_id: str
     model: Any  # models.registry.ModelRef, resolved once at spec time
@@ -57,7 +74,7 @@ class RunContext:
     seed: int
     run_dir: Path
     runtime: Any  # grid.spec.Runtime
-    report: Callable[[dict], None] = lambda event: None
+    report: Callable[[dict], None] = print_warnings
     config: dict[str, Any] = field(default_factory=dict)  # what the run id hashes
     inputs: dict[str, Any] = field(default_factory=dict)  # param -> ModelRef of a run product
 

@@ -64,7 +64,11 @@ def get_batch(ids, batch: int, seq_len: int, seed: int, step: int):
     import torch
 
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=g)
+    # Starts are drawn from [0, len - seq_len - 1): the last possible start is never drawn.
+    # Kept as is (every stored result depends on these draws); max(1, ...) makes a split
+    # of exactly one window (seq_len + 1 tokens, what `require_full_windows` allows) work.
+    high = max(1, len(ids) - seq_len - 1)
+    starts = torch.randint(0, high, (batch,), generator=g)
     x = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).long()
     y = torch.stack([ids[s + 1 : s + seq_len + 1] for s in starts.tolist()]).long()
     return x, y

@@ -136,9 +136,28 @@ def start_run(
     return execute(run, runtime, runs_dir, report)
 
 
-def crashed_row(run: RunSpec, err: BaseException, what: str = "worker process") -> dict:
-    """The failed row of a run whose executing process died before returning one."""
-    from scalelab.grid.runner import base_row
+def crashed_row(
+    run: RunSpec, err: BaseException, runs_dir: Path, what: str = "worker process"
+) -> dict:
+    """The failed row of a run whose executing process died before returning one. Its
+    `runs/<id>/error.txt` holds what the driver knows (the process left no traceback)."""
+    import traceback
+
+    from scalelab.grid.runner import ERROR_FILE, base_row
+    from scalelab.io import atomic_write_text
 
     error = f"{what} died: {type(err).__name__}: {err}".splitlines()[0]
+    run_dir = Path(runs_dir) / run.run_id
+    if run_dir.is_dir():  # the run started: say so beside its checkpoint
+        details = "".join(traceback.format_exception(err))
+        atomic_write_text(run_dir / ERROR_FILE, f"{error}\n\n{CRASH_HINT}\n\n{details}")
+        error += f" (see {Path(runs_dir).name}/{run.run_id}/{ERROR_FILE})"
     return {**base_row(run), "status": "failed", "metrics": {}, "error": error}
+
+
+CRASH_HINT = (
+    "The process running this run ended without reporting: killed by a signal (SIGKILL from "
+    "the kernel's out-of-memory killer is the usual cause: see `dmesg` or the system log), "
+    "a crash in native code, or its node was lost. `scalelab run --retry-failed` resumes it "
+    "from its last good checkpoint."
+)

@@ -88,7 +88,7 @@ class ProcessesExecutor(Executor):
             try:
                 row, curve = fut.result()
             except Exception as err:  # the worker process itself died
-                row, curve = crashed_row(run, err), []
+                row, curve = crashed_row(run, err, self.runs_dir), []
             out.append((run, row, curve))
         return out
 

@@ -182,7 +182,7 @@ class RayExecutor(Executor):
             try:
                 row, curve = ray.get(ref)
             except ray.exceptions.RayError as err:  # the task or its worker died
-                row, curve = crashed_row(run, err, "ray task"), []
+                row, curve = crashed_row(run, err, self.runs_dir, "ray task"), []
             out.append((run, row, curve))
         return out
 
