@@ -15,7 +15,9 @@ bookkeeping, logging) and neither setup nor the final evaluation. The headline f
 the median step interval (work per step / median time between reports): on a shared host
 the mean is dominated by stalls of hundreds of ms when other processes take the cores. The
 ratio engine / old is the median of the per-round paired ratios, with their min-max; the
-whole-loop ratio (mean over steps 2..N) is printed beside it. Also recorded: each run's own
+whole-loop ratio (mean over steps 2..N) is printed beside it, and so is the CPU-time ratio
+(work per CPU-second of this process over steps 2..N): with `--threads 1` it hardly moves
+when other processes take the cores, so on a shared host it is the figure to read. Also recorded: each run's own
 `tokens_per_s` / `examples_per_s` metric and the whole call's wall time.
 
 Bit-identity: the per-step losses (from the reports) and the final metrics of the two
@@ -59,15 +61,24 @@ IMPLS = ("engine", "old")
 
 
 class Reports:
-    """`ctx.report`: (perf_counter, loss) of every optimizer step."""
+    """`ctx.report`: (perf_counter, process CPU time, loss) of every optimizer step."""
 
     def __init__(self) -> None:
         self.t: list[float] = []
+        self.cpu: list[float] = []
         self.loss: list[float] = []
 
     def __call__(self, event: dict) -> None:
+        if "step" not in event:  # a warning, not a step
+            return
         self.t.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         self.loss.append(event["loss"])
+
+    def cpu_per_s(self, work_per_step: float, threads: int) -> float:
+        """Work per CPU-second over steps 2..N, per thread: under load from other processes
+        the wall time of a step varies several-fold, the CPU time it consumes much less."""
+        return work_per_step * (len(self.cpu) - 1) / ((self.cpu[-1] - self.cpu[0]) / threads)
 
     def per_s(self, work_per_step: float) -> float:
         """Work per second over steps 2..N (first report to last)."""
@@ -143,7 +154,7 @@ def compare_runs(a: dict, b: dict, keys: tuple[str, ...]) -> dict:
     }
 
 
-def measure(settings: dict[str, tuple], rounds: int, work_key: str) -> dict:
+def measure(settings: dict[str, tuple], rounds: int, work_key: str, threads: int) -> dict:
     """Rounds of engine/old pairs per setting, order alternating per round."""
     out: dict[str, dict] = {}
     for r in range(rounds):
@@ -157,17 +168,20 @@ def measure(settings: dict[str, tuple], rounds: int, work_key: str) -> dict:
                 one[impl] = {
                     "step_per_s": rep.median_step_per_s(work),
                     "loop_per_s": rep.per_s(work),
+                    "cpu_per_s": rep.cpu_per_s(work, threads),
                     "metric_per_s": run["metrics"][work_key],
                     "wall_s": run["wall_s"],
                 }
             e, o = one["engine"], one["old"]
             one["ratio"] = e["step_per_s"] / o["step_per_s"]
             one["loop_ratio"] = e["loop_per_s"] / o["loop_per_s"]
+            one["cpu_ratio"] = e["cpu_per_s"] / o["cpu_per_s"]
             row["rounds"].append(one)
             row["identity"].append(compare_runs(runs["engine"], runs["old"], keys))
             print(f"  round {r + 1}/{rounds} {name}: engine {e['step_per_s']:,.0f} "
                   f"old {o['step_per_s']:,.0f} {work_key.split('_')[0]}/s (median step), "
-                  f"ratio {one['ratio']:.3f} (whole loop {one['loop_ratio']:.3f}); "
+                  f"ratio {one['ratio']:.3f} (whole loop {one['loop_ratio']:.3f}, CPU time "
+                  f"{one['cpu_ratio']:.3f}); "
                   f"losses identical: {row['identity'][-1]['losses_identical']}", flush=True)  # fmt: skip
     return out
 
@@ -185,6 +199,9 @@ def summarise(name: str, row: dict) -> dict:
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
         "loop_ratio_median": statistics.median(r["loop_ratio"] for r in rounds),
+        "cpu_ratio_median": statistics.median(r["cpu_ratio"] for r in rounds),
+        "cpu_ratio_min": min(r["cpu_ratio"] for r in rounds),
+        "cpu_ratio_max": max(r["cpu_ratio"] for r in rounds),
         "losses_identical": all(i["losses_identical"] for i in ident),
         "metrics_identical": all(i["metrics_identical"] for i in ident),
         "max_step_loss_diff": max(i["max_step_loss_diff"] for i in ident),
@@ -194,12 +211,14 @@ def summarise(name: str, row: dict) -> dict:
 
 def print_table(lines: list[dict]) -> None:
     print(f"\n{'setting':<26} {'engine/s':>10} {'old/s':>10} {'ratio':>7} {'min-max':>12} "
-          f"{'loop ratio':>10} {'losses':>10} {'metrics':>9}")  # fmt: skip
+          f"{'loop ratio':>10} {'CPU ratio':>10} {'min-max':>12} {'losses':>10} "
+          f"{'metrics':>9}")  # fmt: skip
     for s in lines:
         same = "identical" if s["losses_identical"] else f"{s['max_step_loss_diff']:.1e}"
         print(f"{s['setting']:<26} {s['engine_per_s']:>10,.0f} {s['old_per_s']:>10,.0f} "
               f"{s['ratio_median']:>6.3f}x {s['ratio_min']:>5.3f}-{s['ratio_max']:<5.3f} "
-              f"{s['loop_ratio_median']:>9.3f}x {same:>10} "
+              f"{s['loop_ratio_median']:>9.3f}x {s['cpu_ratio_median']:>9.3f}x "
+              f"{s['cpu_ratio_min']:>5.3f}-{s['cpu_ratio_max']:<5.3f} {same:>10} "
               f"{'same' if s['metrics_identical'] else 'differ':>9}")  # fmt: skip
     for s in lines:
         print(f"  {s['setting']}: " + ", ".join(
@@ -255,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     load_builtins()
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    t0, load_at_start = time.perf_counter(), os.getloadavg()
     settings: dict[str, tuple] = {}
     if not args.skip_pretrain:
         for size in args.sizes.split(","):
@@ -272,9 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     pre = {k: v for k, v in settings.items() if v[0] == "pretrain"}
     fine = {k: v for k, v in settings.items() if v[0] == "finetune"}
     if pre:
-        rows.update(measure(pre, args.rounds, "tokens_per_s"))
+        rows.update(measure(pre, args.rounds, "tokens_per_s", args.threads))
     if fine:
-        rows.update(measure(fine, args.rounds, "examples_per_s"))
+        rows.update(measure(fine, args.rounds, "examples_per_s", args.threads))
     lines = [summarise(name, row) for name, row in rows.items()]
     print_table(lines)
     for row in rows.values():
@@ -283,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "environment": {
             "torch": torch.__version__, "python": platform.python_version(),
-            "threads": args.threads, "load_average_at_start": os.getloadavg(),
+            "threads": args.threads, "load_average_at_start": load_at_start,
         },
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": lines,

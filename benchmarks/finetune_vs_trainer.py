@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     load_builtins()
     torch.set_num_threads(args.threads)
     sides = args.sides.split(",")
-    t0 = time.perf_counter()
+    t0, load_at_start = time.perf_counter(), os.getloadavg()
     from scalelab.data.classification import load_task_data
     from scalelab.models.pretrained import load_classifier
 
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         "environment": {"torch": torch.__version__,
                         "transformers": __import__("transformers").__version__,
                         "python": platform.python_version(), "threads": args.threads,
-                        "load_average_at_start": os.getloadavg()},
+                        "load_average_at_start": load_at_start},
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "timing": "training only on both sides (scalelab's per-epoch validation passes "
                   "subtracted; the Trainer evaluates nothing)",
