@@ -13,7 +13,12 @@ from scalelab.grid.api import open_experiment
 def _spec(tmp_path, **over):
     (tmp_path / "model").mkdir(exist_ok=True)  # any existing folder resolves as a model
     data = tmp_path / "data.jsonl"
-    data.write_text('{"text": "a", "label": 0}\n')
+    data.write_text(
+        "".join(
+            f'{{"text": "{s}", "label": 0, "split": "{s}"}}\n'
+            for s in ("train", "validation", "test")
+        )
+    )  # one row a split
     fields = {
         "name": "cmp",
         "output_dir": str(tmp_path / "out"),
