@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import cli, tiny_lm_spec
 
 from scalelab.grid.store import ResultsStore
@@ -15,7 +16,8 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, corpus, capsys):
     for n in (1, 2):
         out = tmp_path / f"n{n}"
         spec = tiny_lm_spec(tmp_path / f"n{n}.yaml", corpus, out, models=["gpt-d2"],
-                            params=params, runtime={"threads": 1, "nproc_per_node": n})  # fmt: skip
+                            params=params, runtime={"threads": 1, "nproc_per_node": n,
+                                                       "device": "cpu"})  # fmt: skip
         code, stdout, _ = cli("run", spec, "--quiet", capsys=capsys)
         assert code == 0, stdout
         store = ResultsStore(out / "results.sqlite")
@@ -33,3 +35,14 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, corpus, capsys):
     # only rank 0 wrote the products; the launcher left its log
     run_dir = tmp_path / "n2" / "runs" / two["run_id"]
     assert (run_dir / "model" / "model.safetensors").exists() and (run_dir / "ddp.log").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_more_processes_than_gpus_fails_the_run_with_one_clear_line(tmp_path, corpus, capsys):
+    n = torch.cuda.device_count() + 1
+    spec = tiny_lm_spec(tmp_path / "x.yaml", corpus, tmp_path / "x", models=["gpt-d1"],
+                        runtime={"nproc_per_node": n, "device": "cuda"})  # fmt: skip
+    cli("run", spec, "--quiet", capsys=capsys)
+    row = ResultsStore(tmp_path / "x" / "results.sqlite").table().iloc[0]
+    assert row["status"] == "failed"
+    assert f"runtime.nproc_per_node ({n}) exceeds the {n - 1} visible GPU(s)" in row["error"]

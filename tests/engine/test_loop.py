@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from helpers import cli, tiny_lm_spec
 
 from scalelab.engine.args import identity
@@ -66,3 +67,46 @@ def test_split_batch_cuts_nested_batches_consecutively():
     assert parts[1][1]["i"].tolist() == [2, 3, 4]
     with pytest.raises(Exception, match="cannot be split"):
         split_batch(torch.zeros(1, 3), 2)
+
+
+def test_each_row_records_the_threads_and_device_it_ran_with(tmp_path, corpus, capsys):
+    """Thread count is how a run executes, not what it computes (same run id), but it can
+    move results at rounding level, so the row says which one it ran with."""
+    import json
+
+    rows = []
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        spec = tiny_lm_spec(tmp_path / f"t{threads}.yaml", corpus, out, models=["gpt-d1"],
+                            params={"tokens": 8 * 32 * 5, "batch_size": 8},
+                            runtime={"threads": threads, "device": "cpu"})  # fmt: skip
+        assert cli("run", spec, "--quiet", capsys=capsys)[0] == 0
+        rows.append(ResultsStore(out / "results.sqlite").table().iloc[0])
+    assert rows[0]["run_id"] == rows[1]["run_id"]
+    for threads, row in zip((1, 2), rows, strict=True):
+        assert json.loads(row["runtime"]) == {"device": "cpu", "threads": threads, "processes": 1}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pretraining_on_cuda_in_every_precision(tmp_path, corpus, capsys):
+    """fp32, bf16 autocast, and fp16 autocast with loss scaling all train on the GPU and end
+    near each other; the row says cuda and peak memory is the GPU's (allocated tensors)."""
+    import json
+
+    from scalelab.engine.precision import grad_scaler
+
+    gpu = torch.device("cuda")
+    assert grad_scaler("fp16", gpu).is_enabled() and not grad_scaler("bf16", gpu).is_enabled()
+    params = {"tokens": 8 * 32 * 60, "batch_size": 8, "lr": 3e-3, "eval_every": 20,
+              "dtype": ["fp32", "bf16", "fp16"]}  # fmt: skip
+    spec = tiny_lm_spec(tmp_path / "p.yaml", corpus, tmp_path / "p", models=["gpt-d1"],
+                        params=params, runtime={"device": "cuda"})  # fmt: skip
+    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)
+    assert code == 0 and "3 done" in out, out
+    table = ResultsStore(tmp_path / "p" / "results.sqlite").table()
+    by = {r["params.dtype"]: r for _, r in table.iterrows()}
+    for dtype, row in by.items():
+        assert json.loads(row["runtime"])["device"] == "cuda", dtype
+        assert row["val_loss"] < 4.0, dtype  # uniform over 257 bytes is 5.55
+        assert row["val_loss"] == pytest.approx(by["fp32"]["val_loss"], abs=0.1), dtype
+        assert 0 < row["peak_mem_mb"] < 1024, dtype  # torch.cuda.max_memory_allocated

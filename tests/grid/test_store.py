@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.grid.store import ResultsStore
+from scalelab.grid.store import SCHEMA_VERSION, ResultsStore
 
 # The schema of the first release, verbatim (git show <first>:src/scalelab/grid/store.py).
 OLD_SCHEMA = """
@@ -182,13 +182,14 @@ def test_a_database_of_the_first_schema_migrates_and_reads(tmp_path):
     table = store.table()
     assert table["val_loss"].tolist() == [2.5] and table["stage"].isna().all()
     assert table["products"].isna().all() and table["deps"].isna().all()
+    assert table["runtime"].isna().all()  # not recorded before version 3
     curves = store.curves()
     assert curves["train_loss"].tolist() == [3.0, 2.7] and curves["tokens"].tolist() == [320, 640]
     assert math.isnan(curves["val_loss"][0]) and curves["val_loss"][1] == 2.6
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert "metrics" in {r[1] for r in conn.execute("PRAGMA table_info(curves)")}
-        assert {"stage", "deps", "products"} <= {
+        assert {"stage", "deps", "products", "runtime"} <= {
             r[1] for r in conn.execute("PRAGMA table_info(runs)")
         }
 

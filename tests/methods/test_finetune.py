@@ -163,12 +163,14 @@ def test_lora_saves_head_and_reloads_to_identical_logits(tmp_path, tiny, arch, h
     if arch == "gpt2":  # no pad token: pad = eos, and the model knows it
         assert trainer.model.config.pad_token_id == trainer.tok.eos_token_id
     assert 0 < result.metrics["trainable_frac"] < 1
-    ids, mask = collate(trainer.seqs["test"], trainer.pad)
+    device = next(trainer.model.parameters()).device  # cuda where there is a GPU
+    ids, mask = (t.to(device) for t in collate(trainer.seqs["test"], trainer.pad))
     trainer.model.eval()
     with torch.no_grad():
         before = trainer.model(input_ids=ids, attention_mask=mask).logits
     reloaded, tok = load_finetuned(ctx.run_dir / "model")
     assert tok.pad_token_id == trainer.pad
+    reloaded.to(device)
     with torch.no_grad():
         after = reloaded(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)

@@ -196,5 +196,6 @@ def _metric_names(table: pd.DataFrame) -> str:
         "git_commit",
         "versions",
         "host",
+        "runtime",
     }
     return ", ".join(c for c in table.columns if c not in skip)

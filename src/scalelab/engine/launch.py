@@ -26,9 +26,17 @@ from scalelab.io import atomic_write_json
 
 def launch_ddp(run, runtime, run_dir: Path, report=lambda e: None):
     """Run `run` under torchrun with runtime.nproc_per_node processes; its RunResult."""
+    import torch
+
     from scalelab.methods.base import RunResult
 
     run_dir = Path(run_dir)
+    gpus = torch.cuda.device_count() if runtime.device != "cpu" else 0
+    if gpus and runtime.nproc_per_node > gpus:  # NCCL refuses two ranks on one GPU
+        raise ScalelabError(
+            f"runtime.nproc_per_node ({runtime.nproc_per_node}) exceeds the {gpus} visible "
+            "GPU(s): one process per GPU (set runtime.device: cpu for gloo processes)"
+        )
     spec = {
         "experiment": run.experiment, "stage": run.stage, "config": run.config,
         "model": dataclasses.asdict(run.model), "deps": list(run.deps),

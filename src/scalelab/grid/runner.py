@@ -40,6 +40,22 @@ def base_row(run: RunSpec) -> dict:
     }
 
 
+def numerics(runtime: Runtime) -> dict:
+    """What a run's floating-point results depend on beyond its config (stored in the row,
+    not hashed into the run id): the device, torch intra-op threads (reductions split
+    differently; runtime.threads as pinned by the executor) and DDP processes."""
+    import torch
+
+    device = runtime.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {
+        "device": device,
+        "threads": runtime.threads or torch.get_num_threads(),
+        "processes": runtime.nproc_per_node,
+    }
+
+
 ERROR_FILE = "error.txt"  # in the run folder: the traceback of its last failure
 
 
@@ -93,6 +109,8 @@ def execute(
         where = f"{Path(runs_dir).name}/{run.run_id}/{ERROR_FILE}"
         row.update(status="failed", metrics={}, error=f"{line} (see {where})")
     row.update(
-        finished_at=_now(), wall_s=row.get("metrics", {}).get("wall_s") or time.perf_counter() - t0
+        runtime=numerics(runtime),
+        finished_at=_now(),
+        wall_s=row.get("metrics", {}).get("wall_s") or time.perf_counter() - t0,
     )
     return row, curve

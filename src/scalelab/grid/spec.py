@@ -56,7 +56,10 @@ SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/pr
 
 
 class Runtime(Strict):
-    """How runs execute. Not part of a run's identity: changing these reruns nothing."""
+    """How runs execute. Not part of a run's identity: changing these reruns nothing. The
+    device, thread count and processes can move results at float-rounding level (a
+    reduction split two ways sums in another order), so each store row records the ones it
+    ran with (`runtime` column, grid/runner.py `numerics`)."""
 
     # parallel local processes (the CLI's --workers overrides)
     workers: PositiveInt = Field(1, le=MAX_PARALLEL)

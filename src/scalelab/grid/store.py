@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     host TEXT,
     stage TEXT,
     deps TEXT,
-    products TEXT
+    products TEXT,
+    runtime TEXT
 );
 CREATE TABLE IF NOT EXISTS curves (
     run_id TEXT NOT NULL,
@@ -64,13 +65,14 @@ CREATE TABLE IF NOT EXISTS curves (
     PRIMARY KEY (run_id, step)
 );
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns added since version 1 (the first release): (table, column, SQL type).
 ADDED_COLUMNS = [
     ("runs", "stage", "TEXT"),
     ("runs", "deps", "TEXT"),
     ("runs", "products", "TEXT"),
     ("curves", "metrics", "TEXT"),
+    ("runs", "runtime", "TEXT"),  # version 3
 ]
 
 RUN_COLUMNS = [
@@ -90,6 +92,7 @@ RUN_COLUMNS = [
     "stage",
     "deps",
     "products",
+    "runtime",
 ]
 # Curve keys with a column of their own, in this order after run_id and step.
 CURVE_COLUMNS = ["tokens", "train_loss", "val_loss"]
@@ -220,7 +223,7 @@ class ResultsStore:
         """
         values = [row.get(c) for c in RUN_COLUMNS]
         for i, c in enumerate(RUN_COLUMNS):
-            if c in ("config", "metrics", "versions"):
+            if c in ("config", "metrics", "versions", "runtime"):
                 values[i] = json.dumps(values[i] or {}, sort_keys=True, default=str)
             elif c == "deps":
                 values[i] = json.dumps([str(d) for d in values[i]]) if values[i] else None
@@ -263,7 +266,8 @@ class ResultsStore:
     def table(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per run: run_id, experiment, stage, status, flattened config (`task.dataset`,
         `params.lr`, ...), metrics, then provenance (error, products and deps as JSON text,
-        times, git commit, versions, host). `run_ids` selects and orders the rows."""
+        times, git commit, versions, host, and runtime: the device, torch threads and
+        processes the run trained with, as JSON text). `run_ids` selects and orders the rows."""
         records = []
         for r in self._rows(None if run_ids is None else list(run_ids)):
             rec = {
@@ -286,6 +290,7 @@ class ResultsStore:
                     "git_commit": r["git_commit"],
                     "versions": r["versions"],
                     "host": r["host"],
+                    "runtime": r["runtime"],
                 }
             )
             records.append(rec)

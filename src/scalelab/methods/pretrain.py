@@ -40,7 +40,6 @@ class PretrainParams(TrainArgs):
     weight_decay: float = Field(0.1, ge=0)
     beta2: float = Field(0.95, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    dtype: Literal["fp32", "bf16"] = "fp32"
     eval_every: int = Field(0, ge=0)
     eval_tokens: PositiveInt = 32768
 
@@ -85,11 +84,13 @@ def make_loss_fn(model, dtype: str = "fp32", compile: bool = False):
     import torch
     import torch.nn.functional as F
 
+    from scalelab.engine.precision import DTYPES
+
     device_type = next(model.parameters()).device.type
-    bf16 = dtype == "bf16"
+    amp = DTYPES.get(dtype)  # None: fp32, no autocast (fp16's loss scaling is the engine's)
 
     def loss_fn(m, x, y):
-        with torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext():
+        with torch.autocast(device_type, dtype=amp) if amp else nullcontext():
             logits = m(input_ids=x, use_cache=False).logits
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
 
@@ -104,6 +105,7 @@ class PretrainRecipe(Recipe):
         from transformers.utils import logging as hf_logging
 
         from scalelab.data.lm_tokens import prepare_lm_data
+        from scalelab.engine.precision import autocast_for
         from scalelab.models.build import build_causal_lm, load_tokenizer_for
 
         hf_logging.disable_progress_bar()  # our own display shows progress
@@ -120,6 +122,7 @@ class PretrainRecipe(Recipe):
         torch.manual_seed(ctx.seed)
         model = build_causal_lm(ctx.model, self.data.vocab_size, T, dropout=p.dropout).to(device)
         self.device = device
+        autocast_for(p.dtype, device)  # an unsupported dtype fails here, not at step 1
         self.loss_fn = make_loss_fn(model, p.dtype, ctx.runtime.compile)
         total = p.tokens // (B * T)
         self.total = total
