@@ -1,18 +1,28 @@
-"""A rich progress display: runs done / total, and each active run's step and loss."""
+"""A rich progress display: runs done / total, and each active run's step and loss.
+
+On a terminal the bars redraw in place. Elsewhere (a log file, CI, `nohup`) a live display
+would show nothing until the end, so each run gets plain lines instead: one when it starts
+and its step and loss at most every LOG_EVERY_S seconds and at its last step.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+LOG_EVERY_S = 30.0
 
 
 class GridProgress:
     def __init__(self, total_runs: int, labels: dict[str, str], enabled: bool = True) -> None:
         self.console = Console(file=sys.stderr)
         self.labels = labels
+        self.plain = enabled and not self.console.is_terminal
+        self.logged: dict[str, float] = {}  # run id -> when its last plain line was printed
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -38,18 +48,35 @@ class GridProgress:
             line = f"warning: run {run_id[:8]} {self.labels.get(run_id, '')}: {event['warning']}"
             self.console.print(escape(line), soft_wrap=True)  # one line, even in a log file
             return
+        label = self.labels.get(run_id, run_id)
         if event.get("start"):
-            self.active[run_id] = self.progress.add_task(
-                f"  {self.labels.get(run_id, run_id)}", total=None, info="starting"
-            )
+            self.active[run_id] = self.progress.add_task(f"  {label}", total=None, info="starting")
+            if self.plain:
+                self.logged[run_id] = time.monotonic()
+                self._line(f"  start {run_id[:8]} {label}")
             return
         task = self.active.get(run_id)
         if task is not None and "step" in event:
             info = f"loss {event['loss']:.4f}" if event.get("loss") is not None else ""
             self.progress.update(task, completed=event["step"], total=event.get("total"), info=info)
+            if self.plain:
+                self._log_step(run_id, label, event, info)
+
+    def _log_step(self, run_id: str, label: str, event: dict, info: str) -> None:
+        now, total = time.monotonic(), event.get("total")
+        last = event["step"] == total
+        if not last and now - self.logged.get(run_id, now) < LOG_EVERY_S:
+            return
+        self.logged[run_id] = now
+        of = f"/{total}" if total else ""
+        self._line(f"  step  {run_id[:8]} {label} {event['step']}{of} {info}".rstrip())
+
+    def _line(self, text: str) -> None:
+        self.console.print(escape(text), soft_wrap=True, highlight=False)
 
     def on_done(self, run_id: str, line: str) -> None:
         task = self.active.pop(run_id, None)
+        self.logged.pop(run_id, None)
         if task is not None:
             self.progress.remove_task(task)
         self.progress.advance(self.overall)
