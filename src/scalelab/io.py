@@ -59,11 +59,13 @@ def remove_dead_temps(target: Path) -> None:
     what a kill in the middle of a write leaves. Needs no lock; other hosts' leftovers stay
     (their processes cannot be checked from here)."""
     target = Path(target)
-    prefix = f".{target.name}.tmp-{_host()}-"
-    for leftover in target.parent.glob(glob.escape(prefix) + "*"):
-        pid = leftover.name[len(prefix) :].partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            _remove(leftover)
+    # Before temp names began with a dot, checkpoints used `<name>.tmp-<host>-<pid>-<rand>`:
+    # leftovers of that form, from runs killed under an older scalelab, go the same way.
+    for prefix in (f".{target.name}.tmp-{_host()}-", f"{target.name}.tmp-{_host()}-"):
+        for leftover in target.parent.glob(glob.escape(prefix) + "*"):
+            pid = leftover.name[len(prefix) :].partition("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                _remove(leftover)
 
 
 def _alive(pid: int) -> bool:

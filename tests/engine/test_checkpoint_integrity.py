@@ -224,8 +224,10 @@ def test_concurrent_writers_never_collide_and_leave_no_temp_folders(tmp_path):
     dead = _dead_pid()
     stale = tmp_path / (temp_prefix(ckpt, dead) + "0badc0de")  # a writer killed mid-write
     live = tmp_path / (temp_prefix(model) + "0000beef")  # a writer still at work
+    legacy = tmp_path / (temp_prefix(ckpt, dead)[1:] + "0ldc0de5")  # an older scalelab's name
     stale.mkdir()
     live.mkdir()
+    legacy.mkdir()
     errors: list[BaseException] = []
 
     def writer(k: int) -> None:
