@@ -106,3 +106,29 @@ def test_a_token_cap_is_an_axis_that_leaves_existing_ids_alone(tmp_path, corpus)
     plain = write_spec(tmp_path / "p.yaml", name="p", models="gpt-d1", methods="pretrain",
                        tasks=task, params={"tokens": 8192, "batch_size": 8})  # fmt: skip
     assert expand(load_spec(plain))[0].run_id == runs[0].run_id
+
+
+def test_hub_datasets_stream_records(tmp_path):
+    # A local dataset folder streams through the same `datasets` path as a Hub id.
+    from scalelab.data.lm_sources import HubStream, SplitText
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    docs = _docs("hub", 7)
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    split = SplitText("train", (HubStream(str(folder), None, "train", "text"),))
+    assert split.text() == "\n\n".join(docs) and len(split.digest()) == 64
+
+
+def test_a_hub_corpus_offline_is_a_one_line_spec_error(tmp_path, monkeypatch):
+    from scalelab.data import sources
+    from scalelab.grid.spec import load_spec
+
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    spec = write_spec(tmp_path / "h.yaml", name="h", models="gpt-d1", methods="pretrain",
+                      tasks={"dataset": "hub:Salesforce/wikitext:wikitext-103-raw-v1", "kind": "lm"},
+                      params={"tokens": 8192})  # fmt: skip
+    with pytest.raises(
+        ScalelabError, match=r"streams from the Hugging Face Hub, which is unreachable"
+    ):
+        expand(load_spec(spec))

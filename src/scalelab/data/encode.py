@@ -37,7 +37,7 @@ DEFAULT_MEMORY = 256 << 20
 SEG_CHARS = 4096
 SEG_CHARS_INEXACT = 1 << 20
 MAX_SEG_CHARS = 1 << 20
-SAMPLE_CHARS = 200_000  # text of the train split that `check_exact` encodes both ways
+SAMPLE_CHARS = 64_000  # text of the train split that `check_exact` encodes both ways
 BYTES_PER_TOKEN = 250  # memory of one token of an `Encoding` batch, measured (upper end)
 _SAFE = re.compile(r"(?= [A-Za-z0-9])")
 EOS = "<|endoftext|>"

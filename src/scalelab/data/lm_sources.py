@@ -42,6 +42,7 @@ _SPLIT_ALIASES = {"train": "train", "valid": "validation", "validation": "valida
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens", "")
 RECORD_SUFFIXES = (".jsonl", ".parquet")
 _COMPRESSED = (".gz", ".bz2")
+HUB_PREFIX = "hub:"  # a task dataset `hub:<repo>[:<config>]` streams from the Hugging Face Hub
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -203,7 +204,79 @@ class Documents:
             yield doc, True, 1
 
 
-Reader = TextFile | RecordFile | Documents
+@dataclass(frozen=True)
+class HubStream:
+    """One split of a Hugging Face dataset, streamed (`datasets.load_dataset(...,
+    streaming=True)`: records arrive as they download, nothing is stored whole): each
+    record's `field` is a document. `repo` is a Hub id (or a local dataset folder, which
+    `datasets` streams the same way); its revision (commit sha) keys the token cache."""
+
+    repo: str
+    config: str | None
+    split: str
+    field: str
+
+    def key(self) -> str:
+        return (
+            f"hub {self.repo} {self.config} {self.split} {self.field!r} {hub_revision(self.repo)}"
+        )
+
+    def size(self) -> int | None:
+        return None
+
+    def chunks(self, sep: str) -> Iterator[tuple[str, bool, int]]:
+        batch: list[str] = []
+        chars = 0
+        for text in self._texts():
+            batch.append(text)
+            chars += len(text)
+            if chars >= CHUNK_CHARS:
+                yield sep.join(batch), True, len(batch)
+                batch, chars = [], 0
+        if batch:
+            yield sep.join(batch), True, len(batch)
+
+    def _texts(self) -> Iterator[str]:
+        import datasets
+
+        where = f"hub:{self.repo} split {self.split!r}"
+        try:
+            stream = datasets.load_dataset(self.repo, self.config, split=self.split, streaming=True)
+            for number, record in enumerate(stream, 1):
+                if self.field not in record:
+                    raise ScalelabError(f"{where} record {number}: no field {self.field!r}")
+                value = record[self.field]
+                yield value if isinstance(value, str) else str(value)
+        except ScalelabError:
+            raise
+        except Exception as exc:  # network and missing-dataset errors alike are user-facing
+            raise _read_error(Path(where), exc) from None
+
+
+def hub_revision(repo: str) -> str:
+    """The commit sha of a Hub dataset (a local folder: the digest of its files)."""
+    if Path(repo).expanduser().is_dir():
+        from scalelab.data.sources import sha256_folder
+
+        return sha256_folder(Path(repo).expanduser())
+    from huggingface_hub import HfApi
+
+    try:
+        return str(HfApi().dataset_info(repo).sha)
+    except Exception as exc:  # offline, unknown or gated dataset: one line
+        raise _read_error(Path(f"hub:{repo}"), exc) from None
+
+
+def hub_splits(dataset: str, names: dict[str, str] | None, text_field: str) -> dict[str, SplitText]:
+    """`hub:<repo>[:<config>]` streamed; `names` maps split -> the Hub's split name."""
+    repo, _, config = dataset.removeprefix(HUB_PREFIX).partition(":")
+    names = names or {s: s for s in SPLITS}
+    return {
+        s: SplitText(s, (HubStream(repo, config or None, names[s], text_field),)) for s in SPLITS
+    }
+
+
+Reader = TextFile | RecordFile | Documents | HubStream
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ import pandas as pd
 from scalelab import paths
 from scalelab.data import catalog
 from scalelab.data.lm_sources import (
+    HUB_PREFIX,
     Documents,
     RecordFile,
     SplitText,
     TextFile,
     folder_splits,
+    hub_splits,
     line_splits,
 )
 from scalelab.errors import ScalelabError, clip, shown
@@ -169,8 +171,9 @@ def lm_splits(
 
     A registered LM dataset uses the catalog. A local folder needs `train`/`valid(ation)`/
     `test` files or shards (or `files`: split -> glob, relative to the folder); one local
-    text file is split by lines into contiguous 90/5/5 blocks. Raises ScalelabError naming
-    the dataset or file.
+    text file is split by lines into contiguous 90/5/5 blocks; `hub:<repo>[:<config>]`
+    streams a Hugging Face dataset (`files`: split -> the Hub's split name). Raises
+    ScalelabError naming the dataset or file.
     """
     if name_or_path in catalog.DATASETS:
         entry = catalog.get_dataset(name_or_path)
@@ -185,6 +188,8 @@ def lm_splits(
             hub = split_files(found["hub"], (".jsonl",))
             return {s: SplitText(s, (RecordFile(hub[s], "text"),), sep="") for s in SPLITS}
         return {s: SplitText(s, (TextFile(found[s]),)) for s in SPLITS}
+    if name_or_path.startswith(HUB_PREFIX):
+        return hub_splits(name_or_path, files, text_field)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return folder_splits(path, files, text_field)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
@@ -53,9 +54,12 @@ class EvalWindow(Strict):
 class LMTask(Strict):
     """Language modelling on a text corpus (registered name or local file/folder).
 
+    dataset: a registered name, a local file or folder, or `hub:<org/name>[:<config>]`
+    (streamed from the Hugging Face Hub when online).
     files: split -> glob (relative to the `dataset` folder, or absolute) of its text,
     JSONL or parquet files (optionally .gz/.bz2), read in name order; default: the
-    folder's `train.txt`-style files or `train-*` shards (`data/lm_sources.py`).
+    folder's `train.txt`-style files or `train-*` shards (`data/lm_sources.py`). For a
+    `hub:` dataset: split -> the Hub's split name (default train/validation/test).
     text_field: the field of JSONL/parquet records that holds the text.
     max_train_tokens: train on the first N tokens of the train split only (a data-budget
     axis without copying files); more than the split holds is an error.
@@ -85,7 +89,7 @@ class LMTask(Strict):
             raise ValueError(
                 f"eval.stride ({self.eval.stride}) cannot exceed the window ({window})"
             )
-        if self.files is not None:
+        if self.files is not None and not self.dataset.startswith("hub:"):
             _check_globs(self.dataset, self.files)
         else:
             _check_local_corpus(self.dataset, self.seq_len)
@@ -192,6 +196,8 @@ def dataset_kind(dataset: str) -> str | None:
 
     if dataset in DATASETS:
         return DATASETS.get(dataset).kind
+    if dataset.startswith("hub:"):
+        return _check_hub(dataset)
     try:
         path = check_path_text(dataset)
         info = stat_or_none(path)
@@ -206,6 +212,19 @@ def dataset_kind(dataset: str) -> str | None:
     raise ScalelabError(
         f"unknown dataset {shown(dataset)} (known: {known}; or a path to a local file)"
     )
+
+
+def _check_hub(dataset: str) -> None:
+    """`hub:<repo>[:<config>]` (an LM corpus streamed from the Hub) needs the Hub now."""
+    from scalelab.data.sources import hub_reachable
+
+    if not re.fullmatch(r"hub:[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?", dataset):
+        raise ScalelabError(f"dataset {shown(dataset)}: expected hub:<org/name>[:<config>]")
+    if not hub_reachable():
+        raise ScalelabError(
+            f"dataset {shown(dataset)} streams from the Hugging Face Hub, which is unreachable"
+        )
+    return None
 
 
 def _check_local_data(path: Path, info: os.stat_result) -> None:
