@@ -58,8 +58,9 @@ def test_chunked_encoding_equals_whole_text(tokenizers, kind, chunk, monkeypatch
     whole = tok.backend_tokenizer.encode(text, add_special_tokens=False).ids
     enc = Encoder.for_tokenizer(tok, text[:5000])
     assert enc.exact and enc.byte_level == (kind == "byte")
-    ids = np.concatenate(list(enc.encode(_chunks(text, chunk))))
-    assert ids.tolist() == whole
+    out = list(enc.encode(_chunks(text, chunk)))
+    assert np.concatenate([ids for ids, _ in out]).tolist() == whole
+    assert sum(n for _, n in out) == len(text.encode())
 
 
 def test_segments_are_cut_by_content_not_by_chunking(monkeypatch):
@@ -138,9 +139,10 @@ def test_split_text_streams_the_same_text_in_any_chunking(tmp_path, monkeypatch)
     from scalelab.data import lm_sources
 
     path = tmp_path / "c.txt"
-    path.write_bytes(TRICKY.encode())
+    path.write_bytes(TRICKY.encode() + b"x\r\ry\r\n\rz\r")  # \r\n cut by chunks
     whole = path.read_text(encoding="utf-8")  # universal newlines, as the old loader
-    for size in (1, 5, 4096):
+    assert "\r" not in whole and whole.count("\n") > TRICKY.count("\n")
+    for size in (1, 2, 5, 4096):
         monkeypatch.setattr(lm_sources, "CHUNK_CHARS", size)
         assert SplitText("train", (TextFile(path),)).text() == whole
         lines = whole.splitlines(keepends=True)

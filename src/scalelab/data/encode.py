@@ -84,37 +84,35 @@ def _cut(buf: str, start: int, seg_chars: int, final: bool) -> int | None:
 
 
 def _eos_safe(chunks: Iterable[str]) -> Iterator[str]:
-    """Chunks re-cut so that `<|endoftext|>` never straddles two of them: the last
-    len(EOS) - 1 characters wait for the next chunk, and so does an EOS cut by that."""
+    """Chunks re-cut so that `<|endoftext|>` never straddles two of them: from the first
+    `<` among a chunk's last len(EOS) - 1 characters on, the text waits for the next."""
     carry = ""
     keep = len(EOS) - 1
     for chunk in chunks:
-        text = carry + chunk
-        cut = len(text) - keep
-        if cut <= 0:
-            carry = text
-            continue
-        # An EOS across `cut` starts at most keep characters before it (they never overlap).
-        at = text.find(EOS, max(cut - keep, 0))
-        if 0 <= at < cut:
-            cut = at
-        carry = text[cut:]
-        if cut:
-            yield text[:cut]
+        text = carry + chunk if carry else chunk
+        cut = text.find("<", max(len(text) - keep, 0))
+        if cut < 0:
+            carry = ""
+            yield text
+        else:
+            carry = text[cut:]
+            if cut:
+                yield text[:cut]
     if carry:
         yield carry
 
 
 def byte_ids(text: str) -> np.ndarray:
     """Byte-tokenizer ids (uint16 [n]) of `text`: its UTF-8 bytes, `<|endoftext|>` -> 256."""
-    parts = text.split(EOS)
-    out = np.empty(len(text.encode()) - (len(parts) - 1) * (len(EOS) - 1), np.uint16)
+    if EOS not in text:
+        return np.frombuffer(text.encode(), np.uint8).astype(np.uint16)
+    parts = [np.frombuffer(part.encode(), np.uint8) for part in text.split(EOS)]
+    out = np.empty(sum(map(len, parts)) + len(parts) - 1, np.uint16)
     pos = 0
-    for i, part in enumerate(parts):
+    for i, raw in enumerate(parts):
         if i:
             out[pos] = BYTE_EOS_ID
             pos += 1
-        raw = np.frombuffer(part.encode(), np.uint8)
         out[pos : pos + len(raw)] = raw
         pos += len(raw)
     return out
@@ -153,7 +151,7 @@ class Encoder:
     def check_exact(self, sample: str) -> bool:
         """Whether this encoder gives `sample` the ids of one whole-text encode."""
         whole = self.tokenizer.backend_tokenizer.encode(sample, add_special_tokens=False).ids
-        ids = np.concatenate([*self.encode([sample]), np.zeros(0, np.int64)])
+        ids = np.concatenate([*(i for i, _ in self.encode([sample])), np.zeros(0, np.int64)])
         return ids.tolist() == whole
 
     def fingerprint(self) -> str:
@@ -162,14 +160,16 @@ class Encoder:
 
     def encode(
         self, chunks: Iterable[str], progress: Progress | None = None
-    ) -> Iterator[np.ndarray]:
-        """Token ids of the text of `chunks`, as arrays (uint16 or int64) in order."""
+    ) -> Iterator[tuple[np.ndarray, int]]:
+        """(token ids, UTF-8 bytes they encode) of the text of `chunks`, in order; ids are
+        uint16 (bytes) or int64 arrays."""
         done = 0
         if self.byte_level:
             for chunk in _eos_safe(chunks):
                 ids = byte_ids(chunk)
-                done += len(chunk.encode())
-                yield ids
+                n_bytes = len(ids) + chunk.count(EOS) * (len(EOS) - 1)
+                done += n_bytes
+                yield ids, n_bytes
                 if progress:
                     progress(done)
             return
@@ -185,7 +185,7 @@ class Encoder:
             if chars >= batch_chars:
                 ids, n_bytes = _encode_batch(backend, batch)
                 done += n_bytes
-                yield ids
+                yield ids, n_bytes
                 if progress:
                     progress(done)
                 # Size the next batch to the budget with this batch's tokens per character.
@@ -196,7 +196,7 @@ class Encoder:
                 batch, chars = [], 0
         if batch:
             ids, n_bytes = _encode_batch(backend, batch)
-            yield ids
+            yield ids, n_bytes
             if progress:
                 progress(done + n_bytes)
 

@@ -173,7 +173,6 @@ def _write_split(
     def texts() -> Iterator[str]:
         for text, docs in split.chunks():
             counts["documents"] += docs
-            counts["bytes"] += len(text.encode())
             yield text
 
     digest, tokens = hashlib.sha256(), 0
@@ -190,11 +189,12 @@ def _write_split(
                     "info": f"tokenizing {split.name}: {mb:,.0f} MB, {rate.mb_per_s(done):.1f} MB/s"})  # fmt: skip
 
     with open(path, "wb") as out:
-        for ids in encoder.encode(texts(), progress):
-            if ids.size and int(ids.max()) > limit:
+        for ids, n_bytes in encoder.encode(texts(), progress):
+            if ids.dtype != dtype and ids.size and int(ids.max()) > limit:
                 raise ScalelabError(f"token id {int(ids.max())} does not fit {dtype.name}")
-            block = ids.astype(dtype, copy=False).tobytes()
+            block = np.ascontiguousarray(ids, dtype=dtype)
             digest.update(block)
-            out.write(block)
-            tokens += ids.size
+            out.write(block.data)
+            tokens += block.size
+            counts["bytes"] += n_bytes
     return {"file": path.name, "tokens": tokens, "sha256": digest.hexdigest(), **counts}
