@@ -15,7 +15,7 @@ Each measurement runs in a fresh process, so its peak RSS (ru_maxrss) is its own
     python benchmarks/tokenize_scale.py [--sizes 100M,1G] [--tokenizers byte,gpt2]
         [--bpe-max 100M] [--lib-bytes 32M] [--no-wikitext] [--workdir /tmp/...]
 
-Corpora over `--bpe-max` are skipped for BPE (2-core host: ~0.5 MB/s). The host is shared
+Corpora whose train file is over `--bpe-max` are skipped for BPE (2-core host: ~0.5 MB/s). The host is shared
 and noisy: compare the ratio of the two columns measured back to back, not absolute MB/s.
 Writes benchmarks/results/tokenize_scale.json (or --out) and prints a table.
 """
@@ -102,10 +102,12 @@ def measure_scalelab(folder: Path, kind: str) -> dict:
 
 
 def measure_library(path: Path, kind: str, max_bytes: int) -> dict:
+    from scalelab.data.lm_sources import _open_text  # plain or .gz text, universal newlines
+
     backend = _tokenizer(kind).backend_tokenizer
     before = _peak_mb()
     secs, n_bytes, tokens = 0.0, 0, 0
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path) as f:
         while n_bytes < max_bytes and (lines := f.readlines(4 << 20)):
             t0 = time.perf_counter()
             encs = backend.encode_batch_fast(lines, add_special_tokens=False)
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 def _measure_corpus(args, work: Path, corpus: tuple[str, Path]) -> list[dict]:
     name, folder = corpus
     train = next(folder.glob("train.*"))
-    size = sum(p.stat().st_size for p in folder.iterdir())
+    size = train.stat().st_size
     rows = []
     for kind in args.tokenizers.split(","):
         if kind != "byte" and size > _size(args.bpe_max):

@@ -60,6 +60,16 @@ def test_shards_are_documents_joined_by_a_blank_line(tmp_path, monkeypatch, chun
         assert sum(n for _, n in splits[split].chunks()) == len(want)
 
 
+def test_one_record_file_per_split_is_found(tmp_path):
+    for split in ("train", "valid", "test"):
+        rows = [{"text": f"{split} {i}"} for i in range(3)]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "train.txt").write_text("plain text wins")  # as before: text files first
+    splits = lm_splits(str(tmp_path))
+    assert splits["train"].text() == "plain text wins"
+    assert splits["validation"].text() == "valid 0\n\nvalid 1\n\nvalid 2"
+
+
 def test_globs_and_text_field_pick_the_files(tmp_path):
     folder = tmp_path / "c"
     (folder / "shards").mkdir(parents=True)

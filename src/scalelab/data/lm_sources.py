@@ -358,15 +358,17 @@ def reader_for(path: Path, text_field: str) -> Reader:
 
 
 def folder_split_files(folder: Path) -> dict[str, list[Path]]:
-    """split -> files of a corpus folder: a `train.txt`-style file (the first by name), else
-    shards `train-*` / `train_*`, else the data files under a `train/` subfolder (sorted)."""
+    """split -> files of a corpus folder: a `train.txt`-style file (the first by name; text
+    before `train.jsonl` / `train.parquet`), else shards `train-*` / `train_*`, else the
+    data files under a `train/` subfolder (sorted)."""
     found: dict[str, list[Path]] = {}
     entries = sorted(folder.iterdir())
-    for p in entries:  # one file per split: `train.txt`, `valid.raw.gz`, ...
-        stem = p.name.split(".")[0]
-        split = _SPLIT_ALIASES.get(stem.lower())
-        if split and p.is_file() and _strip(p.name[len(stem) :]) in TEXT_SUFFIXES:
-            found.setdefault(split, [p])
+    for suffixes in (TEXT_SUFFIXES, RECORD_SUFFIXES):  # `train.txt` before `train.jsonl`
+        for p in entries:  # one file per split: `train.txt`, `valid.raw.gz`, `test.jsonl`
+            stem = p.name.split(".")[0]
+            split = _SPLIT_ALIASES.get(stem.lower())
+            if split and p.is_file() and _strip(p.name[len(stem) :]) in suffixes:
+                found.setdefault(split, [p])
     shards: dict[str, list[Path]] = {}
     for p in entries:
         head = p.name.replace("_", "-").split("-")[0].split(".")[0]
