@@ -149,3 +149,18 @@ def test_split_text_streams_the_same_text_in_any_chunking(tmp_path, monkeypatch)
         ranged = SplitText("train", (TextFile(path, (3, 11)),), sep="")
         assert ranged.text() == "".join(lines[3:11])
         assert lm_sources.count_lines(path) == len(lines)
+
+
+def test_a_tokenizer_that_segments_would_change_is_detected(tokenizers, monkeypatch):
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = tokenizers["bpe"].backend_tokenizer
+    odd = PreTrainedTokenizerFast(tokenizer_object=type(backend).from_str(backend.to_str()))
+    odd.backend_tokenizer.normalizer = normalizers.Replace("  ", "~")  # looks across a cut
+    monkeypatch.setattr(encode, "SEG_CHARS", 64)
+    text = "a  b  c  d " * 2000
+    enc = Encoder.for_tokenizer(odd, text)
+    assert not enc.exact and not enc.byte_level and "exact=False" in enc.fingerprint()
+    ids = np.concatenate([i for i, _ in enc.encode(_chunks(text, 999))])
+    assert len(ids) > 0  # still streams; ids may differ at segment ends only

@@ -155,7 +155,8 @@ class Encoder:
         return ids.tolist() == whole
 
     def fingerprint(self) -> str:
-        how = "bytes" if self.byte_level else f"segments {SEG_CHARS} {MAX_SEG_CHARS}"
+        seg = SEG_CHARS if self.exact else SEG_CHARS_INEXACT
+        how = "bytes" if self.byte_level else f"segments {seg} {MAX_SEG_CHARS}"
         return f"encode-v1 {how} exact={self.exact}"
 
     def encode(
