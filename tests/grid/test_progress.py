@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from scalelab.grid import progress as pg
 
-RID, LABEL = "abcdef0123456789", "gpt-d1 pretrain seed=0"
+RID = "abcdef0123456789"
+LABEL = f"{RID[:8]} gpt-d1 pretrain seed=0"  # as the grid labels runs
 
 
 def _drive(steps: int) -> None:
@@ -12,7 +13,7 @@ def _drive(steps: int) -> None:
         p.on_event(RID, {"start": True})
         for s in range(1, steps + 1):
             p.on_event(RID, {"step": s, "total": steps, "loss": 3.0 - s / steps})
-        p.on_done(RID, f"  done  {RID[:8]} {LABEL}")
+        p.on_done(RID, f"  done  {LABEL}")
 
 
 def _plain(err: str) -> list[str]:
@@ -22,8 +23,8 @@ def _plain(err: str) -> list[str]:
 def test_off_a_terminal_a_run_prints_its_start_and_last_step(capsys):
     _drive(50)  # well inside LOG_EVERY_S: no lines in between
     assert _plain(capsys.readouterr().err) == [
-        f"  start {RID[:8]} {LABEL}",
-        f"  step  {RID[:8]} {LABEL} 50/50 loss 2.0000",
+        f"  start {LABEL}",
+        f"  step  {LABEL} 50/50 loss 2.0000",
     ]
 
 
@@ -32,6 +33,12 @@ def test_step_lines_come_at_most_every_log_every_s(capsys, monkeypatch):
     _drive(3)
     steps = _plain(capsys.readouterr().err)[1:]
     assert [line.split()[5] for line in steps] == ["1/3", "2/3", "3/3"]
+
+
+def test_a_warning_names_the_run_once(capsys):
+    with pg.GridProgress(1, {RID: LABEL}, enabled=False) as p:
+        p.on_event(RID, {"warning": "checkpoint set aside"})
+    assert capsys.readouterr().err == f"warning: run {LABEL}: checkpoint set aside\n"
 
 
 def test_quiet_prints_no_progress_lines(capsys):

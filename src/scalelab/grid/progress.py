@@ -44,16 +44,16 @@ class GridProgress:
         self.progress.__exit__(*exc)
 
     def on_event(self, run_id: str, event: dict) -> None:
+        label = self.labels.get(run_id, run_id[:8])  # a label starts with the short run id
         if "warning" in event:  # printed even when the display is off (--quiet)
-            line = f"warning: run {run_id[:8]} {self.labels.get(run_id, '')}: {event['warning']}"
+            line = f"warning: run {label}: {event['warning']}"
             self.console.print(escape(line), soft_wrap=True)  # one line, even in a log file
             return
-        label = self.labels.get(run_id, run_id)
         if event.get("start"):
             self.active[run_id] = self.progress.add_task(f"  {label}", total=None, info="starting")
             if self.plain:
                 self.logged[run_id] = time.monotonic()
-                self._line(f"  start {run_id[:8]} {label}")
+                self._line(f"  start {label}")
             return
         task = self.active.get(run_id)
         if task is not None and "step" in event:
@@ -70,7 +70,7 @@ class GridProgress:
             return
         self.logged[run_id] = now
         of = f"/{total}" if total else ""
-        self._line(f"  step  {run_id[:8]} {label} {event['step']}{of} {info}".rstrip())
+        self._line(f"  step  {label} {event['step']}{of} {info}".rstrip())
 
     def _line(self, text: str) -> None:
         self.console.print(escape(text), soft_wrap=True, highlight=False)
