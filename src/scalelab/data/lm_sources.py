@@ -145,6 +145,21 @@ def count_lines(path: Path) -> int:
     return sum(len(lines) for lines in iter_lines(_text_chunks(path)))
 
 
+def document_chunks(texts: Iterator[str], sep: str) -> Iterator[tuple[str, bool, int]]:
+    """Documents joined by `sep` into chunks of about CHUNK_CHARS characters: (text, ends at
+    a document boundary (always True here), documents in the chunk)."""
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        batch.append(text)
+        chars += len(text)
+        if chars >= CHUNK_CHARS:
+            yield sep.join(batch), True, len(batch)
+            batch, chars = [], 0
+    if batch:
+        yield sep.join(batch), True, len(batch)
+
+
 @dataclass(frozen=True)
 class RecordFile:
     """A JSONL (.gz/.bz2) or parquet file: each record's `field` is a document."""
@@ -159,16 +174,7 @@ class RecordFile:
         return None
 
     def chunks(self, sep: str) -> Iterator[tuple[str, bool, int]]:
-        batch: list[str] = []
-        chars = 0
-        for text in self._texts():
-            batch.append(text)
-            chars += len(text)
-            if chars >= CHUNK_CHARS:
-                yield sep.join(batch), True, len(batch)
-                batch, chars = [], 0
-        if batch:
-            yield sep.join(batch), True, len(batch)
+        return document_chunks(self._texts(), sep)
 
     def _texts(self) -> Iterator[str]:
         name = self.path.name.removesuffix(".gz").removesuffix(".bz2")
@@ -249,16 +255,7 @@ class HubStream:
         return None
 
     def chunks(self, sep: str) -> Iterator[tuple[str, bool, int]]:
-        batch: list[str] = []
-        chars = 0
-        for text in self._texts():
-            batch.append(text)
-            chars += len(text)
-            if chars >= CHUNK_CHARS:
-                yield sep.join(batch), True, len(batch)
-                batch, chars = [], 0
-        if batch:
-            yield sep.join(batch), True, len(batch)
+        return document_chunks(self._texts(), sep)
 
     def _texts(self) -> Iterator[str]:
         import datasets
