@@ -113,3 +113,15 @@ def test_executor_overhead(tmp_path):
     rows = {r["side"]: r for r in json.loads(out.read_text())["summary"]}
     assert set(rows) == {"loop w1", "serial w1"}
     assert rows["loop w1"]["overhead_per_run_s"] == 0
+
+
+@pytest.mark.slow  # two fresh processes import transformers: ~40 s, minutes on a loaded host
+def test_tokenize_scale(tmp_path):
+    out = tmp_path / "ts.json"
+    load("tokenize_scale").main([
+        "--sizes", "300K", "--tokenizers", "byte", "--lib-bytes", "50K", "--no-wikitext",
+        "--workdir", str(tmp_path / "work"), "--out", str(out),
+    ])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["scalelab"]["tokens"] == row["scalelab"]["bytes"] > 300_000
+    assert row["library"]["bytes"] >= 50_000 and row["ratio"] > 0

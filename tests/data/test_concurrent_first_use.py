@@ -7,6 +7,7 @@ Every test here starts real processes (fork) that pass a barrier together, then 
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -14,8 +15,12 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from scalelab import paths
+from scalelab.data.lm_tokens import prepare_lm_data
 from scalelab.data.sources import PypiMember, sha256_folder
+from scalelab.data.tasks import LMTask
 from scalelab.data.tokenizer import TokenizerSpec, build_tokenizer
 from scalelab.io import build_once, temp_prefix
 
@@ -108,6 +113,45 @@ def test_processes_training_one_tokenizer_at_once_all_get_the_same(tmp_path):
     cache = paths.home() / "tokenizers"
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
     assert _leftovers(cache) == []
+
+
+def _tokenize(barrier, queue, corpus: str, log: str) -> None:
+    from scalelab.data import token_files
+
+    real_build = token_files._build
+
+    def logged_build(*args, **kwargs) -> None:
+        with open(log, "a") as f:  # O_APPEND: one line per process that encodes
+            f.write(f"{os.getpid()}\n")
+        real_build(*args, **kwargs)
+
+    token_files._build = logged_build  # this child only: counts, then does the real work
+    tok = build_tokenizer(TokenizerSpec(kind="bpe", vocab_size=300), TEXT)
+    barrier.wait()
+    data = prepare_lm_data(LMTask.model_construct(dataset=corpus, seq_len=32), tok)
+    queue.put(
+        {s: hashlib.sha256(np.asarray(ids).tobytes()).hexdigest() for s, ids in data.ids.items()}
+    )
+
+
+def test_processes_tokenizing_one_corpus_at_once_encode_it_once(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split, n in (("train", 3000), ("valid", 300), ("test", 300)):
+        (corpus / f"{split}.txt").write_text(TEXT * (n // 100))
+    build_tokenizer(TokenizerSpec(kind="bpe", vocab_size=300), TEXT)  # trained before the race
+    log = tmp_path / "log"
+
+    results = _race(_tokenize, lambda i: (str(corpus), str(log)))
+
+    assert all(r == results[0] for r in results)
+    assert len(log.read_text().splitlines()) == 1  # one process encoded, the others mapped
+    cache = paths.home() / "tokens"
+    entries = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and _leftovers(cache) == []
+    assert sorted(p.name for p in entries[0].iterdir()) == [
+        "index.json", "test.bin", "train.bin", "validation.bin"
+    ]  # fmt: skip
 
 
 def _die_while_building(target: str, ready: str) -> None:

@@ -1,8 +1,12 @@
 """Token streams for language modelling, tokenized once and cached by content.
 
-Each split becomes one flat int32 tensor (documents concatenated in order), stored as
-safetensors under the scalelab home keyed by (text digest, tokenizer digest): five model
-sizes on the same corpus tokenize it once.
+Each split's text is streamed (`lm_sources`), encoded in bounded memory (`encode`) and
+written to one memory-mapped token file (`token_files`): nothing loads a whole split, and
+five model sizes on the same corpus tokenize it once. `LMData.ids` holds the memmaps;
+training (`methods.pretrain.get_batch`) and evaluation (`eval.lm`) read windows from them.
+
+`task.max_train_tokens` caps the train split to its first N tokens (a view, no copy): a
+data-budget axis over one corpus.
 
 Every split must hold at least one full window of `seq_len + 1` tokens (a sequence and its
 shifted targets): a shorter split cannot be trained on or scored like the others, and an
@@ -12,80 +16,62 @@ training, for splits read from files and for those scalelab cuts from a single f
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
+from scalelab.data.lm_sources import SPLITS, Documents, SplitText
 from scalelab.errors import ScalelabError
-from scalelab.io import atomic_write, build_once
-from scalelab.paths import cache_dir
-
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class LMData:
     tokenizer: object  # a transformers PreTrainedTokenizerFast
-    ids: dict[str, torch.Tensor]  # split -> int32 tensor [n_tokens]
+    ids: dict[str, np.ndarray]  # split -> read-only memmap [n_tokens], uint16 or uint32
     n_bytes: dict[str, int]  # split -> UTF-8 bytes of its raw text
+    documents: dict[str, int] = field(default_factory=dict)  # split -> documents in it
 
     @property
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
 
-# Split only after "x\n" before a non-space: there GPT-2's pre-tokenizer regex ends a
-# pre-token whether or not the text goes on, so BPE sees the same pieces (a split after
-# " \n" or before " y" would change the ids).
-_SAFE_SPLIT = re.compile(r"(?<=\S\n)(?=\S)")
+def token_window(ids, start: int, stop: int):
+    """`ids[start:stop]` as an int64 torch tensor [stop - start]; `ids` is a memmap, a numpy
+    array or a tensor. Only the window is read: a memmap stays on disk."""
+    import torch
+
+    part = ids[start:stop]
+    if isinstance(part, torch.Tensor):
+        return part.long()
+    return torch.from_numpy(np.asarray(part, dtype=np.int64))
 
 
-def _encode(tokenizer, text: str) -> torch.Tensor:
-    """Token ids of `text` (int32 [n]), as one `encode` of the whole text would give them.
+def tokenize_splits(
+    texts: dict[str, SplitText] | dict[str, str],
+    tokenizer,
+    report: Callable[[dict], None] | None = None,
+) -> LMData:
+    """Token ids for each split, from the cache when this (text, tokenizer) was seen before.
 
-    Pieces are encoded in a batch so the Rust tokenizer can use every core; a sample checks
-    that piecewise encoding is exact for this tokenizer, else the text is encoded whole.
-    """
-    backend = tokenizer.backend_tokenizer
+    texts: split -> SplitText (streamed), or split -> str (small texts, tests). Of several
+    workers that miss the cache at once, one tokenizes while the others wait for its files
+    (`token_files.load_tokens`, which also says what `report` receives)."""
+    from scalelab.data.token_files import load_tokens
 
-    def encode_pieces(t: str) -> np.ndarray:
-        encs = backend.encode_batch(_SAFE_SPLIT.split(t), add_special_tokens=False)
-        # Per-piece int32 arrays, not one flat Python list: 11M boxed ints cost ~0.5 GB.
-        parts = [np.asarray(e.ids, dtype=np.int32) for e in encs]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
-
-    sample = text[:200_000]
-    whole = np.asarray(backend.encode(sample, add_special_tokens=False).ids, dtype=np.int32)
-    if not np.array_equal(encode_pieces(sample), whole):
-        ids = np.asarray(backend.encode(text, add_special_tokens=False).ids, dtype=np.int32)
-        return torch.from_numpy(ids)
-    return torch.from_numpy(encode_pieces(text))
-
-
-def tokenize_splits(texts: dict[str, str], tokenizer) -> LMData:
-    """Token ids for each split of `texts`, from the cache when this pair was seen before.
-
-    Of several workers that miss the cache at once, one tokenizes while the others wait
-    for its file (`io.build_once`)."""
-    h = hashlib.sha256(b"tokens-v2")  # bump when the encoding procedure changes
-    for split in SPLITS:
-        h.update(hashlib.sha256(texts[split].encode()).digest())
-    h.update(tokenizer.backend_tokenizer.to_str().encode())
-    path = cache_dir("tokens") / f"{h.hexdigest()[:24]}.safetensors"
-
-    def build() -> None:
-        ids = {split: _encode(tokenizer, texts[split]) for split in SPLITS}
-        atomic_write(path, lambda p: save_file(ids, str(p)))
-
-    build_once(path, build)
-    ids = load_file(str(path))
-    n_bytes = {split: len(texts[split].encode()) for split in SPLITS}
-    return LMData(tokenizer=tokenizer, ids=ids, n_bytes=n_bytes)
+    splits = {
+        s: t if isinstance(t, SplitText) else SplitText(s, (Documents((t,)),))
+        for s, t in texts.items()
+    }
+    loaded = load_tokens(splits, tokenizer, report)
+    return LMData(
+        tokenizer=tokenizer,
+        ids={s: t.ids for s, t in loaded.items()},
+        n_bytes={s: t.n_bytes for s, t in loaded.items()},
+        documents={s: t.documents for s, t in loaded.items()},
+    )
 
 
 def require_full_windows(counts: dict[str, int], seq_len: int, dataset: str) -> None:
@@ -116,19 +102,38 @@ def require_full_windows(counts: dict[str, int], seq_len: int, dataset: str) -> 
     )
 
 
-def prepare_lm_data(task, tokenizer=None) -> LMData:
-    """Load the task's corpus and tokenize it (training the task's tokenizer if needed).
+def cap_train(data: LMData, max_tokens: int | None, dataset: str) -> None:
+    """Keep the train split's first `max_tokens` tokens (a view); more than the split holds
+    is a ScalelabError (a data budget the corpus cannot give)."""
+    if max_tokens is None:
+        return
+    have = len(data.ids["train"])
+    if max_tokens > have:
+        raise ScalelabError(
+            f"task.max_train_tokens ({max_tokens:,}) exceeds the train split of "
+            f"{dataset!r} ({have:,} tokens)"
+        )
+    data.ids["train"] = data.ids["train"][:max_tokens]
 
-    Raises ScalelabError when a split is shorter than one window (`require_full_windows`),
-    before any training.
+
+def prepare_lm_data(task, tokenizer=None, report: Callable[[dict], None] | None = None) -> LMData:
+    """Stream the task's corpus into token files (training the task's tokenizer if needed)
+    and map them.
+
+    `report` gets tokenizing progress and warnings (`token_files.load_tokens`). Raises
+    ScalelabError for unreadable data, a `max_train_tokens` over the train split, or a
+    split shorter than one window (`require_full_windows`), before any training.
     """
-    from scalelab.data.loaders import load_lm_text
+    from scalelab.data.loaders import lm_splits
     from scalelab.data.tokenizer import build_tokenizer
 
-    texts = load_lm_text(task.dataset)
+    splits = lm_splits(
+        task.dataset, getattr(task, "files", None), getattr(task, "text_field", "text")
+    )
     if tokenizer is None:
-        tokenizer = build_tokenizer(task.tokenizer, texts["train"])
-    data = tokenize_splits(texts, tokenizer)
+        tokenizer = build_tokenizer(task.tokenizer, train_split=splits["train"])
+    data = tokenize_splits(splits, tokenizer, report)
+    cap_train(data, getattr(task, "max_train_tokens", None), task.dataset)
     counts = {split: len(data.ids[split]) for split in SPLITS}
     require_full_windows(counts, task.seq_len, task.dataset)
     return data

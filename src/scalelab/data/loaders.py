@@ -28,6 +28,16 @@ import pandas as pd
 
 from scalelab import paths
 from scalelab.data import catalog
+from scalelab.data.lm_sources import (
+    HUB_PREFIX,
+    Documents,
+    RecordFile,
+    SplitText,
+    TextFile,
+    folder_splits,
+    hub_splits,
+    line_splits,
+)
 from scalelab.errors import ScalelabError, clip, shown
 from scalelab.io import atomic_write, atomic_write_json
 
@@ -143,48 +153,54 @@ def contiguous_split(items: list[str], fractions: tuple[float, float] = (0.9, 0.
     }
 
 
-def _lm_from_documents(docs: list[str], sep: str) -> dict[str, str]:
-    parts = contiguous_split(docs)
-    return {split: sep.join(parts[split]) for split in SPLITS}
+def _cut_ranges(n: int) -> dict[str, tuple[int, int]]:
+    """split -> [start, stop) of `contiguous_split` over n items."""
+    parts = contiguous_split(list(range(n)))
+    start, out = 0, {}
+    for split in SPLITS:
+        out[split] = (start, start + len(parts[split]))
+        start += len(parts[split])
+    return out
 
 
-def _lm_from_hub(folder: Path) -> dict[str, str]:
-    files = split_files(folder, (".jsonl",))
-    # Hub text datasets (wikitext) keep each line's own trailing newline.
-    return {s: "".join(read_table(files[s])["text"].astype(str)) for s in SPLITS}
-
-
-def load_lm_text(name_or_path: str) -> dict[str, str]:
-    """Raw text per split: keys exactly `train`, `validation`, `test`.
+def lm_splits(
+    name_or_path: str, files: dict[str, str] | None = None, text_field: str = "text"
+) -> dict[str, SplitText]:
+    """Each split's text as a stream (`lm_sources.SplitText`): keys exactly `train`,
+    `validation`, `test`; nothing is read whole (but a catalog reader's documents).
 
     A registered LM dataset uses the catalog. A local folder needs `train`/`valid(ation)`/
-    `test` files (`.txt`, `.raw`, optionally `.gz`); one local `.txt` file is split by lines
-    into contiguous 90/5/5 blocks.
+    `test` files or shards (or `files`: split -> glob, relative to the folder); one local
+    text file is split by lines into contiguous 90/5/5 blocks; `hub:<repo>[:<config>]`
+    streams a Hugging Face dataset (`files`: split -> the Hub's split name). Raises
+    ScalelabError naming the dataset or file.
     """
     if name_or_path in catalog.DATASETS:
         entry = catalog.get_dataset(name_or_path)
         if entry.kind != "lm":
             raise ScalelabError(f"dataset {entry.name!r} is a {entry.kind} dataset, not lm")
-        files = catalog.fetch_files(entry)
+        found = catalog.fetch_files(entry)
         if entry.read is not None:
-            return _lm_from_documents(entry.read(files), "\n\n")
-        if "hub" in files:
-            return _lm_from_hub(files["hub"])
-        return {s: read_text(files[s]) for s in SPLITS}
+            ranges = _cut_ranges(len(docs := entry.read(found)))
+            return {s: SplitText(s, (Documents(tuple(docs[a:b])),)) for s, (a, b) in ranges.items()}
+        if "hub" in found:
+            # Hub text datasets (wikitext) keep each line's own trailing newline.
+            hub = split_files(found["hub"], (".jsonl",))
+            return {s: SplitText(s, (RecordFile(hub[s], "text"),), sep="") for s in SPLITS}
+        return {s: SplitText(s, (TextFile(found[s]),)) for s in SPLITS}
+    if name_or_path.startswith(HUB_PREFIX):
+        return hub_splits(name_or_path, files, text_field)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        files = split_files(path, LM_SUFFIXES)
-        missing = [s for s in SPLITS if s not in files]
-        if missing:
-            raise ScalelabError(
-                f"{path} needs train/valid/test text files (train.txt, valid.txt, test.txt); "
-                f"missing: {', '.join(missing)}"
-            )
-        return {s: read_text(files[s]) for s in SPLITS}
+        return folder_splits(path, files, text_field)
     if path.is_file():
-        lines = read_text(path).splitlines(keepends=True)
-        return _lm_from_documents(lines, "")
+        return line_splits(path, _cut_ranges)
     raise not_found_error(name_or_path)
+
+
+def load_lm_text(name_or_path: str) -> dict[str, str]:
+    """Raw text per split, each whole in memory (small corpora and tests; runs stream)."""
+    return {split: text.text() for split, text in lm_splits(name_or_path).items()}
 
 
 # --- classification ---------------------------------------------------------------------

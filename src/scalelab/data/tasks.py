@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -51,13 +52,33 @@ class EvalWindow(Strict):
 
 
 class LMTask(Strict):
-    """Language modelling on a text corpus (registered name or local file/folder)."""
+    """Language modelling on a text corpus (registered name or local file/folder).
+
+    dataset: a registered name, a local file or folder, or `hub:<org/name>[:<config>]`
+    (streamed from the Hugging Face Hub when online).
+    files: split -> glob (relative to the `dataset` folder, or absolute) of its text,
+    JSONL or parquet files (optionally .gz/.bz2), read in name order; default: the
+    folder's `train.txt`-style files or `train-*` shards (`data/lm_sources.py`). For a
+    `hub:` dataset: split -> the Hub's split name (default train/validation/test).
+    text_field: the field of JSONL/parquet records that holds the text.
+    max_train_tokens: train on the first N tokens of the train split only (a data-budget
+    axis without copying files); more than the split holds is an error.
+    The three are left out of run ids at their defaults (`ID_OMIT_DEFAULTS`), so runs
+    stored before they existed keep their ids.
+    """
+
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset(
+        {"files", "text_field", "max_train_tokens"}
+    )
 
     kind: Literal["lm"] = "lm"
     dataset: str
     tokenizer: TokenizerSpec = TokenizerSpec(kind="bpe", vocab_size=1024)
     seq_len: PositiveInt = Field(128, le=MAX_SEQ_LEN)
     eval: EvalWindow = EvalWindow()
+    files: dict[Literal["train", "validation", "test"], str] | None = None
+    text_field: str = Field("text", min_length=1)
+    max_train_tokens: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _check(self) -> LMTask:
@@ -68,9 +89,28 @@ class LMTask(Strict):
             raise ValueError(
                 f"eval.stride ({self.eval.stride}) cannot exceed the window ({window})"
             )
-        _check_local_corpus(self.dataset, self.seq_len)
+        if self.files is not None and not self.dataset.startswith("hub:"):
+            _check_globs(self.dataset, self.files)
+        else:
+            _check_local_corpus(self.dataset, self.seq_len)
         self.tokenizer.check_available()
         return self
+
+
+def _check_globs(dataset: str, files: dict[str, str]) -> None:
+    """`files:` needs a folder `dataset` and a glob for every split that matches a file."""
+    from scalelab.data.lm_sources import SPLITS, glob_files
+
+    if missing := [s for s in SPLITS if s not in files]:
+        raise ValueError(f"files: needs a glob for every split; missing: {', '.join(missing)}")
+    path = check_path_text(dataset)
+    if not path.is_dir():
+        raise ValueError(f"files: globs need a folder as dataset (got {shown(dataset)})")
+    for split in SPLITS:
+        try:
+            glob_files(path, files[split], f"files.{split}")
+        except ScalelabError as err:
+            raise ValueError(str(err)) from None
 
 
 def _check_local_corpus(dataset: str, seq_len: int) -> None:
@@ -108,13 +148,14 @@ def _split_bytes(path: Path) -> dict[str, int]:
     if info is None:
         return {}
     if stat.S_ISDIR(info.st_mode):
-        from scalelab.data.loaders import LM_SUFFIXES, SPLITS, split_files
+        from scalelab.data.lm_sources import SPLITS, folder_split_files
 
-        files = split_files(path, LM_SUFFIXES)
+        files = folder_split_files(path)
         if missing := [s for s in SPLITS if s not in files]:
             raise ValueError(
                 f"dataset folder {clip(path, 60)} needs train/valid/test text files "
-                f"(train.txt, valid.txt, test.txt); missing: {', '.join(missing)}"
+                f"(train.txt, valid.txt, test.txt) or shards (train-00000.jsonl, ...); "
+                f"missing: {', '.join(missing)}"
             )
         return {}
     if path.suffix in _BINARY_SUFFIXES or info.st_size > _SPLIT_CHECK_BYTES:
@@ -155,6 +196,8 @@ def dataset_kind(dataset: str) -> str | None:
 
     if dataset in DATASETS:
         return DATASETS.get(dataset).kind
+    if dataset.startswith("hub:"):
+        return _check_hub(dataset)
     try:
         path = check_path_text(dataset)
         info = stat_or_none(path)
@@ -169,6 +212,19 @@ def dataset_kind(dataset: str) -> str | None:
     raise ScalelabError(
         f"unknown dataset {shown(dataset)} (known: {known}; or a path to a local file)"
     )
+
+
+def _check_hub(dataset: str) -> None:
+    """`hub:<repo>[:<config>]` (an LM corpus streamed from the Hub) needs the Hub now."""
+    from scalelab.data.sources import hub_reachable
+
+    if not re.fullmatch(r"hub:[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?", dataset):
+        raise ScalelabError(f"dataset {shown(dataset)}: expected hub:<org/name>[:<config>]")
+    if not hub_reachable():
+        raise ScalelabError(
+            f"dataset {shown(dataset)} streams from the Hugging Face Hub, which is unreachable"
+        )
+    return None
 
 
 def _check_local_data(path: Path, info: os.stat_result) -> None:

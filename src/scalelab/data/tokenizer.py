@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 from scalelab import paths
+from scalelab.data.lm_sources import SplitText, iter_lines
 from scalelab.data.sources import PypiMember
 from scalelab.data.tokenizer_spec import TokenizerSpec
 from scalelab.errors import ScalelabError
@@ -87,7 +89,7 @@ def _byte_of(ch: str) -> int:
 _SHIFTED = [b for b in range(256) if not (33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255)]
 
 
-def _train_bpe(text: str, vocab_size: int) -> Tokenizer:
+def _train_bpe(lines: Iterable[str], vocab_size: int) -> Tokenizer:
     tok = _byte_level(models.BPE())
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -96,23 +98,36 @@ def _train_bpe(text: str, vocab_size: int) -> Tokenizer:
         show_progress=False,
     )
     # Lines keep the iterator cheap; byte-level pre-tokens never span a newline anyway.
-    tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    tok.train_from_iterator(lines, trainer=trainer)
     return tok
 
 
-def bpe_tokenizer(spec: TokenizerSpec, train_text: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on `train_text`, cached by content (trained once).
+def _lines(split: SplitText) -> Iterator[str]:
+    """The split's lines (`str.splitlines(keepends=True)` of its text), streamed."""
+    for lines in iter_lines(text for text, _ in split.chunks()):
+        yield from lines
+
+
+def bpe_tokenizer(spec: TokenizerSpec, train_text: str | SplitText) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the lines of `train_text` (a string, or a split streamed
+    line by line), cached by content (trained once).
 
     Of processes that need the same tokenizer at once, one trains it while the others
     wait for the lock, then load what it saved.
     """
-    key = hashlib.sha256((train_text + spec.model_dump_json()).encode()).hexdigest()[:24]
+    if isinstance(train_text, SplitText):
+        content = f"bpe-stream-v1 {train_text.digest()} {spec.model_dump_json()}"
+        lines: Iterable[str] = _lines(train_text)
+    else:
+        content = train_text + spec.model_dump_json()
+        lines = train_text.splitlines(keepends=True)
+    key = hashlib.sha256(content.encode()).hexdigest()[:24]
     folder = paths.cache_dir("tokenizers") / key
     assert spec.vocab_size is not None  # guaranteed by TokenizerSpec
     trained: list[PreTrainedTokenizerFast] = []
 
     def train() -> None:
-        tok = _wrap(_train_bpe(train_text, spec.vocab_size))
+        tok = _wrap(_train_bpe(lines, spec.vocab_size))
         # Save into a temp folder and rename, so a crash never leaves a half-saved tokenizer.
         tmp = make_temp_dir(folder)
         try:
@@ -146,14 +161,18 @@ def pretrained_tokenizer(path: str) -> PreTrainedTokenizerFast:
     return _finish(tok)
 
 
-def build_tokenizer(spec: TokenizerSpec, train_text: str | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer `spec` describes; `bpe` trains on `train_text` (cached by content)."""
+def build_tokenizer(
+    spec: TokenizerSpec, train_text: str | None = None, train_split: SplitText | None = None
+) -> PreTrainedTokenizerFast:
+    """The tokenizer `spec` describes; `bpe` trains on `train_text` or, streamed, on
+    `train_split` (cached by content)."""
     if spec.kind == "byte":
         return byte_tokenizer()
     if spec.kind == "bpe":
-        if not train_text:
+        source = train_split if train_split is not None else train_text
+        if not source:
             raise ScalelabError("tokenizer kind 'bpe' needs training text (the train split)")
-        return bpe_tokenizer(spec, train_text)
+        return bpe_tokenizer(spec, source)
     if spec.kind == "gpt2":
         return gpt2_tokenizer()
     assert spec.path is not None  # guaranteed by TokenizerSpec

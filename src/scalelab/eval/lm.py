@@ -79,13 +79,16 @@ def sliding_window_score(
     batch_size: int = 8,
     autocast_dtype: torch.dtype | None = None,
 ) -> LMScore:
-    """Score a 1-D token sequence `ids` (int tensor, shape [n]) with a causal LM.
+    """Score a 1-D token sequence `ids` (shape [n]: an int tensor, or a numpy array or
+    token-file memmap, read window by window) with a causal LM.
 
     The model is called as `model(input_ids=...)` and must return `.logits` of shape
     [batch, length, vocab]. Batch 8 is the CPU sweet spot: larger batches pay more for the
     logits tensor than they save. A sequence of fewer than two tokens scores nothing: the
     result has n_tokens 0 and a NaN loss. Raises ScalelabError for a window under 2 tokens.
     """
+    from scalelab.data.lm_tokens import token_window
+
     if max_tokens is not None:
         ids = ids[: max_tokens + 1]
     stride = stride or max(window // 2, 1)
@@ -102,7 +105,7 @@ def sliding_window_score(
     for length, group in groups.items():
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
-            x = torch.stack([ids[b:e] for b, e, _ in chunk]).to(device=device, dtype=torch.long)
+            x = torch.stack([token_window(ids, b, e) for b, e, _ in chunk]).to(device)
             with ctx:
                 logits = model(input_ids=x, use_cache=False).logits
             losses = F.cross_entropy(

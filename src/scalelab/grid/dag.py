@@ -250,7 +250,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
 def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs) -> RunSpec:
     config = {
         "model": model.config_name,
-        "task": task.model_dump(mode="json"),
+        "task": identity(task),
         "method": method,
         "params": identity(params),
         "seed": seed,

@@ -58,6 +58,7 @@ class GridProgress:
         task = self.active.get(run_id)
         if task is not None and "step" in event:
             info = f"loss {event['loss']:.4f}" if event.get("loss") is not None else ""
+            info = event.get("info") or info  # e.g. "tokenizing train: 300 MB, 95 MB/s"
             self.progress.update(task, completed=event["step"], total=event.get("total"), info=info)
             if self.plain:
                 self._log_step(run_id, label, event, info)

@@ -59,8 +59,13 @@ def _check(task, params: PretrainParams) -> None:
 
 
 def get_batch(ids, batch: int, seq_len: int, seed: int, step: int):
-    """(x, y) int64 [batch, seq_len]: random windows, y shifted by one, fixed by (seed, step)."""
+    """(x, y) int64 [batch, seq_len]: random windows, y shifted by one, fixed by (seed, step).
+
+    ids: a split's tokens [n] (a token-file memmap, a numpy array or a tensor); only the
+    drawn windows are read."""
     import torch
+
+    from scalelab.data.lm_tokens import token_window
 
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     # Starts are drawn from [0, len - seq_len - 1): the last possible start is never drawn.
@@ -68,9 +73,8 @@ def get_batch(ids, batch: int, seq_len: int, seed: int, step: int):
     # of exactly one window (seq_len + 1 tokens, what `require_full_windows` allows) work.
     high = max(1, len(ids) - seq_len - 1)
     starts = torch.randint(0, high, (batch,), generator=g)
-    x = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).long()
-    y = torch.stack([ids[s + 1 : s + seq_len + 1] for s in starts.tolist()]).long()
-    return x, y
+    rows = torch.stack([token_window(ids, s, s + seq_len + 1) for s in starts.tolist()])
+    return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
 
 def make_loss_fn(model, dtype: str = "fp32", compile: bool = False):
@@ -112,7 +116,7 @@ class PretrainRecipe(Recipe):
         ctx, task, p = self.ctx, self.ctx.task, self.args
         ladder = ctx.model.kind == "ladder"
         self.data = prepare_lm_data(
-            task, tokenizer=None if ladder else load_tokenizer_for(ctx.model)
+            task, tokenizer=None if ladder else load_tokenizer_for(ctx.model), report=ctx.report
         )
         T, B = task.seq_len, p.batch_size
         if len(self.data.ids["train"]) <= T + 1:
