@@ -32,6 +32,16 @@ def missing_cuda_reason() -> str | None:
     return None
 
 
+def device_name(runtime) -> str:
+    """`runtime.device` with "auto" resolved: "cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    want = getattr(runtime, "device", "auto")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return want
+
+
 def prepare_device(runtime):
     """Apply `runtime.threads` (torch intra-op threads) and resolve `runtime.device` to a
     `torch.device`.
@@ -43,9 +53,7 @@ def prepare_device(runtime):
 
     if getattr(runtime, "threads", None):
         torch.set_num_threads(runtime.threads)
-    want = getattr(runtime, "device", "auto")
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
+    want = device_name(runtime)
     if want == "cuda" and not torch.cuda.is_available():
         raise ScalelabError("runtime.device is 'cuda' but no CUDA device is available")
     return torch.device(want)

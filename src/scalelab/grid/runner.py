@@ -46,11 +46,10 @@ def numerics(runtime: Runtime) -> dict:
     differently; runtime.threads as pinned by the executor) and DDP processes."""
     import torch
 
-    device = runtime.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from scalelab.engine.devices import device_name
+
     return {
-        "device": device,
+        "device": device_name(runtime),
         "threads": runtime.threads or torch.get_num_threads(),
         "processes": runtime.nproc_per_node,
     }
