@@ -69,7 +69,7 @@ class Reports:
         self.loss: list[float] = []
 
     def __call__(self, event: dict) -> None:
-        if "step" not in event:  # a warning, not a step
+        if "loss" not in event:  # a warning or data preparation (tokenizing), not a step
             return
         self.t.append(time.perf_counter())
         self.cpu.append(time.process_time())

@@ -11,6 +11,7 @@ import math
 import time
 from contextlib import nullcontext
 
+import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,8 @@ def _setup(ctx: RunContext):
     device = prepare_device(rt)
     ladder = ctx.model.kind == "ladder"
     data = prepare_lm_data(task, tokenizer=None if ladder else load_tokenizer_for(ctx.model))
+    # v0 held every split in memory as int64 tensors (token files are memory maps now)
+    data.ids = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in data.ids.items()}
     T, B = task.seq_len, p.batch_size
     if p.tokens < B * T:
         raise ScalelabError(f"params.tokens ({p.tokens}) is smaller than one batch ({B}x{T})")

@@ -50,7 +50,7 @@ def launch_ddp(run, runtime, run_dir: Path, report=lambda e: None):
            f"--nproc_per_node={runtime.nproc_per_node}", "-m", "scalelab.engine.launch",
            str(run_dir / "launch.json")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(runtime.threads or 1)}
-    report({"step": 0, "total": None, "loss": None})
+    report({"step": 0, "total": None, "info": f"launching {runtime.nproc_per_node} processes"})
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     (run_dir / "ddp.log").write_text(proc.stdout + proc.stderr)
     if not result_file.exists():

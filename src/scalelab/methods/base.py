@@ -64,8 +64,10 @@ def print_warnings(event: dict) -> None:
 
 @dataclass
 class RunContext:
-    """Everything one run needs. `report(event)` sends progress ({"step", "total", "loss"})
-    and warnings ({"warning": line}) to whoever started the run."""
+    """Everything one run needs. `report(event)` sends three kinds of event to whoever
+    started the run: optimizer steps ({"step", "total", "loss"}), preparation progress
+    without a loss ({"step", "total", "info"}, e.g. tokenizing: step and total in MB) and
+    warnings ({"warning": line})."""
 
     run_id: str
     model: Any  # models.registry.ModelRef, resolved once at spec time
