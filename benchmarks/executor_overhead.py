@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from scalelab.io import atomic_write_json
+from scalelab.testing import make_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,18 +58,6 @@ for run in exp.runs:
                      report=lambda e: None, config=run.config, inputs=run.inputs)
     run_method(METHODS.get(run.method), ctx)
 """
-
-
-def write_corpus(folder: Path, n_lines: int = 1500) -> Path:
-    """train/valid/test .txt of random short sentences from a 25-word vocabulary."""
-    words = ("the cat dog sat on a mat and ran to big small red blue house tree it was "
-             "very quick slow happy one two three").split()  # fmt: skip
-    rng = random.Random(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in {"train": n_lines, "valid": n_lines // 10, "test": n_lines // 10}.items():
-        lines = (" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) for _ in range(n))
-        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def write_spec(path: Path, corpus: Path, steps: int, seeds: list[int]) -> Path:
@@ -178,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     n_runs = 4 * len(seeds)
     with tempfile.TemporaryDirectory(prefix="scalelab-exec-bench-") as tmp:
         root = Path(tmp)
-        spec = write_spec(root / "spec.yaml", write_corpus(root / "corpus"), args.steps, seeds)
+        spec = write_spec(root / "spec.yaml", make_corpus(root / "corpus"), args.steps, seeds)
         print(f"{n_runs} runs x {args.steps} steps; sides: "
               + ", ".join(f"{s} w{w}" for s, w in sides))  # fmt: skip
         walls = measure(sides, spec, root, args.rounds)

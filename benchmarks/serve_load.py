@@ -29,9 +29,6 @@ import json
 import os
 import platform
 import random
-import re
-import select
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +38,7 @@ from pathlib import Path
 
 from scalelab.io import atomic_write_json
 from scalelab.serve import Limits
+from scalelab.testing import ServeProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "tiny"
@@ -195,52 +193,6 @@ def build_model(folder: Path) -> None:
     tok.save_pretrained(folder)
 
 
-class Server:
-    """`scalelab serve` in a subprocess on 127.0.0.1 (port picked by the server)."""
-
-    def __init__(self, folder: Path, threads: int, log: Path) -> None:
-        cmd = [sys.executable, "-m", "scalelab.cli", "serve", str(folder), "--name", MODEL]
-        env = {k: v for k, v in os.environ.items() if k != "SCALELAB_API_KEY"}
-        env.update(OMP_NUM_THREADS=str(threads), SCALELAB_HOME=str(folder.parent / "home"))
-        self.log = log
-        self.proc = subprocess.Popen(
-            [*cmd, "--port", "0"], stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-            env=env,
-        )  # fmt: skip
-        self.host, self.port = "127.0.0.1", 0
-
-    def wait(self, timeout: float) -> None:
-        """Until the server prints its URL (loading torch can take minutes on a busy host)."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.5)[0]:
-                found = re.search(r" at http://([\d.]+):(\d+)/v1", self.proc.stdout.readline())
-                if found:
-                    self.host, self.port = found.group(1), int(found.group(2))
-                    return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"scalelab serve exited: {self.log.read_text()[-2000:]}")
-        raise TimeoutError(f"scalelab serve printed no URL in {timeout:.0f} s")
-
-    def get(self, path: str) -> dict:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
-        try:
-            conn.request("GET", path)
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class Monitor(threading.Thread):
     """Samples the server's resident memory every `every` seconds until stopped; also
     reads its CPU time (the busy host's share of CPU varies; CPU per request does not)."""
@@ -379,7 +331,7 @@ def print_table(summary: dict, config: dict) -> None:
         print(f"  {kind:<24} {shown:<12} {summary['latency_ms_p50_by_kind'][kind]:>7.0f} ms")
 
 
-def warm_up(server: Server) -> None:
+def warm_up(server: ServeProcess) -> None:
     """One of each valid request, untimed: first calls load what they need."""
     conn = Connection(server.host, server.port)
     for kind in valid_kinds(random.Random(0)):
@@ -387,7 +339,7 @@ def warm_up(server: Server) -> None:
     conn.close()
 
 
-def apply_load(server: Server, seconds: float, clients: int) -> Load:
+def apply_load(server: ServeProcess, seconds: float, clients: int) -> Load:
     """`clients` threads sending the mix for `seconds`, the server's memory sampled."""
     monitor = Monitor(server.proc.pid)
     monitor.sample()
@@ -422,13 +374,13 @@ def run(seconds: float, clients: int, threads: int, start_timeout: float) -> tup
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         folder = Path(tmp) / "model"
         build_model(folder)
-        server = Server(folder, threads, Path(tmp) / "serve.log")
+        server = ServeProcess(folder, Path(tmp) / "serve.log", name=MODEL, threads=threads)
         try:
             server.wait(start_timeout)
             warm_up(server)
             load_before = os.getloadavg()
             load = apply_load(server, seconds, clients)
-            metrics = server.get("/metrics")
+            metrics = server.get_json("/metrics")
         finally:
             server.stop()
     config = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import make_corpus
 
 from scalelab.builtins import load_builtins
+from scalelab.testing import make_corpus
 
 load_builtins()  # the test session is an entry point, like the CLI
 

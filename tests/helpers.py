@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import yaml
@@ -43,23 +42,3 @@ def cli(*args: str, capsys=None) -> tuple[int, str, str]:
         return code, "", ""
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-WORDS = (
-    "the cat dog sat on a mat and ran to big small red blue house tree "
-    "it was very quick slow happy one two three"
-).split()
-
-
-def make_corpus(folder: Path, n_lines: int = 1500, seed: int = 0) -> Path:
-    """train/valid/test .txt files of simple random sentences (learnable structure)."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    sizes = {"train": n_lines, "valid": n_lines // 10, "test": n_lines // 10}
-    for split, n in sizes.items():
-        lines = []
-        for _ in range(n):
-            k = rng.randint(4, 10)
-            lines.append(" ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + ".")
-        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return folder

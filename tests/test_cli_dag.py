@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from helpers import cli, make_corpus, write_spec
+from helpers import cli, write_spec
 
 from scalelab.grid.executors.base import ATTEMPTS
 from scalelab.grid.spec import ExperimentSpec, expand, load_spec
 from scalelab.grid.store import ResultsStore
+from scalelab.testing import make_corpus
 
 pytestmark = pytest.mark.skipif(
     "stages" not in ExperimentSpec.model_fields, reason="multi-stage specs not in grid/spec.py"

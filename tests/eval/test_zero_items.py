@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import cli, make_corpus, write_spec
+from helpers import cli, write_spec
 
 from scalelab.data.lm_tokens import prepare_lm_data
 from scalelab.data.tasks import LMTask
@@ -25,6 +25,7 @@ from scalelab.eval.classification import (
 )
 from scalelab.eval.lm import LMScore, sliding_window_score, windows
 from scalelab.models.build import build_causal_lm
+from scalelab.testing import make_corpus
 
 # --- language modelling ---------------------------------------------------------------------
 

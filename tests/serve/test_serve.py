@@ -9,15 +9,8 @@ same URL and name must change the fingerprint, so no stale answer is read back.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import select
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +24,7 @@ from scalelab.errors import ScalelabError
 from scalelab.models.backends import GenRequest, open_backend
 from scalelab.models.backends.http import HttpBackend
 from scalelab.models.backends.local import LocalBackend
+from scalelab.testing import ServeProcess
 
 SENTENCES = [
     "the cat sat on the mat.",
@@ -83,15 +77,16 @@ def make_model(folder: Path, seed: int, steps: int = 40) -> None:
 
 
 class Server:
-    """A `scalelab serve` subprocess: `spawn` starts it, `wait` reads the URL it prints.
+    """Restartable `scalelab serve` (scalelab.testing.ServeProcess): `spawn` starts it,
+    `wait` reads the URL it prints; a restart keeps the port of the first start.
 
     `args` are extra `scalelab serve` options (limits, `--host`, `--api-key`), `env` extra
     environment variables; both apply to every start."""
 
     def __init__(self, tmp: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
-        self.tmp, self.proc, self.url, self.port, self.starts = tmp, None, "", 0, 0
+        self.tmp, self.url, self.port, self.starts = tmp, "", 0, 0
         self.args, self.env = list(args), dict(env or {})
-        self.log = tmp / "serve-0.log"
+        self.serve: ServeProcess | None = None
 
     def start(self, folder: Path, name: str = "tiny") -> None:
         self.spawn(folder, name)
@@ -100,42 +95,21 @@ class Server:
     def spawn(self, folder: Path, name: str = "tiny") -> None:
         self.starts += 1
         log = self.tmp / f"serve-{self.starts}.log"
-        cmd = [sys.executable, "-m", "scalelab.cli", "serve", str(folder), "--name", name]
-        cmd += ["--port", str(self.port), *self.args]  # port 0 at first: the server picks
-        env = {k: v for k, v in os.environ.items() if k != "SCALELAB_API_KEY"}  # only self.env's
-        env.update(SCALELAB_HOME=str(self.tmp / "home"), OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env={**env, **self.env}
-        )
-        self.log = log
+        self.serve = ServeProcess(folder, log, name=name, port=self.port, args=self.args,
+                                  env=self.env, home=self.tmp / "home")  # fmt: skip
 
     def wait(self, timeout: float = 600) -> None:
-        """Until the server prints its URL: importing torch takes minutes on a busy host."""
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.5)[0]:
-                found = re.search(r" at (http://[\d.]+:(\d+)/v1)", self.proc.stdout.readline())
-                if found:  # a server on all interfaces is reached through loopback
-                    self.url = found.group(1).replace("//0.0.0.0:", "//127.0.0.1:")
-                    self.port = int(found.group(2))
-                    return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"scalelab serve exited: {self.log.read_text()[-2000:]}")
-        raise TimeoutError("scalelab serve did not print its URL")
+        assert self.serve is not None
+        self.url = self.serve.wait(timeout)
+        self.port = self.serve.port
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.serve is not None:
+            self.serve.stop()
 
     def metrics(self) -> dict:
-        with urllib.request.urlopen(self.url.removesuffix("/v1") + "/metrics", timeout=30) as r:
-            return json.load(r)
+        assert self.serve is not None
+        return self.serve.get_json("/metrics", timeout=30)
 
     @property
     def model(self) -> str:
