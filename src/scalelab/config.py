@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from scalelab.errors import ScalelabError, clip, shown
 
@@ -23,6 +23,7 @@ MAX_YAML_DEPTH = 64  # nesting levels; a real spec uses about 5
 MAX_YAML_VALUES = 100_000  # values of a document with every alias expanded
 MAX_NAME_BYTES = 255  # one path component (NAME_MAX on Linux and macOS)
 MAX_PATH_BYTES = 4096  # a whole path (PATH_MAX on Linux)
+MAX_INT = 2**63 - 1  # the store keeps settings in SQLite, whose integers are 64-bit
 
 
 _Model = TypeVar("_Model", bound="Strict")
@@ -34,6 +35,16 @@ class Strict(BaseModel):
     changes is validated like the original (`model_copy(update=...)`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _fits_64_bits(cls, value: Any) -> Any:
+        """Every integer setting fits in 64 bits: a bigger one (`tokens: 1e29` written out)
+        is a typo, and would fail later in the store. Scalars only: nested models and
+        per-run params run this check on their own fields, so the error names the field."""
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ValueError(f"integers must be at most 2^63 - 1 (got {value:.3g})")
+        return value
 
     def model_copy(
         self: _Model, *, update: Mapping[str, Any] | None = None, deep: bool = False

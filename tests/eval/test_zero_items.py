@@ -97,14 +97,20 @@ def test_prepare_lm_data_checks_splits_scalelab_draws_from_one_file(tmp_path):
         prepare_lm_data(lm_task(path, 64))
 
 
-# The case (an empty valid.txt, a one-line test.txt), and a valid.txt of 64 bytes
-# that passes the spec's cheap byte check and is caught once tokenized.
+# The case (an empty valid.txt, a one-line test.txt) is refused at spec time (exit 2,
+# nothing written: fewer bytes than seq_len); a valid.txt of 64 bytes passes that cheap byte
+# check and is caught once tokenized: a failed run naming the split.
 @pytest.mark.parametrize(
-    "valid,test",
-    [("", "The cat sat on a mat.\n"), ("x" * 63 + "\n", "The cat sat on a mat. " * 5 + "\n")],
+    "valid,test,spec_time",
+    [
+        ("", "The cat sat on a mat. " * 5 + "\n", True),
+        ("x" * 63 + "\n", "The cat sat on a mat. " * 5 + "\n", False),
+    ],
     ids=["empty", "one-token-short"],
 )
-def test_cli_run_on_a_short_valid_split_never_reports_done(tmp_path, capsys, valid, test):
+def test_cli_run_on_a_short_valid_split_never_reports_done(
+    tmp_path, capsys, valid, test, spec_time
+):
     corpus = make_corpus(tmp_path / "corpus", n_lines=300)
     (corpus / "valid.txt").write_text(valid)
     (corpus / "test.txt").write_text(test)
@@ -120,13 +126,16 @@ def test_cli_run_on_a_short_valid_split_never_reports_done(tmp_path, capsys, val
         runtime={"threads": 1},
     )
     code, _, err = cli("run", spec, "--quiet", capsys=capsys)
-    assert code != 0, err
-    if code != 2:  # the run was attempted: it must be recorded as failed, naming the split
-        _, out, _ = cli("results", spec, "--format", "json", capsys=capsys)
-        rows = json.loads(out)
-        assert [r["status"] for r in rows] == ["failed"], rows
-        assert f"validation split has {len(valid)} tokens" in rows[0]["error"]
-        assert not any(r.get("val_loss") == 0 for r in rows)
+    if spec_time:
+        assert code == 2 and "validation 0 bytes" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+        return
+    assert code == 1, err  # the run was attempted: it must be recorded as failed, naming the split
+    _, out, _ = cli("results", spec, "--format", "json", capsys=capsys)
+    rows = json.loads(out)
+    assert [r["status"] for r in rows] == ["failed"], rows
+    assert f"validation split has {len(valid)} tokens" in rows[0]["error"]
+    assert not any(r.get("val_loss") == 0 for r in rows)
 
 
 # --- classification -------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def test_seeds_are_32_bit(tmp_path, capsys, spec):
 def test_classification_data_seed_is_32_bit(tmp_path, capsys):
     spec = write_spec(tmp_path / "c.yaml", name="c", output_dir=str(tmp_path / "out"),
                       models="minilm-l6", methods="full",
-                      tasks={"dataset": "trec", "data_seed": 2**64})  # fmt: skip
+                      tasks={"dataset": "trec", "data_seed": 2**32})  # fmt: skip
     err = refused(capsys, "run", spec, "--dry-run")
     assert "data_seed: Input should be less than or equal to 4294967295" in err
     assert not (tmp_path / "out").exists()
@@ -382,3 +382,15 @@ def test_spec_text_round_trips_through_the_loader(tmp_path):
     """The limited loader reads what yaml.safe_load reads, for a real spec."""
     text = (Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml").read_text()
     assert load_yaml(text, "quickstart.yaml") == yaml.safe_load(text)
+
+
+def test_integers_past_64_bits_and_absurd_budgets_are_refused(tmp_path, capsys, spec):
+    # 1e29 tokens written out trained "forever"; any int past 2^63 - 1 is refused by the
+    # shared config.Strict, an absurd but 64-bit budget by the method's own bound.
+    err = refused(capsys, "run", spec(params={"tokens": 10**29, "batch_size": 8}), "--dry-run")
+    assert "params.tokens: integers must be at most 2^63 - 1" in err
+    err = refused(capsys, "run", spec(params={"tokens": 10**15, "batch_size": 8}), "--dry-run")
+    assert "params.tokens" in err and "less than or equal to 100000000000000" in err
+    err = refused(capsys, "run", spec(), "--workers", "99999999999")
+    assert "--workers" in err and "4096" in err
+    assert not (tmp_path / "out").exists()

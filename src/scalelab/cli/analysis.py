@@ -109,7 +109,7 @@ def fit_command(
     group: str | None = typer.Option(None, "--group", help="Fit separately per value of COL."),
     n_boot: int = typer.Option(0, "--bootstrap", help="Bootstrap refits for 95% CIs."),
     holdout: int = typer.Option(0, "--holdout", help="Refit without the K largest; report error."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     fmt: str = typer.Option("table", "--format", help="table | json"),
     no_offset: bool = typer.Option(False, "--no-offset", help="Power law without E."),
     x2_is_compute: bool = typer.Option(False, "--x2-is-compute", help="--x2 is C; D = C/(6N)."),
@@ -194,7 +194,7 @@ def report_command(
         None, "--output-dir", help="Override the experiment's output_dir."
     ),
     n_boot: int = typer.Option(200, "--bootstrap", help="Bootstrap refits for the bands."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     l2l: list[str] = typer.Option([], "--loss-to-loss", help="'LX:LY' pair to plot; repeatable."),
 ) -> None:
     """Write DIR with PNG plots and one self-contained report.html."""

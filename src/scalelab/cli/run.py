@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from scalelab.grid.spec import MAX_PARALLEL
+
 # Metric columns of `results` come from the methods' declarations (scalelab.metrics): these
 # kinds, in this order; "info" metrics (step counts, ...) only in --format csv/json.
 SUMMARY_KINDS = ("size", "quality", "cost")
@@ -34,12 +36,13 @@ def run(
         False,
         "--retry-failed",
         help="Run the failed runs again (from their last good checkpoint), then the runs "
-        "they blocked. Without it a failed run stays failed.",
+        "they blocked. Without it a failed run stays failed. --force includes these.",
     ),
     workers: int | None = typer.Option(
         None,
         "--workers",
         min=1,
+        max=MAX_PARALLEL,
         help="Parallel local processes [default: the spec's runtime.workers].",
     ),
     executor: str | None = typer.Option(

@@ -114,11 +114,11 @@ def _check_globs(dataset: str, files: dict[str, str]) -> None:
 
 
 def _check_local_corpus(dataset: str, seq_len: int) -> None:
-    """A one-file local corpus must give every split one window of text, or the run fails
-    after loading. Checked in bytes: every tokenizer scalelab uses (byte-level, BPE,
+    """A local corpus (one file, or a folder of split files) must give every split one
+    window of text, or the run fails after loading. Checked in bytes: every tokenizer scalelab uses (byte-level, BPE,
     pretrained) has at least one byte per token, less one for a SentencePiece-style leading
     space, so a split of fewer than seq_len bytes certainly has fewer than the seq_len + 1
-    tokens a window needs. Registered datasets, folders and large files are left to the
+    tokens a window needs. Registered datasets, compressed and large files are left to the
     run's own check (`_split_bytes` says why)."""
     from scalelab.data.catalog import DATASETS
 
@@ -133,17 +133,19 @@ def _check_local_corpus(dataset: str, seq_len: int) -> None:
     if short:
         raise ValueError(
             f"dataset {clip(dataset, 60)}: a split has fewer bytes than seq_len ({seq_len}), "
-            f"so less than one window: {', '.join(short)} bytes (one file is cut by lines "
-            "into 90/5/5 blocks); add text or lower seq_len"
+            f"so less than one window: {', '.join(short)} bytes"
+            + ("" if path.is_dir() else " (one file is cut by lines into 90/5/5 blocks)")
+            + "; add text or lower seq_len"
         )
 
 
 def _split_bytes(path: Path) -> dict[str, int]:
-    """split -> bytes of a one-file LM corpus, whose splits scalelab cuts (the user cannot
-    see that one is short); empty when not cheap to know (compressed, a file over
-    _SPLIT_CHECK_BYTES) and for a folder, whose split files the user wrote: there a short
-    split fails its runs, each with one line (the run's own check), while the others run.
-    Raises ValueError for a folder that lacks a split file."""
+    """split -> bytes (a lower bound of its text) of a local LM corpus: a one-file corpus
+    cut into splits as the loader cuts it (the user cannot see that one is short), or a
+    folder's uncompressed split files (an empty `valid.txt`). Splits not cheap to know
+    (compressed, a file over _SPLIT_CHECK_BYTES) are left out: a short one fails its runs,
+    each with one line (the run's own check), while the others run. Raises ValueError for
+    a folder that lacks a split file."""
     info = stat_or_none(path)
     if info is None:
         return {}
@@ -157,7 +159,13 @@ def _split_bytes(path: Path) -> dict[str, int]:
                 f"(train.txt, valid.txt, test.txt) or shards (train-00000.jsonl, ...); "
                 f"missing: {', '.join(missing)}"
             )
-        return {}
+        # Uncompressed files hold at least as many bytes as their text (JSONL adds markup),
+        # so their summed size is a safe lower bound; compressed splits are left to the run.
+        return {
+            split: sum(f.stat().st_size for f in split_files)
+            for split, split_files in files.items()
+            if not any(f.name.endswith(_BINARY_SUFFIXES) for f in split_files)
+        }
     if path.suffix in _BINARY_SUFFIXES or info.st_size > _SPLIT_CHECK_BYTES:
         return {}
     return dict(_file_split_bytes(str(path), info.st_size, info.st_mtime_ns))

@@ -44,7 +44,7 @@ class FullParams(TrainArgs):
 
     lr: PositiveFloat = 5e-5
     weight_decay: float = Field(0.01, ge=0)
-    epochs: PositiveInt = 3
+    epochs: PositiveInt = Field(3, le=10_000)
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 64
     warmup_frac: float = Field(0.1, ge=0, lt=1)

@@ -31,7 +31,8 @@ class PretrainParams(TrainArgs):
 
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS
 
-    tokens: PositiveInt
+    # 1e14: 100T tokens, several times the largest published training run; more is a typo
+    tokens: PositiveInt = Field(le=10**14)
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 3e-3
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
