@@ -305,3 +305,19 @@ def test_with_the_key_requests_are_answered(keyed, monkeypatch):
     backend = open_backend(keyed.model, cache=False, max_retries=0)
     assert backend.generate([GenRequest("the cat", 3)])[0] is not None
     assert backend.fingerprint.startswith("sha256:")
+
+
+def test_a_busy_port_is_said_before_the_model_loads(tmp_path, capsys):
+    import socket
+
+    # An empty folder resolves as a local model but cannot load: had the model been loaded
+    # first, the error would be about its weights, not the port.
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", str(empty), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot listen on 127.0.0.1:{port}"), err

@@ -60,8 +60,9 @@ def serve(
         raise ScalelabError(f"cannot serve {model!r}: it is {what}, not local weights")
 
     from scalelab.models.backends.local import LocalBackend
-    from scalelab.serve.server import run_server
+    from scalelab.serve.server import listen, run_server
 
+    sock = listen(host, port)  # before the model loads (minutes): a busy port is said at once
     served = name or model
     # The backend's own batches are no larger than the server's, so --max-batch holds.
     backend = LocalBackend(ref, device=device, batch_size=max_batch)
@@ -81,8 +82,9 @@ def serve(
             )
 
     run_server(
-        backend, served, host=host, port=port, limits=limits, api_key=api_key, announce=announce
-    )
+        backend, served, host=host, port=port, limits=limits, api_key=api_key,
+        announce=announce, sock=sock,
+    )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

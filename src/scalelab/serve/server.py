@@ -497,14 +497,17 @@ def run_server(
     limits: Limits | None = None,
     api_key: str | None = None,
     announce: Callable[[str], None] = print,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Load the model, listen, call `announce(base_url)`, then serve until interrupted.
-    Listening beyond loopback without `api_key` is refused (a ScalelabError)."""
+    """Load the model, listen (on `sock` when given: a `listen` socket opened before the
+    model loaded, so a busy port is said at once), call `announce(base_url)`, then serve
+    until interrupted. Listening beyond loopback without `api_key` is refused (a
+    ScalelabError)."""
     import uvicorn
 
     check_bind(host, api_key)
     app = create_app(backend, name, limits=limits, api_key=api_key)  # loads the model first
-    sock = listen(host, port)
+    sock = sock or listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     announce(f"http://{shown}:{sock.getsockname()[1]}/v1")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
