@@ -104,7 +104,9 @@ def test_failed_teacher_skips_students_and_a_rerun_retries(tmp_path, corpus, cap
     data = tmp_path / "teacher_data"
     data.mkdir()
     for split in ("train", "valid", "test"):
-        (data / f"{split}.txt").write_text("too short\n")
+        (data / f"{split}.txt").write_text(
+            "x" * 31 + "\n"
+        )  # seq_len bytes, one token short of a window
     spec = dag_spec(tmp_path / "dag.yaml", corpus, tmp_path / "out", teacher_data=data,
                     teacher_steps=30, student_steps=30)  # fmt: skip
     teacher, *students = expand(load_spec(spec))

@@ -78,7 +78,9 @@ def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, c
     short = tmp_path / "short"
     short.mkdir()
     for split in ("train", "valid", "test"):
-        (short / f"{split}.txt").write_text("too short\n")
+        (short / f"{split}.txt").write_text(
+            "x" * 31 + "\n"
+        )  # seq_len bytes, one token short of a window
     spec = tiny_lm_spec(
         tmp_path / "exp.yaml",
         corpus,
