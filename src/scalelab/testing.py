@@ -70,11 +70,11 @@ class ServeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if select.select([self.proc.stdout], [], [], 0.5)[0]:
-                found = re.search(r" at (http://([\d.]+):(\d+)/v1)", self.proc.stdout.readline())
-                if found:
-                    self.url = found.group(1).replace("//0.0.0.0:", "//127.0.0.1:")
-                    self.host = "127.0.0.1" if found.group(2) == "0.0.0.0" else found.group(2)
-                    self.port = int(found.group(3))
+                found = re.search(r" at http://([\d.]+):(\d+)/v1", self.proc.stdout.readline())
+                if found:  # a server on all interfaces is reached through loopback
+                    self.host = "127.0.0.1" if found.group(1) == "0.0.0.0" else found.group(1)
+                    self.port = int(found.group(2))
+                    self.url = f"http://{self.host}:{self.port}/v1"
                     return self.url
             if self.proc.poll() is not None:
                 raise RuntimeError(f"scalelab serve exited: {self.log.read_text()[-2000:]}")

@@ -84,7 +84,7 @@ class Server:
     environment variables; both apply to every start."""
 
     def __init__(self, tmp: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
-        self.tmp, self.url, self.port, self.starts = tmp, "", 0, 0
+        self.tmp, self.port, self.starts = tmp, 0, 0
         self.args, self.env = list(args), dict(env or {})
         self.serve: ServeProcess | None = None
 
@@ -100,8 +100,12 @@ class Server:
 
     def wait(self, timeout: float = 600) -> None:
         assert self.serve is not None
-        self.url = self.serve.wait(timeout)
-        self.port = self.serve.port
+        self.serve.wait(timeout)
+        self.port = self.serve.port  # a restart listens on it again
+
+    @property
+    def url(self) -> str:
+        return self.serve.url if self.serve else ""
 
     def stop(self) -> None:
         if self.serve is not None:

@@ -115,10 +115,10 @@ def _check_globs(dataset: str, files: dict[str, str]) -> None:
 
 def _check_local_corpus(dataset: str, seq_len: int) -> None:
     """A local corpus (one file, or a folder of split files) must give every split one
-    window of text, or the run fails after loading. Checked in bytes: every tokenizer scalelab uses (byte-level, BPE,
-    pretrained) has at least one byte per token, less one for a SentencePiece-style leading
-    space, so a split of fewer than seq_len bytes certainly has fewer than the seq_len + 1
-    tokens a window needs. Registered datasets, compressed and large files are left to the
+    window of text, or the run fails after loading. Checked in bytes: every tokenizer
+    scalelab uses (byte-level, BPE, pretrained) has at least one byte per token, less one
+    for a SentencePiece-style leading space, so a split of fewer than seq_len bytes
+    certainly has fewer than the seq_len + 1 tokens a window needs. Registered datasets, compressed and large files are left to the
     run's own check (`_split_bytes` says why)."""
     from scalelab.data.catalog import DATASETS
 
