@@ -9,6 +9,7 @@ two equal keys silently; `Path.exists()` raises on a NUL byte or an over-long na
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -236,3 +237,16 @@ def path_error(text: str, err: ValueError) -> ScalelabError:
     """The error for a path check that failed outside a pydantic model, echoing the path
     as pydantic does (`what failed (got 'path')`); the caller prefixes the field."""
     return ScalelabError(f"{err} (got {shown(text)})")
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: {"params": {"lr": 1e-3}} -> {"params.lr": 1e-3};
+    lists and tuples as JSON text (the store's columns, logged parameters, run labels)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v, default=str) if isinstance(v, (list, tuple)) else v
+    return out

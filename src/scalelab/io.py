@@ -97,6 +97,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would outlive the rename
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -116,7 +117,23 @@ def make_temp_dir(target: Path) -> Path:
     """A new empty folder next to `target`, named for it and for this process."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
+    return tmp
+
+
+def umask() -> int:
+    """The process's file-mode creation mask, so files renamed into place get the modes a
+    plain `open` would give them (readable by the group on a shared cluster folder)."""
+    try:  # Linux: readable without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, so the fallback)
+    os.umask(old)
+    return old
 
 
 def replace_dir(tmp: Path, target: Path) -> bool:

@@ -53,6 +53,23 @@ def test_task_fields_can_be_swept(tmp_path):
     assert sorted(r.task.seq_len for r in runs) == [32, 64]
 
 
+def test_labels_name_what_varies_between_runs(tmp_path):
+    from scalelab.grid.api import labels
+
+    runs = runs_of(
+        tmp_path,
+        tasks={"dataset": "wikitext2", "seq_len": [32, 64], "tokenizer": {"kind": "byte"}},
+        params={"tokens": 4096, "lr": [1e-3, 3e-3]},
+    )
+    names = labels(runs)
+    assert len(set(names.values())) == len(runs) == 8  # the grid reads apart
+    for r in runs:
+        name = names[r.run_id]
+        assert name.startswith(f"{r.run_id[:8]} {r.model.name} pretrain seed=0")
+        assert f"task.seq_len={r.task.seq_len}" in name and f"params.lr={r.params.lr}" in name
+        assert "params.tokens" not in name and "task.dataset" not in name  # the same in all
+
+
 def test_method_entries_carry_their_own_params(tmp_path):
     runs = runs_of(
         tmp_path,

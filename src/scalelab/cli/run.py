@@ -84,11 +84,12 @@ def run(
 def _print_dry_run(exp, rerun) -> None:
     """One line per run in execution order with its state, then a summary of what a `run`
     with the same flags would execute."""
-    from scalelab.grid.api import label
+    from scalelab.grid.api import labels
     from scalelab.grid.runner import ERROR_FILE
     from scalelab.grid.schedule import Rerun
 
     nodes = exp.nodes()
+    names = labels(exp.runs, stage=False)  # a column of its own here
     for i, n in enumerate(nodes, 1):
         task = getattr(n.run.task, "dataset", n.run.task.kind)
         reason = n.reason
@@ -96,7 +97,7 @@ def _print_dry_run(exp, rerun) -> None:
             reason = f"see {exp.runs_dir / n.run.run_id / ERROR_FILE}"
         why = f"  ({reason})" if reason else ""
         typer.echo(
-            f"{i:>4}  {n.status:>9}  {n.run.stage:<10}  {label(n.run)}  task={task}"
+            f"{i:>4}  {n.status:>9}  {n.run.stage:<10}  {names[n.run.run_id]}  task={task}"
             f"  deps={','.join(n.deps) or '-'}{why}"
         )
     by = {s: sum(n.status == s for n in nodes) for s in ("done", "failed", "blocked")}
@@ -118,7 +119,7 @@ def _print_dry_run(exp, rerun) -> None:
 def _kept_failed(exp, rerun) -> list[str]:
     """Print the stored failed runs this session leaves failed (with their errors, which
     name error.txt); their ids."""
-    from scalelab.grid.api import label
+    from scalelab.grid.api import labels
     from scalelab.grid.schedule import Rerun
 
     if rerun is not Rerun.NONE:
@@ -128,8 +129,9 @@ def _kept_failed(exp, rerun) -> list[str]:
     if not failed:
         return []
     errors = exp.store.table([r.run_id for r in failed]).set_index("run_id")["error"]
+    names = labels(exp.runs)
     for run in failed:
-        typer.echo(f"{'failed':>7}  {label(run)}  before: {errors[run.run_id]}")
+        typer.echo(f"{'failed':>7}  {names[run.run_id]}  before: {errors[run.run_id]}")
     return [r.run_id for r in failed]
 
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from scalelab.config import flatten
 from scalelab.errors import ScalelabError
 
 BACKENDS = ("tensorboard", "mlflow")
@@ -183,7 +184,7 @@ class _MLflow:
         name = " ".join(str(p) for p in (run_id[:8], model, method) if p)
         run = self.client.create_run(exp_id, run_name=name, tags={RUN_ID_TAG: run_id})
         self.run_id = run.info.run_id
-        params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in _flatten(config).items()]
+        params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i : i + 100])
 
@@ -213,15 +214,3 @@ class _MLflow:
 
     def close(self, failed: bool) -> None:
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"params": {"lr": 1e-3}} -> {"params.lr": 1e-3}; lists as JSON text."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v, default=str) if isinstance(v, (list, tuple)) else v
-    return out

@@ -107,7 +107,25 @@ def load_experiment_tables(
 
 
 def label(run: RunSpec) -> str:
+    """`<id8> <model> <method> seed=<seed>`: a run named on its own."""
     return f"{run.run_id[:8]} {run.model.name} {run.method} seed={run.seed}"
+
+
+def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
+    """run id -> `label(run)` plus the stage (when not `main`, and `stage`) and every task or params field
+    whose value differs between `runs` (`task.max_train_tokens=100000 params.lr=0.001`), so
+    the runs of one grid read apart in progress lines and `--dry-run`."""
+    from scalelab.config import flatten
+
+    flat = {r.run_id: flatten({k: r.config.get(k) or {} for k in ("task", "params")}) for r in runs}
+    keys = sorted({k for f in flat.values() for k in f})
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
+    out = {}
+    for r in runs:
+        parts = [label(r), *([f"stage={r.stage}"] if stage and r.stage != "main" else [])]
+        parts += [f"{k}={flat[r.run_id].get(k)}" for k in varying]
+        out[r.run_id] = " ".join(parts)
+    return out
 
 
 def _outcome_line(o: Outcome, label: str) -> str:
@@ -152,15 +170,13 @@ def run_experiment(
     runtime = exp.spec.runtime
     name = executor_name(runtime, workers) if runtime.executor or len(todo) > 1 else "serial"
     executor_cls = get_executor(name, runtime)
-    labels = {
-        r.run_id: label(r) + (f" stage={r.stage}" if r.stage != "main" else "") for r in exp.runs
-    }
-    with GridProgress(len(todo), labels, enabled=show_progress) as progress:
+    names = labels(exp.runs)
+    with GridProgress(len(todo), names, enabled=show_progress) as progress:
         scheduler.on_outcome = lambda o: progress.on_done(
-            o.run.run_id, escape(_outcome_line(o, labels[o.run.run_id]))
+            o.run.run_id, escape(_outcome_line(o, names[o.run.run_id]))
         )
         scheduler.on_waiting = lambda run, who: progress.console.print(
-            escape(f"waiting  {labels[run.run_id]}  (claimed by {who})")
+            escape(f"waiting  {names[run.run_id]}  (claimed by {who})")
         )
         executor = executor_cls(runtime, exp.runs_dir, progress.on_event, workers)
         return scheduler.run(executor)

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from scalelab.config import flatten
 from scalelab.errors import ScalelabError
 from scalelab.io import atomic_write, build_once
 
@@ -278,7 +279,7 @@ class ResultsStore:
             }
             config = json.loads(r["config"])
             head = {k: config.pop(k) for k in CONFIG_ORDER if k in config}
-            rec.update(_flatten({**head, **config}))
+            rec.update(flatten({**head, **config}))
             rec.update(json.loads(r["metrics"]))
             rec.update(
                 {
@@ -419,15 +420,4 @@ def _products(products: Mapping[str, Any]) -> dict[str, str]:
                 f"product {name!r}: {path} must be relative to the output dir (runs/<id>/...)"
             )
         out[str(name)] = PurePath(path).as_posix()
-    return out
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
     return out
