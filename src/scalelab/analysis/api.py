@@ -28,6 +28,8 @@ from scalelab.analysis.uncertainty import Bootstrap, Holdout, Problem, bootstrap
 from scalelab.errors import ScalelabError
 
 LAWS = ("power", "chinchilla", "loss-to-loss", *TASK_LAWS)
+# Errors that skip one group of a grouped fit instead of stopping it.
+SKIP_GROUP = ("too few", "nothing above chance")
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def fit_table(df: pd.DataFrame, spec: FitSpec) -> FitReport:
         try:
             fits.append(_fit_group(sub, spec, str(key)))
         except ScalelabError as e:
-            if "too few" not in str(e):
+            # A group the data cannot fit is skipped, said on stderr; other errors stop.
+            if not any(why in str(e) for why in SKIP_GROUP):
                 raise
             skipped.append(str(e))
     if not fits:

@@ -71,13 +71,13 @@ def flags(
     flat = "flat" in fit.extras
     out = list(_few_points(fit))
     if flat:
-        mean = _fitted_constant(fit)
+        level = _fitted_constant(fit)
         out.append(
             Flag(
                 "flat",
                 "accuracy does not change with the task loss in these points (F-test against a "
                 f"constant accuracy: p = {fit.extras['flat']:.2g}): no curve is identified; "
-                f"predictions are the mean accuracy {mean:.4g}",
+                f"predictions are a constant accuracy {level:.4g} (the mean, or chance if higher)",
             )
         )
     skip = _STEP2_PARAMS if flat else frozenset()

@@ -142,14 +142,21 @@ def size_for_task_loss(
         raise ValueError("size_for_task_loss needs d or ratio for an L(N, D) step 1")
     from scipy.optimize import brentq
 
-    def f(log_n: float) -> float:
-        return float(laws.chinchilla(np.exp(log_n), ratio * np.exp(log_n), params)) - loss
+    def f(log_n: float | np.ndarray) -> np.ndarray:
+        n = np.exp(log_n)
+        with np.errstate(over="ignore"):
+            return laws.chinchilla(n, ratio * n, params) - loss
 
-    if beta < 0 or f(LOG_N_MAX) > 0:
+    # The first N on a log grid whose loss reaches the target, refined between grid points
+    # (a fitted beta < 0 makes L(N, ratio N) non-monotone, so no single bracket is assumed).
+    grid = np.linspace(0.0, LOG_N_MAX, 277)
+    below = np.nonzero(f(grid) <= 0)[0]
+    if not len(below):
         return float("inf")
-    if f(0.0) <= 0:
+    i = int(below[0])
+    if i == 0:
         return 1.0
-    return float(np.exp(brentq(f, 0.0, LOG_N_MAX, xtol=1e-10)))
+    return float(np.exp(brentq(lambda t: float(f(t)), grid[i - 1], grid[i], xtol=1e-12)))
 
 
 def smallest_for_accuracy(
@@ -177,7 +184,7 @@ def smallest_for_accuracy(
     if not np.isfinite(n):
         raise ScalelabError(
             f"target accuracy {target:.4g} is unreachable: it needs a task loss of {loss:.4g}, "
-            f"at or below the fitted irreducible task loss E = {params['E']:.4g}"
+            f"which no size reaches under the fitted step 1 (E = {params['E']:.4g}{at_clause(at)})"
         )
     if not boot_params:
         return SmallestN(target, n, float("nan"), float("nan"), float("nan"), at)
@@ -188,6 +195,11 @@ def smallest_for_accuracy(
         ]
     )
     return _with_interval(target, n, ns, level, at)
+
+
+def at_clause(at: str) -> str:
+    """', at ...' from a SmallestN `at` phrase such as "smallest N at 20 tokens per parameter"."""
+    return f", {at[at.index(' at ') + 1 :]}" if " at " in at else ""
 
 
 def _acc_range(params: Mapping[str, float]) -> str:

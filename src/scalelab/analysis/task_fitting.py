@@ -61,6 +61,12 @@ def _flat_p_value(acc: np.ndarray, sse: float, n_free: int) -> float:
     return float(f_dist.sf(max(stat, 0.0), n_free - 1, n - n_free))
 
 
+def _flat_level(acc: np.ndarray, chance: float | None) -> float:
+    """What a flat task is predicted at: its mean accuracy, never below a given chance."""
+    mean = float(acc.mean())
+    return mean if chance is None else max(mean, chance)
+
+
 # --- step 2: the sigmoid of Bhagia et al. ---------------------------------------------------
 
 
@@ -80,8 +86,8 @@ def fit_acc_sigmoid(
     Starts: a grid over (k, L0) with the floor and ceiling solved linearly at each, the best
     three (and `init`) refined with bounded least squares. When an F-test cannot tell the
     fit from a constant (p > FLAT_P) the result is that constant, not a curve through noise:
-    floor = ceiling = mean acc, k = 0, and extras["flat"] holds the p-value (the
-    identifiability flags say so). loss, acc: shape (n,).
+    floor = ceiling = the mean accuracy (or the given floor, if higher), k = 0, and
+    extras["flat"] holds the p-value (the identifiability flags say so). loss, acc: (n,).
     """
     loss, acc = np.asarray(loss, float), np.asarray(acc, float)
     span = float(np.ptp(loss))
@@ -121,8 +127,8 @@ def fit_acc_sigmoid(
     params = unpack(best.x)
     p_flat = _flat_p_value(acc, 2.0 * best.cost, len(free))
     if p_flat > FLAT_P:
-        mean = float(acc.mean())
-        params = {"floor": mean, "ceiling": mean, "k": 0.0, "L0": float(np.median(loss))}
+        level = _flat_level(acc, floor)
+        params = {"floor": level, "ceiling": level, "k": 0.0, "L0": float(np.median(loss))}
         return _acc_result("loss-to-acc", params, loss, acc, free, bounds, flat=p_flat)
     return _acc_result("loss-to-acc", params, loss, acc, free, bounds, flat_p=p_flat)
 
@@ -176,7 +182,8 @@ def fit_acc_exponential(
     With `chance` given, epsilon = 1 - chance is held fixed (the error of guessing), else it is
     fitted in [0, 1]. k >= 0, gamma in [0, K_MAX / range(L)]. Starts: a grid over gamma with
     epsilon and k solved linearly at each. A fit an F-test cannot tell from a constant is
-    replaced by the constant (k = 0, epsilon = 1 - mean acc; extras["flat"] = p).
+    replaced by the constant (k = 0, 1 - epsilon = the mean accuracy, or chance if higher;
+    extras["flat"] = p).
     loss, acc: shape (n,).
     """
     loss, acc = np.asarray(loss, float), np.asarray(acc, float)
@@ -231,8 +238,8 @@ def fit_acc_exponential(
         bounds["epsilon"] = (0.0, 1.0, 1.0)
     p_flat = _flat_p_value(acc, 2.0 * best.cost, len(free))
     if p_flat > FLAT_P:
-        mean = float(acc.mean())
-        params = {"epsilon": 1.0 - mean, "k": 0.0, "gamma": params["gamma"]}
+        level = _flat_level(acc, chance)
+        params = {"epsilon": 1.0 - level, "k": 0.0, "gamma": params["gamma"]}
         return _acc_result("loss-to-acc", params, loss, acc, free, bounds, flat=p_flat)
     return _acc_result("loss-to-acc", params, loss, acc, free, bounds, flat_p=p_flat)
 

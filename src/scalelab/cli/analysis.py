@@ -104,7 +104,7 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"  {what} reaching {s['target']:.4g}: {s['n']:.4g}{ci}")
         lines.extend(f"  flag: {f['message']}" for f in r.get("flags", []))
         lines.extend(f"  note: {n}" for n in r["notes"])
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _holdout_lines(h: dict[str, Any]) -> list[str]:
@@ -283,6 +283,12 @@ def report_command(
     n_boot: int = typer.Option(200, "--bootstrap", help="Bootstrap refits for the bands."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     l2l: list[str] = typer.Option([], "--loss-to-loss", help="'LX:LY' pair to plot; repeatable."),
+    task_acc: list[str] = typer.Option(
+        [], "--task-accuracy", help="'LOSS:ACC' task loss and accuracy to plot; repeatable."
+    ),
+    chance: float | None = typer.Option(
+        None, "--chance", help="Chance accuracy of the --task-accuracy tasks (their floor)."
+    ),
 ) -> None:
     """Write DIR with PNG plots and one self-contained report.html."""
     if (experiment is None) == (not csv):
@@ -294,6 +300,13 @@ def report_command(
         if item.count(":") != 1:
             raise ScalelabError(f"--loss-to-loss expects 'LX:LY' (got {shown(item)})")
         pairs.append(tuple(item.split(":")))
+    acc_pairs = []
+    for item in task_acc:
+        if item.count(":") != 1:
+            raise ScalelabError(f"--task-accuracy expects 'LOSS:ACC' (got {shown(item)})")
+        acc_pairs.append(tuple(item.split(":")))
+    if chance is not None and not 0 <= chance < 1:
+        raise ScalelabError(f"--chance must be in [0, 1) (got {chance:g})")
     if experiment is not None:
         _input_file(experiment, "experiment file")
         from scalelab.grid.api import open_experiment
@@ -309,7 +322,15 @@ def report_command(
     from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
 
     spec = ReportSpec(
-        x=x, y=y, group=group, bootstrap=n_boot, seed=seed, loss_to_loss=pairs, title=title
+        x=x,
+        y=y,
+        group=group,
+        bootstrap=n_boot,
+        seed=seed,
+        loss_to_loss=pairs,
+        title=title,
+        task_accuracy=acc_pairs,
+        chance=chance,
     )
     path = build_report(runs, curves, out, spec)
     typer.echo(f"wrote {path}")
