@@ -99,6 +99,7 @@ def test_loss_to_acc_exponential(csv, capsys):
         (None, ["--acc-form", "cubic"], "--acc-form must be one of"),
         (None, ["--target", "70"], "must be an accuracy in (0, 1)"),
         (None, ["--higher-is-better"], "--higher-is-better is for --law power"),
+        (None, ["--drop-top-loss", "2"], "--drop-top-loss applies to the loss laws"),
     ],
 )
 def test_bad_input_is_one_error_line(csv, capsys, change, args, expect):

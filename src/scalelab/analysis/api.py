@@ -24,6 +24,7 @@ from scalelab.analysis.smallest import (
     to_lower_is_better,
 )
 from scalelab.analysis.task_accuracy import TASK_LAWS, TaskHoldout
+from scalelab.analysis.task_fitting import ACC_FORMS
 from scalelab.analysis.uncertainty import Bootstrap, Holdout, Problem, bootstrap, holdout_check
 from scalelab.errors import ScalelabError
 
@@ -178,9 +179,9 @@ def _check_task_options(spec: FitSpec) -> None:
             opt = used[0] if used else "--acc-form"
             raise ScalelabError(f"{opt} applies to --law task-accuracy or loss-to-acc only")
         return
-    if spec.acc_form not in task.ACC_FORMS:
+    if spec.acc_form not in ACC_FORMS:
         raise ScalelabError(
-            f"--acc-form must be one of {', '.join(task.ACC_FORMS)} (got {spec.acc_form!r})"
+            f"--acc-form must be one of {', '.join(ACC_FORMS)} (got {spec.acc_form!r})"
         )
     if spec.law == "task-accuracy" and spec.loss_col is None:
         raise ScalelabError("--law task-accuracy needs --loss-col (the task loss column)")
@@ -189,6 +190,16 @@ def _check_task_options(spec: FitSpec) -> None:
         raise ScalelabError(f"{opt} does not apply to --law loss-to-acc (--x is the task loss)")
     if spec.higher_is_better:
         raise ScalelabError("--higher-is-better is for --law power: task laws fit accuracy")
+    loss_only = {
+        "--drop-top-loss": spec.drop_top_loss > 0,
+        "--no-offset": not spec.offset,
+        "--e-x": spec.e_x is not None,
+        "--e-y": spec.e_y is not None,
+        "--x2-is-compute": spec.x2_is_compute,
+    }
+    for opt, used in loss_only.items():
+        if used:
+            raise ScalelabError(f"{opt} applies to the loss laws, not --law {spec.law}")
     if spec.ceiling is not None:
         if spec.acc_form != "sigmoid":
             raise ScalelabError("--ceiling applies to --acc-form sigmoid only")

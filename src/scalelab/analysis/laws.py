@@ -77,9 +77,10 @@ def acc_sigmoid(loss: ArrayLike, params: Params) -> NDArray[np.float64]:
     Bhagia et al. 2024 ("Establishing Task Scaling Laws via Compute-Efficient Model Ladders",
     arXiv 2412.04403), step 2, Eq. (2): Acc(L) = a / (1 + exp(-k (L - L0))) + b. Their fit
     bounds a in [-1, 0] and b in [0, 1] (allenai/OLMo-ladder `fitting_functions.sigmoid`), so
-    b is the accuracy as L -> 0 (the ceiling) and a + b the accuracy as L -> inf (the floor,
-    chance for a multiple-choice task). Here a = floor - ceiling, b = ceiling, and `k` >= 0 is
-    the paper's k (accuracy falls as the loss rises). loss: shape (n,), any unit; returns (n,).
+    b is the upper asymptote (the ceiling, as L falls) and a + b the lower one as L -> inf
+    (the floor: chance for a multiple-choice task; the paper fits it, scalelab can fix it at
+    1 / number of choices). Here a = floor - ceiling, b = ceiling, and `k` >= 0 is the paper's
+    k (accuracy falls as the loss rises). loss: shape (n,), any unit; returns (n,).
     """
     z = np.asarray(loss, dtype=float) - params["L0"]
     with np.errstate(over="ignore"):
@@ -91,9 +92,10 @@ def acc_exponential(loss: ArrayLike, params: Params) -> NDArray[np.float64]:
     """Accuracy from loss as 1 - Err(L) with Err(L) = epsilon - k exp(-gamma L).
 
     Gadre et al. 2024 ("Language models scale reliably with over-training and on downstream
-    tasks", arXiv 2403.08540), the exponential relation between a model's loss and its
-    top-1 error (Sec. 2, Eq. (5) as we read it): as L -> inf the error tends to epsilon, the
-    error of random guessing, so the accuracy floor is 1 - epsilon. loss: shape (n,).
+    tasks", arXiv 2403.08540): their law relating a model's loss to its average top-1 error,
+    Err(L) = epsilon - k exp(-gamma L) (the form is the paper's; its equation number could not
+    be checked offline). As L -> inf the error tends to epsilon, the error of random
+    guessing, so the accuracy floor is 1 - epsilon. loss: shape (n,); returns (n,).
     """
     loss = np.asarray(loss, dtype=float)
     return 1.0 - params["epsilon"] + params["k"] * np.exp(-params["gamma"] * loss)

@@ -18,12 +18,11 @@ import pandas as pd
 
 from scalelab.analysis import table
 from scalelab.analysis.fitting import FitResult
-from scalelab.analysis.task_fitting import ACC_FORMS, fit_loss_to_acc, fit_task_accuracy
+from scalelab.analysis.task_fitting import fit_loss_to_acc, fit_task_accuracy
 from scalelab.analysis.uncertainty import Problem, bootstrap, prediction_band
 from scalelab.errors import ScalelabError
 
 TASK_LAWS = ("loss-to-acc", "task-accuracy")
-__all__ = ["ACC_FORMS", "TASK_LAWS", "TaskHoldout", "chance_level", "problem", "task_holdout"]
 
 
 def _where(group: str | None) -> str:

@@ -2,8 +2,11 @@
 
 Step 2 maps a model's loss on a task to its accuracy on it, with a floor at chance:
 `acc_sigmoid` (Bhagia et al. 2024, Eq. 2) or `acc_exponential` (Gadre et al. 2024). The chain
-(Bhagia et al. 2024, Sec. 3) first fits the task loss from size (`power_law` in one variable,
-or `chinchilla` in N and D, their Eq. 1), then step 2, and predicts accuracy from size alone.
+(Bhagia et al.'s two-step prediction) first fits the task loss from size (`power_law` in one
+variable, or `chinchilla` in N and D, their Eq. 1), then step 2, and predicts accuracy from
+size alone. Step 1 with N and D uses this package's Chinchilla Approach 3 fitter (Huber on
+log L); the paper's own code (allenai/OLMo-ladder) also fits step 1 with a Huber loss and
+step 2 by least squares with the bounds used here (a <= 0 <= b <= 1, k >= 0).
 Each step is fitted on its own points, as in the paper; the bootstrap carries both through
 (`uncertainty.bootstrap` resamples rows once and calls `fit_task_accuracy`, which refits both).
 
