@@ -12,12 +12,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalelab.analysis import fitting, laws, table
-from scalelab.analysis.smallest import SmallestN, smallest_n, target_from_row, to_lower_is_better
+from scalelab.analysis import fitting, identify, laws, table
+from scalelab.analysis import task_accuracy as task
+from scalelab.analysis.identify import Flag, Thresholds
+from scalelab.analysis.smallest import (
+    ID_COLUMNS,
+    SmallestN,
+    smallest_for_accuracy,
+    smallest_n,
+    target_from_row,
+    to_lower_is_better,
+)
+from scalelab.analysis.task_accuracy import TASK_LAWS, TaskHoldout
+from scalelab.analysis.task_fitting import ACC_FORMS
 from scalelab.analysis.uncertainty import Bootstrap, Holdout, Problem, bootstrap, holdout_check
 from scalelab.errors import ScalelabError
 
-LAWS = ("power", "chinchilla", "loss-to-loss")
+LAWS = ("power", "chinchilla", "loss-to-loss", *TASK_LAWS)
+# Errors that skip one group of a grouped fit instead of stopping it.
+SKIP_GROUP = ("too few", "nothing above chance")
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,15 @@ class FitSpec:
     target: float | None = None
     target_row: str | None = None
     higher_is_better: bool = False
+    # Task accuracy (laws loss-to-acc and task-accuracy): see `task_accuracy.py`.
+    loss_col: str | None = None
+    acc_form: str = "sigmoid"
+    chance: float | None = None
+    choices_col: str | None = None
+    ceiling: float | None = None
+    tokens_per_param: float | None = None
+    target_tokens: float | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 @dataclass(frozen=True)
@@ -52,10 +74,12 @@ class GroupFit:
     fit: fitting.FitResult
     data: pd.DataFrame
     boot: Bootstrap | None = None
-    holdout: Holdout | None = None
+    holdout: Holdout | TaskHoldout | None = None
     smallest: SmallestN | None = None
     dropped_nan: int = 0
     notes: tuple[str, ...] = ()
+    flags: tuple[Flag, ...] = ()
+    chance: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object of `scalelab fit --format json`."""
@@ -64,7 +88,9 @@ class GroupFit:
         # Undefined (NaN) intervals are left out of `ci`, as when no bootstrap ran, and
         # flagged by `bootstrap.too_few` and a note: a NaN pair would print as [nan, nan].
         ci = self.boot.ci() if self.boot else {}
-        out["ci"] = {k: list(v) for k, v in ci.items() if all(np.isfinite(v))}
+        # Fixed parameters (a chance floor, a given E_x) have no interval to report.
+        free = identify.free_params(self.fit)
+        out["ci"] = {k: list(v) for k, v in ci.items() if all(np.isfinite(v)) and k in free}
         if self.boot:
             out["bootstrap"] = {
                 "n": self.boot.n_requested,
@@ -81,8 +107,27 @@ class GroupFit:
             out["compute_optimal"] = {"N_opt_exponent": a, "D_opt_exponent": 1 - a}
         if self.smallest:
             out["smallest"] = self.smallest.as_dict()
+        if self.fit.law in TASK_LAWS:
+            out["chance"] = self.chance
+            out.update(_steps(self.fit))
+        out["flags"] = [f.as_dict() for f in self.flags]
         out["notes"] = list(self.notes + self.fit.notes)
         return out
+
+
+def _steps(fit: fitting.FitResult) -> dict[str, Any]:
+    """The accuracy form and, for the chain, each step's law and R²."""
+    form = "sigmoid" if "L0" in fit.params else "exponential"
+    if fit.law != "task-accuracy":
+        return {"form": form}
+    s1, s2 = fit.extras["step1"], fit.extras["step2"]
+    return {
+        "form": form,
+        "steps": {
+            "step1": {"law": s1.law, "r2": s1.r2},
+            "step2": {"law": f"loss-to-acc ({form})", "r2": s2.r2},
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -95,6 +140,7 @@ def fit_table(df: pd.DataFrame, spec: FitSpec) -> FitReport:
     """Fit `spec.law` per group of `df` (one row per run)."""
     if spec.law not in LAWS:
         raise ScalelabError(f"unknown law {spec.law!r} (known: {', '.join(LAWS)})")
+    _check_task_options(spec)
     df = _prepare(df, spec)
     if spec.target_row is not None:
         # Resolve against the whole table: the reference run may sit in another group.
@@ -108,12 +154,59 @@ def fit_table(df: pd.DataFrame, spec: FitSpec) -> FitReport:
         try:
             fits.append(_fit_group(sub, spec, str(key)))
         except ScalelabError as e:
-            if "too few" not in str(e):
+            # A group the data cannot fit is skipped, said on stderr; other errors stop.
+            if not any(why in str(e) for why in SKIP_GROUP):
                 raise
             skipped.append(str(e))
     if not fits:
         raise ScalelabError(skipped[0] if skipped else f"no groups in column {spec.group!r}")
     return FitReport(fits, skipped)
+
+
+def _check_task_options(spec: FitSpec) -> None:
+    """Options of the task laws: present where needed, absent elsewhere, in range."""
+    given = {
+        "--loss-col": spec.loss_col,
+        "--chance": spec.chance,
+        "--choices-col": spec.choices_col,
+        "--ceiling": spec.ceiling,
+        "--tokens-per-param": spec.tokens_per_param,
+        "--target-tokens": spec.target_tokens,
+    }
+    if spec.law not in TASK_LAWS:
+        used = [k for k, v in given.items() if v is not None]
+        if used or spec.acc_form != "sigmoid":
+            opt = used[0] if used else "--acc-form"
+            raise ScalelabError(f"{opt} applies to --law task-accuracy or loss-to-acc only")
+        return
+    if spec.acc_form not in ACC_FORMS:
+        raise ScalelabError(
+            f"--acc-form must be one of {', '.join(ACC_FORMS)} (got {spec.acc_form!r})"
+        )
+    if spec.law == "task-accuracy" and spec.loss_col is None:
+        raise ScalelabError("--law task-accuracy needs --loss-col (the task loss column)")
+    if spec.law == "loss-to-acc" and (spec.loss_col or spec.x2):
+        opt = "--loss-col" if spec.loss_col else "--x2"
+        raise ScalelabError(f"{opt} does not apply to --law loss-to-acc (--x is the task loss)")
+    if spec.higher_is_better:
+        raise ScalelabError("--higher-is-better is for --law power: task laws fit accuracy")
+    loss_only = {
+        "--drop-top-loss": spec.drop_top_loss > 0,
+        "--no-offset": not spec.offset,
+        "--e-x": spec.e_x is not None,
+        "--e-y": spec.e_y is not None,
+        "--x2-is-compute": spec.x2_is_compute,
+    }
+    for opt, used in loss_only.items():
+        if used:
+            raise ScalelabError(f"{opt} applies to the loss laws, not --law {spec.law}")
+    if spec.ceiling is not None:
+        if spec.acc_form != "sigmoid":
+            raise ScalelabError("--ceiling applies to --acc-form sigmoid only")
+        if not 0 < spec.ceiling <= 1 or (spec.chance is not None and spec.ceiling <= spec.chance):
+            raise ScalelabError(
+                f"--ceiling must be in (0, 1] and above the chance level (got {spec.ceiling:g})"
+            )
 
 
 def _prepare(df: pd.DataFrame, spec: FitSpec) -> pd.DataFrame:
@@ -136,6 +229,8 @@ def _columns(spec: FitSpec) -> tuple[list[str], list[str]]:
 
 
 def _fit_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> GroupFit:
+    if spec.law in TASK_LAWS:
+        return _fit_task_group(df, spec, group)
     inputs_cols, used = _columns(spec)
     clean = table.clean_columns(df, used, f"the {spec.law} law")
     rows = df.loc[clean.index]
@@ -169,8 +264,92 @@ def _fit_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> GroupFit:
     if boot is not None:
         notes.extend(boot.notes())
     hold = holdout_check(problem, spec.holdout) if spec.holdout > 0 else None
-    small = _smallest(spec, fit, boot)
-    return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, tuple(notes + extra_notes))
+    small = _grouped_target(lambda: _smallest(spec, fit, boot), group, notes)
+    # An error rate 1 - acc is judged by its absolute (accuracy) error, a loss by its relative.
+    flags = identify.flags(fit, boot, hold, spec.thresholds, absolute_holdout=spec.higher_is_better)
+    notes = tuple(notes + extra_notes)
+    return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, notes, flags)
+
+
+def _fit_task_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> GroupFit:
+    """One group of a task law: accuracy `spec.y` from task loss (`spec.x` for loss-to-acc,
+    `spec.loss_col` for the chain, whose size columns are `spec.x` [and `spec.x2`])."""
+    chain = spec.law == "task-accuracy"
+    size_cols = [c for c in (spec.x, spec.x2) if c] if chain else []
+    loss_col = spec.loss_col if chain else spec.x
+    used = [*size_cols, loss_col, spec.y]
+    clean = table.clean_columns(df, used, f"the {spec.law} law")
+    rows, cols = df.loc[clean.index], dict(clean.columns)
+    acc = cols[spec.y]
+    task.require_accuracies(acc, spec.y)
+    fixed = spec.chance is not None or spec.choices_col is not None
+    need = task.min_points(spec.law, len(size_cols), spec.acc_form, fixed, spec.ceiling)
+    table.require_points(len(acc), spec.law, group, need)
+    chance, chance_note = task.chance_level(rows, spec.chance, spec.choices_col, acc, spec.y, group)
+    for c in size_cols + ([loss_col] if chain else []):
+        table.require_positive(cols[c], c, spec.law)
+    if spec.holdout > 0:
+        table.require_holdout_points(len(acc), spec.holdout, spec.law, group, need)
+    for c in size_cols:
+        table.require_distinct(cols[c], c, spec.law, 3 if len(size_cols) == 1 else 2, group)
+    prob = task.problem(
+        tuple(cols[c] for c in size_cols),
+        cols[loss_col],
+        acc,
+        form=spec.acc_form,
+        chance=chance,
+        ceiling=spec.ceiling,
+    )
+    fit = prob.fit(prob.inputs, acc, None)
+    boot = bootstrap(prob, fit, spec.bootstrap, spec.seed) if spec.bootstrap > 0 else None
+    notes = [f"dropped {clean.dropped} row(s) with NaN in {', '.join(used)}"] * bool(clean.dropped)
+    notes += [chance_note] if chance_note else []
+    notes += list(boot.notes()) if boot is not None else []
+    hold = None
+    if spec.holdout > 0:
+        id_col = table.first_present(rows, ID_COLUMNS)
+        labels = rows[id_col].to_numpy() if id_col else None
+        hold = task.task_holdout(
+            prob, spec.holdout, n_boot=spec.bootstrap, seed=spec.seed, chance=chance, labels=labels
+        )
+    small = _grouped_target(lambda: _smallest_task(spec, fit, boot, cols, size_cols), group, notes)
+    flags = identify.flags(fit, boot, hold, spec.thresholds, absolute_holdout=True)
+    return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, tuple(notes), flags, chance)
+
+
+def _grouped_target(answer, group: str | None, notes: list[str]) -> SmallestN | None:
+    """`answer()`; in a grouped fit, a target one group cannot reach is a note for that group
+    (the others still answer), while ungrouped it stays an error."""
+    try:
+        return answer()
+    except ScalelabError as err:
+        if group is None or "unreachable" not in str(err):
+            raise
+        notes.append(str(err))
+        return None
+
+
+def _smallest_task(
+    spec: FitSpec,
+    fit: fitting.FitResult,
+    boot: Bootstrap | None,
+    cols: dict[str, np.ndarray],
+    size_cols: list[str],
+) -> SmallestN | None:
+    """Smallest size the chain predicts to reach accuracy `spec.target`."""
+    if spec.target is None:
+        return None
+    if spec.law != "task-accuracy":
+        raise ScalelabError("--target needs --law task-accuracy (accuracy from size) or power")
+    if not 0 < spec.target < 1:
+        raise ScalelabError(f"--target {spec.target:g} must be an accuracy in (0, 1)")
+    where, at = {}, f"smallest {size_cols[0]}"
+    if len(size_cols) == 2:
+        n, d = cols[size_cols[0]], cols[size_cols[1]]
+        where, phrase = task.target_tokens(n, d, spec.target_tokens, spec.tokens_per_param)
+        at = f"{at} {phrase}"
+    samples = boot.param_dicts() if boot else []
+    return smallest_for_accuracy(fit.params, float(spec.target), samples, at=at, **where)
 
 
 def _problem(
@@ -235,7 +414,9 @@ def _smallest(spec: FitSpec, fit: fitting.FitResult, boot: Bootstrap | None) -> 
     if spec.target is None:
         return None
     if spec.law != "power":
-        raise ScalelabError("--target/--target-row need --law power (smallest N from L(N))")
+        raise ScalelabError(
+            "--target/--target-row need --law power (smallest N from L(N)) or task-accuracy"
+        )
     target = spec.target
     if spec.higher_is_better:
         target = to_lower_is_better(target, spec.y)

@@ -26,6 +26,9 @@ class FitResult:
     `params`: name -> value. `residuals`: log(y) - log(y_hat) per point (the fitted scale),
     shape (n_points,). `r2`: coefficient of determination of y_hat against y on the loss scale.
     `objective`: the minimised loss. `notes`: human-readable remarks (e.g. "E_x fitted freely").
+    `extras["free"]`: the fitted (not fixed) parameters; `extras["bounds"]`: name -> (lower,
+    upper, scale) for bounded parameters, read by `identify.flags` (a value within 1e-3 scale
+    of a bound is "on its bound").
     """
 
     law: str
@@ -38,7 +41,8 @@ class FitResult:
     extras: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def predict(self, *inputs: np.ndarray) -> np.ndarray:
-        """Evaluate the law: (x,) for power laws, (N, D) for chinchilla, (L_x,) for loss-to-loss."""
+        """Evaluate the law: (x,) for power laws, (N, D) for chinchilla, (L_x,) for loss-to-loss
+        and loss-to-acc, (x,) or (N, D) for task-accuracy (size only: the chain)."""
         return predict(self.law, self.params, *inputs)
 
 
@@ -50,6 +54,10 @@ def predict(law: str, params: laws.Params, *inputs: np.ndarray) -> np.ndarray:
         return laws.chinchilla(inputs[0], inputs[1], params)
     if law == "loss-to-loss":
         return laws.loss_to_loss(inputs[0], params)
+    if law == "loss-to-acc":
+        return laws.acc_from_loss(inputs[0], params)
+    if law == "task-accuracy":
+        return laws.task_accuracy(inputs, params)
     raise ValueError(f"unknown law {law!r}")
 
 
@@ -89,7 +97,7 @@ def fit_power_law(
         slope, intercept = np.polyfit(lx, ly, 1)
         params = {"A": float(np.exp(intercept) * x0 ** (-slope)), "alpha": float(-slope)}
         sse = float(np.sum((ly - (intercept + slope * lx)) ** 2))
-        return _result("pure-power", params, (x,), y, sse)
+        return _result("pure-power", params, (x,), y, sse, free=laws.PURE_POWER_PARAMS)
 
     def resid(th: np.ndarray) -> np.ndarray:
         a, alpha, e = th
@@ -108,7 +116,9 @@ def fit_power_law(
             best = sol
     a, alpha, e = best.x
     params = {"E": float(np.exp(e)), "A": float(np.exp(a) * x0**alpha), "alpha": float(alpha)}
-    return _result("power", params, (x,), y, 2.0 * best.cost)
+    # E = exp(e) > 0: its bound is 0, on the scale of the smallest y.
+    bounds = {"E": (0.0, np.inf, float(y.min()))}
+    return _result("power", params, (x,), y, 2.0 * best.cost, free=laws.POWER_PARAMS, bounds=bounds)
 
 
 def _power_starts(
@@ -168,7 +178,17 @@ def fit_chinchilla(
     }
     # Distinct local optima, best first: good warm starts for bootstrap refits.
     local = [_theta_params(t) for t in optima]
-    return _result("chinchilla", params, (n, d), loss, fun, local_optima=local)
+    bounds = {"E": (0.0, np.inf, float(loss.min()))}  # E = exp(e) > 0
+    return _result(
+        "chinchilla",
+        params,
+        (n, d),
+        loss,
+        fun,
+        local_optima=local,
+        free=laws.CHINCHILLA_PARAMS,
+        bounds=bounds,
+    )
 
 
 def _theta_params(theta: np.ndarray) -> dict[str, float]:
@@ -199,7 +219,7 @@ def fit_loss_to_loss(
         kappa, log_k = np.polyfit(gx, gy, 1)
         params = {"K": float(np.exp(log_k)), "kappa": float(kappa), "E_x": e_x, "E_y": e_y}
         sse = float(np.sum((gy - (log_k + kappa * gx)) ** 2))
-        return _result("loss-to-loss", params, (lx,), ly, sse)
+        return _result("loss-to-loss", params, (lx,), ly, sse, free=("K", "kappa"))
     return _fit_l2l_free(lx, ly, e_x, e_y)
 
 
@@ -233,7 +253,17 @@ def _fit_l2l_free(
         if best is None or sol.cost < best.cost:
             best = sol
     notes = tuple(f"{f} fitted as a free parameter (0 <= {f} < min loss)" for f in free)
-    return _result("loss-to-loss", unpack(best.x), (lx,), ly, 2.0 * best.cost, notes)
+    bounds = {f: (0.0, float(upper[f]), float(upper[f])) for f in free}
+    return _result(
+        "loss-to-loss",
+        unpack(best.x),
+        (lx,),
+        ly,
+        2.0 * best.cost,
+        notes,
+        free=("K", "kappa", *free),
+        bounds=bounds,
+    )
 
 
 # --- irreducible loss of one metric ---------------------------------------------------------

@@ -3,7 +3,7 @@
 Every function takes numpy arrays (or scalars) and a plain `dict[str, float]` of parameters,
 so fitted results, bootstrap samples and hand-written parameters all plug in the same way.
 Losses are in nats per token (or whatever unit the data uses); sizes in parameters, data in
-tokens, compute in FLOP.
+tokens, compute in FLOP; accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ POWER_PARAMS = ("E", "A", "alpha")
 PURE_POWER_PARAMS = ("A", "alpha")
 CHINCHILLA_PARAMS = ("E", "A", "alpha", "B", "beta")
 LOSS_TO_LOSS_PARAMS = ("K", "kappa", "E_x", "E_y")
+ACC_SIGMOID_PARAMS = ("floor", "ceiling", "k", "L0")
+ACC_EXPONENTIAL_PARAMS = ("epsilon", "k", "gamma")
 
 
 def power_law(x: ArrayLike, params: Params) -> NDArray[np.float64]:
@@ -64,3 +66,71 @@ def compute_optimal(compute: ArrayLike, params: Params) -> tuple[NDArray, NDArra
     g = (alpha * params["A"] / (beta * params["B"])) ** (1.0 / (alpha + beta))
     a = beta / (alpha + beta)
     return g * c6**a, c6 ** (1.0 - a) / g
+
+
+# --- task accuracy from task loss -----------------------------------------------------------
+
+
+def acc_sigmoid(loss: ArrayLike, params: Params) -> NDArray[np.float64]:
+    """Accuracy from task loss: floor + (ceiling - floor) / (1 + exp(k (L - L0))).
+
+    Bhagia et al. 2024 ("Establishing Task Scaling Laws via Compute-Efficient Model Ladders",
+    arXiv 2412.04403), step 2, Eq. (2): Acc(L) = a / (1 + exp(-k (L - L0))) + b. Their fit
+    bounds a in [-1, 0] and b in [0, 1] (allenai/OLMo-ladder `fitting_functions.sigmoid`), so
+    b is the upper asymptote (the ceiling, as L falls) and a + b the lower one as L -> inf
+    (the floor: chance for a multiple-choice task; the paper fits it, scalelab can fix it at
+    1 / number of choices). Here a = floor - ceiling, b = ceiling, and `k` >= 0 is the paper's
+    k (accuracy falls as the loss rises). loss: shape (n,), any unit; returns (n,).
+    """
+    z = np.asarray(loss, dtype=float) - params["L0"]
+    with np.errstate(over="ignore"):
+        s = 1.0 / (1.0 + np.exp(params["k"] * z))
+    return params["floor"] + (params["ceiling"] - params["floor"]) * s
+
+
+def acc_exponential(loss: ArrayLike, params: Params) -> NDArray[np.float64]:
+    """Accuracy from loss as 1 - Err(L) with Err(L) = epsilon - k exp(-gamma L).
+
+    Gadre et al. 2024 ("Language models scale reliably with over-training and on downstream
+    tasks", arXiv 2403.08540): their law relating a model's loss to its average top-1 error,
+    Err(L) = epsilon - k exp(-gamma L) (the form is the paper's; its equation number could not
+    be checked offline). As L -> inf the error tends to epsilon, the error of random
+    guessing, so the accuracy floor is 1 - epsilon. loss: shape (n,); returns (n,).
+    """
+    loss = np.asarray(loss, dtype=float)
+    return 1.0 - params["epsilon"] + params["k"] * np.exp(-params["gamma"] * loss)
+
+
+def acc_from_loss(loss: ArrayLike, params: Params) -> NDArray[np.float64]:
+    """`acc_sigmoid` when `params` has L0, else `acc_exponential` (the form is in the names)."""
+    return acc_sigmoid(loss, params) if "L0" in params else acc_exponential(loss, params)
+
+
+def invert_acc_from_loss(target: float, params: Params) -> float:
+    """The task loss at which `acc_from_loss` equals `target`; NaN when it never does.
+
+    Sigmoid: L0 + log((ceiling - t) / (t - floor)) / k, defined for floor < t < ceiling and
+    k > 0. Exponential: -log((t - 1 + epsilon) / k) / gamma, for t > 1 - epsilon, k, gamma > 0.
+    """
+    if "L0" in params:
+        lo, hi, k = params["floor"], params["ceiling"], params["k"]
+        if k <= 0 or not (min(lo, hi) < target < max(lo, hi)) or hi <= lo:
+            return float("nan")
+        return float(params["L0"] + np.log((hi - target) / (target - lo)) / k)
+    gap = target - 1.0 + params["epsilon"]
+    if gap <= 0 or params["k"] <= 0 or params["gamma"] <= 0:
+        return float("nan")
+    return float(-np.log(gap / params["k"]) / params["gamma"])
+
+
+def task_accuracy(inputs: tuple[ArrayLike, ...], params: Params) -> NDArray[np.float64]:
+    """The two-step chain of Bhagia et al. 2024: (N[, D]) -> task loss -> accuracy.
+
+    Step 1 (their Eq. (1), L(N, D) = A / N^alpha + B / D^beta + E): `chinchilla(N, D)` when
+    `params` has B, else `power_law(x)` in the one size variable given. Step 2: `acc_from_loss`.
+    inputs: (x,) or (N, D), each shape (n,); returns accuracies, shape (n,).
+    """
+    loss = (
+        chinchilla(inputs[0], inputs[1], params) if "B" in params else power_law(inputs[0], params)
+    )
+    return acc_from_loss(loss, params)

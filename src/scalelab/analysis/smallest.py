@@ -1,7 +1,9 @@
-""" "How small": the smallest N predicted to reach a target, by inverting a fitted power law.
+""" "How small": the smallest N predicted to reach a target, by inverting a fitted law.
 
-Targets are losses (lower is better). A higher-is-better metric such as accuracy in [0, 1] is
-handled by fitting its error rate 1 - acc (`to_lower_is_better`), so the same inversion works.
+Loss targets invert a power law L(N). A higher-is-better metric such as accuracy in [0, 1]
+is either fitted as its error rate 1 - acc (`to_lower_is_better`), so the same inversion
+works, or through the two-step task-accuracy chain (`smallest_for_accuracy`), which inverts
+accuracy -> task loss -> N.
 """
 
 from __future__ import annotations
@@ -34,15 +36,19 @@ class SmallestN:
     lo: float
     hi: float
     reachable_fraction: float
+    at: str = ""  # the condition of the answer, e.g. "at D = 3e+11 tokens" (task accuracy)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "target": self.target,
             "n": self.n,
             "lo": self.lo,
             "hi": self.hi,
             "reachable_fraction": self.reachable_fraction,
         }
+        if self.at:
+            out["at"] = self.at
+        return out
 
 
 def to_lower_is_better(values: np.ndarray | float, name: str) -> np.ndarray | float:
@@ -94,10 +100,113 @@ def smallest_n(
     if not boot_params:
         return SmallestN(target, n, float("nan"), float("nan"), float("nan"))
     ns = np.array([laws.invert_power_law(target, p) for p in boot_params])
+    return _with_interval(target, n, ns, level)
+
+
+def _with_interval(target: float, n: float, ns: np.ndarray, level: float, at: str = ""):
+    """SmallestN with the percentile interval of the refits' answers `ns` (inf = unreachable)."""
     reachable = float(np.mean(np.isfinite(ns)))
     if len(ns) < MIN_BOOT_SAMPLES:
-        return SmallestN(target, n, float("nan"), float("nan"), reachable)
+        return SmallestN(target, n, float("nan"), float("nan"), reachable, at)
     q = 100 * (1 - level) / 2
     # inf sorts last, so an upper percentile that lands on unreachable refits is inf: honest.
     lo, hi = np.percentile(ns, [q, 100 - q], method="inverted_cdf")
-    return SmallestN(target, n, float(lo), float(hi), reachable)
+    return SmallestN(target, n, float(lo), float(hi), reachable, at)
+
+
+# --- accuracy targets through the two-step chain --------------------------------------------
+
+LOG_N_MAX = 69.0  # e^69 ~ 1e30 parameters: beyond it a target counts as unreachable
+
+
+def size_for_task_loss(
+    loss: float, params: Mapping[str, float], *, d: float | None = None, ratio: float | None = None
+) -> float:
+    """Smallest size whose step-1 task loss is `loss`; inf when no size reaches it.
+
+    One-variable step 1 (no B in `params`): `invert_power_law`. L(N, D): at fixed tokens `d`,
+    N = (A / (loss - E - B d^-beta))^(1/alpha); at `ratio` tokens per parameter (D = ratio N),
+    the root of L(N, ratio N) = loss in N (L falls with N when alpha, beta > 0).
+    """
+    if not np.isfinite(loss):
+        return float("inf")
+    if "B" not in params:
+        return laws.invert_power_law(loss, params)
+    e, a, alpha, b, beta = (params[k] for k in ("E", "A", "alpha", "B", "beta"))
+    if alpha <= 0:
+        return float("inf")
+    if d is not None:
+        gap = loss - e - b * d ** (-beta)
+        return float((a / gap) ** (1.0 / alpha)) if gap > 0 else float("inf")
+    if ratio is None:
+        raise ValueError("size_for_task_loss needs d or ratio for an L(N, D) step 1")
+    from scipy.optimize import brentq
+
+    def f(log_n: float | np.ndarray) -> np.ndarray:
+        n = np.exp(log_n)
+        with np.errstate(over="ignore"):
+            return laws.chinchilla(n, ratio * n, params) - loss
+
+    # The first N on a log grid whose loss reaches the target, refined between grid points
+    # (a fitted beta < 0 makes L(N, ratio N) non-monotone, so no single bracket is assumed).
+    grid = np.linspace(0.0, LOG_N_MAX, 277)
+    below = np.nonzero(f(grid) <= 0)[0]
+    if not len(below):
+        return float("inf")
+    i = int(below[0])
+    if i == 0:
+        return 1.0
+    return float(np.exp(brentq(lambda t: float(f(t)), grid[i - 1], grid[i], xtol=1e-12)))
+
+
+def smallest_for_accuracy(
+    params: Mapping[str, float],
+    target: float,
+    boot_params: Sequence[Mapping[str, float]] = (),
+    *,
+    d: float | None = None,
+    ratio: float | None = None,
+    at: str = "",
+    level: float = 0.95,
+) -> SmallestN:
+    """Smallest size the two-step chain predicts to reach accuracy `target`, with an interval.
+
+    Step 2 is inverted for the task loss the target needs (`laws.invert_acc_from_loss`), step
+    1 for the size giving that loss (`size_for_task_loss`, at tokens `d` or `ratio` tokens per
+    parameter for an L(N, D) step 1). The interval is the percentile interval of the same
+    answer over the bootstrap refits (inf where a refit cannot reach the target). Raises
+    ScalelabError when the point fit cannot reach it.
+    """
+    loss = laws.invert_acc_from_loss(target, params)
+    if not np.isfinite(loss):
+        raise ScalelabError(f"target accuracy {target:.4g} is unreachable: {_acc_range(params)}")
+    n = size_for_task_loss(loss, params, d=d, ratio=ratio)
+    if not np.isfinite(n):
+        raise ScalelabError(
+            f"target accuracy {target:.4g} is unreachable: it needs a task loss of {loss:.4g}, "
+            f"which no size reaches under the fitted step 1 (E = {params['E']:.4g}{at_clause(at)})"
+        )
+    if not boot_params:
+        return SmallestN(target, n, float("nan"), float("nan"), float("nan"), at)
+    ns = np.array(
+        [
+            size_for_task_loss(laws.invert_acc_from_loss(target, p), p, d=d, ratio=ratio)
+            for p in boot_params
+        ]
+    )
+    return _with_interval(target, n, ns, level, at)
+
+
+def at_clause(at: str) -> str:
+    """', at ...' from a SmallestN `at` phrase such as "smallest N at 20 tokens per parameter"."""
+    return f", {at[at.index(' at ') + 1 :]}" if " at " in at else ""
+
+
+def _acc_range(params: Mapping[str, float]) -> str:
+    if "L0" in params:
+        if params["k"] <= 0:
+            return f"the fitted accuracy is flat at {params['floor']:.4g}"
+        return f"the fitted curve stays between {params['floor']:.4g} and {params['ceiling']:.4g}"
+    if params["k"] <= 0 or params["gamma"] <= 0:
+        return f"the fitted accuracy is flat at {1 - params['epsilon'] + params['k']:.4g}"
+    return f"targets must lie above the fitted floor 1 - epsilon = {1 - params['epsilon']:.4g}"

@@ -118,9 +118,10 @@ def require_positive(values: np.ndarray, col: str, law: str) -> None:
         )
 
 
-def require_points(n: int, law: str, group: str | None = None) -> None:
-    """A fit of `law` needs at least MIN_POINTS[law] rows."""
-    need = MIN_POINTS[law]
+def require_points(n: int, law: str, group: str | None = None, need: int | None = None) -> None:
+    """A fit of `law` needs at least MIN_POINTS[law] rows (or `need`, where that depends on
+    which parameters are fixed)."""
+    need = MIN_POINTS[law] if need is None else need
     if n < need:
         where = f" in group {group!r}" if group is not None else ""
         raise ScalelabError(
@@ -128,14 +129,16 @@ def require_points(n: int, law: str, group: str | None = None) -> None:
         )
 
 
-def require_holdout_points(n: int, k: int, law: str, group: str | None = None) -> None:
+def require_holdout_points(
+    n: int, k: int, law: str, group: str | None = None, need: int | None = None
+) -> None:
     """The refit without the `k` held-out points needs MIN_POINTS[law] rows too.
 
     With fewer, the refit interpolates its points exactly (or cannot be fitted), and its
     extrapolation error would be judged on a fit that was never determined by the data.
     Raises ScalelabError ("too few ...", so grouped fits skip the group like `require_points`).
     """
-    need = MIN_POINTS[law]
+    need = MIN_POINTS[law] if need is None else need
     if 0 < k < n and n - k < need:
         where = f" in group {group!r}" if group is not None else ""
         raise ScalelabError(

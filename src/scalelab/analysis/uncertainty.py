@@ -164,11 +164,14 @@ def prediction_band(
 
 @dataclass(frozen=True)
 class Holdout:
-    """Fit on all but the `k` largest points; relative errors (y_hat - y) / y on those k."""
+    """Fit on all but the `k` largest points; relative errors (y_hat - y) / y on those k, and
+    absolute errors y_hat - y (in y's units; for an error rate 1 - acc, minus the accuracy
+    error)."""
 
     k: int
     rel_errors: np.ndarray
     params: dict[str, float]
+    abs_errors: np.ndarray | None = None
 
     @property
     def n_undefined(self) -> int:
@@ -185,8 +188,16 @@ class Holdout:
         ok = np.isfinite(self.rel_errors)
         return float(np.max(np.abs(self.rel_errors[ok]))) if ok.any() else float("nan")
 
+    @property
+    def mean_abs_error(self) -> float:
+        """Mean |y_hat - y| over the predictable held-out points (NaN when none)."""
+        if self.abs_errors is None:
+            return float("nan")
+        ok = np.isfinite(self.abs_errors)
+        return float(np.mean(np.abs(self.abs_errors[ok]))) if ok.any() else float("nan")
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "k": self.k,
             "rel_errors": [float(v) for v in self.rel_errors],
             "mean_abs_rel_error": self.mean_abs_rel_error,
@@ -194,6 +205,10 @@ class Holdout:
             "n_undefined": self.n_undefined,
             "params": self.params,
         }
+        if self.abs_errors is not None:
+            out["abs_errors"] = [float(v) for v in self.abs_errors]
+            out["mean_abs_error"] = self.mean_abs_error
+        return out
 
 
 def holdout_check(problem: Problem, k: int) -> Holdout:
@@ -208,5 +223,5 @@ def holdout_check(problem: Problem, k: int) -> Holdout:
     inputs, y = problem.take(train)
     fit = problem.fit(inputs, y, None)
     test_inputs, y_test = problem.take(test)
-    rel = (fit.predict(*test_inputs) - y_test) / y_test
-    return Holdout(k, rel, dict(fit.params))
+    err = fit.predict(*test_inputs) - y_test
+    return Holdout(k, err / y_test, dict(fit.params), err)

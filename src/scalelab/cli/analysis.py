@@ -14,8 +14,11 @@ import typer
 
 from scalelab.errors import ScalelabError, shown
 
-LAW_CHOICES = ("power", "chinchilla", "loss-to-loss")
-PARAM_ORDER = ("E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y")
+LAW_CHOICES = ("power", "chinchilla", "loss-to-loss", "loss-to-acc", "task-accuracy")
+PARAM_ORDER = (
+    "E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y",
+    "floor", "ceiling", "k", "L0", "epsilon", "gamma",
+)  # fmt: skip
 
 
 def _jsonable(obj: Any) -> Any:
@@ -78,34 +81,74 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
             if k in r:
                 ci = r["ci"].get(k)
                 ci_s = f"   95% CI [{ci[0]:.5g}, {ci[1]:.5g}]" if ci else ""
-                lines.append(f"  {k:<6} = {r[k]:<12.6g}{ci_s}")
+                lines.append(f"  {k:<7} = {r[k]:<12.6g}{ci_s}")
         if "compute_optimal" in r:
             co = r["compute_optimal"]
             lines.append(
                 f"  N_opt ∝ C^{co['N_opt_exponent']:.4f}, D_opt ∝ C^{co['D_opt_exponent']:.4f}"
             )
-        if r.get("holdout"):
-            h = r["holdout"]
+        if r.get("steps"):
+            s1, s2 = r["steps"]["step1"], r["steps"]["step2"]
             lines.append(
-                f"  holdout (largest {h['k']}): mean |rel err| {_g(h['mean_abs_rel_error'])}, "
-                f"max {_g(h['max_abs_rel_error'])}"
+                f"  steps: {s1['law']} task loss from size R²={_g(s1['r2'], '.4f')}; "
+                f"{s2['law']} R²={_g(s2['r2'], '.4f')}"
             )
+        if r.get("holdout"):
+            lines.extend(_holdout_lines(r["holdout"]))
         if r.get("smallest"):
             s = r["smallest"]
             ci = ""
             if s["lo"] is not None:
                 ci = f" (95% CI [{_g(s['lo'])}, {_g(s['hi'])}])"
-            lines.append(f"  smallest x reaching {s['target']:.4g}: {s['n']:.4g}{ci}")
+            what = s.get("at") or "smallest x"
+            lines.append(f"  {what} reaching {s['target']:.4g}: {s['n']:.4g}{ci}")
+        lines.extend(f"  flag: {f['message']}" for f in r.get("flags", []))
         lines.extend(f"  note: {n}" for n in r["notes"])
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _holdout_lines(h: dict[str, Any]) -> list[str]:
+    """Holdout summary: relative errors for losses; absolute accuracy errors for task laws."""
+    if "pred" not in h:
+        line = (
+            f"  holdout (largest {h['k']}): mean |rel err| {_g(h['mean_abs_rel_error'])}, "
+            f"max {_g(h['max_abs_rel_error'])}"
+        )
+        if h.get("mean_abs_error") is not None:
+            line += f", mean |err| {_g(h['mean_abs_error'])}"
+        return [line]
+    lines = [
+        f"  holdout ({h['k']} most capable): mean |acc err| {_g(h['mean_abs_error'], '.4f')}, "
+        f"max {_g(h['max_abs_error'], '.4f')}, {h['n_below_chance']} below chance"
+        + (
+            f"; step 2 alone (observed task loss) {_g(h['step2_mean_abs_error'], '.4f')}"
+            if "step2_mean_abs_error" in h
+            else ""
+        )
+    ]
+    labels = h.get("labels") or [f"#{i + 1}" for i in range(h["k"])]
+    for i, name in enumerate(labels):
+        ci = f"  95% CI [{_g(h['lo'][i], '.4f')}, {_g(h['hi'][i], '.4f')}]" if "lo" in h else ""
+        lines.append(
+            f"    {name}: acc {_g(h['acc'][i], '.4f')}, predicted {_g(h['pred'][i], '.4f')}{ci}"
+        )
+    return lines
 
 
 def fit_command(
     csv: Path = typer.Argument(..., help="Results table (CSV, one row per run)."),
-    law: str = typer.Option(..., "--law", help="power | chinchilla | loss-to-loss"),
-    x: str = typer.Option(..., "--x", help="x column (N, D, 'compute' = 6ND, or L_x)."),
-    y: str = typer.Option(..., "--y", help="y column (a loss, or L_y for loss-to-loss)."),
-    x2: str | None = typer.Option(None, "--x2", help="Chinchilla: the D (tokens) column."),
+    law: str = typer.Option(
+        ..., "--law", help="power | chinchilla | loss-to-loss | loss-to-acc | task-accuracy"
+    ),
+    x: str = typer.Option(
+        ..., "--x", help="x column (N, D, 'compute' = 6ND, L_x, or the task loss for loss-to-acc)."
+    ),
+    y: str = typer.Option(
+        ..., "--y", help="y column (a loss, L_y for loss-to-loss, an accuracy for task laws)."
+    ),
+    x2: str | None = typer.Option(
+        None, "--x2", help="Chinchilla, task-accuracy: the D (tokens) column."
+    ),
     group: str | None = typer.Option(None, "--group", help="Fit separately per value of COL."),
     n_boot: int = typer.Option(0, "--bootstrap", help="Bootstrap refits for 95% CIs."),
     holdout: int = typer.Option(0, "--holdout", help="Refit without the K largest; report error."),
@@ -121,17 +164,53 @@ def fit_command(
     target: float | None = typer.Option(None, "--target", help="Smallest x reaching this y."),
     target_row: str | None = typer.Option(None, "--target-row", help="Target = y of this run."),
     higher_is_better: bool = typer.Option(False, "--higher-is-better", help="y is an accuracy."),
+    loss_col: str | None = typer.Option(
+        None, "--loss-col", help="task-accuracy: the task loss column (step 1's y, step 2's x)."
+    ),
+    acc_form: str = typer.Option(
+        "sigmoid", "--acc-form", help="Task laws: accuracy from loss, sigmoid | exponential."
+    ),
+    chance: float | None = typer.Option(None, "--chance", help="Task laws: chance accuracy."),
+    choices_col: str | None = typer.Option(
+        None, "--choices-col", help="Task laws: column of answer choices K (chance = 1/K)."
+    ),
+    ceiling: float | None = typer.Option(
+        None, "--ceiling", help="Task laws (sigmoid): fix the ceiling, e.g. 1 [default: fitted]."
+    ),
+    tokens_per_param: float | None = typer.Option(
+        None, "--tokens-per-param", help="task-accuracy --target: read N at D = R*N."
+    ),
+    target_tokens: float | None = typer.Option(
+        None, "--target-tokens", help="task-accuracy --target: read N at these D tokens."
+    ),
+    max_ci_factor: float = typer.Option(
+        10.0, "--max-ci-factor", help="Flag a parameter whose 95% CI spans more than this factor."
+    ),
+    max_holdout_error: float | None = typer.Option(
+        None,
+        "--max-holdout-error",
+        help="Flag a holdout error above this [default: 0.05 relative for losses, 0.03 absolute "
+        "for accuracies].",
+    ),
 ) -> None:
-    """Fit a scaling law to a results CSV and print parameters with bootstrap intervals."""
+    """Fit a scaling law to a results CSV and print parameters with bootstrap intervals and
+    identifiability flags."""
     if law not in LAW_CHOICES:
         raise ScalelabError(f"--law must be one of {', '.join(LAW_CHOICES)} (got {shown(law)})")
     if fmt not in ("table", "json"):
         raise ScalelabError(f"--format must be table or json (got {shown(fmt)})")
     if min(n_boot, holdout, drop_top_loss) < 0:
         raise ScalelabError("--bootstrap, --holdout and --drop-top-loss must be >= 0")
+    if not (max_ci_factor > 1 and (max_holdout_error is None or max_holdout_error > 0)):
+        raise ScalelabError("--max-ci-factor must be > 1 and --max-holdout-error > 0")
     _input_file(csv, "CSV file")
     from scalelab.analysis.api import FitSpec, fit_table  # heavy: after the checks
+    from scalelab.analysis.identify import Thresholds
     from scalelab.analysis.table import read_csv
+
+    limits = {}
+    if max_holdout_error is not None:
+        limits = {"holdout_rel": max_holdout_error, "holdout_abs": max_holdout_error}
 
     spec = FitSpec(
         law=law,
@@ -152,6 +231,14 @@ def fit_command(
         target=target,
         target_row=target_row,
         higher_is_better=higher_is_better,
+        loss_col=loss_col,
+        acc_form=acc_form,
+        chance=chance,
+        choices_col=choices_col,
+        ceiling=ceiling,
+        tokens_per_param=tokens_per_param,
+        target_tokens=target_tokens,
+        thresholds=Thresholds(ci_factor=max_ci_factor, **limits),
     )
     report = fit_table(read_csv(csv), spec)
     rows = [_jsonable(g.as_dict()) for g in report.groups]
@@ -196,6 +283,12 @@ def report_command(
     n_boot: int = typer.Option(200, "--bootstrap", help="Bootstrap refits for the bands."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     l2l: list[str] = typer.Option([], "--loss-to-loss", help="'LX:LY' pair to plot; repeatable."),
+    task_acc: list[str] = typer.Option(
+        [], "--task-accuracy", help="'LOSS:ACC' task loss and accuracy to plot; repeatable."
+    ),
+    chance: float | None = typer.Option(
+        None, "--chance", help="Chance accuracy of the --task-accuracy tasks (their floor)."
+    ),
 ) -> None:
     """Write DIR with PNG plots and one self-contained report.html."""
     if (experiment is None) == (not csv):
@@ -207,6 +300,13 @@ def report_command(
         if item.count(":") != 1:
             raise ScalelabError(f"--loss-to-loss expects 'LX:LY' (got {shown(item)})")
         pairs.append(tuple(item.split(":")))
+    acc_pairs = []
+    for item in task_acc:
+        if item.count(":") != 1:
+            raise ScalelabError(f"--task-accuracy expects 'LOSS:ACC' (got {shown(item)})")
+        acc_pairs.append(tuple(item.split(":")))
+    if chance is not None and not 0 <= chance < 1:
+        raise ScalelabError(f"--chance must be in [0, 1) (got {chance:g})")
     if experiment is not None:
         _input_file(experiment, "experiment file")
         from scalelab.grid.api import open_experiment
@@ -222,7 +322,15 @@ def report_command(
     from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
 
     spec = ReportSpec(
-        x=x, y=y, group=group, bootstrap=n_boot, seed=seed, loss_to_loss=pairs, title=title
+        x=x,
+        y=y,
+        group=group,
+        bootstrap=n_boot,
+        seed=seed,
+        loss_to_loss=pairs,
+        title=title,
+        task_accuracy=acc_pairs,
+        chance=chance,
     )
     path = build_report(runs, curves, out, spec)
     typer.echo(f"wrote {path}")

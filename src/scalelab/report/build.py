@@ -35,6 +35,9 @@ class ReportSpec:
     seed: int = 0
     loss_to_loss: list[tuple[str, str]] = field(default_factory=list)
     title: str = "scalelab report"
+    # (task loss, accuracy) column pairs: accuracy from task loss with a chance floor.
+    task_accuracy: list[tuple[str, str]] = field(default_factory=list)
+    chance: float | None = None
 
 
 def default_y(runs: pd.DataFrame) -> str:
@@ -153,4 +156,38 @@ def build_report(
         )
         images.append((f"loss-to-loss: {ly} vs {lx}", png))
 
+    for i, (loss, acc) in enumerate(spec.task_accuracy):
+        images.append(_task_accuracy(runs, loss, acc, group, spec, out_dir, i, rows, notes))
+
     return write_html(out_dir / "report.html", spec.title, images, rows, notes)
+
+
+def _task_accuracy(
+    runs: pd.DataFrame,
+    loss: str,
+    acc: str,
+    group: str | None,
+    spec: ReportSpec,
+    out_dir: Path,
+    i: int,
+    rows: list,
+    notes: list[str],
+) -> tuple[str, Path]:
+    """Fit accuracy from task loss (chance floor `spec.chance`), add its rows, plot it."""
+    table.require_columns(runs, [loss, acc], "the report's task-accuracy plot")
+    fit_spec = FitSpec(
+        "loss-to-acc", loss, acc, group=group, chance=spec.chance,
+        bootstrap=spec.bootstrap, seed=spec.seed,
+    )  # fmt: skip
+    fits = _fits(runs, fit_spec, notes)
+    rows.extend({"title": f"{acc} vs {loss}", **g.as_dict()} for g in fits)
+    png = plots.plot_task_accuracy(
+        runs,
+        loss,
+        acc,
+        out_dir / f"task_accuracy_{i}.png",
+        group=group,
+        params={g.group: g.fit.params for g in fits},
+        chance=spec.chance,
+    )
+    return f"task accuracy: {acc} vs {loss} (chance-aware fit)", png

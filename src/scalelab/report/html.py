@@ -17,7 +17,12 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.l { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #666; font-size: 0.9em; }
+td.flag { color: #a40; max-width: 28em; }
 """
+PARAM_NAMES = (
+    "E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y",
+    "floor", "ceiling", "k", "L0", "epsilon", "gamma",
+)  # fmt: skip
 
 
 def _fmt(v: Any) -> str:
@@ -32,28 +37,38 @@ def _image(path: Path) -> str:
 
 
 def fits_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """HTML table of fit objects (as from `GroupFit.as_dict`): params with 95% CIs, R², n."""
+    """HTML table of fit objects (as from `GroupFit.as_dict`): params with 95% CIs, R², n,
+    holdout error and the identifiability flags in words."""
     if not rows:
         return "<p class='note'>No laws could be fitted.</p>"
     head = (
         "<tr><th>fit</th><th>group</th><th>law</th><th>parameters (95% CI)</th>"
-        "<th>R²</th><th>n</th><th>holdout |rel err|</th></tr>"
+        "<th>R²</th><th>n</th><th>holdout error</th><th>identifiability flags</th></tr>"
     )
     body = []
     for r in rows:
-        names = [k for k in ("E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y") if k in r]
+        names = [k for k in PARAM_NAMES if k in r]
         parts = []
         for k in names:
             ci = r.get("ci", {}).get(k)
             parts.append(f"{k}={_fmt(r[k])}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
-        hold = r.get("holdout")
-        hold_s = _fmt(hold["mean_abs_rel_error"]) + f" (k={hold['k']})" if hold else "–"
+        flags = "<br>".join(_fmt(f["message"]) for f in r.get("flags", [])) or "–"
         body.append(
             f"<tr><td class='l'>{_fmt(r.get('title', ''))}</td><td class='l'>{_fmt(r['group'])}</td>"
             f"<td class='l'>{_fmt(r['law'])}</td><td class='l'>{'<br>'.join(parts)}</td>"
-            f"<td>{_fmt(r['r2'])}</td><td>{r['n_points']}</td><td>{hold_s}</td></tr>"
+            f"<td>{_fmt(r['r2'])}</td><td>{r['n_points']}</td><td>{_holdout(r.get('holdout'))}</td>"
+            f"<td class='l flag'>{flags}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _holdout(hold: Mapping[str, Any] | None) -> str:
+    """Relative error for a loss law, absolute accuracy error for a task law."""
+    if not hold:
+        return "–"
+    if "pred" in hold:  # task accuracy
+        return f"|acc err| {_fmt(hold['mean_abs_error'])} (k={hold['k']})"
+    return f"|rel err| {_fmt(hold['mean_abs_rel_error'])} (k={hold['k']})"
 
 
 def write_html(

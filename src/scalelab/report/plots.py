@@ -134,3 +134,34 @@ def plot_loss_to_loss(
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def plot_task_accuracy(
+    df: pd.DataFrame,
+    loss: str,
+    acc: str,
+    path: Path,
+    *,
+    group: str | None = None,
+    params: Mapping[str | None, Mapping[str, float]] | None = None,
+    chance: float | None = None,
+) -> Path:
+    """Accuracy vs task loss per group, with each group's fitted accuracy law (sigmoid of
+    Bhagia et al. 2024 or exponential of Gadre et al. 2024) and the chance level dashed."""
+    params = params or {}
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    xs = pd.to_numeric(df[loss], errors="coerce").dropna()
+    grid = np.linspace(xs.min(), xs.max(), 200) if len(xs) else np.array([])
+    for i, (key, sub) in enumerate(_groups(df, group)):
+        color = f"C{i % 10}"
+        ax.scatter(sub[loss], sub[acc], s=16, color=color, label=key or acc, zorder=3)
+        if key in params and len(grid):
+            ax.plot(grid, laws.acc_from_loss(grid, params[key]), color=color, lw=1.5)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance {chance:.3g}")
+    ax.set_xlabel(loss)
+    ax.set_ylabel(acc)
+    ax.set_title(f"task accuracy: {acc} vs {loss}")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
