@@ -125,3 +125,15 @@ def test_tokenize_scale(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["scalelab"]["tokens"] == row["scalelab"]["bytes"] > 300_000
     assert row["library"]["bytes"] >= 50_000 and row["ratio"] > 0
+
+
+@pytest.mark.slow  # two fresh `scalelab run` processes: ~30 s
+def test_malloc_settings(tmp_path):
+    from scalelab.testing import make_corpus
+
+    out = tmp_path / "malloc.json"
+    corpus = make_corpus(tmp_path / "corpus")
+    load("malloc_settings").main(["--quick", "--dataset", str(corpus), "--out", str(out)])
+    (row,) = json.loads(out.read_text())["summary"].values()
+    assert row["same_val_loss"] and row["ratio"] > 0  # the allocator changes speed, not results
+    assert all(mb > 50 for mb in row["peak_rss_mb"].values())  # the child's own peak RSS

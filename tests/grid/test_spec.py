@@ -68,6 +68,21 @@ def test_labels_name_what_varies_between_runs(tmp_path):
         assert name.startswith(f"{r.run_id[:8]} {r.model.name} pretrain seed=0")
         assert f"task.seq_len={r.task.seq_len}" in name and f"params.lr={r.params.lr}" in name
         assert "params.tokens" not in name and "task.dataset" not in name  # the same in all
+    # Two methods: a field one of them lacks, or that differs only between methods, is not
+    # "varying"; the method name already tells those runs apart.
+    spec = {"name": "t", "seeds": [0, 1], "stages": {
+        "base": {"models": "gpt-d1", "methods": "pretrain", "params": {"tokens": 4096},
+                 "tasks": {"dataset": "wikitext2", "seq_len": 32, "tokenizer": {"kind": "byte"}}},
+        "tuned": {"models": "@base", "methods": "full", "params": {"epochs": 1},
+                  "tasks": {"dataset": "trec", "max_length": 32}},
+    }}  # fmt: skip
+    runs = expand(load_spec(write_spec(tmp_path / "dag.yaml", **spec)))
+    names = labels(runs, stage=False)
+    assert {r.method for r in runs} == {"pretrain", "full"} and len(runs) == 6
+    assert len(set(names.values())) == 6
+    for r in runs:  # seeds vary, and the label already says so; tuned runs name their base
+        base = f" from={r.deps[0][:8]}" if r.deps else ""
+        assert names[r.run_id] == f"{r.run_id[:8]} {r.model.name} {r.method} seed={r.seed}{base}"
 
 
 def test_method_entries_carry_their_own_params(tmp_path):

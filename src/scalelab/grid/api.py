@@ -112,19 +112,36 @@ def label(run: RunSpec) -> str:
 
 
 def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
-    """run id -> `label(run)` plus the stage (when not `main`, and `stage`) and every task or params field
-    whose value differs between `runs` (`task.max_train_tokens=100000 params.lr=0.001`), so
-    the runs of one grid read apart in progress lines and `--dry-run`."""
+    """run id -> `label(run)` plus the stage (when not `main`, and `stage`) and every task or
+    params field whose value differs between runs of the same method
+    (`task.max_train_tokens=100000 params.lr=0.001`), so the runs of one grid read apart in
+    progress lines and `--dry-run`. Fields a method does not have are never shown for it."""
+    from collections import Counter
+
     from scalelab.config import flatten
 
     flat = {r.run_id: flatten({k: r.config.get(k) or {} for k in ("task", "params")}) for r in runs}
-    keys = sorted({k for f in flat.values() for k in f})
-    varying = [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
+    seen: dict[tuple[str, str], set[str]] = {}
+    for r in runs:
+        for k, v in flat[r.run_id].items():
+            seen.setdefault((r.method, k), set()).add(repr(v))
+    varying = sorted({k for (_, k), values in seen.items() if len(values) > 1})
     out = {}
     for r in runs:
+        own = flat[r.run_id]
         parts = [label(r), *([f"stage={r.stage}"] if stage and r.stage != "main" else [])]
-        parts += [f"{k}={flat[r.run_id].get(k)}" for k in varying]
+        parts += [f"{k}={own[k]}" for k in varying if k in own and own[k] is not None]
         out[r.run_id] = " ".join(parts)
+
+    # Products of different upstream runs share a name (`@base:gpt-d2` of seeds 0 and 1):
+    # labels that differ only in the run's own id also name the run they start from.
+    def rest(r: RunSpec) -> str:
+        return out[r.run_id].partition(" ")[2]
+
+    counts = Counter(rest(r) for r in runs)
+    for r in runs:
+        if counts[rest(r)] > 1 and r.model.run_id:
+            out[r.run_id] += f" from={r.model.run_id[:8]}"
     return out
 
 
