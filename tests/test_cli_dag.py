@@ -17,6 +17,7 @@ import psutil
 import pytest
 from helpers import cli, write_spec
 
+from scalelab.grid.api import labels
 from scalelab.grid.executors.base import ATTEMPTS
 from scalelab.grid.spec import ExperimentSpec, expand, load_spec
 from scalelab.grid.store import ResultsStore
@@ -109,14 +110,16 @@ def test_failed_teacher_skips_students_and_a_rerun_retries(tmp_path, corpus, cap
         )  # seq_len bytes, one token short of a window
     spec = dag_spec(tmp_path / "dag.yaml", corpus, tmp_path / "out", teacher_data=data,
                     teacher_steps=30, student_steps=30)  # fmt: skip
-    teacher, *students = expand(load_spec(spec))
+    teacher, *students = runs = expand(load_spec(spec))
+    names = labels(runs)  # `<id8> <model> <method> seed=.. stage=..` + the fields that vary
     code, out, err = cli("run", spec, "--quiet", capsys=capsys)
     reason = f"dependency {teacher.run_id[:8]} failed"
     assert code == 1
     assert "0 done, 1 failed, 0 already done, 2 skipped (failed dependency)" in out
     progress = " ".join(err.split())  # the progress lines (stderr), unwrapped
     for s in students:
-        line = f"skipped {s.run_id[:8]} @teacher:gpt-d2 pretrain seed=0 stage=students {reason}"
+        assert names[s.run_id].startswith(f"{s.run_id[:8]} @teacher:gpt-d2 pretrain seed=0")
+        line = f"skipped {' '.join(names[s.run_id].split())} {reason}"
         assert line in progress, err
     assert ResultsStore(tmp_path / "out" / "results.sqlite").statuses() == {
         teacher.run_id: "failed"
