@@ -9,6 +9,7 @@ from pathlib import Path
 
 from helpers import cli, write_spec
 
+from scalelab.grid.api import labels
 from scalelab.grid.executors.base import ATTEMPTS
 from scalelab.grid.spec import expand, load_spec
 from scalelab.grid.store import ResultsStore
@@ -50,7 +51,9 @@ def test_a_failed_run_stays_failed_until_retried(tmp_path, corpus, capsys, monke
     home.unlink()  # the cause is gone, but a plain rerun leaves the failure as it is
     code, stdout, err = cli("run", spec, "--quiet", capsys=capsys)
     assert code == 1 and attempts(out, base.run_id) == 1
-    assert f"failed  {base.run_id[:8]} gpt-d1 pretrain seed=0  before: {row['error']}" in stdout
+    name = labels([base, tuned])[base.run_id]  # with its stage and the fields that vary
+    assert name.startswith(f"{base.run_id[:8]} gpt-d1 pretrain seed=0 stage=base")
+    assert f"failed  {name}  before: {row['error']}" in stdout
     assert (
         "0 done, 0 failed, 0 already done, 1 skipped (failed dependency), 1 failed before" in stdout
     )
