@@ -89,3 +89,70 @@ def test_cli_rejects_a_cycle_with_exit_2_and_writes_nothing(tmp_path, capsys):
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 2 and "cycle" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# --- references inside method params (distillation teachers) ---
+
+TEACHERS = {"teacher": {"models": ["gpt-d1", "gpt-d2"], "methods": "pretrain"}}
+
+
+def students(runs):
+    return [r for r in runs if r.stage == "student"]
+
+
+def test_a_list_param_takes_every_matching_run_as_one_value(tmp_path):
+    student = {"models": "gpt-d1", "methods": "distill", "params": {"teachers": ["@teacher"]}}
+    runs = dag(tmp_path, {**TEACHERS, "student": student})
+    teacher_ids = [r.run_id for r in runs if r.stage == "teacher"]
+    (s,) = students(runs)  # a list-typed field: both teachers in one run, not an axis
+    assert s.config["params"]["teachers"] == [f"run:{i}" for i in teacher_ids]
+    assert [r.run_id for r in s.inputs["teachers"]] == teacher_ids and s.deps == tuple(teacher_ids)
+    assert [r.name for r in s.inputs["teachers"]] == ["@teacher:gpt-d1", "@teacher:gpt-d2"]
+
+
+def test_a_list_of_lists_is_an_axis_of_teacher_sets(tmp_path):
+    sets = [["@teacher[model=gpt-d1]"], ["@teacher[model=gpt-d2]"], ["@teacher"]]
+    student = {"models": "gpt-d1", "methods": "distill", "params": {"teachers": sets}}
+    runs = dag(tmp_path, {**TEACHERS, "student": student})
+    by_model = {r.model.name: r.run_id for r in runs if r.stage == "teacher"}
+    got = sorted(tuple(x.name for x in s.inputs["teachers"]) for s in students(runs))
+    assert got == sorted([("@teacher:gpt-d1",), ("@teacher:gpt-d2",),
+                          ("@teacher:gpt-d1", "@teacher:gpt-d2")])  # fmt: skip
+    for s in students(runs):
+        assert set(s.deps) == {by_model[x.name.split(":")[1]] for x in s.inputs["teachers"]}
+
+
+def test_changing_a_teacher_changes_the_students_that_learn_from_it(tmp_path):
+    student = {"models": "gpt-d1", "methods": "distill",
+               "params": {"teachers": [["@teacher[model=gpt-d1]"], ["@teacher[model=gpt-d2]"]]}}  # fmt: skip
+    before = {r.inputs["teachers"][0].name: r.run_id for r in students(
+        dag(tmp_path, {**TEACHERS, "student": student}))}  # fmt: skip
+    teachers = {"teacher": {"models": ["gpt-d1", "gpt-d2"], "methods": "pretrain",
+                            "params": {"lr": 1e-3}}}  # fmt: skip
+    (tmp_path / "s.yaml").unlink()
+    after = {r.inputs["teachers"][0].name: r.run_id for r in students(
+        dag(tmp_path, {**teachers, "student": student}))}  # fmt: skip
+    assert set(before) == set(after) and all(before[k] != after[k] for k in before)
+
+
+GPT2_TEACHER = {"models": "gpt-d1", "methods": "pretrain", "params": {"tokens": 4096},
+                "tasks": {**TASK, "tokenizer": {"kind": "gpt2"}}}  # fmt: skip
+CLASSIFIER_TEACHER = {"models": "gpt-d1", "methods": "full",
+                      "tasks": {"dataset": "trec", "max_length": 32}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [(GPT2_TEACHER, "uses tokenizer {'kind': 'gpt2'}"),
+     (CLASSIFIER_TEACHER, "is a classification run")],
+)  # fmt: skip
+def test_distilling_across_vocabularies_is_a_spec_error(tmp_path, capsys, teacher, message):
+    from helpers import cli
+
+    student = {"models": "gpt-d1", "methods": "distill",
+               "params": {"tokens": 4096, "teachers": ["@teacher"]}}  # fmt: skip
+    fields = {"name": "d", "output_dir": str(tmp_path / "out"), "tasks": TASK,
+              "stages": {"teacher": teacher, "student": student}}  # fmt: skip
+    code, _, err = cli("run", write_spec(tmp_path / "s.yaml", **fields), capsys=capsys)
+    assert code == 2 and message in err and "rationale" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -40,7 +40,7 @@ def launch_ddp(run, runtime, run_dir: Path, report=lambda e: None):
     spec = {
         "experiment": run.experiment, "stage": run.stage, "config": run.config,
         "model": dataclasses.asdict(run.model), "deps": list(run.deps),
-        "inputs": {k: dataclasses.asdict(v) for k, v in run.inputs.items()},
+        "inputs": {k: [dataclasses.asdict(r) for r in v] for k, v in run.inputs.items()},
         "runtime": runtime.model_dump(mode="json"), "run_dir": str(run_dir.resolve()),
     }  # fmt: skip
     atomic_write_json(run_dir / "launch.json", spec)
@@ -76,7 +76,7 @@ def _rebuild(spec: dict):
         model=ModelRef(**spec["model"]), task=parse_task(c["task"], "task"),
         method=c["method"], params=validate(METHODS.get(c["method"]).params, c["params"]),
         seed=c["seed"], config=c, stage=spec["stage"], deps=tuple(spec["deps"]),
-        inputs={k: ModelRef(**v) for k, v in spec["inputs"].items()},
+        inputs={k: tuple(ModelRef(**r) for r in v) for k, v in spec["inputs"].items()},
     )  # fmt: skip
     runtime = validate(Runtime, {**spec["runtime"], "nproc_per_node": 1})
     return run, runtime

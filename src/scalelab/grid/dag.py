@@ -183,25 +183,36 @@ def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, tuple[str
 
 
 def _resolve_param_refs(section, prefix, produced) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Params with each `@stage` value replaced by its matching runs' `run:<id>` (a list
-    when several match: an axis); also run id -> RunSpec for the inputs found."""
+    """Params with each `@stage` value replaced by its matching runs' `run:<id>`, and run id
+    -> RunSpec of every input found. A string reference matching several runs becomes a
+    list (an axis, unless the field takes a list: then all of them are one value). Inside a
+    list each reference expands in place (`teachers: ["@t[model=gpt-d6]", "@t"]`), and in
+    a list of lists (an axis over lists) within each inner list."""
     out, found = {}, {}
     for key, v in section.items():
-        items = v if isinstance(v, list) else [v]
-        refs = [parse_ref(x, f"{prefix}{key}") for x in items]
-        if not any(refs):
-            out[key] = v
-            continue
-        values = []
-        for item, ref in zip(items, refs, strict=True):
-            if ref is None:
-                values.append(item)
-                continue
-            for up in _matching(ref, produced, f"{prefix}{key}"):
-                values.append(f"run:{up.run_id}")
-                found[up.run_id] = up
-        out[key] = values if len(values) > 1 or isinstance(v, list) else values[0]
+        where = f"{prefix}{key}"
+        if isinstance(v, list) and v and all(isinstance(x, list) for x in v):
+            out[key] = [_expand_refs(inner, where, produced, found) for inner in v]
+        elif isinstance(v, list):
+            out[key] = _expand_refs(v, where, produced, found)
+        else:
+            values = _expand_refs([v], where, produced, found)
+            out[key] = values if len(values) > 1 else values[0]
     return out, found
+
+
+def _expand_refs(items: list, where: str, produced, found: dict) -> list:
+    """`items` with each `@stage` reference replaced by its matching runs' `run:<id>`."""
+    values = []
+    for item in items:
+        ref = parse_ref(item, where)
+        if ref is None:
+            values.append(item)
+            continue
+        for up in _matching(ref, produced, where):
+            values.append(f"run:{up.run_id}")
+            found[up.run_id] = up
+    return values
 
 
 def expand_stages(spec: ExperimentSpec) -> list[RunSpec]:
@@ -239,12 +250,27 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                     params = validate(method.params, p_raw, f"{prefix}params")
                     if method.check:
                         method.check(task, params)
+                    if method.check_inputs:
+                        named = {k: tuple(inputs[i] for i in ids)
+                                 for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
+                        method.check_inputs(task, params, named)
                     for (model, model_deps), seed in itertools.product(models, stage.seeds):
                         runs.append(
                             _run(spec, name, model, model_deps, task, method_name, params, seed,
                                  p_raw, inputs)
                         )  # fmt: skip
     return runs
+
+
+def _named_inputs(p_raw: dict[str, Any], inputs: dict[str, Any]) -> dict[str, list[str]]:
+    """param -> ids of the runs it names (`run:<id>` values, alone or in a list), in order."""
+    out = {}
+    for k, v in p_raw.items():
+        ids = [x[4:] for x in (v if isinstance(v, list) else [v])
+               if isinstance(x, str) and x.startswith("run:") and x[4:] in inputs]  # fmt: skip
+        if ids:
+            out[k] = ids
+    return out
 
 
 def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs) -> RunSpec:
@@ -256,11 +282,14 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
         "seed": seed,
     }
     param_inputs = {
-        k: ModelRef.for_run(v[4:], spec.runs_dir, f"@{inputs[v[4:]].stage}:{inputs[v[4:]].model.name}")
-        for k, v in p_raw.items()
-        if isinstance(v, str) and v.startswith("run:") and v[4:] in inputs
-    }  # fmt: skip
-    deps = tuple(dict.fromkeys([*model_deps, *(r.run_id for r in param_inputs.values())]))
+        k: tuple(
+            ModelRef.for_run(i, spec.runs_dir, f"@{inputs[i].stage}:{inputs[i].model.name}")
+            for i in ids
+        )
+        for k, ids in _named_inputs(p_raw, inputs).items()
+    }
+    used = [r.run_id for refs in param_inputs.values() for r in refs]
+    deps = tuple(dict.fromkeys([*model_deps, *used]))
     return RunSpec(
         run_id_of(config),
         spec.name,

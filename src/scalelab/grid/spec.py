@@ -203,7 +203,7 @@ class RunSpec:
 
     model: the resolved reference (a run product when the spec names `@stage`);
     deps: ids of the runs whose products this run reads (they run first);
-    inputs: param name -> resolved reference for params that name other runs' products.
+    inputs: param name -> the references it names (other runs' products), in order.
     """
 
     run_id: str
@@ -216,7 +216,7 @@ class RunSpec:
     config: dict[str, Any]
     stage: str = "main"
     deps: tuple[str, ...] = ()
-    inputs: dict[str, ModelRef] = field(default_factory=dict)
+    inputs: dict[str, tuple[ModelRef, ...]] = field(default_factory=dict)
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

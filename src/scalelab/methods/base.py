@@ -28,6 +28,9 @@ class MethodDef:
     description: str = ""
     # Optional cross-field check of (task, params) at spec time; raises ScalelabError.
     check: Callable[[Any, Any], None] | None = None
+    # Optional spec-time check against the runs whose products the params name:
+    # check_inputs(task, params, {param: (RunSpec, ...)}); raises ScalelabError.
+    check_inputs: Callable[[Any, Any, dict[str, tuple[Any, ...]]], None] | None = None
     # The metrics its runs report (scalelab.metrics.MetricDef): names, direction, format.
     metrics: tuple[Any, ...] = ()
     # What its runs leave in the run folder for later runs (`model`: a from_pretrained
@@ -78,7 +81,8 @@ class RunContext:
     runtime: Any  # grid.spec.Runtime
     report: Callable[[dict], None] = print_warnings
     config: dict[str, Any] = field(default_factory=dict)  # what the run id hashes
-    inputs: dict[str, Any] = field(default_factory=dict)  # param -> ModelRef of a run product
+    # param -> the ModelRefs (run products) it names, in the order the spec lists them
+    inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass

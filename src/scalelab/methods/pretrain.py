@@ -189,6 +189,24 @@ class PretrainRecipe(Recipe):
         return RunResult(metrics=metrics, curve=state["curve"])
 
 
+# What a pretraining run reports (methods that pretrain with extra terms add theirs).
+PRETRAIN_METRICS = (
+    mx.NON_EMBEDDING_PARAMS,
+    mx.TOTAL_PARAMS,
+    mx.TOKENS,
+    mx.TRAIN_LOSS,
+    mx.VAL_LOSS,
+    mx.MetricDef("val_ppl", False, ".3f", "validation perplexity, exp(val_loss)"),
+    mx.TEST_LOSS,
+    mx.MetricDef("test_ppl", False, ".3f", "test perplexity, exp(test_loss)"),
+    mx.MetricDef("bits_per_byte", False, ".4f", "test cross-entropy in bits per byte"),
+    mx.TOKENS_PER_S,
+    mx.PEAK_MEM_MB,
+    mx.WALL_S,
+    mx.MetricDef("vocab_size", None, ",d", "tokenizer vocabulary size", "info"),
+    mx.STEPS,
+)
+
 register_method(
     MethodDef(
         name="pretrain",
@@ -197,21 +215,6 @@ register_method(
         task_kinds=("lm",),
         description="train a ladder model from scratch on a token budget",
         check=_check,
-        metrics=(
-            mx.NON_EMBEDDING_PARAMS,
-            mx.TOTAL_PARAMS,
-            mx.TOKENS,
-            mx.TRAIN_LOSS,
-            mx.VAL_LOSS,
-            mx.MetricDef("val_ppl", False, ".3f", "validation perplexity, exp(val_loss)"),
-            mx.TEST_LOSS,
-            mx.MetricDef("test_ppl", False, ".3f", "test perplexity, exp(test_loss)"),
-            mx.MetricDef("bits_per_byte", False, ".4f", "test cross-entropy in bits per byte"),
-            mx.TOKENS_PER_S,
-            mx.PEAK_MEM_MB,
-            mx.WALL_S,
-            mx.MetricDef("vocab_size", None, ",d", "tokenizer vocabulary size", "info"),
-            mx.STEPS,
-        ),
+        metrics=PRETRAIN_METRICS,
     )
 )

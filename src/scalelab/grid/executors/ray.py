@@ -82,7 +82,7 @@ def _absolute(run: RunSpec) -> RunSpec:
         return ref
 
     return dataclasses.replace(
-        run, model=fix(run.model), inputs={k: fix(v) for k, v in run.inputs.items()}
+        run, model=fix(run.model), inputs={k: tuple(map(fix, v)) for k, v in run.inputs.items()}
     )
 
 

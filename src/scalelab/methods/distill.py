@@ -1,0 +1,177 @@
+"""Logit distillation of a language model from one or several teachers: `distill`.
+
+A student (a ladder model from scratch, or any causal LM) trains on the same token budget
+and batches as `pretrain`, with the loss of Hinton et al. (2015, "Distilling the Knowledge
+in a Neural Network"): (1 - alpha) * CE(next token) + alpha * T^2 * KL(p_teacher^T ||
+p_student^T) (`methods/losses.py`). Teachers are the model products of earlier stages of
+the same spec (`teachers: "@teacher"` for every run of stage `teacher`, or a list of
+filtered references); each is run in eval mode, without gradients, on the student's batch.
+
+Logit distillation compares distributions over one vocabulary, so every teacher must use
+the student's tokenizer token for token: checked when the spec is expanded (the teacher
+runs' task tokenizers and datasets) and again when the teachers load (vocabulary sizes and
+the tokenizers' full definitions), with one error line that points to sequence-level
+(rationale) distillation otherwise. Products and metrics: those of `pretrain`, plus the
+final train CE and KD terms.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, field_validator
+
+from scalelab import metrics as mx
+from scalelab.errors import ScalelabError
+from scalelab.methods.base import MethodDef, register_method
+from scalelab.methods.pretrain import PRETRAIN_METRICS, PretrainParams, PretrainRecipe
+from scalelab.methods.pretrain import _check as _check_pretrain
+
+MISMATCH_HINT = (
+    "logit distillation needs one vocabulary token for token; distil across tokenizers "
+    "with sequence-level (rationale) distillation instead"
+)
+
+
+class DistillParams(PretrainParams):
+    """`pretrain`'s params plus the distillation terms.
+
+    teachers: references to earlier stages' runs (`@stage` or `@stage[model=...,seed=...]`;
+    a reference matching several runs names them all); teacher_weights: one positive weight
+    per teacher, normalised to sum 1 (default equal); alpha: the weight of the KD term (0:
+    plain pretraining, 1: teachers only); temperature: T of the softened distributions;
+    combine: "mean" (KL to the weighted mixture of the teachers' distributions, the
+    default: it reads 0 when the student matches the ensemble) or "sum_kl" (the weighted
+    sum of per-teacher KLs). Both give the same gradients (`losses.kd_divergence`).
+    """
+
+    teachers: list[str] = Field(min_length=1)
+    teacher_weights: list[PositiveFloat] | None = None
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: PositiveFloat = Field(2.0, le=100)
+    combine: Literal["mean", "sum_kl"] = "mean"
+
+    @field_validator("teachers")
+    @classmethod
+    def _references(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not (t.startswith("@") or t.startswith("run:"))]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not a reference to an earlier stage's runs: write "
+                "@stage or @stage[model=...,seed=...] (the teachers train in that stage)"
+            )
+        return v
+
+
+def _check(task, params: DistillParams) -> None:
+    _check_pretrain(task, params)
+    n, w = len(params.teachers), params.teacher_weights
+    if w is not None and len(w) != n:
+        raise ScalelabError(
+            f"params.teacher_weights has {len(w)} weights for {n} teacher(s) "
+            f"(params.teachers names {n} run(s))"
+        )
+
+
+def check_teacher_tasks(task, params, inputs: dict) -> None:
+    """Spec time: every teacher run tokenized the student's dataset the student's way.
+
+    inputs: param name -> the RunSpecs it names. Raises ScalelabError naming both sides."""
+    for up in inputs.get("teachers", ()):
+        theirs, ours = up.task, task
+        if getattr(theirs, "kind", None) != "lm":
+            raise ScalelabError(
+                f"params.teachers: run {up.run_id[:8]} ({up.model.name}) is a "
+                f"{theirs.kind} run, not a language model; {MISMATCH_HINT}"
+            )
+        same = theirs.tokenizer == ours.tokenizer
+        if same and ours.tokenizer.kind == "bpe":  # trained on its corpus: same corpus too
+            same = theirs.dataset == ours.dataset
+        if not same:
+            raise ScalelabError(
+                f"params.teachers: teacher {up.model.name} (run {up.run_id[:8]}) uses tokenizer "
+                f"{theirs.tokenizer.model_dump(exclude_none=True)} on {theirs.dataset!r}, the "
+                f"student {ours.tokenizer.model_dump(exclude_none=True)} on {ours.dataset!r}; "
+                f"{MISMATCH_HINT}"
+            )
+
+
+class DistillRecipe(PretrainRecipe):
+    """`pretrain`'s recipe with teachers: their logits on each batch enter the loss."""
+
+    def setup(self, device):
+        from scalelab.models.build import build_causal_lm, load_tokenizer_for
+
+        plan = super().setup(device)
+        refs = self.ctx.inputs.get("teachers", ())
+        if len(refs) != len(self.args.teachers):
+            raise ScalelabError(
+                f"params.teachers: {len(self.args.teachers)} named, {len(refs)} resolved"
+            )
+        ours = self.data.tokenizer.backend_tokenizer.to_str()
+        self.teachers = []
+        for ref in refs:
+            teacher = build_causal_lm(ref, self.data.vocab_size, self.ctx.task.seq_len)
+            size = teacher.get_output_embeddings().weight.shape[0]
+            tok = load_tokenizer_for(ref)
+            if size != self.data.vocab_size or tok.backend_tokenizer.to_str() != ours:
+                raise ScalelabError(
+                    f"params.teachers: teacher {ref.name} has a {size}-token vocabulary "
+                    f"({type(tok).__name__}), the student {self.data.vocab_size} tokens with "
+                    f"another definition; {MISMATCH_HINT}"
+                )
+            self.teachers.append(teacher.to(device).eval().requires_grad_(False))
+        self.weights = self.args.teacher_weights
+        self.terms: dict[str, list[float]] = {"ce": [], "kd": []}  # per step, for metrics
+        return plan
+
+    def loss_step(self, model, batch):
+        from contextlib import nullcontext
+
+        import torch
+
+        from scalelab.engine.precision import DTYPES
+        from scalelab.methods.losses import kd_loss
+
+        p = self.args
+        x, y = (t.to(self.device) for t in batch)
+        amp = DTYPES.get(p.dtype)
+        autocast = (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else nullcontext
+        with autocast():
+            logits = model(input_ids=x, use_cache=False).logits
+            with torch.no_grad():
+                taught = [t(input_ids=x, use_cache=False).logits for t in self.teachers]
+        loss, logs = kd_loss(logits, taught, y, p.alpha, p.temperature, self.weights, p.combine)
+        for k in self.terms:
+            self.terms[k].append(logs[k])
+        return loss, {"tokens": x.numel()}
+
+    def finish(self, model, state):
+        """`pretrain`'s metrics plus train_ce and train_kd over the steps train_loss averages
+        (the last 10%; of this process's steps only, after a resume)."""
+        result = super().finish(model, state)
+        n = max(1, len(state["losses"]) // 10) * self.args.grad_accum_steps  # micro-batches
+        for k, values in self.terms.items():
+            tail = values[-n:]
+            result.metrics[f"train_{k}"] = sum(tail) / len(tail) if tail else float("nan")
+        return result
+
+
+register_method(
+    MethodDef(
+        name="distill",
+        params=DistillParams,
+        entry="scalelab.methods.distill:DistillRecipe",
+        task_kinds=("lm",),
+        description="pretrain a student on a token budget with KD from earlier stages' runs",
+        check=_check,
+        check_inputs=check_teacher_tasks,
+        metrics=(
+            *PRETRAIN_METRICS,
+            mx.MetricDef("train_ce", None, ".4f", "train next-token CE, last 10% of steps", "info"),
+            mx.MetricDef(
+                "train_kd", None, ".4f", "train T^2 KL to the teachers, last 10% of steps", "info"
+            ),
+        ),
+    )
+)

@@ -1,0 +1,41 @@
+"""`distill` end to end: a teacher stage, then students with and without the KD term."""
+
+from __future__ import annotations
+
+import math
+
+from helpers import cli, write_spec
+
+from scalelab.grid.api import load_experiment_tables
+
+
+def test_students_learn_from_a_teacher_run_and_alpha_zero_is_pretraining(tmp_path, corpus, capsys):
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
+            "eval": {"max_tokens": 1000}}  # fmt: skip
+    budget = {"tokens": 8 * 32 * 20, "batch_size": 8, "lr": 3e-3}
+    stages = {
+        "teacher": {"models": "gpt-d2", "methods": "pretrain",
+                    "params": {**budget, "tokens": 8 * 32 * 60}},
+        "student": {"models": "gpt-d1", "methods": [
+            "pretrain",
+            {"name": "distill", "teachers": ["@teacher"], "alpha": [0.0, 0.7]},
+        ], "params": budget},
+    }  # fmt: skip
+    spec = write_spec(tmp_path / "kd.yaml", name="kd", output_dir=str(tmp_path / "out"),
+                      tasks=task, stages=stages, runtime={"threads": 1})  # fmt: skip
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0, out
+    table, _ = load_experiment_tables(spec)
+    rows = {
+        (r["stage"], r["method"], r["params.alpha"] if r["method"] == "distill" else None): r
+        for r in table.to_dict("records")
+    }
+    teacher = rows[("teacher", "pretrain", None)]
+    plain = rows[("student", "pretrain", None)]
+    a0, a7 = rows[("student", "distill", 0.0)], rows[("student", "distill", 0.7)]
+    assert all(r["status"] == "done" for r in (teacher, plain, a0, a7))
+    # alpha 0: the same batches, init and dropout as pretraining, the teacher only watched
+    assert a0["val_loss"] == plain["val_loss"] and a0["train_ce"] == plain["train_loss"]
+    assert math.isfinite(a0["train_kd"]) and a0["train_kd"] > 0
+    # alpha 0.7 trains towards the teacher: its KD term ends lower than the watcher's
+    assert a7["val_loss"] != plain["val_loss"] and a7["train_kd"] < a0["train_kd"]
