@@ -39,3 +39,33 @@ def test_students_learn_from_a_teacher_run_and_alpha_zero_is_pretraining(tmp_pat
     assert math.isfinite(a0["train_kd"]) and a0["train_kd"] > 0
     # alpha 0.7 trains towards the teacher: its KD term ends lower than the watcher's
     assert a7["val_loss"] != plain["val_loss"] and a7["train_kd"] < a0["train_kd"]
+
+
+def test_a_distilgpt2_style_student_is_cut_from_its_teacher(tmp_path, corpus, capsys):
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
+            "eval": {"max_tokens": 1000}}  # fmt: skip
+    stages = {
+        "teacher": {"models": "gpt-d4", "methods": "pretrain", "params": {"tokens": 8 * 32 * 30}},
+        "student": {"models": "@teacher", "methods": "distill", "params": {
+            "tokens": 8 * 32 * 10, "teachers": ["@teacher"], "keep_layers": "every_other"}},
+    }  # fmt: skip
+    spec = write_spec(tmp_path / "cut.yaml", name="cut", output_dir=str(tmp_path / "out"),
+                      tasks=task, stages=stages, params={"batch_size": 8},
+                      runtime={"threads": 1})  # fmt: skip
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0, out
+    table, _ = load_experiment_tables(spec)
+    teacher, student = (table[table["stage"] == s].iloc[0] for s in ("teacher", "student"))
+    block = 12 * 128 * 128 + 13 * 128  # one gpt-d4 block: attention, MLP, 2 LayerNorms
+    assert teacher["non_embedding_params"] - student["non_embedding_params"] == 2 * block
+    assert student["status"] == "done" and student["model"] == f"run:{teacher['run_id']}"
+
+
+def test_cutting_blocks_from_an_untrained_ladder_model_is_a_spec_error(tmp_path, corpus, capsys):
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"}}
+    spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
+                      models="gpt-d2", tasks=task, methods="pretrain",
+                      params={"tokens": 8 * 32 * 4, "batch_size": 8, "keep_layers": [0]})  # fmt: skip
+    code, _, err = cli("run", spec, capsys=capsys)
+    assert code == 2 and err.startswith("error: params.keep_layers cuts a trained model's blocks")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

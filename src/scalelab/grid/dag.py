@@ -250,10 +250,10 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                     params = validate(method.params, p_raw, f"{prefix}params")
                     if method.check:
                         method.check(task, params)
-                    if method.check_inputs:
-                        named = {k: tuple(inputs[i] for i in ids)
-                                 for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
-                        method.check_inputs(task, params, named)
+                    named = {k: tuple(inputs[i] for i in ids)
+                             for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
+                    for model, _ in models if method.check_run else ():
+                        method.check_run(task, params, model, named)
                     for (model, model_deps), seed in itertools.product(models, stage.seeds):
                         runs.append(
                             _run(spec, name, model, model_deps, task, method_name, params, seed,

@@ -28,9 +28,10 @@ class MethodDef:
     description: str = ""
     # Optional cross-field check of (task, params) at spec time; raises ScalelabError.
     check: Callable[[Any, Any], None] | None = None
-    # Optional spec-time check against the runs whose products the params name:
-    # check_inputs(task, params, {param: (RunSpec, ...)}); raises ScalelabError.
-    check_inputs: Callable[[Any, Any, dict[str, tuple[Any, ...]]], None] | None = None
+    # Optional spec-time check of one resolved run: check_run(task, params, model (a
+    # ModelRef), {param: (RunSpec, ...) of the runs whose products it names}); raises
+    # ScalelabError. For what `check` cannot see: the model, the input runs.
+    check_run: Callable[[Any, Any, Any, dict[str, tuple[Any, ...]]], None] | None = None
     # The metrics its runs report (scalelab.metrics.MetricDef): names, direction, format.
     metrics: tuple[Any, ...] = ()
     # What its runs leave in the run folder for later runs (`model`: a from_pretrained

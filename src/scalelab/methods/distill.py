@@ -26,6 +26,7 @@ from scalelab.errors import ScalelabError
 from scalelab.methods.base import MethodDef, register_method
 from scalelab.methods.pretrain import PRETRAIN_METRICS, PretrainParams, PretrainRecipe
 from scalelab.methods.pretrain import _check as _check_pretrain
+from scalelab.methods.pretrain import check_run as check_pretrain_run
 
 MISMATCH_HINT = (
     "logit distillation needs one vocabulary token for token; distil across tokenizers "
@@ -73,10 +74,11 @@ def _check(task, params: DistillParams) -> None:
         )
 
 
-def check_teacher_tasks(task, params, inputs: dict) -> None:
-    """Spec time: every teacher run tokenized the student's dataset the student's way.
-
-    inputs: param name -> the RunSpecs it names. Raises ScalelabError naming both sides."""
+def check_run(task, params, model, inputs: dict) -> None:
+    """Spec time: `pretrain`'s check, and every teacher run tokenized the student's
+    dataset the student's way. inputs: param name -> the RunSpecs it names. Raises
+    ScalelabError naming both sides."""
+    check_pretrain_run(task, params, model, inputs)
     for up in inputs.get("teachers", ()):
         theirs, ours = up.task, task
         if getattr(theirs, "kind", None) != "lm":
@@ -165,7 +167,7 @@ register_method(
         task_kinds=("lm",),
         description="pretrain a student on a token budget with KD from earlier stages' runs",
         check=_check,
-        check_inputs=check_teacher_tasks,
+        check_run=check_run,
         metrics=(
             *PRETRAIN_METRICS,
             mx.MetricDef("train_ce", None, ".4f", "train next-token CE, last 10% of steps", "info"),

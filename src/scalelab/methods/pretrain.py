@@ -27,9 +27,13 @@ class PretrainParams(TrainArgs):
     dropout: GPT-2 residual/attention/embedding dropout of a ladder model.
     eval_every: steps between validation passes (0 = about 10 per run);
     eval_tokens: validation tokens per periodic pass (the final metrics use the whole split).
+    keep_layers: start from the run's (trained) model cut to these transformer blocks, in
+    order, embeddings and head kept (DistilGPT2-style students, `models/surgery.py`):
+    block indices or "every_other"; None: the whole model.
     """
 
-    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS
+    # Added after results existed: left out of run ids at their defaults.
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {"keep_layers"}
 
     # 1e14: 100T tokens, several times the largest published training run; more is a typo
     tokens: PositiveInt = Field(le=10**14)
@@ -43,6 +47,7 @@ class PretrainParams(TrainArgs):
     dropout: float = Field(0.0, ge=0, lt=1)
     eval_every: int = Field(0, ge=0)
     eval_tokens: PositiveInt = 32768
+    keep_layers: list[int] | Literal["every_other"] | None = None
 
 
 def _check(task, params: PretrainParams) -> None:
@@ -56,6 +61,17 @@ def _check(task, params: PretrainParams) -> None:
         raise ScalelabError(
             f"params.grad_accum_steps ({params.grad_accum_steps}) exceeds "
             f"params.batch_size ({params.batch_size})"
+        )
+
+
+def check_run(task, params: PretrainParams, model, inputs: dict) -> None:
+    """Spec time: `keep_layers` needs trained weights to cut (not a ladder model's random
+    initialisation). Raises ScalelabError."""
+    if params.keep_layers is not None and model.kind == "ladder":
+        raise ScalelabError(
+            f"params.keep_layers cuts a trained model's blocks, but model {model.name!r} "
+            "starts from random weights: name an earlier stage's run (@stage) or a "
+            "pretrained decoder as the model"
         )
 
 
@@ -125,7 +141,13 @@ class PretrainRecipe(Recipe):
                 f"task.dataset {task.dataset!r}: training split shorter than seq_len"
             )
         torch.manual_seed(ctx.seed)
-        model = build_causal_lm(ctx.model, self.data.vocab_size, T, dropout=p.dropout).to(device)
+        model = build_causal_lm(ctx.model, self.data.vocab_size, T, dropout=p.dropout)
+        if p.keep_layers is not None:
+            check_run(task, p, ctx.model, {})
+            from scalelab.models.surgery import cut_blocks
+
+            cut_blocks(model, p.keep_layers)
+        model = model.to(device)
         self.device = device
         autocast_for(p.dtype, device)  # an unsupported dtype fails here, not at step 1
         self.loss_fn = make_loss_fn(model, p.dtype, ctx.runtime.compile)
@@ -215,6 +237,7 @@ register_method(
         task_kinds=("lm",),
         description="train a ladder model from scratch on a token budget",
         check=_check,
+        check_run=check_run,
         metrics=PRETRAIN_METRICS,
     )
 )
