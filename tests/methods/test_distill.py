@@ -69,3 +69,37 @@ def test_cutting_blocks_from_an_untrained_ladder_model_is_a_spec_error(tmp_path,
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 2 and err.startswith("error: params.keep_layers cuts a trained model's blocks")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_teacher_outputs_are_computed_once_and_read_back_exactly(tmp_path, corpus, capsys):
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
+            "eval": {"max_tokens": 1000}}  # fmt: skip
+    steps = 12
+
+    def student_rows(out: str, **kd) -> dict:
+        stages = {
+            "teacher": {"models": "gpt-d2", "methods": "pretrain",
+                        "params": {"tokens": 8 * 32 * 30}},
+            "student": {"models": "gpt-d1", "params": {"tokens": 8 * 32 * steps},
+                        "methods": {"name": "distill", "teachers": ["@teacher"], "top_k": 8,
+                                    **kd}},
+        }  # fmt: skip
+        spec = write_spec(tmp_path / f"{out}.yaml", name="c", output_dir=str(tmp_path / out),
+                          tasks=task, stages=stages, params={"batch_size": 8},
+                          runtime={"threads": 1})  # fmt: skip
+        code, text, _ = cli("run", spec, capsys=capsys)
+        assert code == 0, text
+        table, _ = load_experiment_tables(spec)
+        return table[table["stage"] == "student"].set_index("params.alpha").to_dict("index")
+
+    # one seed, an alpha sweep: the same batches at every step, so the second run reads all
+    cached = student_rows("cached", alpha=[0.5, 0.9])
+    assert (cached[0.5]["teacher_batches_computed"], cached[0.5]["teacher_batches_cached"]) == (
+        steps, 0)  # fmt: skip
+    assert (cached[0.9]["teacher_batches_computed"], cached[0.9]["teacher_batches_cached"]) == (
+        0, steps)  # fmt: skip
+    live = student_rows("live", alpha=0.9, cache_teacher_outputs=False)[0.9]
+    assert (live["teacher_batches_computed"], live["teacher_batches_cached"]) == (steps, 0)
+    assert live["run_id"] == cached[0.9]["run_id"]  # caching is not part of what a run is
+    for metric in ("val_loss", "train_kd", "train_ce"):  # and it changes nothing
+        assert live[metric] == cached[0.9][metric]

@@ -92,3 +92,33 @@ def test_mean_of_teachers_is_the_mixture_of_their_distributions(logits):
     assert math.isclose(
         kd_divergence(student, [a, b], t, [5.0, 5.0]).item(), by_hand, rel_tol=1e-5
     )  # weights are normalised
+
+
+def test_top_k_targets_with_every_token_are_the_dense_kl(logits):
+    from scalelab.methods.losses import teacher_target
+
+    student, teacher = logits[0], logits[1]
+    grads = {}
+    for k in (None, 7):  # 7 = the whole vocabulary, as top-k with an empty rest
+        s = student.clone().requires_grad_(True)
+        target = teacher_target(teacher, 2.0, top_k=k)
+        value = kd_divergence(s, [target], 2.0)
+        value.backward()
+        grads[k] = (value.item(), s.grad)
+    assert grads[7][0] == pytest.approx(grads[None][0], rel=1e-6)
+    assert torch.allclose(grads[7][1], grads[None][1], atol=1e-7)
+
+
+def test_top_k_kl_puts_the_rest_of_the_mass_in_one_category(logits):
+    from scalelab.methods.losses import teacher_target
+
+    student, teacher = logits[0], logits[1]
+    t, k = 1.5, 3
+    p, q = softmax(teacher.numpy(), t), softmax(student.numpy(), t)
+    top = np.argsort(-p, axis=-1)[..., :k]
+    p_top, q_top = np.take_along_axis(p, top, -1), np.take_along_axis(q, top, -1)
+    p_rest, q_rest = 1 - p_top.sum(-1), 1 - q_top.sum(-1)
+    kl = (p_top * np.log(p_top / q_top)).sum(-1) + p_rest * np.log(p_rest / q_rest)
+    got = kd_divergence(student, [teacher_target(teacher, t, top_k=k)], t).item()
+    assert got == pytest.approx(t**2 * kl.mean(), rel=1e-5)
+    assert 0 < got < kd_divergence(student, [teacher], t).item()  # coarser: less divergence

@@ -3,7 +3,9 @@
 A method's params model subclasses `TrainArgs`, overrides the defaults that suit it and
 adds its own fields. `identity(params)` is what a run id hashes: fields a class lists in
 `ID_OMIT_DEFAULTS` are left out while they hold their default, so adding a setting to a
-method later (gradient accumulation, say) does not change the ids of runs already stored.
+method later (gradient accumulation, say) does not change the ids of runs already stored;
+fields in `ID_OMIT` are always left out: they decide how a run computes, never its result
+(e.g. whether teacher outputs are cached), so changing them reruns nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class TrainArgs(Strict):
     `.inf` in a spec is an error naming the field, since no run could mean it."""
 
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"grad_accum_steps", "schedule"})
+    ID_OMIT: ClassVar[frozenset[str]] = frozenset()
 
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
@@ -49,4 +52,6 @@ def identity(params: Any) -> dict[str, Any]:
         field = type(params).model_fields.get(name)
         if field is not None and name in data and getattr(params, name) == field.default:
             del data[name]
+    for name in getattr(type(params), "ID_OMIT", frozenset()):
+        data.pop(name, None)
     return data

@@ -17,9 +17,9 @@ final train CE and KD terms.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from scalelab import metrics as mx
 from scalelab.errors import ScalelabError
@@ -44,13 +44,22 @@ class DistillParams(PretrainParams):
     combine: "mean" (KL to the weighted mixture of the teachers' distributions, the
     default: it reads 0 when the student matches the ensemble) or "sum_kl" (the weighted
     sum of per-teacher KLs). Both give the same gradients (`losses.kd_divergence`).
+    top_k: keep each teacher's k most likely tokens per position plus the leftover mass
+    (None: the whole distribution); cache_teacher_outputs: keep the teachers' outputs per
+    batch on disk for every later student that feeds them the same batch
+    (`teacher_outputs.py`; False: run the teachers live at every step).
     """
+
+    # Caching teacher outputs changes no result (tested bit for bit): not in run ids.
+    ID_OMIT: ClassVar[frozenset[str]] = frozenset({"cache_teacher_outputs"})
 
     teachers: list[str] = Field(min_length=1)
     teacher_weights: list[PositiveFloat] | None = None
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: PositiveFloat = Field(2.0, le=100)
     combine: Literal["mean", "sum_kl"] = "mean"
+    top_k: PositiveInt | None = None
+    cache_teacher_outputs: bool = True
 
     @field_validator("teachers")
     @classmethod
@@ -122,27 +131,35 @@ class DistillRecipe(PretrainRecipe):
                     f"({type(tok).__name__}), the student {self.data.vocab_size} tokens with "
                     f"another definition; {MISMATCH_HINT}"
                 )
-            self.teachers.append(teacher.to(device).eval().requires_grad_(False))
+            self.teachers.append(
+                self._outputs(ref, teacher.to(device).eval().requires_grad_(False))
+            )
         self.weights = self.args.teacher_weights
         self.terms: dict[str, list[float]] = {"ce": [], "kd": []}  # per step, for metrics
         return plan
 
+    def _outputs(self, ref, module):
+        """The teacher behind its output cache (`teacher_outputs.py`), or live."""
+        from scalelab.engine.precision import autocast_for
+        from scalelab.methods.teacher_outputs import TeacherOutputs
+        from scalelab.models.backends.fingerprint import folder_fingerprint
+        from scalelab.paths import cache_dir
+
+        p = self.args
+        root = cache_dir("teacher_outputs") if p.cache_teacher_outputs else None
+        fingerprint = folder_fingerprint(ref.path) if root else ""
+        return TeacherOutputs(module, fingerprint, p.temperature, p.top_k, root,
+                              autocast_for(p.dtype, self.device), p.dtype)  # fmt: skip
+
     def loss_step(self, model, batch):
-        from contextlib import nullcontext
-
-        import torch
-
-        from scalelab.engine.precision import DTYPES
+        from scalelab.engine.precision import autocast_for
         from scalelab.methods.losses import kd_loss
 
         p = self.args
         x, y = (t.to(self.device) for t in batch)
-        amp = DTYPES.get(p.dtype)
-        autocast = (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else nullcontext
-        with autocast():
+        with autocast_for(p.dtype, self.device)():
             logits = model(input_ids=x, use_cache=False).logits
-            with torch.no_grad():
-                taught = [t(input_ids=x, use_cache=False).logits for t in self.teachers]
+        taught = [teacher(x) for teacher in self.teachers]
         loss, logs = kd_loss(logits, taught, y, p.alpha, p.temperature, self.weights, p.combine)
         for k in self.terms:
             self.terms[k].append(logs[k])
@@ -156,6 +173,8 @@ class DistillRecipe(PretrainRecipe):
         for k, values in self.terms.items():
             tail = values[-n:]
             result.metrics[f"train_{k}"] = sum(tail) / len(tail) if tail else float("nan")
+        result.metrics["teacher_batches_computed"] = sum(t.computed for t in self.teachers)
+        result.metrics["teacher_batches_cached"] = sum(t.loaded for t in self.teachers)
         return result
 
 
@@ -173,6 +192,16 @@ register_method(
             mx.MetricDef("train_ce", None, ".4f", "train next-token CE, last 10% of steps", "info"),
             mx.MetricDef(
                 "train_kd", None, ".4f", "train T^2 KL to the teachers, last 10% of steps", "info"
+            ),
+            mx.MetricDef(
+                "teacher_batches_computed",
+                None,
+                ",d",
+                "teacher forward passes (batches x teachers)",
+                "info",
+            ),
+            mx.MetricDef(
+                "teacher_batches_cached", None, ",d", "teacher outputs read from the cache", "info"
             ),
         ),
     )
