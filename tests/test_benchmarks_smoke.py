@@ -137,3 +137,12 @@ def test_malloc_settings(tmp_path):
     (row,) = json.loads(out.read_text())["summary"].values()
     assert row["same_val_loss"] and row["ratio"] > 0  # the allocator changes speed, not results
     assert all(mb > 50 for mb in row["peak_rss_mb"].values())  # the child's own peak RSS
+
+
+def test_distill_cache(tmp_path, corpus, monkeypatch):
+    monkeypatch.setenv("SCALELAB_HOME", str(tmp_path / "home"))
+    out = tmp_path / "dc.json"
+    load("distill_cache").main(["--quick", "--dataset", str(corpus), "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["ratio_cached_over_live"] > 0 and set(report["val_loss_by_target"]) == {
+        "plain (alpha 0)", "full distribution", "top-4"}  # fmt: skip
