@@ -122,3 +122,20 @@ def test_task_options_refused_on_other_laws(csv, capsys):
     assert code == 2 and "--chance applies to --law task-accuracy or loss-to-acc" in err
     code, out, err = run(capsys, csv, "--law", "task-accuracy", "--x", "tokens", "--y", "acc")
     assert code == 2 and "needs --loss-col" in err
+
+
+def test_holdout_lines_say_what_chance_is_and_tell_checkpoints_apart(tmp_path, csv, capsys):
+    df = pd.read_csv(csv).assign(run_id="one-model")  # checkpoints of one model: one name
+    path = tmp_path / "ckpts.csv"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), *BASE, "--y", "acc", "--holdout", "3"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "chance not given (floor fitted)" in out
+        and "note: floor fitted: chance is not known" in out
+    )
+    held = [line.strip() for line in out.splitlines() if line.startswith("    one-model (")]
+    assert len(held) == 3 and len(set(held)) == 3  # each names its size
+    assert all(line.startswith("one-model (non_embedding_params ") for line in held)
+    assert main(["fit", str(path), *BASE, "--y", "acc", "--holdout", "3", "--chance", "0.25"]) == 0
+    assert "0 below chance 0.25" in capsys.readouterr().out

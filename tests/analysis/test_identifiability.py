@@ -107,3 +107,33 @@ def test_bad_thresholds_are_one_error_line(tmp_path, capsys, bad):
     assert main(["fit", str(path), "--law", "power", "--x", "N", "--y", "loss", *bad]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --max-ci-factor")
+
+
+def test_a_d_term_the_points_cannot_see_is_flagged_not_printed_as_certain():
+    # Every model saw ~300B tokens (as for The Pile's models in the llm-line table): B and
+    # beta of L(N, D) get no signal; the fit leaves them at its start.
+    rng = np.random.default_rng(0)
+    n = np.geomspace(1e7, 1e10, 10)
+    d = 3e11 * (1 + 0.02 * rng.standard_normal(10))
+    loss = 1.8 + 400 * n**-0.34 + 400 * d**-0.28
+    df = pd.DataFrame({"N": n, "D": d, "loss": loss * np.exp(0.005 * rng.standard_normal(10))})
+    g = fit_table(df, FitSpec("chinchilla", "N", "loss", x2="D", bootstrap=30)).groups[0]
+    (spread,) = [f for f in g.flags if f.kind == "spread"]
+    assert spread.param == "beta" and "D varies only 1." in spread.message
+    # D spread over two orders of magnitude: no such flag
+    df["D"] = np.geomspace(1e9, 1e11, 10)
+    g = fit_table(df, FitSpec("chinchilla", "N", "loss", x2="D")).groups[0]
+    assert "spread" not in kinds(g)
+
+
+def test_an_interval_no_refit_moved_means_no_information():
+    from types import SimpleNamespace
+
+    from scalelab.analysis.identify import _wide
+
+    fit = SimpleNamespace(params={"B": 148.413, "beta": 1.5, "E": 1.7},
+                          extras={"free": ["B", "beta", "E"]})  # fmt: skip
+    ci = {"B": (148.413, 148.413), "beta": (1.5, 1.5), "E": (1.6, 1.8)}
+    flags = _wide(fit, ci, 10.0, frozenset(), 0.95)
+    assert [(f.kind, f.param) for f in flags] == [("interval", "B"), ("interval", "beta")]
+    assert all("zero-width interval here means no information" in f.message for f in flags)

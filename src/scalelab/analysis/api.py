@@ -267,6 +267,8 @@ def _fit_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> GroupFit:
     small = _grouped_target(lambda: _smallest(spec, fit, boot), group, notes)
     # An error rate 1 - acc is judged by its absolute (accuracy) error, a loss by its relative.
     flags = identify.flags(fit, boot, hold, spec.thresholds, absolute_holdout=spec.higher_is_better)
+    if spec.law == "chinchilla":
+        flags += identify.spread(inputs[1], "D")
     notes = tuple(notes + extra_notes)
     return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, notes, flags)
 
@@ -308,12 +310,21 @@ def _fit_task_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> Group
     hold = None
     if spec.holdout > 0:
         id_col = table.first_present(rows, ID_COLUMNS)
-        labels = rows[id_col].to_numpy() if id_col else None
+        labels = rows[id_col].astype(str).to_numpy() if id_col else None
+        if labels is not None and len(set(labels)) < len(labels):  # checkpoints of one model
+            by, values = (
+                (size_cols[-1], cols[size_cols[-1]]) if size_cols else (loss_col, cols[loss_col])
+            )
+            labels = np.array(
+                [f"{name} ({by} {v:.4g})" for name, v in zip(labels, values, strict=True)]
+            )
         hold = task.task_holdout(
             prob, spec.holdout, n_boot=spec.bootstrap, seed=spec.seed, chance=chance, labels=labels
         )
     small = _grouped_target(lambda: _smallest_task(spec, fit, boot, cols, size_cols), group, notes)
     flags = identify.flags(fit, boot, hold, spec.thresholds, absolute_holdout=True)
+    if len(size_cols) == 2:
+        flags += identify.spread(prob.inputs[1], size_cols[1])
     return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, tuple(notes), flags, chance)
 
 

@@ -5,11 +5,14 @@ Every fit `api.fit_table` returns is checked for five signs that they do not:
 
 - `few_points`: fewer points than fitted parameters + 2 (each step of a chain on its own);
 - `bound`: a fitted parameter sits on a bound of its fitter (e.g. E = 6e-16 > 0);
-- `interval`: its bootstrap 95% interval spans more than `Thresholds.ci_factor`, or reaches 0;
+- `interval`: its bootstrap 95% interval spans more than `Thresholds.ci_factor`, reaches 0,
+  or has zero width (no refit moved it from the fitter's start);
 - `holdout`: refitted without the largest points, the law misses them by more than a stated
   error (relative for losses, absolute for accuracies);
 - `flat`: accuracy does not change with the task loss (an F-test against a constant), so
-  no curve is identified and the fitter returned the constant instead.
+  no curve is identified and the fitter returned the constant instead;
+- `spread`: the second size variable (D of L(N, D)) varies less than `MIN_SPREAD`-fold
+  across the points, so its term (B, beta) is not identified, bootstrap or not.
 
 Bounds and free parameters come from each fitter (`FitResult.extras["bounds"]`, `["free"]`,
 and `["steps"]` for a chain); nothing here refits.
@@ -43,7 +46,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Flag:
-    """One reason to distrust a fit. `kind`: few_points | bound | interval | holdout | flat."""
+    """One reason to distrust a fit. `kind`: few_points | bound | interval | holdout | flat |
+    spread."""
 
     kind: str
     message: str
@@ -161,6 +165,13 @@ def _wide(
             continue
         head = f"{name} is not identified by these points: its {level:.0%} interval "
         span = f"[{lo:.4g}, {hi:.4g}]"
+        if hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-300):
+            # A free parameter no refit moved: the data give it no gradient (e.g. B and beta
+            # of L(N, D) when every model saw the same D); its value is the fitter's start.
+            out.append(Flag("interval", f"{name} is not identified by these points: every "
+                            f"bootstrap refit left it at {fit.params[name]:.6g} (a zero-width "
+                            "interval here means no information, not certainty)", name))  # fmt: skip
+            continue
         if lo <= 0 <= hi and hi > lo:
             out.append(Flag("interval", f"{head}{span} reaches 0", name))
             continue
@@ -198,3 +209,24 @@ def _holdout(holdout: Any, th: Thresholds, absolute: bool) -> list[Flag]:
             f"it misses them by a mean {what} of {value:.3g} (more than {limit:g})",
         )
     ]
+
+
+MIN_SPREAD = 2.0  # max / min of D below which B and beta of L(N, D) are not identified
+
+
+def spread(values: np.ndarray, name: str) -> tuple[Flag, ...]:
+    """A `spread` flag when the second size input `values` (> 0) of a two-variable law
+    varies less than MIN_SPREAD-fold: the law's D term is then fixed by the fitter's start
+    and the grid of starts, not by the points."""
+    ratio = float(np.max(values) / np.min(values))
+    if ratio >= MIN_SPREAD:
+        return ()
+    return (
+        Flag(
+            "spread",
+            f"B and beta are not identified by these points: {name} varies only "
+            f"{ratio:.3g}-fold across them (less than {MIN_SPREAD:g}x); fit without --x2, or "
+            f"add points at other {name}",
+            "beta",
+        ),
+    )

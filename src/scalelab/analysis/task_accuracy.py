@@ -77,6 +77,9 @@ def chance_level(
         if not 0 <= chance < 1:
             raise ScalelabError(f"--chance must be in [0, 1) (got {chance:g})")
         note = f"floor fixed at chance {chance:.4g} (--chance)"
+    else:
+        note = ("floor fitted: chance is not known (give --chance P or --choices-col K to fix "
+                "the floor there); the fitted floor may lie below chance")  # fmt: skip
     if chance is not None and chance >= acc.max():
         raise ScalelabError(
             f"chance level {chance:.4g} is at or above every accuracy in column {acc_col!r}"
@@ -171,6 +174,7 @@ class TaskHoldout:
             "mean_abs_error": self.mean_abs_error,
             "max_abs_error": float(np.nanmax(np.abs(self.abs_errors))),
             "n_below_chance": self.n_below_chance,
+            "chance": self.chance,
             "params": self.params,
         }
         if self.step2_pred is not None:

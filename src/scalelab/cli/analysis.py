@@ -119,7 +119,12 @@ def _holdout_lines(h: dict[str, Any]) -> list[str]:
         return [line]
     lines = [
         f"  holdout ({h['k']} most capable): mean |acc err| {_g(h['mean_abs_error'], '.4f')}, "
-        f"max {_g(h['max_abs_error'], '.4f')}, {h['n_below_chance']} below chance"
+        f"max {_g(h['max_abs_error'], '.4f')}, "
+        + (
+            f"{h['n_below_chance']} below chance {h['chance']:.4g}"
+            if h.get("chance") is not None
+            else "chance not given (floor fitted)"
+        )  # fmt: skip
         + (
             f"; step 2 alone (observed task loss) {_g(h['step2_mean_abs_error'], '.4f')}"
             if "step2_mean_abs_error" in h

@@ -71,10 +71,11 @@ def _rebuild(spec: dict):
     from scalelab.models.registry import ModelRef
 
     c = spec["config"]
+    task = parse_task(c["task"], "task")
     run = RunSpec(
         run_id=Path(spec["run_dir"]).name, experiment=spec["experiment"],
-        model=ModelRef(**spec["model"]), task=parse_task(c["task"], "task"),
-        method=c["method"], params=validate(METHODS.get(c["method"]).params, c["params"]),
+        model=ModelRef(**spec["model"]), task=task, method=c["method"],
+        params=validate(METHODS.get(c["method"]).for_kind(task.kind).params, c["params"]),
         seed=c["seed"], config=c, stage=spec["stage"], deps=tuple(spec["deps"]),
         inputs={k: tuple(ModelRef(**r) for r in v) for k, v in spec["inputs"].items()},
     )  # fmt: skip

@@ -245,6 +245,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                         f"{where}: method {method_name!r} does not apply to task kind "
                         f"{task.kind!r} (it takes {', '.join(method.task_kinds)})"
                     )
+                method = method.for_kind(task.kind)
                 section, inputs = _resolve_param_refs({**stage.params, **own}, prefix, produced)
                 for p_raw in expand_axes(section, method.params, f"{prefix}params"):
                     params = validate(method.params, p_raw, f"{prefix}params")

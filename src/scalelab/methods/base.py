@@ -37,6 +37,13 @@ class MethodDef:
     # What its runs leave in the run folder for later runs (`model`: a from_pretrained
     # folder at runs/<id>/model).
     products: tuple[str, ...] = ("model",)
+    # Task kinds served by another definition (its own params, entry and checks; same name
+    # and metrics contract), e.g. `distill` of classifiers: {kind: MethodDef}.
+    variants: dict[str, MethodDef] = field(default_factory=dict)
+
+    def for_kind(self, kind: str) -> MethodDef:
+        """The definition that runs tasks of `kind`: a variant's, else this one."""
+        return self.variants.get(kind, self)
 
     def load(self) -> Any:
         """The entry object: a Recipe subclass (run by the engine) or a function(ctx)."""
@@ -51,11 +58,14 @@ def register_method(method: MethodDef) -> MethodDef:
     """Add a method to the registry. Raises ValueError when its params model would accept
     NaN or infinity (derive it from `config.Strict` or `engine.args.TrainArgs`), or when
     the name is taken."""
-    if method.params.model_config.get("allow_inf_nan", True):
-        raise ValueError(
-            f"method {method.name!r}: its params model {method.params.__name__} accepts NaN "
-            "and inf; derive it from scalelab.config.Strict or scalelab.engine.args.TrainArgs"
-        )
+    for d in (method, *method.variants.values()):
+        if d.params.model_config.get("allow_inf_nan", True):
+            raise ValueError(
+                f"method {method.name!r}: its params model {d.params.__name__} accepts NaN "
+                "and inf; derive it from scalelab.config.Strict or scalelab.engine.args.TrainArgs"
+            )
+    if not set(method.variants) <= set(method.task_kinds):
+        raise ValueError(f"method {method.name!r}: variants for kinds it does not list")
     return METHODS.register(method.name, method)
 
 
@@ -102,7 +112,7 @@ def run_method(method: MethodDef, ctx: RunContext) -> RunResult:
     function (a method that trains nothing) is called as is."""
     from scalelab.engine.recipe import Recipe
 
-    entry = method.load()
+    entry = method.for_kind(ctx.task.kind).load()
     if isinstance(entry, type) and issubclass(entry, Recipe):
         from scalelab.engine.loop import train
 

@@ -22,8 +22,11 @@ from typing import ClassVar, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from scalelab import metrics as mx
+from scalelab.config import Strict
 from scalelab.errors import ScalelabError
 from scalelab.methods.base import MethodDef, register_method
+from scalelab.methods.finetune import CLASSIFICATION_METRICS, FinetuneRecipe, FullParams
+from scalelab.methods.finetune import _check as _check_finetune
 from scalelab.methods.pretrain import PRETRAIN_METRICS, PretrainParams, PretrainRecipe
 from scalelab.methods.pretrain import _check as _check_pretrain
 from scalelab.methods.pretrain import check_run as check_pretrain_run
@@ -34,32 +37,23 @@ MISMATCH_HINT = (
 )
 
 
-class DistillParams(PretrainParams):
-    """`pretrain`'s params plus the distillation terms.
+class KDArgs(Strict):
+    """The distillation terms every `distill` variant shares.
 
     teachers: references to earlier stages' runs (`@stage` or `@stage[model=...,seed=...]`;
     a reference matching several runs names them all); teacher_weights: one positive weight
     per teacher, normalised to sum 1 (default equal); alpha: the weight of the KD term (0:
-    plain pretraining, 1: teachers only); temperature: T of the softened distributions;
+    plain training, 1: teachers only); temperature: T of the softened distributions;
     combine: "mean" (KL to the weighted mixture of the teachers' distributions, the
     default: it reads 0 when the student matches the ensemble) or "sum_kl" (the weighted
     sum of per-teacher KLs). Both give the same gradients (`losses.kd_divergence`).
-    top_k: keep each teacher's k most likely tokens per position plus the leftover mass
-    (None: the whole distribution); cache_teacher_outputs: keep the teachers' outputs per
-    batch on disk for every later student that feeds them the same batch
-    (`teacher_outputs.py`; False: run the teachers live at every step).
     """
-
-    # Caching teacher outputs changes no result (tested bit for bit): not in run ids.
-    ID_OMIT: ClassVar[frozenset[str]] = frozenset({"cache_teacher_outputs"})
 
     teachers: list[str] = Field(min_length=1)
     teacher_weights: list[PositiveFloat] | None = None
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: PositiveFloat = Field(2.0, le=100)
     combine: Literal["mean", "sum_kl"] = "mean"
-    top_k: PositiveInt | None = None
-    cache_teacher_outputs: bool = True
 
     @field_validator("teachers")
     @classmethod
@@ -70,6 +64,34 @@ class DistillParams(PretrainParams):
                 f"{bad[0]!r} is not a reference to an earlier stage's runs: write "
                 "@stage or @stage[model=...,seed=...] (the teachers train in that stage)"
             )
+        return v
+
+
+class DistillParams(PretrainParams, KDArgs):
+    """Language models: `pretrain`'s params plus `KDArgs`, and
+    top_k: keep each teacher's k most likely tokens per position plus the leftover mass
+    (None: the whole distribution); cache_teacher_outputs: keep the teachers' outputs per
+    batch on disk for every later student that feeds them the same batch
+    (`teacher_outputs.py`; False: run the teachers live at every step).
+    """
+
+    # Caching teacher outputs changes no result (tested bit for bit): not in run ids.
+    ID_OMIT: ClassVar[frozenset[str]] = frozenset({"cache_teacher_outputs"})
+
+    top_k: PositiveInt | None = None
+    cache_teacher_outputs: bool = True
+
+
+class DistillClassifierParams(FullParams, KDArgs):
+    """Classifiers: full fine-tuning's params (`full`) plus `KDArgs`. The teachers are
+    fine-tuned classifier runs (`full` or `lora`) over the same labels; each scores the
+    training set once, with its own tokenizer, before the student trains."""
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _no_smoothing(cls, v: float) -> float:
+        if v:
+            raise ValueError("the teachers' soft labels replace label smoothing: leave it at 0")
         return v
 
 
@@ -178,18 +200,128 @@ class DistillRecipe(PretrainRecipe):
         return result
 
 
+class ClassifierDistillRecipe(FinetuneRecipe):
+    """`full` fine-tuning with teachers: each fine-tuned teacher scores every training
+    example once (its own tokenizer, the task's max_length), and the loss mixes the labels'
+    CE with the KD term on those logits (Hinton et al. 2015; `losses.kd_loss`)."""
+
+    def setup(self, device):
+        import torch
+
+        from scalelab.data.classification import encode
+        from scalelab.eval.classification import predict
+
+        plan = super().setup(device)
+        names = self.data.label_names
+        refs = self.ctx.inputs.get("teachers", ())
+        self.teacher_logits = []
+        for ref in refs:
+            teacher, tok, labels = _load_teacher_classifier(ref)
+            if list(labels) != list(names):
+                raise ScalelabError(
+                    f"params.teachers: teacher {ref.name} predicts {labels}, the student "
+                    f"{names}: logit distillation needs the same labels in the same order"
+                )
+            seqs = encode(tok, self.data.train, self.ctx.task.max_length)
+            teacher = teacher.to(device).eval()
+            logits = predict(teacher, seqs, tok.pad_token_id, self.args.eval_batch_size,
+                             self.amp, device)  # fmt: skip
+            self.teacher_logits.append(torch.from_numpy(logits).to(device))
+            del teacher
+        self.terms: dict[str, list[float]] = {"ce": [], "kd": []}
+        return plan
+
+    def loss_step(self, model, batch):
+        import torch
+
+        from scalelab.methods.losses import kd_loss
+
+        p = self.args
+        logits, y, idx = self.logits_and_labels(model, batch)
+        at = torch.from_numpy(idx).to(self.device)
+        taught = [t[at] for t in self.teacher_logits]
+        loss, logs = kd_loss(logits, taught, y, p.alpha, p.temperature, p.teacher_weights,
+                             p.combine)  # fmt: skip
+        for k in self.terms:
+            self.terms[k].append(logs[k])
+        return loss, {"examples": len(batch)}
+
+    def finish(self, model, state):
+        result = super().finish(model, state)
+        n = max(1, len(state["losses"]) // 10) * self.args.grad_accum_steps
+        for k, values in self.terms.items():
+            tail = values[-n:]
+            result.metrics[f"train_{k}"] = sum(tail) / len(tail) if tail else float("nan")
+        return result
+
+
+def _load_teacher_classifier(ref):
+    """(model, tokenizer, label names) of a fine-tuned classifier run's `model/` folder."""
+    import json
+    from pathlib import Path
+
+    from scalelab.methods.finetune import load_finetuned
+
+    folder = Path(ref.path)
+    info = json.loads((folder / "scalelab.json").read_text())
+    model, tok = load_finetuned(folder)
+    return model, tok, info["label_names"]
+
+
+def _check_classifier(task, params: DistillClassifierParams) -> None:
+    _check_finetune(task, params)
+    n, w = len(params.teachers), params.teacher_weights
+    if w is not None and len(w) != n:
+        raise ScalelabError(f"params.teacher_weights has {len(w)} weights for {n} teacher(s)")
+
+
+def check_classifier_run(task, params, model, inputs: dict) -> None:
+    """Spec time: every teacher is a fine-tuned classifier of the same dataset (so the same
+    labels; checked again, in order, when the teachers load)."""
+    for up in inputs.get("teachers", ()):
+        if up.method not in ("full", "lora", "distill") or up.task.kind != "classification":
+            raise ScalelabError(
+                f"params.teachers: run {up.run_id[:8]} ({up.model.name}, {up.method} on "
+                f"{up.task.kind}) is not a fine-tuned classifier: a classifier learns from "
+                "classifier runs (full, lora or distill) of its own labels"
+            )
+        if up.task.dataset != task.dataset:
+            raise ScalelabError(
+                f"params.teachers: teacher {up.model.name} (run {up.run_id[:8]}) was tuned on "
+                f"{up.task.dataset!r}, the student on {task.dataset!r}: the labels must match"
+            )
+
+
+DISTILL_CLASSIFIER = MethodDef(
+    name="distill",
+    params=DistillClassifierParams,
+    entry="scalelab.methods.distill:ClassifierDistillRecipe",
+    task_kinds=("classification",),
+    check=_check_classifier,
+    check_run=check_classifier_run,
+)
+
 register_method(
     MethodDef(
         name="distill",
         params=DistillParams,
         entry="scalelab.methods.distill:DistillRecipe",
-        task_kinds=("lm",),
-        description="pretrain a student on a token budget with KD from earlier stages' runs",
+        task_kinds=("lm", "classification"),
+        description="KD from earlier stages' runs: a language model on a token budget, or "
+        "a classifier fine-tuned on its labels and the teachers' soft labels",
         check=_check,
         check_run=check_run,
+        variants={"classification": DISTILL_CLASSIFIER},
         metrics=(
             *PRETRAIN_METRICS,
-            mx.MetricDef("train_ce", None, ".4f", "train next-token CE, last 10% of steps", "info"),
+            *(m for m in CLASSIFICATION_METRICS if m not in PRETRAIN_METRICS),
+            mx.MetricDef(
+                "train_ce",
+                None,
+                ".4f",
+                "train CE on the labels (next token or class), last 10% of steps",
+                "info",
+            ),
             mx.MetricDef(
                 "train_kd", None, ".4f", "train T^2 KL to the teachers, last 10% of steps", "info"
             ),

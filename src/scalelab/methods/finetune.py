@@ -191,9 +191,17 @@ class FinetuneRecipe(Recipe):
     CHUNK_COST = 256
 
     def loss_step(self, model, batch):
+        import torch.nn.functional as F
+
+        logits, y, _ = self.logits_and_labels(model, batch)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.args.label_smoothing)
+        return loss, {"examples": len(batch)}
+
+    def logits_and_labels(self, model, batch):
+        """(logits [b, classes], labels [b], example indices [b] in the logits' order) of a
+        batch of training-example indices (sorted by length when it is cut into chunks)."""
         import numpy as np
         import torch
-        import torch.nn.functional as F
 
         idx = np.asarray(batch)
         lens = self.train_len[idx]
@@ -212,8 +220,7 @@ class FinetuneRecipe(Recipe):
             else:
                 logits = self._chunked_logits(model, ids, mask, lens, cuts)
         y = self.train_y[torch.from_numpy(idx)].to(self.device)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.args.label_smoothing)
-        return loss, {"examples": len(batch)}
+        return logits, y, idx
 
     def _chunked_logits(self, model, ids, mask, lens, cuts):
         """Logits of a length-sorted batch, one forward per chunk `cuts[k]:cuts[k+1]`, each
