@@ -97,6 +97,10 @@ def test_bad_sources_are_one_line_errors(tmp_path):
         LMTask(dataset=str(folder), files={"train": "*", "validation": "nope*", "test": "*"})
     with pytest.raises(ScalelabError, match=r"train-0.jsonl line 2: no field 'text'"):
         lm_splits(str(folder))["train"].text()
+    # a broken record is named by the file's line, not the record's own "line 1"
+    (folder / "train-0.jsonl").write_text('{"text": "a"}\n' * 2500 + '{"text": "b\tc\x01"\n')
+    with pytest.raises(ScalelabError, match=r"train-0.jsonl line 2501: not a JSON record \("):
+        lm_splits(str(folder))["train"].text()
 
 
 def test_a_token_cap_is_an_axis_that_leaves_existing_ids_alone(tmp_path, corpus):

@@ -124,3 +124,30 @@ def test_errors_name_the_field(tmp_path, over, message):
     with pytest.raises(ScalelabError, match=None) as info:
         runs_of(tmp_path, **over)
     assert message in str(info.value)
+
+
+def test_editing_a_local_corpus_in_place_changes_the_run_ids(tmp_path):
+    import os
+
+    from scalelab.testing import make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus")
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"}}
+
+    def ids():
+        return [r.run_id for r in runs_of(tmp_path, tasks=task)]
+
+    before = ids()
+    assert ids() == before  # unchanged data, unchanged ids
+    (corpus / ".notes").write_text("hidden files are not data")
+    assert ids() == before
+    train = corpus / "train.txt"
+    text = train.read_text()
+    train.write_text(text.replace("The", "A", 1))  # same folder, same name, other content
+    st = train.stat()
+    os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a later mtime
+    after = ids()
+    assert all(a != b for a, b in zip(before, after, strict=True))
+    train.write_text(text)
+    os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000))
+    assert ids() == before  # content, not timestamps, decides

@@ -185,9 +185,18 @@ class RecordFile:
             with _open_text(self.path) as f:
                 for number, line in enumerate(f, 1):
                     if line.strip():
-                        yield self._field(json.loads(line), number)
-        except (OSError, UnicodeDecodeError, EOFError, json.JSONDecodeError) as exc:
+                        yield self._field(self._record(line, number), number)
+        except (OSError, UnicodeDecodeError, EOFError) as exc:
             raise _read_error(self.path, exc) from None
+
+    def _record(self, line: str, number: int) -> object:
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError as exc:  # its own position is within the line
+            raise ScalelabError(
+                f"{clip(self.path)} line {number}: not a JSON record ({exc.msg} at column "
+                f"{exc.colno})"
+            ) from None
 
     def _field(self, record: object, number: int) -> str:
         if not isinstance(record, dict) or self.field not in record:

@@ -74,6 +74,46 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_file_cached(path: Path) -> str:
+    """`sha256_file`, remembered across processes by (absolute path, size, mtime in ns) under
+    `$SCALELAB_HOME/digests/` (make's and git's trust in stat data): an unchanged file costs a
+    stat, a changed one is hashed again."""
+    import json
+
+    from scalelab.io import atomic_write_text
+
+    path = Path(path).resolve()
+    st = path.stat()
+    memo = paths.cache_dir("digests") / (
+        hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json"
+    )
+    key = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        known = json.loads(memo.read_text())
+        if {k: known.get(k) for k in key} == key and isinstance(known.get("sha256"), str):
+            return known["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(path)
+    atomic_write_text(memo, json.dumps({**key, "sha256": digest}))
+    return digest
+
+
+def local_data_digest(path: Path) -> str:
+    """The content digest of a local dataset: one file's sha256, or for a folder the sha256
+    of `relative path<TAB>sha256` over every regular file under it (hidden ones skipped), so
+    editing, adding, removing or renaming a file changes it."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file_cached(path)
+    lines = sorted(
+        f"{p.relative_to(path).as_posix()}\t{sha256_file_cached(p)}\n"
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def sha256_folder(path: Path) -> str:
     """Combined digest of a folder: sha256 of the lines `relpath<TAB>sha256(file)`, sorted.
 

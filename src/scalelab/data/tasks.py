@@ -8,6 +8,7 @@ from the catalog, so `tasks: {dataset: wikitext2}` needs no `kind:`.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import re
 import stat
@@ -191,6 +192,28 @@ def _file_split_bytes(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, i
 
 
 register_task_kind("lm", LMTask)
+
+
+def local_data_identity(task) -> str | None:
+    """What a run id records of a local dataset's content (None for a registered dataset,
+    whose archive is pinned, or a Hub one, keyed by its revision): the sha256 of the file or
+    of every file under the folder, plus the files `task.files` names outside it. So editing
+    a corpus in place reruns the runs that read it (`sources.local_data_digest`)."""
+    from scalelab.data.catalog import DATASETS
+    from scalelab.data.sources import local_data_digest, sha256_file_cached
+
+    dataset = task.dataset
+    if dataset in DATASETS or dataset.startswith("hub:"):
+        return None
+    folder = Path(dataset)
+    parts = [local_data_digest(folder)]
+    for split, pattern in sorted((getattr(task, "files", None) or {}).items()):
+        if Path(pattern).is_absolute():
+            from scalelab.data.lm_sources import glob_files
+
+            found = glob_files(folder, pattern, f"task.files.{split}")
+            parts += [f"{f}:{sha256_file_cached(f)}" for f in found]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def dataset_kind(dataset: str) -> str | None:

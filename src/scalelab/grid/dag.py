@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalelab.config import validate
-from scalelab.data.tasks import parse_task, task_entry
+from scalelab.data.tasks import local_data_identity, parse_task, task_entry
 from scalelab.engine.args import identity
 from scalelab.errors import ScalelabError, clip, shown
 from scalelab.grid.spec import ExperimentSpec, RunSpec, Stage, expand_axes, run_id_of
@@ -136,6 +136,14 @@ def _matching(ref: StageRef, produced: dict[str, list[RunSpec]], where: str) -> 
     runs = [r for r in produced[ref.stage] if ref.matches(r)]
     if not runs:
         filters = clip(",".join(f"{k}={v}" for k, v in ref.filters))
+        unknown = [k for k, _ in ref.filters
+                   if all(_config_value(r, k) == "\0missing" for r in produced[ref.stage])]  # fmt: skip
+        if unknown:
+            raise ScalelabError(
+                f"{where}: @{ref.stage}[{filters}]: no run of stage {ref.stage!r} has "
+                f"{clip(unknown[0], 40)!r} (keys: model, method, seed, or a results column "
+                f"such as params.lr or task.dataset)"
+            )
         raise ScalelabError(f"{where}: @{ref.stage}[{filters}] matches no run of that stage")
     for r in runs:
         if "model" not in METHODS.get(r.method).products:
@@ -282,6 +290,9 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
         "params": identity(params),
         "seed": seed,
     }
+    data = local_data_identity(task)
+    if data is not None:  # a local corpus: its content, so an edit in place reruns
+        config["data"] = data
     param_inputs = {
         k: tuple(
             ModelRef.for_run(i, spec.runs_dir, f"@{inputs[i].stage}:{inputs[i].model.name}")
