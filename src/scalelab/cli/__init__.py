@@ -10,7 +10,7 @@ import sys
 import typer
 import typer.main
 
-from scalelab.cli import analysis, data, serve
+from scalelab.cli import analysis, data, serve, smallest
 from scalelab.cli import run as run_cmds
 from scalelab.errors import ScalelabError, one_line
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 # One module per thing a user does; each adds its commands here.
-for _module in (run_cmds, analysis, data, serve):
+for _module in (run_cmds, analysis, smallest, data, serve):
     _module.register(app)
 
 

@@ -1,0 +1,86 @@
+"""The smallest model that beats a reference: known answers, a known non-answer, a cell too
+thin to test, and a crossover fit the points cannot support."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalelab.analysis.beats import smallest_that_beats, verdicts
+from scalelab.errors import ScalelabError
+
+SIZES = {"m1": 1e4, "m2": 3e4, "m3": 1e5, "m4": 3e5, "big": 3e6}
+
+
+def table(cells: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    rows = [
+        {"method": me, "model": mo, "seed": s, "non_embedding_params": SIZES[mo], "val_loss": v}
+        for (me, mo), values in cells.items()
+        for s, v in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+C = 12.85  # the `kd` method's losses 1.5 + C N^-0.3 cross the reference's 2.0 at N ~ 5e4
+
+
+def law(n: float) -> float:
+    return 1.5 + C * n**-0.3
+
+
+NOISE = (0.004, -0.003, 0.001)
+CELLS = {
+    ("pretrain", "big"): [2.0, 2.01, 1.99],
+    # kd: m3 and m4 are below 2.0 with a margin the 3 seeds support
+    **{("kd", m): [law(SIZES[m]) + e for e in NOISE] for m in ("m1", "m2", "m3", "m4")},
+    # plain: never better than the reference
+    ("plain", "m2"): [2.4, 2.42, 2.41], ("plain", "m3"): [2.2, 2.21, 2.19],
+    ("plain", "m4"): [2.03, 2.06, 2.05],
+    # thin: one seed per cell (better in the mean, but nothing can be claimed)
+    ("thin", "m3"): [1.7], ("thin", "m4"): [1.6],
+}  # fmt: skip
+
+
+def test_the_smallest_model_with_support_and_the_crossover_of_its_law():
+    answers = {a.method: a for a in smallest_that_beats(table(CELLS), ("big", "pretrain"),
+                                                        "val_loss", False, bootstrap=50)}  # fmt: skip
+    kd = answers["kd"]
+    assert [law(SIZES[m]) < 2.0 for m in ("m1", "m2", "m3", "m4")] == [False, False, True, True]
+    assert (
+        kd.smallest.model == "m3" and kd.smallest.lo > 0 and "paired t, 3 seeds" in kd.smallest.test
+    )
+    assert kd.statement.startswith("m3 (non_embedding_params 100,000) is the smallest kd model")
+    true_n = (C / 0.5) ** (1 / 0.3)  # where the law reaches the reference's mean 2.0
+    assert kd.crossover.n == pytest.approx(true_n, rel=0.3)
+    assert kd.crossover.lo <= true_n <= kd.crossover.hi
+
+
+def test_a_method_that_never_beats_the_reference_says_so_with_the_closest_cell():
+    answers = {a.method: a for a in smallest_that_beats(table(CELLS), ("big", "pretrain"),
+                                                        "val_loss", False, bootstrap=0)}  # fmt: skip
+    plain = answers["plain"]
+    assert plain.smallest is None and all(not c.beats for c in plain.cells)
+    assert plain.statement.startswith("no plain model beats big/pretrain on val_loss")
+    assert "closest: m4" in plain.statement
+    thin = answers["thin"]  # better in the mean, one seed: no claim
+    assert thin.smallest is None and all(math.isnan(c.lo) for c in thin.cells)
+    assert thin.statement == "no answer for thin: no cell has the seeds a test needs (>= 2)"
+    assert thin.crossover is None and "no crossover fit" in thin.notes[0]  # 2 points: too few
+
+
+def test_accuracies_beat_upwards_and_unpaired_seeds_use_welch():
+    df = table({("pretrain", "big"): [0.80, 0.81, 0.79], ("kd", "m3"): [0.86, 0.87]})
+    df.loc[df["method"] == "kd", "seed"] += 10  # no seed in common with the reference
+    df = df.rename(columns={"val_loss": "val_accuracy"})
+    (cell,) = verdicts(df, ("big", "pretrain"), "val_accuracy", True, "non_embedding_params")["kd"]
+    assert cell.gain == pytest.approx(0.865 - 0.80) and cell.test == "Welch t, 2 vs 3 seeds"
+    assert cell.beats
+
+
+def test_a_reference_that_is_not_a_cell_is_named_with_the_cells_there_are():
+    with pytest.raises(ScalelabError, match=r"--beats nope/pretrain: no such cell .* cells: "):
+        verdicts(table(CELLS), ("nope", "pretrain"), "val_loss", False, "non_embedding_params")
+    assert np.isfinite(SIZES["big"])
