@@ -19,7 +19,7 @@ import pandas as pd
 from scalelab.analysis import table
 from scalelab.analysis.fitting import FitResult
 from scalelab.analysis.task_fitting import fit_loss_to_acc, fit_task_accuracy
-from scalelab.analysis.uncertainty import Problem, bootstrap, prediction_band
+from scalelab.analysis.uncertainty import Problem, bootstrap, holdout_refit, prediction_band
 from scalelab.errors import ScalelabError
 
 TASK_LAWS = ("loss-to-acc", "task-accuracy")
@@ -204,23 +204,14 @@ def task_holdout(
     With `n_boot` > 0 the refit is bootstrapped on its own rows (resampled once per refit,
     both steps refitted) for a 95% interval of each prediction.
     """
-    n = len(prob.y)
-    if not 0 < k < n:
-        raise ScalelabError(
-            f"--holdout {k} must be between 1 and the number of points - 1 ({n - 1})"
-        )
-    order = np.argsort(prob.size, kind="stable")
-    train, test = order[: n - k], order[n - k :]
-    inputs, y = prob.take(train)
-    fit = prob.fit(inputs, y, None)
-    test_inputs, y_test = prob.take(test)
+    fit, test_inputs, y_test, train, test = holdout_refit(prob, k)
     chain = fit.law == "task-accuracy"
     size_test = test_inputs[:-1] if chain else test_inputs
     pred = fit.predict(*size_test)
     step2 = fit.extras["step2"].predict(test_inputs[-1]) if chain else None
     lo = hi = None
     if n_boot > 0:
-        sub = Problem(inputs, y, prob.size[train], prob.fit)
+        sub = Problem(*prob.take(train), prob.size[train], prob.fit)
         boot = bootstrap(sub, fit, n_boot, seed)
         if boot.n_ok:
             lo, hi = prediction_band(lambda p: _predict(fit, p, size_test), boot)

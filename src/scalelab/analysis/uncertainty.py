@@ -211,8 +211,10 @@ class Holdout:
         return out
 
 
-def holdout_check(problem: Problem, k: int) -> Holdout:
-    """Extrapolation check: refit without the k points of largest `size`, predict them."""
+def holdout_refit(problem: Problem, k: int):
+    """(fit on all but the k points of largest `size`, held-out inputs, held-out y, the
+    indices of the rows fitted, the indices held out). Raises ScalelabError unless
+    0 < k < number of points."""
     n = len(problem.y)
     if not 0 < k < n:
         raise ScalelabError(
@@ -223,5 +225,11 @@ def holdout_check(problem: Problem, k: int) -> Holdout:
     inputs, y = problem.take(train)
     fit = problem.fit(inputs, y, None)
     test_inputs, y_test = problem.take(test)
+    return fit, test_inputs, y_test, train, test
+
+
+def holdout_check(problem: Problem, k: int) -> Holdout:
+    """Extrapolation check: refit without the k points of largest `size`, predict them."""
+    fit, test_inputs, y_test, _, _ = holdout_refit(problem, k)
     err = fit.predict(*test_inputs) - y_test
     return Holdout(k, err / y_test, dict(fit.params), err)
