@@ -77,25 +77,29 @@ def sha256_file(path: Path) -> str:
 def sha256_file_cached(path: Path) -> str:
     """`sha256_file`, remembered across processes by (absolute path, size, mtime in ns) under
     `$SCALELAB_HOME/digests/` (make's and git's trust in stat data): an unchanged file costs a
-    stat, a changed one is hashed again."""
+    stat, a changed one is hashed again. The memo is best effort: where the home folder is
+    unusable the file is simply hashed (the run that needs the home will say why)."""
     import json
 
     from scalelab.io import atomic_write_text
 
     path = Path(path).resolve()
     st = path.stat()
-    memo = paths.cache_dir("digests") / (
-        hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json"
-    )
     key = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    name = hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json"
     try:
-        known = json.loads(memo.read_text())
+        memo = paths.cache_dir("digests") / name
+        known = json.loads(memo.read_text()) if memo.exists() else {}
         if {k: known.get(k) for k in key} == key and isinstance(known.get("sha256"), str):
             return known["sha256"]
     except (OSError, ValueError):
-        pass
+        memo = None
     digest = sha256_file(path)
-    atomic_write_text(memo, json.dumps({**key, "sha256": digest}))
+    if memo is not None:
+        try:
+            atomic_write_text(memo, json.dumps({**key, "sha256": digest}))
+        except OSError:
+            pass
     return digest
 
 
