@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from scalelab.analysis import laws
-from scalelab.cli.analysis import register
+from scalelab.cli import analysis, report
 from scalelab.errors import ScalelabError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -19,7 +19,8 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 @pytest.fixture
 def app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    analysis.register(app)
+    report.register(app)
     return app
 
 

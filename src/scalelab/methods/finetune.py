@@ -324,12 +324,19 @@ def load_finetuned(folder):
 
 
 # Both methods report the same metrics; val_* use the best-validation weights kept for test.
+UNIT = (0.0, 1.0)  # accuracies and F1 scores: intervals stay inside
 CLASSIFICATION_METRICS = (
-    mx.MetricDef("test_accuracy", True, ".4f", "test accuracy, best-validation weights"),
-    mx.MetricDef("test_macro_f1", True, ".4f", "test macro-averaged F1 over the labels"),
+    mx.MetricDef(
+        "test_accuracy", True, ".4f", "test accuracy, best-validation weights", bounds=UNIT
+    ),
+    mx.MetricDef(
+        "test_macro_f1", True, ".4f", "test macro-averaged F1 over the labels", bounds=UNIT
+    ),
     mx.TEST_LOSS,
-    mx.MetricDef("val_accuracy", True, ".4f", "validation accuracy of the kept weights"),
-    mx.MetricDef("val_macro_f1", True, ".4f", "validation macro-averaged F1"),
+    mx.MetricDef(
+        "val_accuracy", True, ".4f", "validation accuracy of the kept weights", bounds=UNIT
+    ),
+    mx.MetricDef("val_macro_f1", True, ".4f", "validation macro-averaged F1", bounds=UNIT),
     mx.VAL_LOSS,
     mx.TRAINABLE_PARAMS,
     mx.TOTAL_PARAMS,
