@@ -146,7 +146,8 @@ def test_full_and_lora_through_the_cli(tmp_path, tiny, capsys):
     assert (run_dir / "model" / "adapter_config.json").exists()
     assert (tmp_path / "out" / "runs" / full["run_id"] / "model" / "model.safetensors").exists()
     curves = ResultsStore(tmp_path / "out" / "results.sqlite").curves()
-    assert len(curves[curves["run_id"] == full["run_id"]]) == 2  # one eval per epoch
+    # the start (step 0, untrained head) and one eval per epoch
+    assert len(curves[curves["run_id"] == full["run_id"]]) == 3
 
 
 @pytest.mark.parametrize("arch,head", [("bert", "classifier"), ("gpt2", "score")])

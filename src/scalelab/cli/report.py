@@ -74,10 +74,16 @@ def report_command(
 
         exp = open_experiment(experiment, output_dir)
         runs, curves = exp.tables()
+        if runs.empty:
+            raise ScalelabError(
+                f"no results yet for {experiment} (run `scalelab run {experiment}` first)"
+            )
+        where = {"runs_dir": exp.runs_dir, "planned": exp.planned()}
         out = out or Path(exp.spec.output_dir) / f"{exp.spec.name}-report"
         title = f"scalelab report: {experiment.stem}"
     else:
         runs, curves = _load_csvs(csv)
+        where = {}
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
     from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
@@ -93,7 +99,7 @@ def report_command(
         task_accuracy=acc_pairs,
         chance=chance,
     )
-    path = build_report(runs, curves, out, spec)
+    path = build_report(runs, curves, out, spec, **where)
     typer.echo(f"wrote {path}")
 
 

@@ -161,6 +161,7 @@ class FinetuneRecipe(Recipe):
         phases.append(Phase("main", (p.epochs - h) * spe, tuple(self.main_names)))
         self._order: tuple[int, np.ndarray] | None = None
         return Plan(model=model, phases=phases, eval_every=p.eval_every, epoch_steps=spe,
+                    eval_at_start=True,
                     select=("val_accuracy", True), patience=p.early_stopping_patience,
                     lr_mults=layer_multipliers(model) if p.layerwise_lr else None)  # fmt: skip
 
