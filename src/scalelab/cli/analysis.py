@@ -50,6 +50,9 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
                 ci = f" (95% CI [{_g(s['lo'])}, {_g(s['hi'])}])"
             what = s.get("at") or "smallest x"
             lines.append(f"  {what} reaching {s['target']:.4g}: {s['n']:.4g}{ci}")
+            lines.extend(f"    {v}" for v in s.get("validity", []))
+            if r.get("flags"):
+                lines.append("    from a fit with identifiability flags (below): read it with them")
         lines.extend(f"  flag: {f['message']}" for f in r.get("flags", []))
         lines.extend(f"  note: {n}" for n in r["notes"])
     return "\n".join(line.rstrip() for line in lines)
