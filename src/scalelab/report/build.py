@@ -200,7 +200,7 @@ def build_report(
             reports = setup.read_eval_reports(sub, runs_dir)
             all_runs = runs[runs["stage"] == stage] if stage else runs
             sections.append((f"Set-up{where}", setup.setup_html(
-                setup.setup_rows(all_runs, reports, plan))))  # fmt: skip
+                setup.setup_rows(all_runs, reports, plan, ctx["models"]))))  # fmt: skip
             found = _stage_sections(sub, curves, tmp, spec, {**ctx, "planned": plan},
                                     f"{stage}_" if stage else "", rows, notes)  # fmt: skip
             sections.extend((f"{h}{where}", b) for h, b in found)

@@ -109,12 +109,16 @@ def classification_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, p
     cur = curves[curves["run_id"].isin(runs["run_id"])]
     labels = {str(r["run_id"]): f"{r['_label']} seed {r['seed']}" for _, r in runs.iterrows()}
     order = [str(r) for r in runs.sort_values(["_label", "seed"])["run_id"]]
+    from scalelab.report.style import group_colors
+
+    by_config = group_colors(list(dict.fromkeys(runs.sort_values("_label")["_label"])))
+    colors = {str(r["run_id"]): by_config[r["_label"]] for _, r in runs.iterrows()}
     png = plots.plot_learning_curves(
         cur, out / f"{prefix}val_accuracy_curves.png", x=_x_of(cur), y="val_accuracy",
         labels=labels, order=order, final=final_points(runs, cur, "val_accuracy", at="best"),
         final_label="kept weights = the table's val_accuracy", train=False,
         title="learning curves (validation accuracy)", per="example",
-        x_label="training examples seen",
+        x_label="training examples seen", colors=colors,
     )  # fmt: skip
     return html.figure(
         png,

@@ -94,6 +94,7 @@ def plot_learning_curves(
     title: str = "learning curves",
     per: str = "token",
     x_label: str | None = None,
+    colors: Mapping[str, object] | None = None,
     max_runs: int = 20,
 ) -> Path:
     """Validation `y` (circles) and, with `train`, the training loss (thin line) per run vs
@@ -103,15 +104,15 @@ def plot_learning_curves(
     order: run ids, smallest model first: the colour order (viridis); default sorted ids.
     final: run id -> (x, value) drawn as a star with `final_label`: the number the results
     table holds, where it is another evaluation than the curve's points.
+    colors: run id -> colour (e.g. one per configuration); default: by `order` (size).
     """
     labels, final = labels or {}, final or {}
     fig, ax = style.figure()
     x = x if x in curves.columns and curves[x].notna().any() else "step"
     runs = [r for r in (order or sorted(curves["run_id"].unique())) if r in set(curves["run_id"])]
     runs = runs[:max_runs]
-    colors = style.size_colors(runs)
+    colors = {**style.size_colors(runs), **(colors or {})}
     by_run = dict(tuple(curves.groupby("run_id", sort=False)))
-    starred = False
     for run in runs:
         sub = by_run[run].sort_values(x)
         color, label = colors[run], labels.get(str(run), str(run))
@@ -123,9 +124,9 @@ def plot_learning_curves(
             ax.plot(val[x], val[y], "o-", color=color, ms=4, lw=1.4, label=label)
         if run in final:
             fx, fy = final[run]
-            ax.plot([fx], [fy], "*", color=color, ms=13, mec="black", mew=0.6, zorder=4,
-                    label=None if starred else final_label)  # fmt: skip
-            starred = True
+            ax.plot([fx], [fy], "*", color=color, ms=13, mec="black", mew=0.6, zorder=4)
+    if final:  # legend entries for the line kinds, after the runs
+        ax.plot([], [], "*", color="white", ms=13, mec="black", mew=0.8, label=final_label)
     if train:
         ax.plot([], [], color="grey", lw=1, ls="--", alpha=0.6, label="training loss")
     style.plain_axis(ax, "x")

@@ -94,10 +94,12 @@ def setup_rows(
     runs: pd.DataFrame,
     eval_reports: Mapping[str, Mapping[str, Any]] | None = None,
     planned: pd.DataFrame | None = None,
+    models: Mapping[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """(item, value) rows describing one stage's runs: dataset and splits with sizes,
-    tokenizer, budget, models, methods, seeds, runs done/failed, commit and versions."""
-    eval_reports = eval_reports or {}
+    tokenizer, budget, models (`models` renames run products), methods, seeds, runs
+    done/failed, commit and versions."""
+    eval_reports, models = eval_reports or {}, models or {}
     seeds = _values(planned if planned is not None else runs, "seed")
     status = runs["status"].value_counts().to_dict() if "status" in runs else {}
     commits = _values(runs, "git_commit")
@@ -106,7 +108,10 @@ def setup_rows(
         ("splits", _split_sizes(runs, eval_reports)),
         ("tokenizer", _tokenizer(runs)),
         ("budget", _budget(runs)),
-        ("models", _join(_values(runs, "model")) or "not recorded"),
+        (
+            "models",
+            _join([models.get(str(m), m) for m in _values(runs, "model")]) or "not recorded",
+        ),
         ("methods", _join(_values(runs, "method")) or "not recorded"),
         ("seeds", f"{_join(sorted(seeds, key=str))} ({len(seeds)})" if seeds else "not recorded"),
         ("runs", ", ".join(f"{n} {s}" for s, n in status.items()) or f"{len(runs)}"),
