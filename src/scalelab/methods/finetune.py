@@ -34,12 +34,14 @@ class FullParams(TrainArgs):
     (embeddings with the lower third, the head and final norms at 1x);
     early_stopping_patience: validation evaluations without improvement before stopping
     (0 = off); eval_every: steps between validation evaluations (0 = once per epoch);
-    dtype: autocast dtype for forward passes (weights stay fp32).
+    dtype: autocast dtype for forward passes (weights stay fp32); class_weights: "balanced"
+    weighs each class's loss by n / (classes x its training examples), as scikit-learn's
+    class_weight="balanced" (rare classes count more); "none" weighs every example alike.
     """
 
     # Added after results existed: left out of run ids at their defaults.
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {
-        "beta1", "beta2", "min_lr_ratio",
+        "beta1", "beta2", "min_lr_ratio", "class_weights",
     }  # fmt: skip
 
     lr: PositiveFloat = 5e-5
@@ -55,6 +57,7 @@ class FullParams(TrainArgs):
     early_stopping_patience: int = Field(0, ge=0)
     eval_every: int = Field(0, ge=0)
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    class_weights: Literal["none", "balanced"] = "none"
 
 
 class LoraParams(FullParams):
@@ -154,6 +157,11 @@ class FinetuneRecipe(Recipe):
             ids[i, : len(s)] = s
         self.train_ids = torch.from_numpy(ids)
         self.train_y = torch.from_numpy(self.labels["train"])
+        self.class_weight = None
+        if p.class_weights == "balanced":
+            counts = np.bincount(self.labels["train"], minlength=self.data.num_labels)
+            w = len(self.labels["train"]) / (len(counts) * np.maximum(counts, 1))
+            self.class_weight = torch.tensor(w, dtype=torch.float32, device=device)
         self.embed = model.get_input_embeddings()
         spe = self.steps_per_epoch = -(-len(self.seqs["train"]) // p.batch_size)
         h = p.head_only_epochs
@@ -210,7 +218,8 @@ class FinetuneRecipe(Recipe):
             else:
                 logits = self._chunked_logits(model, ids, mask, lens, cuts)
         y = self.train_y[torch.from_numpy(idx)].to(self.device)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.args.label_smoothing)
+        loss = F.cross_entropy(logits.float(), y, weight=self.class_weight,
+                               label_smoothing=self.args.label_smoothing)  # fmt: skip
         return loss, {"examples": len(batch)}
 
     def _chunked_logits(self, model, ids, mask, lens, cuts):
