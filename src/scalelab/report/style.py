@@ -58,7 +58,9 @@ def axis_label(column: str, per: str = "token") -> str:
     """`column` as an axis label with its unit ("validation loss (nats per token)"); an
     error rate `1 - x` as "error rate (1 - x)"; unknown columns as they are."""
     if column.startswith("1 - "):
-        return f"{axis_label(column[4:], per).split(' (')[0]} error rate ({column})"
+        base = axis_label(column[4:], per).split(" (")[0]
+        base = base.replace("accuracy", "error rate") if "accuracy" in base else f"{base} error"
+        return f"{base} ({column})"
     return LABELS.get(column, column).format(per=per)
 
 
