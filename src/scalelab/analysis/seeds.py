@@ -168,7 +168,8 @@ def paired_test(a, b, confidence: float = 0.95) -> dict[str, float]:
     """Paired t-test of a vs b (same-length sequences, matched by position).
 
     Returns n, mean_diff (a - b), diff_ci_low/high (Student t), t, p_value (two-sided).
-    Pairs with a NaN on either side are left out. With n < 2, or all differences equal, t and p are nan (the test is undefined).
+    Pairs with a NaN on either side are left out. With n < 2, or all differences equal, t
+    and p are nan (the test is undefined).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:

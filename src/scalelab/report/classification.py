@@ -21,12 +21,28 @@ from scalelab.report import curves as curve_section
 from scalelab.report import html
 from scalelab.report import plots_classification as plots
 
-HEADLINE = ("test_accuracy", "test_macro_f1")
+FALLBACK = ("test_accuracy", "test_macro_f1")  # a CSV without declared methods
+
+
+def headline(runs: pd.DataFrame) -> list[str]:
+    """The metrics the section summarises, from the metric contract: the bounded (in
+    [0, 1]) test metrics the runs' methods declare and have values for (accuracy,
+    macro-F1); for undeclared methods, `test_accuracy` and `test_macro_f1` if present."""
+    from scalelab.metrics import metrics_for, split_of
+
+    filled = {c for c in runs.columns if runs[c].notna().any()}
+    methods = runs["method"].dropna() if "method" in runs else []
+    declared = [
+        d.name
+        for d in metrics_for(methods, skip_unknown=True)
+        if d.bounds is not None and split_of(d.name) == "test" and d.name in filled
+    ]
+    return declared or [c for c in FALLBACK if c in filled]
 
 
 def is_classification(runs: pd.DataFrame) -> bool:
-    """Whether the runs report classification metrics (accuracy on validation or test)."""
-    return any(c in runs and runs[c].notna().any() for c in ("test_accuracy", "val_accuracy"))
+    """Whether the runs report bounded test metrics (accuracies): see `headline`."""
+    return bool(headline(runs))
 
 
 def config_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -> pd.Series:
@@ -55,9 +71,7 @@ def _summaries(runs: pd.DataFrame, planned: pd.DataFrame | None) -> dict[str, pd
     metrics the runs have; intervals cut to each metric's bounds."""
     out = {}
     methods = runs["method"] if "method" in runs else None
-    for metric in HEADLINE:
-        if metric not in runs or not runs[metric].notna().any():
-            continue
+    for metric in headline(runs):
         defn = metric_def(metric, methods)
         s = seed_summary(runs, metric, bounds=defn.bounds if defn else None, planned=planned,
                          by="_label")  # fmt: skip

@@ -150,8 +150,10 @@ def _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes) -> list[str]:
     for i, (lx, ly) in enumerate(pairs):
         l2l = _fits(runs, FitSpec("loss-to-loss", lx, ly, group=group), notes)
         rows.extend({"title": f"{ly} vs {lx}", **g.as_dict()} for g in l2l)
-        png = plots.plot_loss_to_loss(runs, lx, ly, out / f"{prefix}loss_to_loss_{i}.png",
-                                      group=group, params={g.group: g.fit.params for g in l2l})  # fmt: skip
+        fitted = {g.group: g.fit.params for g in l2l}
+        png = plots.plot_loss_to_loss(
+            runs, lx, ly, out / f"{prefix}loss_to_loss_{i}.png", group=group, params=fitted
+        )
         parts.append(html.figure(png, f"loss-to-loss: {ly} vs {lx}"))
     return parts
 

@@ -73,7 +73,8 @@ def _tokenizer(runs: pd.DataFrame) -> str:
         vocab = _values(runs, "vocab_size")
         return _join(kinds) + (f" (vocabulary {_join(vocab, _count)})" if vocab else "")
     if _values(runs, "task.max_length"):
-        return f"each model's own, truncated to {_join(_values(runs, 'task.max_length'), _count)} tokens"
+        lengths = _join(_values(runs, "task.max_length"), _count)
+        return f"each model's own, truncated to {lengths} tokens"
     return "not recorded"
 
 
