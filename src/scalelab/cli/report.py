@@ -51,7 +51,9 @@ def report_command(
         None, "--chance", help="Chance accuracy of the --task-accuracy tasks (their floor)."
     ),
 ) -> None:
-    """Write DIR with PNG plots and one self-contained report.html."""
+    """Write one self-contained report.html (and its PNGs) that adapts to what the runs
+    hold: a set-up block, then per stage classification results, a sweep heat map, loss
+    vs size with fits, learning curves. Bad input writes nothing."""
     if (experiment is None) == (not csv):
         raise ScalelabError("give either an experiment file or --csv FILE (not both, not neither)")
     if out is not None:
