@@ -82,6 +82,10 @@ def test_classification_report_says_what_a_researcher_needs(experiment, tmp_path
     for name in ("metrics", "per_class_f1", "confusion", "val_accuracy_curves"):
         assert (out / f"{name}.png").is_file(), name
     assert "best run: minilm-l6 lora seed 2" in text  # highest validation accuracy
+    from scalelab.io import umask
+
+    for f in [out / "report.html", *out.glob("*.png")]:  # modes follow the umask
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask(), f
 
 
 def test_nothing_to_report_writes_nothing(tmp_path):
