@@ -85,7 +85,7 @@ def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
 EXPECT = {
     "quickstart": ["Loss vs model size", "Learning curves", "Fitted laws", "wikitext2"],
     "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
-                      "best run", "test_macro_f1 95% CI", "learning curves (validation"],
+                      "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights"],
     "sweep_trec": ["Classification", "Sweep", "the best cell on validation"],
     "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",
                                "Classification (stage tuned)", "Learning curves (stage base)"],

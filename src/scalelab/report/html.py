@@ -23,7 +23,7 @@ table { border-collapse: collapse; font-size: 0.9em; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 figure { margin: 1em 0; }
-img { display: block; width: 100%; max-width: 880px; height: auto; border: 1px solid #eee; }
+img { display: block; max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; margin-top: 0.3em; }
 .note { color: #555; font-size: 0.9em; }
 td.flag { color: #a40; max-width: 28em; }
