@@ -175,7 +175,7 @@ def classification_section(
     if rep:
         title = f"confusion matrix (test) of the best run: {best['_label']} seed {best['seed']}"
         png = plots.plot_confusion(rep["confusion_matrix"], rep["labels"],
-                                   out / f"{prefix}confusion.png", title=title)  # fmt: skip
+                                   out / f"{prefix}confusion.png")  # fmt: skip
         parts.append(html.figure(png, f"{title}; the best run has the highest validation "
                                  f"accuracy ({best['val_accuracy']:.4f})."))  # fmt: skip
     if curves is not None and "val_accuracy" in curves and curves["val_accuracy"].notna().any():

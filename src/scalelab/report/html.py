@@ -81,8 +81,9 @@ def fits_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "<p class='note'>No laws could be fitted.</p>"
     head = (
-        "<tr><th>fit</th><th>group</th><th>law</th><th>parameters (95% CI)</th>"
-        "<th>R²</th><th>n</th><th>holdout error</th><th>identifiability flags</th></tr>"
+        "<tr><th class='l'>fit</th><th class='l'>group</th><th class='l'>law</th>"
+        "<th class='l'>parameters (95% CI)</th>"
+        "<th>R²</th><th>n</th><th>holdout error</th><th class='l'>identifiability flags</th></tr>"
     )
     body = []
     for r in rows:
@@ -93,7 +94,8 @@ def fits_table(rows: Sequence[Mapping[str, Any]]) -> str:
             parts.append(f"{k}={esc(r[k])}" + (f" [{esc(ci[0])}, {esc(ci[1])}]" if ci else ""))
         flags = "<br>".join(esc(f["message"]) for f in r.get("flags", [])) or "–"
         body.append(
-            f"<tr><td class='l'>{esc(r.get('title', ''))}</td><td class='l'>{esc(r['group'])}</td>"
+            f"<tr><td class='l'>{esc(r.get('title', ''))}</td>"
+            f"<td class='l'>{esc('all runs' if r['group'] is None else r['group'])}</td>"
             f"<td class='l'>{esc(r['law'])}</td><td class='l'>{'<br>'.join(parts)}</td>"
             f"<td>{esc(r['r2'])}</td><td>{r['n_points']}</td><td>{_holdout(r.get('holdout'))}</td>"
             f"<td class='l flag'>{flags}</td></tr>"
