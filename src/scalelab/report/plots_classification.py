@@ -27,7 +27,7 @@ def plot_metric_intervals(
     plus a label column); values[metric]: rows with `label` and `value` (one per run).
     """
     metrics = list(summaries)
-    fig, axes = style.figure(style.FIGSIZE[0], 1.2 + 0.55 * _rows(summaries, label))
+    fig, axes = style.figure(style.FIGSIZE[0], 1.8 + 0.55 * _rows(summaries, label))
     fig.clear()
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
@@ -47,9 +47,11 @@ def plot_metric_intervals(
         ax.set_yticks(ypos, names)
         ax.set_xlabel(style.axis_label(metric, "example"))
         style.plain_axis(ax, "x")
-    axes[0].legend(loc="lower left", fontsize=8)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, frameon=False, fontsize=9)
     fig.suptitle(title or "per configuration: mean over seeds and 95% interval")
-    return style.save(fig, path)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return style.save(fig, path, layout=False)
 
 
 def _rows(summaries: dict[str, pd.DataFrame], label: str) -> int:

@@ -75,13 +75,15 @@ def figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1]):
     return plt.subplots(figsize=(width, height), dpi=DPI)
 
 
-def save(fig: Any, path: Path) -> Path:
-    """Lay out, write `path` as a PNG at the report's resolution, close the figure."""
+def save(fig: Any, path: Path, layout: bool = True) -> Path:
+    """Lay out (unless the caller did), write `path` as a PNG at the report's resolution,
+    close the figure."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
