@@ -223,3 +223,28 @@ def test_autocast_dtypes_train(tmp_path, tiny, dtype):
     ctx = make_ctx(tmp_path, tiny["bert"], tiny["data"], "full", epochs=1, lr=1e-3, dtype=dtype)
     metrics = train(FinetuneRecipe(ctx), ctx).metrics
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] == metrics["test_loss"]
+
+
+def test_balanced_class_weights_weigh_a_rare_class_up(tmp_path, tiny):
+    import numpy as np
+
+    data = tmp_path / "skewed.jsonl"  # class 2 rare: 6 of 66 examples
+    rows = [json.loads(line) for line in tiny["data"].read_text().splitlines()]
+    keep = [r for r in rows if r["label"] != 2] + [r for r in rows if r["label"] == 2][:6]
+    data.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    ctx = make_ctx(tmp_path, tiny["bert"], data, "full", class_weights="balanced")
+    recipe = FinetuneRecipe(ctx)
+    recipe.setup(torch.device("cpu"))
+    counts = np.bincount(recipe.labels["train"], minlength=3)
+    want = len(recipe.labels["train"]) / (3 * counts)
+    assert recipe.class_weight.tolist() == pytest.approx(want.tolist())
+    assert recipe.class_weight[2] > 2 * recipe.class_weight[0]  # the rare class counts more
+    loss, _ = recipe.loss_step(recipe.model, recipe.batch(0))
+    assert torch.isfinite(loss)
+    plain = make_ctx(tmp_path, tiny["bert"], data, "full")
+    assert FinetuneRecipe(plain).args.class_weights == "none"
+    # its default is left out of run ids: runs stored before the option keep their ids
+    from scalelab.engine.args import identity
+
+    assert "class_weights" not in identity(plain.params)
+    assert identity(ctx.params)["class_weights"] == "balanced"
