@@ -30,7 +30,7 @@ from scalelab.analysis.table import read_csv
 from scalelab.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data" / "chinchilla_svg_extracted_data.csv"
+DATA = ROOT / "tests" / "analysis" / "data" / "chinchilla_svg_extracted_data.csv"
 NAMES = ("E", "A", "alpha", "B", "beta")
 
 

@@ -12,7 +12,6 @@ from scalelab.testing import make_corpus
 load_builtins()  # the test session is an entry point, like the CLI
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 import yaml
@@ -42,3 +44,60 @@ def cli(*args: str, capsys=None) -> tuple[int, str, str]:
         return code, "", ""
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+# Tiny classification assets (random 2-layer BERT / GPT-2 and a 3-class dataset), shared by
+# the fine-tuning tests and the report tests.
+WORDS = "the a cat dog bird sat ran flew on under over mat tree sky big small red".split()
+LABEL_WORD = {0: "cat", 1: "dog", 2: "bird"}
+
+
+def _tokenizer(with_pad: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[EOS]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    kw = {"pad_token": "[PAD]"} if with_pad else {}  # GPT-2 style: no pad, eos only
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", **kw)
+
+
+def save_tiny(folder: Path, arch: str, n_layer: int = 2) -> Path:
+    """A random 2-layer BERT (encoder) or GPT-2 (decoder) plus tokenizer, save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    vocab = 3 + len(WORDS)
+    if arch == "bert":
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=n_layer,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+        model = BertModel(cfg)
+    else:
+        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=n_layer, n_head=2, n_positions=64)
+        model = GPT2LMHeadModel(cfg)
+    model.save_pretrained(folder)
+    _tokenizer(with_pad=arch == "bert").save_pretrained(folder)
+    return folder
+
+
+def write_dataset(path: Path, n: int = 60) -> Path:
+    """jsonl of 3 learnable classes: the label is which animal the sentence mentions."""
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for i in range(n):
+            label = i % 3
+            words = [rng.choice(WORDS[:2]), LABEL_WORD[label]] + rng.sample(WORDS[6:], 3)
+            f.write(
+                json.dumps({"text": " ".join(words) + f" {'big ' * (i % 4)}", "label": label})
+                + "\n"
+            )
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "tests" / "analysis" / "data"  # published tables, in the repo
 BENCH = REPO / "benchmarks"
 
 
@@ -94,11 +94,8 @@ def test_bf16_loss_check(tmp_path, corpus):
     assert len(json.loads(out.read_text())["runs"]) == 2
 
 
-@pytest.mark.shared_data
 def test_fit_speed(tmp_path):
-    data = SHARED_DATA / "chinchilla_svg_extracted_data.csv"
-    if not data.exists():
-        pytest.skip("../shared/data is absent")
+    data = DATA / "chinchilla_svg_extracted_data.csv"
     out = tmp_path / "fit.json"
     load("fit_speed").main(["--baseline-starts", "3", "--bootstrap", "3", "--data", str(data),
                             "--out", str(out)])  # fmt: skip

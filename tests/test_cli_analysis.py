@@ -10,16 +10,17 @@ import typer
 from typer.testing import CliRunner
 
 from scalelab.analysis import laws
-from scalelab.cli.analysis import register
+from scalelab.cli import analysis, report
 from scalelab.errors import ScalelabError
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "analysis" / "data"  # published tables, in the repo
 
 
 @pytest.fixture
 def app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    analysis.register(app)
+    report.register(app)
     return app
 
 
@@ -133,11 +134,8 @@ def test_report_needs_exp_or_csv(app):
     assert isinstance(r.exception, ScalelabError)
 
 
-@pytest.mark.shared_data
 def test_fit_chinchilla_cli(app):
-    path = SHARED / "chinchilla_svg_extracted_data.csv"
-    if not path.is_file():
-        pytest.skip("shared data absent")
+    path = DATA / "chinchilla_svg_extracted_data.csv"
     r = invoke(
         app,
         [
@@ -162,3 +160,27 @@ def test_fit_chinchilla_cli(app):
     (obj,) = json.loads(r.output)
     assert obj["E"] == pytest.approx(1.8172, rel=0.005)
     assert obj["compute_optimal"]["N_opt_exponent"] == pytest.approx(0.514, abs=0.005)
+
+
+def test_fit_target_past_the_data_says_how_far(app, runs_csv):
+    # L = 2 + 300 N^-0.3 reaches 2.3 at N = 1000^(1/0.3) = 1e10: 10x the largest N (1e9)
+    args = ["fit", str(runs_csv), "--law", "power", "--x", "non_embedding_params",
+            "--y", "val_loss", "--target", "2.3"]  # fmt: skip
+    r = invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "an extrapolation: 10x beyond the largest size in the data (1e+09)" in r.output
+    r = invoke(app, [*args, "--format", "json"])
+    small = json.loads(r.output)[0]["smallest"]
+    assert small["beyond_data"] == pytest.approx(10, rel=1e-3) and small["data_max"] == 1e9
+    # inside the data: no extrapolation warning
+    r = invoke(app, [*args[:-1], "2.7"])
+    assert r.exit_code == 0 and "extrapolation" not in r.output
+
+
+def test_an_infinite_interval_end_says_the_data_do_not_bound_it():
+    from scalelab.analysis.smallest import SmallestN
+
+    s = SmallestN(2.0, 4.68e7, 8.0e6, float("inf"), 0.9, data_min=1e4, data_max=7.9e5)
+    text = " ".join(s.validity())
+    assert "59.2x beyond the largest size in the data (7.9e+05)" in text
+    assert "upper end is infinite: the data do not bound it (10% of bootstrap refits" in text

@@ -165,3 +165,42 @@ def test_sweep_on_an_undeclared_metric_needs_a_direction(tmp_path, capsys):
     assert code == 2 and "no direction declared for val_score" in err, err
     code, out, err = cli(*args, "--lower-is-better", capsys=capsys)
     assert code == 0 and "params.lr=0.0001" in out and "test_accuracy 0.5000" in out, err
+
+
+def test_a_cell_with_a_failed_seed_says_so_and_stays_inside_0_1(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    acc = {"full": [0.93, None, 0.999], "lora": [0.90, 0.905, 0.93]}
+    _fill(spec, lambda r: {"test_accuracy": acc[r.method][r.seed], "test_macro_f1": 0.8})
+    exp = open_experiment(spec)  # seed 1 of full failed: its row has no metric
+    failed = next(r for r in exp.runs if r.method == "full" and r.seed == 1)
+    exp.store.record({"run_id": failed.run_id, "experiment": "cmp", "status": "failed",
+                      "config": failed.config, "metrics": {}})  # fmt: skip
+    code, out, err = cli("compare", spec, capsys=capsys)
+    assert code == 0, err
+    full_row = next(line for line in out.splitlines() if line.strip().startswith("full"))
+    # t interval of (0.93, 0.999): 0.9645 +- 12.706 * 0.0488 / sqrt 2 -> upper end 1.403
+    assert "2 of 3" in full_row and "0.9645 +- 0.0488" in full_row and "1.0000]" in full_row
+    assert "full: 2 of 3 seeds have a value" in out
+    assert "upper end 1.403 cut to 1" in out and "cut to [0, 1]" in out
+    data = json.loads(cli("compare", spec, "--format", "json", capsys=capsys)[1])
+    for block in data["metrics"]:
+        for row in block["summary"]:
+            assert row["ci_low"] is None or 0 <= row["ci_low"] <= row["ci_high"] <= 1
+
+
+def test_classification_compare_shows_accuracy_and_macro_f1(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    f1 = {"full": [0.9, 0.7, 0.72], "lora": [0.92, 0.93, 0.925]}
+    _fill(spec, lambda r: {"test_accuracy": ACC[r.method][r.seed],
+                           "test_macro_f1": f1[r.method][r.seed], "test_loss": 0.3})  # fmt: skip
+    code, out, err = cli("compare", spec, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("test_accuracy (higher is better)")
+    assert "\ntest_macro_f1 (higher is better)" in out and "test_loss" not in out
+    assert "paired t-tests by method (test_macro_f1" in out
+    data = json.loads(cli("compare", spec, "--format", "json", capsys=capsys)[1])
+    assert data["metric"] == "test_accuracy"
+    assert [b["metric"] for b in data["metrics"]] == ["test_accuracy", "test_macro_f1"]
+    # --metric still compares one metric alone
+    out = cli("compare", spec, "--metric", "test_loss", capsys=capsys)[1]
+    assert out.startswith("test_loss (lower is better)") and "test_macro_f1" not in out

@@ -160,7 +160,7 @@ def test_sigkill_mid_training_resumes_to_identical_metrics(tmp_path, corpus):
         assert a[m] == pytest.approx(b[m], rel=1e-6), m
     ca = ResultsStore(tmp_path / "a" / "results.sqlite").curves()
     cb = ResultsStore(tmp_path / "b" / "results.sqlite").curves()
-    assert list(ca["step"]) == list(cb["step"]) == [25, 50, 75, 100, 125, 150]
+    assert list(ca["step"]) == list(cb["step"]) == [0, 25, 50, 75, 100, 125, 150]
     assert ca["val_loss"].tolist() == pytest.approx(cb["val_loss"].tolist(), rel=1e-6)
 
 

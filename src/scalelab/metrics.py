@@ -35,8 +35,11 @@ class MetricDef:
         may arrive as floats (pandas columns with gaps) and are printed as integers.
     description: one line, with the unit.
     kind: one of KINDS.
+    bounds: (low, high) the metric cannot leave (accuracies and F1 scores: (0, 1)), or None;
+        `compare` and the report keep their intervals inside it.
     Raises ValueError on an unknown kind, a quality metric without a direction, a direction on
-    a non-quality metric, or a format spec that cannot format a number.
+    a non-quality metric, a format spec that cannot format a number, or bounds with
+    low >= high.
     """
 
     name: str
@@ -44,6 +47,7 @@ class MetricDef:
     fmt: str = ".4f"
     description: str = ""
     kind: str = "quality"
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):
@@ -59,6 +63,8 @@ class MetricDef:
             format(1 if self.fmt.endswith("d") else 1.0, self.fmt)
         except (ValueError, TypeError) as err:
             raise ValueError(f"metric {self.name!r}: bad format spec {self.fmt!r}: {err}") from None
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"metric {self.name!r}: bounds must be (low, high) with low < high")
 
     @property
     def is_quality(self) -> bool:

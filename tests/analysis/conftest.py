@@ -1,4 +1,4 @@
-"""Shared fixtures: the reference data folder `shared/data` beside the repository."""
+"""Shared fixtures: the published reference tables copied into `tests/analysis/data`."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture
 def shared_csv():
-    """Path to a file in shared/data, or skip where the folder (or file) is absent."""
+    """Path to a reference table in tests/analysis/data (see its README for sources and
+    licences); a missing file is an error, never a skip."""
 
     def get(name: str) -> Path:
-        path = SHARED / name
-        if not path.is_file():
-            pytest.skip(f"{path} not available")
+        path = DATA / name
+        assert path.is_file(), f"{path} is missing from the repository"
         return path
 
     return get

@@ -1,4 +1,4 @@
-"""Reproductions of published fits on the reference data in ../shared/data."""
+"""Reproductions of published fits on the reference tables in tests/analysis/data."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import pytest
 
 from scalelab.analysis.api import FitSpec, fit_table
 from scalelab.analysis.table import read_csv
-
-pytestmark = pytest.mark.shared_data
 
 # Approach 3 optimum on the 240 points (global minimum of the summed Huber objective over the
 # 4,500-start grid, found by exhaustive analytic-gradient L-BFGS-B from every start).

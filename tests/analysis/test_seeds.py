@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -87,3 +88,32 @@ def test_paired_tests_match_other_axes():
     b = _runs().assign(**{"task.dataset": "sst", "run_id": lambda d: d["run_id"] + "b"})
     out = paired_tests(pd.concat([a, b], ignore_index=True), "method", "test_accuracy")
     assert sorted(out["task.dataset"]) == ["sst", "trec"] and (out["n"] == 3).all()
+
+
+def test_intervals_of_a_bounded_metric_stay_inside_its_bounds():
+    # 0.93 and 0.999: the Student t interval (df 1) reaches 1.403; an accuracy cannot.
+    s = mean_ci([0.93, 0.999, float("nan")], bounds=(0.0, 1.0))
+    assert s["n"] == 2 and s["ci_high"] == 1.0 and s["ci_low"] == pytest.approx(0.5261, abs=1e-4)
+    assert s["ci_cut"] == "upper end 1.403 cut to 1"
+    free = mean_ci([0.93, 0.999])
+    assert free["ci_high"] == pytest.approx(1.4029, abs=1e-4) and free["ci_cut"] == ""
+    # Coverage is unchanged: the mean of a metric in [0, 1] is in [0, 1], so the cut
+    # interval holds it exactly when the uncut one does.
+    rng = np.random.default_rng(0)
+    true = float(np.mean(np.clip(rng.normal(0.97, 0.03, 1_000_000), 0, 1)))
+    hits = [0, 0]
+    for _ in range(2000):
+        x = np.clip(rng.normal(0.97, 0.03, 3), 0, 1)
+        for i, b in enumerate((None, (0.0, 1.0))):
+            r = mean_ci(x, bounds=b)
+            hits[i] += r["ci_low"] <= true <= r["ci_high"]
+    assert hits[0] == hits[1]
+
+
+def test_seed_summary_says_how_many_planned_seeds_have_a_value():
+    table = pd.DataFrame({"method": ["a", "a", "b", "b", "b"], "seed": [0, 2, 0, 1, 2],
+                          "acc": [0.9, 0.95, 0.8, 0.85, 0.9]})  # fmt: skip
+    planned = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2})
+    s = seed_summary(table, "acc", planned=planned, bounds=(0, 1)).set_index("method")
+    assert s.loc["a", "seed_note"] == "2 of 3 seeds" and s.loc["b", "seed_note"] == ""
+    assert list(s["n_planned"]) == [3, 3] and s.loc["a", "seeds"] == "0,2"

@@ -153,7 +153,7 @@ def test_a_resumed_run_sets_bad_checkpoints_aside_and_ends_as_a_clean_one(
         assert row[m] == pytest.approx(ref[m], rel=1e-6), m
     curve = ResultsStore(out / "results.sqlite").curves()
     ref_curve = ResultsStore(clean / "results.sqlite").curves()
-    assert list(curve["step"]) == list(ref_curve["step"]) == [20, 40, 60]
+    assert list(curve["step"]) == list(ref_curve["step"]) == [0, 20, 40, 60]
     assert curve["val_loss"].tolist() == pytest.approx(ref_curve["val_loss"].tolist(), rel=1e-6)
 
     bad = sorted(run_dir.glob("checkpoint*.bad-*"))

@@ -3,70 +3,16 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli, write_spec
+from helpers import cli, save_tiny, write_dataset, write_spec
 
 from scalelab.engine.loop import train
 from scalelab.grid.store import ResultsStore
 from scalelab.methods.finetune import FinetuneRecipe
 from scalelab.models.registry import resolve_model
-
-WORDS = "the a cat dog bird sat ran flew on under over mat tree sky big small red".split()
-LABEL_WORD = {0: "cat", 1: "dog", 2: "bird"}
-
-
-def _tokenizer(with_pad: bool):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[EOS]"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    kw = {"pad_token": "[PAD]"} if with_pad else {}  # GPT-2 style: no pad, eos only
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", **kw)
-
-
-def save_tiny(folder: Path, arch: str, n_layer: int = 2) -> Path:
-    """A random 2-layer BERT (encoder) or GPT-2 (decoder) plus tokenizer, save_pretrained."""
-    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    vocab = 3 + len(WORDS)
-    if arch == "bert":
-        cfg = BertConfig(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=n_layer,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-        )
-        model = BertModel(cfg)
-    else:
-        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=n_layer, n_head=2, n_positions=64)
-        model = GPT2LMHeadModel(cfg)
-    model.save_pretrained(folder)
-    _tokenizer(with_pad=arch == "bert").save_pretrained(folder)
-    return folder
-
-
-def write_dataset(path: Path, n: int = 60) -> Path:
-    """jsonl of 3 learnable classes: the label is which animal the sentence mentions."""
-    rng = random.Random(0)
-    with open(path, "w") as f:
-        for i in range(n):
-            label = i % 3
-            words = [rng.choice(WORDS[:2]), LABEL_WORD[label]] + rng.sample(WORDS[6:], 3)
-            f.write(
-                json.dumps({"text": " ".join(words) + f" {'big ' * (i % 4)}", "label": label})
-                + "\n"
-            )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +92,8 @@ def test_full_and_lora_through_the_cli(tmp_path, tiny, capsys):
     assert (run_dir / "model" / "adapter_config.json").exists()
     assert (tmp_path / "out" / "runs" / full["run_id"] / "model" / "model.safetensors").exists()
     curves = ResultsStore(tmp_path / "out" / "results.sqlite").curves()
-    assert len(curves[curves["run_id"] == full["run_id"]]) == 2  # one eval per epoch
+    # the start (step 0, untrained head) and one eval per epoch
+    assert len(curves[curves["run_id"] == full["run_id"]]) == 3
 
 
 @pytest.mark.parametrize("arch,head", [("bert", "classifier"), ("gpt2", "score")])
@@ -276,3 +223,28 @@ def test_autocast_dtypes_train(tmp_path, tiny, dtype):
     ctx = make_ctx(tmp_path, tiny["bert"], tiny["data"], "full", epochs=1, lr=1e-3, dtype=dtype)
     metrics = train(FinetuneRecipe(ctx), ctx).metrics
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] == metrics["test_loss"]
+
+
+def test_balanced_class_weights_weigh_a_rare_class_up(tmp_path, tiny):
+    import numpy as np
+
+    data = tmp_path / "skewed.jsonl"  # class 2 rare: 6 of 66 examples
+    rows = [json.loads(line) for line in tiny["data"].read_text().splitlines()]
+    keep = [r for r in rows if r["label"] != 2] + [r for r in rows if r["label"] == 2][:6]
+    data.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    ctx = make_ctx(tmp_path, tiny["bert"], data, "full", class_weights="balanced")
+    recipe = FinetuneRecipe(ctx)
+    recipe.setup(torch.device("cpu"))
+    counts = np.bincount(recipe.labels["train"], minlength=3)
+    want = len(recipe.labels["train"]) / (3 * counts)
+    assert recipe.class_weight.tolist() == pytest.approx(want.tolist())
+    assert recipe.class_weight[2] > 2 * recipe.class_weight[0]  # the rare class counts more
+    loss, _ = recipe.loss_step(recipe.model, recipe.batch(0))
+    assert torch.isfinite(loss)
+    plain = make_ctx(tmp_path, tiny["bert"], data, "full")
+    assert FinetuneRecipe(plain).args.class_weights == "none"
+    # its default is left out of run ids: runs stored before the option keep their ids
+    from scalelab.engine.args import identity
+
+    assert "class_weights" not in identity(plain.params)
+    assert identity(ctx.params)["class_weights"] == "balanced"

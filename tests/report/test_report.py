@@ -113,3 +113,17 @@ def test_default_y_reads_the_declarations():
     pre = runs.assign(method="pretrain", val_loss=np.nan, test_loss=np.nan, val_ppl=9.0)
     assert default_y(pre) == "val_ppl"  # a declared loss with values, not a missing one
     assert default_y(runs.drop(columns="method")) == "val_loss"  # no methods: as before
+
+
+def test_curve_legends_name_models_and_colours_follow_size():
+    from scalelab.report.curves import final_points, run_labels, size_order
+
+    runs = pd.DataFrame({"run_id": ["c3f1", "a9e2", "b7d0"], "model": ["gpt-d4", "gpt-d1", "gpt-d2"],
+                         "method": "pretrain", "seed": 0, "val_loss": [2.2, 2.5, 2.4],
+                         "non_embedding_params": [793_344, 12_768, 100_096]})  # fmt: skip
+    assert run_labels(runs) == {"c3f1": "gpt-d4 pretrain", "a9e2": "gpt-d1 pretrain",
+                                "b7d0": "gpt-d2 pretrain"}  # fmt: skip
+    assert size_order(runs) == ["a9e2", "b7d0", "c3f1"]  # smallest first: the colour order
+    curves = pd.DataFrame({"run_id": ["a9e2"] * 3, "step": [0, 5, 10],
+                           "tokens": [0, 500, 1000], "val_loss": [5.5, 3.0, 2.6]})  # fmt: skip
+    assert final_points(runs, curves, "val_loss") == {"a9e2": (1000.0, 2.5)}

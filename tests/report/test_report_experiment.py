@@ -24,3 +24,15 @@ def test_report_before_any_run_is_a_clear_error(tmp_path, corpus, capsys):
     spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, tmp_path / "out")
     code, _, err = cli("report", spec, "--out", tmp_path / "r", capsys=capsys)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # bad input writes nothing
+
+
+def test_a_runs_csv_with_nothing_to_show_writes_nothing(tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    names = ",".join(f"column_{i}" for i in range(40))
+    csv.write_text(f"run_id,{names}\nr0,{','.join('1' * 40)}\n")
+    out = tmp_path / "rep"
+    code, _, err = cli("report", "--csv", csv, "--out", out, capsys=capsys)
+    assert code == 2 and "nothing to report" in err and err.count("\n") == 1, err
+    assert "more (41 in all)" in err  # a cut column list says it is cut
+    assert not out.exists()

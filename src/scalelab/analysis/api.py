@@ -265,6 +265,7 @@ def _fit_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> GroupFit:
         notes.extend(boot.notes())
     hold = holdout_check(problem, spec.holdout) if spec.holdout > 0 else None
     small = _grouped_target(lambda: _smallest(spec, fit, boot), group, notes)
+    small = _with_range(small, cols[inputs_cols[0]])
     # An error rate 1 - acc is judged by its absolute (accuracy) error, a loss by its relative.
     flags = identify.flags(fit, boot, hold, spec.thresholds, absolute_holdout=spec.higher_is_better)
     if spec.law == "chinchilla":
@@ -322,10 +323,18 @@ def _fit_task_group(df: pd.DataFrame, spec: FitSpec, group: str | None) -> Group
             prob, spec.holdout, n_boot=spec.bootstrap, seed=spec.seed, chance=chance, labels=labels
         )
     small = _grouped_target(lambda: _smallest_task(spec, fit, boot, cols, size_cols), group, notes)
+    small = _with_range(small, cols[size_cols[0]]) if size_cols else small
     flags = identify.flags(fit, boot, hold, spec.thresholds, absolute_holdout=True)
     if len(size_cols) == 2:
         flags += identify.spread(prob.inputs[1], size_cols[1])
     return GroupFit(group, fit, rows, boot, hold, small, clean.dropped, tuple(notes), flags, chance)
+
+
+def _with_range(small: SmallestN | None, xs: np.ndarray) -> SmallestN | None:
+    """`small` with the range of sizes the fit saw, so it can say how far past them it is."""
+    if small is None or not len(xs):
+        return small
+    return replace(small, data_min=float(np.min(xs)), data_max=float(np.max(xs)))
 
 
 def _grouped_target(answer, group: str | None, notes: list[str]) -> SmallestN | None:

@@ -4,7 +4,10 @@ Pure functions on pandas tables of runs (one row per run, as `load_experiment_ta
 returns: config columns `model`, `method`, `seed`, `task.*`, `params.*`, then metrics).
 
 * `seed_summary`: groups runs that differ only in their seed; per group the mean, the
-  sample std (ddof=1) and a two-sided Student-t confidence interval of the mean.
+  sample std (ddof=1) and a two-sided Student-t confidence interval of the mean. For a
+  metric with bounds (an accuracy or F1 in [0, 1]) the interval is cut to them: the mean
+  lies inside the bounds, so the cut interval covers it whenever the t interval does (the
+  same coverage), and it never claims an accuracy above 1.
 * `paired_tests`: for each pair of values of one column (`by`, e.g. `method`), pairs runs
   that agree on every other independent config column and share a seed, and runs a paired
   t-test on the per-seed differences (scipy.stats.ttest_rel): mean difference a - b, its
@@ -26,12 +29,16 @@ from scipy import stats
 from scalelab.errors import ScalelabError
 
 
-def mean_ci(values, confidence: float = 0.95) -> dict[str, float | int | str]:
-    """n, mean, std (ddof=1), the Student-t CI of the mean, and a flag.
+def mean_ci(
+    values, confidence: float = 0.95, bounds: tuple[float, float] | None = None
+) -> dict[str, float | int | str]:
+    """n, mean, std (ddof=1), the Student-t CI of the mean, a flag, and `ci_cut`.
 
     NaN values (failed or missing metrics) are dropped before counting. With no value every
     statistic is NaN; with one, std and the CI are NaN (a sample std needs two values; a
     zero-width interval would claim certainty). `flag` says so in words ("" when n >= 2).
+    bounds: (low, high) of the metric (e.g. (0, 1) for an accuracy): an interval end past
+    them is cut to them and `ci_cut` says which end was where ("" when nothing was cut).
     """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
@@ -43,13 +50,21 @@ def mean_ci(values, confidence: float = 0.95) -> dict[str, float | int | str]:
         if n > 1
         else math.nan
     )
+    lo, hi, cut = mean - half, mean + half, []
+    if bounds is not None and n > 1:
+        if lo < bounds[0]:
+            cut.append(f"lower end {lo:.4g} cut to {bounds[0]:g}")
+        if hi > bounds[1]:
+            cut.append(f"upper end {hi:.4g} cut to {bounds[1]:g}")
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return {
         "n": n,
         "mean": mean,
         "std": std,
-        "ci_low": mean - half,
-        "ci_high": mean + half,
+        "ci_low": lo,
+        "ci_high": hi,
         "flag": too_few_flag(n),
+        "ci_cut": "; ".join(cut),
     }
 
 
@@ -84,13 +99,23 @@ def varying_columns(table: pd.DataFrame, exclude: tuple[str, ...] = ("seed",)) -
 
 
 def seed_summary(
-    table: pd.DataFrame, metric: str, confidence: float = 0.95, by: str | None = None
+    table: pd.DataFrame,
+    metric: str,
+    confidence: float = 0.95,
+    by: str | None = None,
+    *,
+    bounds: tuple[float, float] | None = None,
+    planned: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per configuration (runs differing only in seed): its config columns, then n,
-    mean, std, ci_low, ci_high, flag (see `mean_ci`) of `metric`, and the seeds used.
+    mean, std, ci_low, ci_high, flag, ci_cut (see `mean_ci`; `bounds` cut the interval) of
+    `metric`, the seeds used, and `seed_note`.
 
     Configurations are told apart by every varying config column; with `by`, only `by` and
     the independent axes are shown (columns fixed by the `by` value add nothing).
+    planned: every run the experiment plans (config columns and `seed`, one row a run, done
+    or not); then `n_planned` counts the planned seeds of each configuration and
+    `seed_note` says "2 of 3 seeds" where some have no value ("" where none is missing).
     Raises ScalelabError when `metric` is not a column or the table has no rows.
     """
     if metric not in table.columns:
@@ -106,27 +131,51 @@ def seed_summary(
         if not cols
         else table.groupby(_key(table, cols).apply(tuple, axis=1), sort=False)
     )
-    for _, g in groups:
+    counts = _planned_counts(planned, cols)
+    for key, g in groups:
         first = g.iloc[0]
+        stats_ = mean_ci(g[metric], confidence, bounds)
+        have = g.loc[pd.to_numeric(g[metric], errors="coerce").notna(), "seed"]
+        n_planned = counts.get(key, len(g)) if counts is not None else len(g)
         rows.append(
             {
                 **{c: first[c] for c in cols},
-                **mean_ci(g[metric], confidence),
-                "seeds": ",".join(str(s) for s in sorted(g["seed"])),
+                **stats_,
+                "seeds": ",".join(str(s) for s in sorted(have)),
+                "n_planned": n_planned,
+                "seed_note": seed_note(int(stats_["n"]), n_planned),
             }
         )
     return pd.DataFrame(rows)
+
+
+def seed_note(n: int, planned: int) -> str:
+    """ "2 of 3 seeds" when fewer than the planned seeds have a value; else ""."""
+    return f"{n} of {planned} seed{'s' * (planned != 1)}" if n < planned else ""
+
+
+def _planned_counts(planned: pd.DataFrame | None, cols: list[str]) -> dict | None:
+    """Planned runs per configuration key (as `seed_summary` groups them), or None."""
+    if planned is None or any(c not in planned.columns for c in cols):
+        return None
+    if not cols:
+        return {(): len(planned)}
+    keys = _key(planned, cols).apply(tuple, axis=1)
+    return keys.value_counts().to_dict()
 
 
 def paired_test(a, b, confidence: float = 0.95) -> dict[str, float]:
     """Paired t-test of a vs b (same-length sequences, matched by position).
 
     Returns n, mean_diff (a - b), diff_ci_low/high (Student t), t, p_value (two-sided).
-    With n < 2, or all differences equal, t and p are nan (the test is undefined).
+    Pairs with a NaN on either side are left out. With n < 2, or all differences equal, t
+    and p are nan (the test is undefined).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    both = ~(np.isnan(a) | np.isnan(b))  # a pair with a missing value is no pair
+    a, b = a[both], b[both]
     d = mean_ci(a - b, confidence)
     t = p = math.nan
     if d["n"] > 1 and d["std"] > 0:

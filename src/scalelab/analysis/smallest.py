@@ -28,7 +28,8 @@ class SmallestN:
 
     `lo`/`hi`: percentile interval over bootstrap refits (`hi` is inf when some refits never
     reach the target), NaN with fewer than two refits; `reachable_fraction`: share of
-    refits that can reach it at all, NaN without refits.
+    refits that can reach it at all, NaN without refits; `data_min`/`data_max`: the range
+    of x the fit saw (NaN when unknown), so an answer past it says how far past.
     """
 
     target: float
@@ -37,6 +38,34 @@ class SmallestN:
     hi: float
     reachable_fraction: float
     at: str = ""  # the condition of the answer, e.g. "at D = 3e+11 tokens" (task accuracy)
+    data_min: float = float("nan")
+    data_max: float = float("nan")
+
+    @property
+    def beyond(self) -> float:
+        """How many times past the largest x of the data the answer lies (n / data_max);
+        below 1 (inside or under the data) or NaN (no data range) otherwise."""
+        return self.n / self.data_max if self.data_max > 0 else float("nan")
+
+    def validity(self) -> list[str]:
+        """What the answer's position and interval say about it, in words: how far past the
+        data it lies, and an interval end the data do not bound."""
+        out = []
+        if self.beyond > 1:
+            out.append(
+                f"an extrapolation: {self.beyond:.3g}x beyond the largest size in the data "
+                f"({self.data_max:.4g})"
+            )
+        elif self.n < self.data_min:
+            out.append(
+                f"below the smallest size in the data ({self.data_min:.4g}): an extrapolation "
+                "downwards"
+            )
+        if np.isinf(self.hi):
+            share = 1 - self.reachable_fraction if np.isfinite(self.reachable_fraction) else None
+            why = f" ({share:.0%} of bootstrap refits never reach the target)" if share else ""
+            out.append(f"the interval's upper end is infinite: the data do not bound it{why}")
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -45,6 +74,10 @@ class SmallestN:
             "lo": self.lo,
             "hi": self.hi,
             "reachable_fraction": self.reachable_fraction,
+            "data_min": self.data_min,
+            "data_max": self.data_max,
+            "beyond_data": self.beyond if self.beyond > 1 else None,
+            "validity": self.validity(),
         }
         if self.at:
             out["at"] = self.at

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,13 +45,31 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def name_list(names: Sequence[Any], max_chars: int = 150) -> str:
+    """`names` joined by commas, as many as fit in `max_chars` characters; a cut list ends
+    in "... and K more (N in all)", so an error line (at most 299 characters) never hides
+    that it is cut."""
+    names = [str(n) for n in names]
+    shown_, size = [], 0
+    for n in names:
+        if shown_ and size + len(n) + 2 > max_chars:
+            break
+        shown_.append(n)
+        size += len(n) + 2
+    if len(shown_) == len(names):
+        return ", ".join(names)
+    return f"{', '.join(shown_)}, ... and {len(names) - len(shown_)} more ({len(names)} in all)"
+
+
 def require_columns(df: pd.DataFrame, cols: Sequence[str], what: str = "") -> None:
-    """Raise naming the first missing column (and what the table has instead)."""
+    """Raise naming the first missing column (and what the table has instead: `name_list`,
+    which says how many more when the list is cut)."""
     for col in cols:
         if col not in df.columns:
-            known = ", ".join(map(str, df.columns[:30]))
             ctx = f" for {what}" if what else ""
-            raise ScalelabError(f"missing column {col!r}{ctx} (table has: {known})")
+            raise ScalelabError(
+                f"missing column {col!r}{ctx} (table has: {name_list(list(df.columns))})"
+            )
 
 
 def first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:

@@ -1,17 +1,15 @@
-"""Analysis commands over any method's results: `fit`, `report`, `compare`, `sweep`."""
+"""`scalelab fit`: a scaling law fitted to a results CSV, with intervals and flags."""
 
 from __future__ import annotations
 
 import json
-import math
-import sys
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import typer
 
+from scalelab.cli.common import g as _g
+from scalelab.cli.common import input_file, jsonable
 from scalelab.errors import ScalelabError, shown
 
 LAW_CHOICES = ("power", "chinchilla", "loss-to-loss", "loss-to-acc", "task-accuracy")
@@ -19,56 +17,6 @@ PARAM_ORDER = (
     "E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y",
     "floor", "ceiling", "k", "L0", "epsilon", "gamma",
 )  # fmt: skip
-
-
-def _jsonable(obj: Any) -> Any:
-    """JSON has no NaN/inf: NaN -> null, inf -> "inf"/"-inf"; numpy scalars -> floats."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    return obj
-
-
-def _g(v: Any, spec: str = ".4g") -> str:
-    """Format a number that `_jsonable` may have turned into None (NaN) or "inf"."""
-    return format(v, spec) if isinstance(v, (int, float)) else ("n/a" if v is None else str(v))
-
-
-def _input_file(path: Path, what: str) -> Path:
-    """`path`, if it names a regular file. Raises ScalelabError naming `what` and the path
-    for anything else: a FIFO would block the read forever, and a NUL byte or an over-long
-    name would raise from the OS."""
-    import stat
-
-    from scalelab.config import check_path_text, stat_or_none
-
-    try:
-        info = stat_or_none(check_path_text(str(path)))
-    except ValueError as err:
-        raise ScalelabError(f"{what} {shown(str(path))}: {err}") from None
-    if info is None:
-        raise ScalelabError(f"{what} {shown(str(path))} not found")
-    if not stat.S_ISREG(info.st_mode):
-        raise ScalelabError(f"{what} {shown(str(path))} is not a regular file")
-    return path
-
-
-def _output_folder(path: Path, what: str = "--out") -> Path:
-    """`path`, if files can be written there (the checks of a spec's output_dir: no NUL,
-    no over-long name, not in a system folder, not a file, writable). Raises ScalelabError
-    naming `what`."""
-    from scalelab.grid.spec import check_output_dir
-
-    try:
-        check_output_dir(str(path))
-    except ValueError as err:
-        raise ScalelabError(f"{what}: {err} (got {shown(str(path))})") from None
-    return path
 
 
 def _format_table(rows: list[dict[str, Any]]) -> str:
@@ -102,6 +50,9 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
                 ci = f" (95% CI [{_g(s['lo'])}, {_g(s['hi'])}])"
             what = s.get("at") or "smallest x"
             lines.append(f"  {what} reaching {s['target']:.4g}: {s['n']:.4g}{ci}")
+            lines.extend(f"    {v}" for v in s.get("validity", []))
+            if r.get("flags"):
+                lines.append("    from a fit with identifiability flags (below): read it with them")
         lines.extend(f"  flag: {f['message']}" for f in r.get("flags", []))
         lines.extend(f"  note: {n}" for n in r["notes"])
     return "\n".join(line.rstrip() for line in lines)
@@ -208,7 +159,7 @@ def fit_command(
         raise ScalelabError("--bootstrap, --holdout and --drop-top-loss must be >= 0")
     if not (max_ci_factor > 1 and (max_holdout_error is None or max_holdout_error > 0)):
         raise ScalelabError("--max-ci-factor must be > 1 and --max-holdout-error > 0")
-    _input_file(csv, "CSV file")
+    input_file(csv, "CSV file")
     from scalelab.analysis.api import FitSpec, fit_table  # heavy: after the checks
     from scalelab.analysis.identify import Thresholds
     from scalelab.analysis.table import read_csv
@@ -246,7 +197,7 @@ def fit_command(
         thresholds=Thresholds(ci_factor=max_ci_factor, **limits),
     )
     report = fit_table(read_csv(csv), spec)
-    rows = [_jsonable(g.as_dict()) for g in report.groups]
+    rows = [jsonable(g.as_dict()) for g in report.groups]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -255,348 +206,6 @@ def fit_command(
         typer.echo(f"skipped: {s}", err=True)
 
 
-def _load_csvs(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Split CSVs into runs tables (concatenated, with `source`) and curves tables."""
-    from scalelab.analysis.table import read_csv
-
-    runs, curves = [], []
-    for p in paths:
-        df = read_csv(_input_file(p, "CSV file"))
-        if {"run_id", "step"} <= set(df.columns):
-            curves.append(df)
-        else:
-            runs.append(df.assign(source=Path(p).stem) if len(paths) > 1 else df)
-    if not runs:
-        raise ScalelabError("no runs table among the --csv files (all look like learning curves)")
-    return pd.concat(runs, ignore_index=True), pd.concat(
-        curves, ignore_index=True
-    ) if curves else None
-
-
-def report_command(
-    experiment: Path | None = typer.Argument(None, help="Experiment spec (EXP.yaml)."),
-    csv: list[Path] = typer.Option([], "--csv", help="Runs (or learning-curve) CSV; repeatable."),
-    x: str | None = typer.Option(None, "--x", help="x column (default non_embedding_params)."),
-    y: str | None = typer.Option(None, "--y", help="y column (default val_loss, else test_loss)."),
-    group: str | None = typer.Option(None, "--group", help="Colour/fit per value of COL."),
-    out: Path | None = typer.Option(
-        None, "--out", help="Output folder [default: OUTPUT_DIR/NAME-report for an experiment]."
-    ),
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", help="Override the experiment's output_dir."
-    ),
-    n_boot: int = typer.Option(200, "--bootstrap", help="Bootstrap refits for the bands."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
-    l2l: list[str] = typer.Option([], "--loss-to-loss", help="'LX:LY' pair to plot; repeatable."),
-    task_acc: list[str] = typer.Option(
-        [], "--task-accuracy", help="'LOSS:ACC' task loss and accuracy to plot; repeatable."
-    ),
-    chance: float | None = typer.Option(
-        None, "--chance", help="Chance accuracy of the --task-accuracy tasks (their floor)."
-    ),
-) -> None:
-    """Write DIR with PNG plots and one self-contained report.html."""
-    if (experiment is None) == (not csv):
-        raise ScalelabError("give either an experiment file or --csv FILE (not both, not neither)")
-    if out is not None:
-        _output_folder(out)
-    pairs = []
-    for item in l2l:
-        if item.count(":") != 1:
-            raise ScalelabError(f"--loss-to-loss expects 'LX:LY' (got {shown(item)})")
-        pairs.append(tuple(item.split(":")))
-    acc_pairs = []
-    for item in task_acc:
-        if item.count(":") != 1:
-            raise ScalelabError(f"--task-accuracy expects 'LOSS:ACC' (got {shown(item)})")
-        acc_pairs.append(tuple(item.split(":")))
-    if chance is not None and not 0 <= chance < 1:
-        raise ScalelabError(f"--chance must be in [0, 1) (got {chance:g})")
-    if experiment is not None:
-        _input_file(experiment, "experiment file")
-        from scalelab.grid.api import open_experiment
-
-        exp = open_experiment(experiment, output_dir)
-        runs, curves = exp.tables()
-        out = out or Path(exp.spec.output_dir) / f"{exp.spec.name}-report"
-        title = f"scalelab report: {experiment.stem}"
-    else:
-        runs, curves = _load_csvs(csv)
-        out = out or Path("report")
-        title = f"scalelab report: {', '.join(p.name for p in csv)}"
-    from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
-
-    spec = ReportSpec(
-        x=x,
-        y=y,
-        group=group,
-        bootstrap=n_boot,
-        seed=seed,
-        loss_to_loss=pairs,
-        title=title,
-        task_accuracy=acc_pairs,
-        chance=chance,
-    )
-    path = build_report(runs, curves, out, spec)
-    typer.echo(f"wrote {path}")
-
-
-class CompareFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-def _done_runs(spec: Path, output_dir: Path | None, metric: str, needed: list[str]):
-    """The finished runs of an experiment; a clear error if a column is missing."""
-    from scalelab.grid.api import load_experiment_tables
-
-    table, _ = load_experiment_tables(spec, output_dir)
-    if table.empty or "status" not in table.columns:
-        raise ScalelabError(f"no results yet for {spec} (run `scalelab run {spec}` first)")
-    table = table[table["status"] == "done"].reset_index(drop=True)
-    if table.empty:
-        raise ScalelabError(f"no finished runs for {spec}")
-    for col in [metric, *needed]:
-        if col not in table.columns:
-            have = ", ".join(
-                c
-                for c in table.columns
-                if c.startswith(("params.", "task.")) or c in ("model", "method")
-            )
-            raise ScalelabError(
-                f"no column {shown(col)} in the results of {spec} (config columns: {have})"
-            )
-    return table
-
-
-def _records(df) -> list[dict]:
-    """Rows as dicts with NaN as None, so the JSON output is strict JSON."""
-    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
-
-
-def _fmt(v: float, digits: int = 4) -> str:
-    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-
-def compare(
-    spec: Path = typer.Argument(..., help="Experiment YAML file."),
-    by: str = typer.Option(
-        "method", "--by", help="Column to compare: method, model, params.lr, ..."
-    ),
-    metric: str | None = typer.Option(
-        None,
-        "--metric",
-        help="Metric to compare [default: the first test metric the runs' methods declare].",
-    ),
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", help="Override the spec's output_dir."
-    ),
-    format: CompareFormat = typer.Option(CompareFormat.table, "--format", help="table or json."),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level."),
-) -> None:
-    """Mean +- std and 95% CI over seeds per configuration, and paired t-tests between the
-    values of --by (runs paired when they share a seed and all other independent axes)."""
-    table = _done_runs(spec, output_dir, metric or by, [by])  # bad input fails before imports
-    from scalelab.analysis.seeds import paired_tests, seed_summary
-    from scalelab.metrics import default_metric, metric_def
-
-    methods = table["method"] if "method" in table else []
-    if metric is None:
-        filled = [c for c in table.columns if table[c].notna().any()]
-        metric = default_metric(methods, "test", available=filled)
-        if metric is None:
-            raise ScalelabError(f"the methods of {spec} declare no metric it has: give --metric")
-    defn = metric_def(metric, methods)
-    better = defn.higher_is_better if defn is not None else None
-    summary = seed_summary(table, metric, by=by)
-    paired = paired_tests(table, by, metric, alpha=alpha)
-    if format is CompareFormat.json:
-        out = {
-            "metric": metric,
-            "higher_is_better": better,
-            "by": by,
-            "alpha": alpha,
-            "summary": _records(summary),
-            "paired": _records(paired),
-        }
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-        return
-    direction = f" ({defn.direction})" if defn is not None and defn.direction else ""
-    typer.echo(f"{metric}{direction}: mean +- std over seeds, 95% CI (Student t)")
-    display = summary.copy()
-    display[metric] = [
-        f"{_fmt(m)} +- {_fmt(s)}" for m, s in zip(display["mean"], display["std"], strict=True)
-    ]
-    display["95% CI"] = [
-        f"[{_fmt(lo)}, {_fmt(hi)}]"
-        for lo, hi in zip(display["ci_low"], display["ci_high"], strict=True)
-    ]
-    cols = [
-        c
-        for c in display.columns
-        if c not in ("mean", "std", "ci_low", "ci_high", metric, "95% CI", "n", "seeds", "flag")
-    ]
-    shown = [*cols, "n", metric, "95% CI", "seeds"]
-    if "flag" in display and display["flag"].astype(bool).any():  # e.g. "1 value: std ..."
-        shown.append("flag")
-    typer.echo(display[shown].to_string(index=False))
-    typer.echo("")
-    typer.echo(f"paired t-tests by {by} ({metric}, a - b, alpha {alpha}):")
-    if paired.empty:
-        typer.echo(f"  only one value of {by}: nothing to compare")
-        return
-    for _, r in paired.iterrows():
-        cell = ", ".join(f"{c}={r[c]}" for c in paired.columns if c not in _TEST_COLS)
-        verdict = (
-            ("significant" if r["significant"] else "not significant")
-            if r["n"] > 1
-            else "needs >= 2 paired seeds"
-        )
-        if r["n"] > 1 and r["significant"] and better is not None:
-            verdict += f": {r['a'] if (r['mean_diff'] > 0) == better else r['b']} is better"
-        typer.echo(
-            f"  {r['a']} - {r['b']}{' [' + cell + ']' if cell else ''}: "
-            f"diff {_fmt(r['mean_diff'])} [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}], "
-            f"n={r['n']}, t={_fmt(r['t'], 3)}, p={_fmt(r['p_value'])} -> {verdict}"
-        )
-
-
-_TEST_COLS = {
-    "a",
-    "b",
-    "n",
-    "mean_diff",
-    "diff_ci_low",
-    "diff_ci_high",
-    "t",
-    "p_value",
-    "significant",
-}
-
-
-def _sweep_metrics(
-    table: pd.DataFrame,
-    spec: Path,
-    metric: str | None,
-    test_metric: str | None,
-    higher_is_better: bool | None,
-) -> tuple[str, str, bool]:
-    """Fill sweep's defaults from the declarations of the table's methods: the first val_
-    metric, its test_ twin (else the first test metric), the declared direction."""
-    from scalelab.metrics import default_metric, metric_def, split_of
-
-    methods = table["method"] if "method" in table else []
-    filled = [c for c in table.columns if table[c].notna().any()]
-    metric = metric or default_metric(methods, "val", available=filled)
-    if metric is None:
-        raise ScalelabError(f"the methods of {spec} declare no metric it has: give --metric")
-    if test_metric is None:
-        twin = f"test_{metric.split('_', 1)[1]}" if split_of(metric) == "val" else None
-        test_metric = twin if twin in filled else default_metric(methods, "test", available=filled)
-        if test_metric is None:
-            raise ScalelabError(f"no test metric for {metric} in {spec}: give --test-metric")
-    if higher_is_better is None:
-        defn = metric_def(metric, methods)
-        higher_is_better = defn.higher_is_better if defn is not None else None
-        if higher_is_better is None:
-            raise ScalelabError(
-                f"no direction declared for {metric}: add --higher-is-better or --lower-is-better"
-            )
-    return metric, test_metric, higher_is_better
-
-
-def sweep(
-    spec: Path = typer.Argument(..., help="Experiment YAML file."),
-    x: str = typer.Option("params.lr", "--x", help="Column on the x axis."),
-    y: str = typer.Option("params.weight_decay", "--y", help="Column on the y axis."),
-    metric: str | None = typer.Option(
-        None,
-        "--metric",
-        help="Selection metric, on validation [default: the first declared val_ metric].",
-    ),
-    test_metric: str | None = typer.Option(
-        None,
-        "--test-metric",
-        help="Reported for the pick [default: the test_ twin of --metric, else the first "
-        "declared test metric].",
-    ),
-    higher_is_better: bool | None = typer.Option(
-        None,
-        "--higher-is-better/--lower-is-better",
-        help="Direction of --metric [default: as its method declares].",
-    ),
-    out: Path = typer.Option(..., "--out", help="Folder for the heatmap PNG and the grid CSV."),
-    output_dir: Path | None = typer.Option(
-        None, "--output-dir", help="Override the spec's output_dir."
-    ),
-) -> None:
-    """Heatmap of a validation metric over an x-by-y grid (mean over seeds); picks the best
-    cell on VALIDATION, by the metric's declared direction, and prints that cell's test
-    metric."""
-    if x == y:
-        raise ScalelabError("--x and --y must be different columns")
-    _output_folder(out)
-    table = _done_runs(
-        spec, output_dir, metric or x, [x, y, *([test_metric] if test_metric else [])]
-    )
-    from scalelab.analysis.seeds import mean_ci, varying_columns  # heavy: after the checks
-    from scalelab.report.heatmap import plot_heatmap
-
-    metric, test_metric, higher_is_better = _sweep_metrics(
-        table, spec, metric, test_metric, higher_is_better
-    )
-    others = [c for c in varying_columns(table) if c not in (x, y)]
-    if others:
-        raise ScalelabError(
-            f"runs also vary in {', '.join(others)}: a sweep needs a spec whose "
-            f"grid is only {x} x {y} (x seeds)"
-        )
-    rows = []
-    for (xv, yv), g in table.groupby([x, y], sort=True):
-        val, test = mean_ci(g[metric]), mean_ci(g[test_metric])
-        rows.append(
-            {
-                x: xv,
-                y: yv,
-                "n": val["n"],
-                metric: val["mean"],
-                f"{metric}_std": val["std"],
-                test_metric: test["mean"],
-                f"{test_metric}_std": test["std"],
-            }
-        )
-    import pandas as pd
-
-    grid = pd.DataFrame(rows)
-    # ties: the first in sorted (x, y) order
-    best = grid.loc[grid[metric].idxmax() if higher_is_better else grid[metric].idxmin()]
-    out.mkdir(parents=True, exist_ok=True)
-    grid.to_csv(out / "sweep.csv", index=False)
-    png = plot_heatmap(
-        grid,
-        x,
-        y,
-        metric,
-        out / f"sweep_{metric}.png",
-        title=f"{metric} (mean over seeds)",
-        best=(best[x], best[y]),
-    )
-    typer.echo(
-        f"{metric} ({'higher' if higher_is_better else 'lower'} is better), mean over seeds:"
-    )
-    typer.echo(grid.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    n = int(best["n"])
-    spread = f" +- {_fmt(best[f'{test_metric}_std'])}" if n > 1 else ""
-    typer.echo(
-        f"best on {metric}: {x}={best[x]:g}, {y}={best[y]:g} -> {metric} {_fmt(best[metric])}; "
-        f"{test_metric} {_fmt(best[test_metric])}{spread} (n={n} seed{'s' * (n > 1)})"
-    )
-    typer.echo(f"wrote {png}")
-
-
 def register(app: typer.Typer) -> None:
-    """Add `fit`, `report`, `compare` and `sweep` to the main app."""
+    """Add `fit` to the main app."""
     app.command("fit")(fit_command)
-    app.command("report")(report_command)
-    app.command("compare")(compare)
-    app.command("sweep")(sweep)

@@ -239,7 +239,7 @@ class _Run:
         st["since_eval"] = []
         st["peak_mb"] = _peak_mb(self.device, st["peak_mb"])
         logger.log(st["step"], {k: v for k, v in val.items() if isinstance(v, (int, float))})
-        if plan.select is None:
+        if plan.select is None or st["step"] == 0:  # untrained weights are never "best"
             return
         metric, higher = plan.select
         if metric not in val:
@@ -257,6 +257,8 @@ class _Run:
         plan, st, rt = self.plan, self.state, self.ctx.runtime
         total = plan.total_steps
         last_ckpt = t_seg = time.perf_counter()
+        if plan.eval_at_start and st["step"] == 0 and not st["curve"]:
+            self.on_eval(self.phase_at(0)[1], logger)  # where the curve starts from
         self.model.train()
         while st["step"] < total and not st["stopped"]:
             idx, phase, first = self.phase_at(st["step"])

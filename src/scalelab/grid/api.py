@@ -43,6 +43,19 @@ class Experiment:
         ids = [r.run_id for r in self.runs]
         return self.store.table(ids), self.store.curves(ids)
 
+    def planned(self) -> pd.DataFrame:
+        """Every run the spec plans, done or not: run_id, stage, then the flattened config
+        (model, method, seed, task.*, params.*), as the runs table spells them."""
+        from scalelab.config import flatten
+        from scalelab.grid.store import CONFIG_ORDER
+
+        rows = []
+        for r in self.runs:
+            config = dict(r.config)
+            head = {k: config.pop(k) for k in CONFIG_ORDER if k in config}
+            rows.append({"run_id": r.run_id, "stage": r.stage, **flatten({**head, **config})})
+        return pd.DataFrame.from_records(rows)
+
     def statuses(self) -> dict[str, str]:
         """run_id -> done | failed | resumable (checkpoint on disk) | pending."""
         stored = self.store.statuses(r.run_id for r in self.runs)

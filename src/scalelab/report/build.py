@@ -1,27 +1,30 @@
-"""Build a report folder: fit -> plots -> report.html.
+"""Build a report folder: one page per experiment that adapts to what the runs hold.
 
-Fitting happens here (via `analysis.api`); `plots.py` only draws what it is given.
+A set-up block heads the page; then, per stage (a spec without stages has one): the
+classification section where runs report accuracies, the sweep heat map where exactly two
+hyper-parameters vary, the scaling section (loss vs size with fits) where runs have a size
+column, and the learning curves. Fitting happens here and in `scaling.py` (via
+`analysis.api`); the plot modules only draw. Everything is written to a temporary folder
+and moved into place at the end: bad input leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scalelab.analysis import table
-from scalelab.analysis.api import FitSpec, GroupFit, fit_table
-from scalelab.analysis.fitting import predict
-from scalelab.analysis.uncertainty import prediction_band
 from scalelab.errors import ScalelabError
-from scalelab.metrics import default_metric, metric_def, split_of
-from scalelab.report import plots
-from scalelab.report.html import write_html
-
-Y_DEFAULTS = ("val_loss", "test_loss")
-GROUP_CANDIDATES = ("method", "task.dataset")
+from scalelab.metrics import default_metric
+from scalelab.report import classification, html, scaling, setup
+from scalelab.report import curves as curve_figs
+from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
 
 
 @dataclass(frozen=True)
@@ -40,154 +43,178 @@ class ReportSpec:
     chance: float | None = None
 
 
-def default_y(runs: pd.DataFrame) -> str:
-    """The metric to plot against size: the first loss (lower-is-better quality metric) the
-    runs' methods declare, validation before test, that has values; else val_loss, else
-    test_loss (a table without a method column, or with undeclared methods)."""
-    filled = [c for c in runs.columns if runs[c].notna().any()]
-    methods = runs["method"] if "method" in runs else []
-    declared = default_metric(methods, available=filled, lower_is_better=True)
-    return declared or next((c for c in Y_DEFAULTS if c in filled), Y_DEFAULTS[0])
-
-
-def _as_error_rate(runs: pd.DataFrame, y: str, notes: list[str]) -> tuple[pd.DataFrame, str]:
-    """A declared higher-is-better y in [0, 1] (an accuracy) becomes the column `1 - y`: power
-    laws describe quantities that fall with scale. Other columns are returned unchanged."""
-    defn = metric_def(y, runs["method"] if "method" in runs else None)
-    values = pd.to_numeric(runs[y], errors="coerce")
-    if defn is None or not defn.higher_is_better or not values.dropna().between(0, 1).all():
-        return runs, y
-    col = f"1 - {y}"
-    notes.append(f"{y} is higher-is-better: plotted and fitted as the error rate {col}")
-    return runs.assign(**{col: 1 - values}), col
-
-
-def default_columns(
-    runs: pd.DataFrame, spec: ReportSpec
-) -> tuple[str, str, str | None, pd.DataFrame]:
-    """(x, y, group, runs): N, the declared loss (`default_y`), grouped by method/dataset if
-    they vary."""
-    x = spec.x or "non_embedding_params"
-    y = spec.y or default_y(runs)
-    table.require_columns(runs, [x, y], "the report's scaling plot")
-    group = spec.group
-    if group is None:
-        varying = [c for c in GROUP_CANDIDATES if c in runs and runs[c].nunique(dropna=True) > 1]
-        if len(varying) == 1:
-            group = varying[0]
-        elif len(varying) > 1:
-            runs = runs.copy()
-            group = " / ".join(varying)
-            runs[group] = runs[varying].astype(str).agg(" / ".join, axis=1)
-    elif group not in runs:
-        table.require_columns(runs, [group], "--group")
-    return x, y, group, runs
-
-
-def _fits(runs: pd.DataFrame, spec: FitSpec, notes: list[str]) -> list[GroupFit]:
-    """Fit, turning user-level problems (too few points, ...) into report notes."""
+@contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder whose files move into `out_dir` when the block succeeds; on an
+    error nothing is created (no empty report folder). A previous report's PNGs in
+    `out_dir` are replaced."""
+    tmp = Path(tempfile.mkdtemp(prefix="scalelab-report-"))
     try:
-        report = fit_table(runs, spec)
-    except ScalelabError as e:
-        notes.append(f"{spec.law} fit of {spec.y} vs {spec.x}: {e}")
+        yield tmp
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if (out_dir / "report.html").exists():
+            for old in out_dir.glob("*.png"):
+                old.unlink()
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == "report.html"):  # html last
+            shutil.move(str(f), str(out_dir / f.name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model_names(runs: pd.DataFrame) -> dict[str, str]:
+    """A run product as a model ("run:<id>") -> "<model> (stage <stage>)" of its run."""
+    out = {}
+    by_id = runs.set_index("run_id") if "run_id" in runs else None
+    for m in runs.get("model", pd.Series(dtype=object)).dropna().unique():
+        m = str(m)
+        if m.startswith("run:") and by_id is not None and m[4:] in by_id.index:
+            src = by_id.loc[m[4:]]
+            stage = f" (stage {src['stage']})" if "stage" in src and pd.notna(src["stage"]) else ""
+            out[m] = f"{src.get('model', m)}{stage}"
+    return out
+
+
+def _stages(runs: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    if "stage" in runs and runs["stage"].nunique(dropna=True) > 1:
+        return [(str(s), sub) for s, sub in runs.groupby("stage", sort=False)]
+    return [(None, runs)]
+
+
+def _failed_notes(runs: pd.DataFrame) -> list[str]:
+    if "status" not in runs:
         return []
-    notes.extend(report.skipped)
-    for g in report.groups:
-        notes.extend(f"{spec.y} vs {spec.x} [{g.group}]: {n}" for n in g.notes + g.fit.notes)
-    return report.groups
+    bad = runs[runs["status"] != "done"]
+    return [
+        f"run {r['run_id'][:8]} ({r.get('model')} {r.get('method')} seed {r.get('seed')}) "
+        f"is {r['status']}: {r.get('error') or 'no error recorded'}"
+        for _, r in bad.iterrows()
+    ]
+
+
+def _sweep_axes(runs: pd.DataFrame) -> list[str]:
+    """The numeric params.* columns that vary (a sweep when there are exactly two)."""
+    from scalelab.analysis.seeds import varying_columns
+
+    cols = [c for c in varying_columns(runs) if c.startswith("params.")]
+    return [c for c in cols if pd.to_numeric(runs[c], errors="coerce").notna().all()]
+
+
+def _sweep_section(runs: pd.DataFrame, out: Path, prefix: str) -> str:
+    from scalelab.metrics import metric_def
+    from scalelab.report.heatmap import plot_heatmap
+
+    axes = _sweep_axes(runs)
+    methods = runs["method"] if "method" in runs else []
+    filled = [c for c in runs.columns if runs[c].notna().any()]
+    metric = default_metric(methods, "val", available=filled)
+    if len(axes) != 2 or metric is None:
+        return ""
+    x, y = axes
+    grid = runs.groupby([x, y], as_index=False)[metric].mean()
+    defn = metric_def(metric, methods)
+    higher = bool(defn and defn.higher_is_better)
+    best = grid.loc[grid[metric].idxmax() if higher else grid[metric].idxmin()]
+    png = plot_heatmap(grid, x, y, metric, out / f"{prefix}sweep.png",
+                       title=f"{metric}, mean over seeds", best=(best[x], best[y]))  # fmt: skip
+    return html.figure(
+        png,
+        f"{metric} over {x} × {y} (mean over seeds); outlined: the best cell on validation "
+        f"({x}={best[x]:g}, {y}={best[y]:g}, {metric} {best[metric]:.4f}). Pick on "
+        "validation, report its test metric (scalelab sweep prints it).",
+    )
+
+
+def _stage_sections(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    out: Path,
+    spec: ReportSpec,
+    ctx: dict,
+    prefix: str,
+    rows: list,
+    notes: list[str],
+) -> list[tuple[str, str]]:
+    """(heading, html) sections for one stage's finished runs."""
+    sections = []
+    models = ctx["models"]
+    if classification.is_classification(runs) and spec.x is None and spec.y is None:
+        reports = setup.read_eval_reports(runs, ctx["runs_dir"])
+        planned = ctx["planned"]
+        body = classification.classification_section(runs, curves, reports, planned, out,
+                                                     prefix, models)  # fmt: skip
+        sections.append(("Classification", body))
+        sweep = _sweep_section(runs, out, prefix)
+        if sweep:
+            sections.append(("Sweep", sweep))
+        return sections
+    sweep = _sweep_section(runs, out, prefix)
+    if sweep:
+        sections.append(("Sweep", sweep))
+    body = scaling.scaling_section(runs, out, spec, prefix, rows, notes)
+    if body:
+        sections.append(("Loss vs model size", body))
+    if curves is not None and len(curves):
+        table.require_columns(curves, ["run_id", "step"], "learning curves")
+        cur = curves[curves["run_id"].isin(runs["run_id"])] if "run_id" in runs else curves
+        if len(cur) and "val_loss" in cur and cur["val_loss"].notna().any():
+            fig = curve_figs.lm_curves(runs, cur, out, prefix, models, scaling.per_of(runs))
+            sections.append(("Learning curves", fig))
+    return sections
 
 
 def build_report(
-    runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir: Path, spec: ReportSpec | None = None
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    out_dir: Path,
+    spec: ReportSpec | None = None,
+    *,
+    runs_dir: Path | None = None,
+    planned: pd.DataFrame | None = None,
 ) -> Path:
-    """Write PNGs and a self-contained report.html into `out_dir`; returns the html path."""
+    """Write PNGs and a self-contained report.html into `out_dir`; returns the html path.
+
+    runs: one row per run (a scalelab runs table, or any CSV with the named columns);
+    curves: learning curves (run_id, step, ...) or None; runs_dir: the experiment's run
+    folders (each run's eval.json); planned: every planned run (for "2 of 3 seeds").
+    Raises ScalelabError (writing nothing) for a missing named column, or runs that hold
+    nothing a report can show.
+    """
     spec = spec or ReportSpec()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    x, y, group, runs = default_columns(runs, spec)
-    notes: list[str] = []
-    runs, y = _as_error_rate(runs, y, notes)
-    images: list[tuple[str, Path]] = []
-    rows = []
-
-    fits = _fits(
-        runs, FitSpec("power", x, y, group=group, bootstrap=spec.bootstrap, seed=spec.seed), notes
-    )
-    params, bands = {}, {}
-    for g in fits:
-        params[g.group] = g.fit.params
-        if g.boot is not None and g.boot.param_dicts():
-            xs = table.numeric(g.data, x)
-            grid = np.geomspace(xs.min(), xs.max(), 200)
-            bands[g.group] = (
-                grid,
-                *prediction_band(lambda p, grid=grid: predict("power", p, grid), g.boot),
+    if runs.empty:
+        raise ScalelabError("no runs to report on")
+    notes = _failed_notes(runs)
+    done = runs[runs["status"] == "done"] if "status" in runs else runs
+    if done.empty:
+        raise ScalelabError(f"no finished runs to report on ({len(runs)} failed)")
+    ctx = {"runs_dir": runs_dir, "models": _model_names(runs), "planned": planned}
+    stages = _stages(done)
+    rows: list = []
+    with _staged(out_dir) as tmp:
+        sections: list[tuple[str, str]] = []
+        for stage, sub in stages:
+            where = f" (stage {stage})" if stage else ""
+            plan = planned
+            if planned is not None and stage and "stage" in planned:
+                plan = planned[planned["stage"] == stage]
+            reports = setup.read_eval_reports(sub, runs_dir)
+            all_runs = runs[runs["stage"] == stage] if stage else runs
+            sections.append((f"Set-up{where}", setup.setup_html(
+                setup.setup_rows(all_runs, reports, plan, ctx["models"]))))  # fmt: skip
+            found = _stage_sections(sub, curves, tmp, spec, {**ctx, "planned": plan},
+                                    f"{stage}_" if stage else "", rows, notes)  # fmt: skip
+            sections.extend((f"{h}{where}", b) for h, b in found)
+        for i, (loss, acc) in enumerate(spec.task_accuracy):
+            fig = scaling.task_accuracy_section(done, loss, acc, spec, tmp, i, rows, notes)
+            sections.append((f"Task accuracy: {acc} vs {loss}", fig))
+        if not any(h.split(" (")[0] != "Set-up" for h, _ in sections):
+            have = table.name_list(list(runs.columns))
+            raise ScalelabError(
+                "nothing to report: the runs have no size column (non_embedding_params), "
+                f"no classification metrics and no learning curves (table has: {have})"
             )
-        rows.append({"title": f"{y} vs {x}", **g.as_dict()})
-    images.append(
-        (
-            f"{y} vs {x} (power-law fit, 95% bootstrap band)",
-            plots.plot_scaling(
-                runs, x, y, out_dir / "scaling.png", group=group, params=params, bands=bands
-            ),
-        )
-    )
-
-    if curves is not None and len(curves):
-        table.require_columns(curves, ["run_id", "step"], "learning curves")
-        images.append(
-            ("learning curves", plots.plot_learning_curves(curves, out_dir / "curves.png"))
-        )
-
-    # Default: the plotted validation loss against its test twin (val_loss -> test_loss).
-    twin = (y, f"test_{y[4:]}") if split_of(y) == "val" else ("val_loss", "test_loss")
-    usable = all(c in runs and runs[c].notna().sum() >= 3 for c in twin)
-    pairs = spec.loss_to_loss or ([twin] if usable else [])
-    for i, (lx, ly) in enumerate(pairs):
-        l2l = _fits(runs, FitSpec("loss-to-loss", lx, ly, group=group), notes)
-        rows.extend({"title": f"{ly} vs {lx}", **g.as_dict()} for g in l2l)
-        png = plots.plot_loss_to_loss(
-            runs,
-            lx,
-            ly,
-            out_dir / f"loss_to_loss_{i}.png",
-            group=group,
-            params={g.group: g.fit.params for g in l2l},
-        )
-        images.append((f"loss-to-loss: {ly} vs {lx}", png))
-
-    for i, (loss, acc) in enumerate(spec.task_accuracy):
-        images.append(_task_accuracy(runs, loss, acc, group, spec, out_dir, i, rows, notes))
-
-    return write_html(out_dir / "report.html", spec.title, images, rows, notes)
-
-
-def _task_accuracy(
-    runs: pd.DataFrame,
-    loss: str,
-    acc: str,
-    group: str | None,
-    spec: ReportSpec,
-    out_dir: Path,
-    i: int,
-    rows: list,
-    notes: list[str],
-) -> tuple[str, Path]:
-    """Fit accuracy from task loss (chance floor `spec.chance`), add its rows, plot it."""
-    table.require_columns(runs, [loss, acc], "the report's task-accuracy plot")
-    fit_spec = FitSpec(
-        "loss-to-acc", loss, acc, group=group, chance=spec.chance,
-        bootstrap=spec.bootstrap, seed=spec.seed,
-    )  # fmt: skip
-    fits = _fits(runs, fit_spec, notes)
-    rows.extend({"title": f"{acc} vs {loss}", **g.as_dict()} for g in fits)
-    png = plots.plot_task_accuracy(
-        runs,
-        loss,
-        acc,
-        out_dir / f"task_accuracy_{i}.png",
-        group=group,
-        params={g.group: g.fit.params for g in fits},
-        chance=spec.chance,
-    )
-    return f"task accuracy: {acc} vs {loss} (chance-aware fit)", png
+        if rows:
+            sections.append(("Fitted laws", html.fits_table(rows)))
+        sections.append(("Notes", html.notes(notes)))
+        html.write_page(tmp / "report.html", spec.title, sections)
+    return out_dir / "report.html"

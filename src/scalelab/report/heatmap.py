@@ -41,8 +41,10 @@ def plot_heatmap(
     ax.set_yticks(
         range(data.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.index]
     )
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    from scalelab.report.style import axis_label
+
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
     finite = data[np.isfinite(data)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for i in range(data.shape[0]):
@@ -60,7 +62,7 @@ def plot_heatmap(
     if best is not None:
         j, i = list(grid.columns).index(best[0]), list(grid.index).index(best[1])
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="red"))
-    fig.colorbar(im, ax=ax, label=value)
+    fig.colorbar(im, ax=ax, label=axis_label(value))
     ax.set_title(title or f"{value} over {x} x {y}")
     fig.tight_layout()
     path = Path(path)

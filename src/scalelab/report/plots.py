@@ -1,23 +1,20 @@
 """Report figures. Plot functions draw data plus already-fitted laws; they never fit.
 
 Each takes a DataFrame, parameter dicts / bands computed elsewhere, and an output path, and
-writes one PNG. Matplotlib runs on the Agg backend (no display needed).
+writes one PNG in the shared style (`style.py`: size, readable log ticks, labels with units,
+colours ordered by size). Matplotlib is imported when a figure is drawn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from scalelab.analysis import laws  # noqa: E402
+from scalelab.analysis import laws
+from scalelab.report import style
 
 Band = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x grid, lower, upper)
 
@@ -28,13 +25,8 @@ def _groups(df: pd.DataFrame, group: str | None) -> list[tuple[str | None, pd.Da
     return [(str(k), sub) for k, sub in df.groupby(group, sort=True, dropna=True)]
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _save(fig, path: Path) -> Path:
+    return style.save(fig, path)
 
 
 def plot_scaling(
@@ -47,34 +39,44 @@ def plot_scaling(
     params: Mapping[str | None, Mapping[str, float]] | None = None,
     bands: Mapping[str | None, Band] | None = None,
     title: str = "",
+    point_labels: str | None = "model",
+    per: str = "token",
 ) -> Path:
-    """y vs x on log-log axes, one colour per group, with fitted power laws and their bands.
+    """y vs x (x on a log axis, y plain), one colour per group, with fitted power laws and
+    their bands, each point named by its `point_labels` column (the model) when present.
 
     `params[group]`: power-law parameters (E, A, alpha); `bands[group]`: (x grid, lo, hi) from
-    bootstrap refits. Groups without an entry are drawn as points only.
+    bootstrap refits (the caller passes only bands of identified fits). Groups without an
+    entry are drawn as points only.
     """
     params, bands = params or {}, bands or {}
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = style.figure()
     xs = pd.to_numeric(df[x], errors="coerce")
     lo_x, hi_x = xs[xs > 0].min(), xs[xs > 0].max()
     grid = np.geomspace(lo_x, hi_x, 200) if np.isfinite(lo_x) else np.array([])
-    for i, (key, sub) in enumerate(_groups(df, group)):
-        color = f"C{i % 10}"
-        ax.scatter(sub[x], sub[y], s=18, color=color, label=key or y, zorder=3)
+    groups = _groups(df, group)
+    colors = style.group_colors([k for k, _ in groups])
+    for key, sub in groups:
+        color = colors[key]
+        ax.scatter(sub[x], sub[y], s=30, color=color, label=key or "runs", zorder=3)
+        if point_labels and point_labels in sub:
+            for _, r in sub.iterrows():
+                ax.annotate(str(r[point_labels]), (r[x], r[y]), textcoords="offset points",
+                            xytext=(5, 5), fontsize=8, color="#333")  # fmt: skip
         if key in bands:
             bx, blo, bhi = bands[key]
-            ax.fill_between(bx, blo, bhi, color=color, alpha=0.2, lw=0)
+            ax.fill_between(bx, blo, bhi, color=color, alpha=0.15, lw=0,
+                            label="95% bootstrap band")  # fmt: skip
         if key in params and len(grid):
             p = params[key]
-            label = f"fit: E={p.get('E', 0):.3g}, A={p['A']:.3g}, α={p['alpha']:.3g}"
+            label = f"fit: {p.get('E', 0):.3g} + {p['A']:.3g}·N^-{p['alpha']:.3g}"
             ax.plot(grid, laws.power_law(grid, p), color=color, lw=1.5, label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title or f"{y} vs {x}")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    style.log_axis(ax, "x", list(xs.dropna()))
+    style.plain_axis(ax, "y")
+    ax.set_xlabel(style.axis_label(x, per))
+    ax.set_ylabel(style.axis_label(y, per))
+    ax.set_title(title or f"{style.axis_label(y, per).split(' (')[0]} vs model size")
+    ax.legend(loc="best")
     return _save(fig, path)
 
 
@@ -83,28 +85,60 @@ def plot_learning_curves(
     path: Path,
     *,
     x: str = "tokens",
+    y: str = "val_loss",
     labels: Mapping[str, str] | None = None,
+    order: Sequence[str] | None = None,
+    final: Mapping[str, tuple[float, float]] | None = None,
+    final_label: str = "final evaluation (the table's value)",
+    train: bool = True,
+    title: str = "learning curves",
+    per: str = "token",
+    x_label: str | None = None,
+    colors: Mapping[str, object] | None = None,
     max_runs: int = 20,
 ) -> Path:
-    """Train loss (thin) and validation loss (markers) per run vs `x` (tokens or step)."""
-    labels = labels or {}
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    """Validation `y` (circles) and, with `train`, the training loss (thin line) per run vs
+    `x` (tokens, else step), from the first logged point (step 0 where the run logged it).
+
+    labels: run id -> legend name (model, method, seed), never a hash when given.
+    order: run ids, smallest model first: the colour order (viridis); default sorted ids.
+    final: run id -> (x, value) drawn as a star with `final_label`: the number the results
+    table holds, where it is another evaluation than the curve's points.
+    colors: run id -> colour (e.g. one per configuration); default: by `order` (size).
+    """
+    labels, final = labels or {}, final or {}
+    fig, ax = style.figure()
     x = x if x in curves.columns and curves[x].notna().any() else "step"
-    for i, (run, sub) in enumerate(list(curves.groupby("run_id", sort=True))[:max_runs]):
-        sub = sub.sort_values(x)
-        color = f"C{i % 10}"
-        label = labels.get(str(run), str(run))
-        if "train_loss" in sub and sub["train_loss"].notna().any():
-            ax.plot(sub[x], sub["train_loss"], color=color, lw=1, alpha=0.6, label=f"{label} train")
-        if "val_loss" in sub and sub["val_loss"].notna().any():
-            val = sub[sub["val_loss"].notna()]
-            ax.plot(val[x], val["val_loss"], "o--", color=color, ms=3, lw=1, label=f"{label} val")
-    ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel("loss")
-    ax.set_title("learning curves")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(True, which="both", alpha=0.3)
+    runs = [r for r in (order or sorted(curves["run_id"].unique())) if r in set(curves["run_id"])]
+    runs = runs[:max_runs]
+    colors = {**style.size_colors(runs), **(colors or {})}
+    by_run = dict(tuple(curves.groupby("run_id", sort=False)))
+    for run in runs:
+        sub = by_run[run].sort_values(x)
+        color, label = colors[run], labels.get(str(run), str(run))
+        if train and "train_loss" in sub and sub["train_loss"].notna().any():
+            t = sub[sub["train_loss"].notna()]
+            ax.plot(t[x], t["train_loss"], color=color, lw=1, alpha=0.45, ls="--")
+        if y in sub and sub[y].notna().any():
+            val = sub[sub[y].notna()]
+            ax.plot(val[x], val[y], "o-", color=color, ms=4, lw=1.4, label=label)
+        if run in final:
+            fx, fy = final[run]
+            ax.plot([fx], [fy], "*", color=color, ms=13, mec="black", mew=0.6, zorder=4)
+    if final:  # legend entries for the line kinds, after the runs
+        ax.plot([], [], "*", color="white", ms=13, mec="black", mew=0.8, label=final_label)
+    if train:
+        ax.plot([], [], color="grey", lw=1, ls="--", alpha=0.6, label="training loss")
+    style.plain_axis(ax, "x")
+    style.plain_axis(ax, "y")
+    if x in ("tokens", "examples"):
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: style.human(v)))
+    ax.set_xlabel(x_label or style.axis_label(x, per))
+    ax.set_ylabel(style.axis_label(y, per))
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
 
 
@@ -119,20 +153,21 @@ def plot_loss_to_loss(
 ) -> Path:
     """L_y vs L_x coloured by group, with each group's fitted K (L_x - E_x)^kappa + E_y."""
     params = params or {}
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = style.figure()
     for i, (key, sub) in enumerate(_groups(df, group)):
         color = f"C{i % 10}"
-        ax.scatter(sub[x], sub[y], s=16, color=color, label=key or f"{y} vs {x}", zorder=3)
+        ax.scatter(sub[x], sub[y], s=24, color=color, label=key or f"{y} vs {x}", zorder=3)
         if key in params:
             lx = pd.to_numeric(sub[x], errors="coerce").dropna()
             p = params[key]
             grid = np.linspace(max(lx.min(), p["E_x"] * (1 + 1e-6)), lx.max(), 200)
             ax.plot(grid, laws.loss_to_loss(grid, p), color=color, lw=1.5)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    style.plain_axis(ax, "x")
+    style.plain_axis(ax, "y")
+    ax.set_xlabel(style.axis_label(x))
+    ax.set_ylabel(style.axis_label(y))
     ax.set_title(f"loss-to-loss: {y} vs {x}")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
+    ax.legend()
     return _save(fig, path)
 
 
@@ -149,7 +184,7 @@ def plot_task_accuracy(
     """Accuracy vs task loss per group, with each group's fitted accuracy law (sigmoid of
     Bhagia et al. 2024 or exponential of Gadre et al. 2024) and the chance level dashed."""
     params = params or {}
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = style.figure()
     xs = pd.to_numeric(df[loss], errors="coerce").dropna()
     grid = np.linspace(xs.min(), xs.max(), 200) if len(xs) else np.array([])
     for i, (key, sub) in enumerate(_groups(df, group)):
@@ -159,9 +194,8 @@ def plot_task_accuracy(
             ax.plot(grid, laws.acc_from_loss(grid, params[key]), color=color, lw=1.5)
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance {chance:.3g}")
-    ax.set_xlabel(loss)
-    ax.set_ylabel(acc)
+    ax.set_xlabel(style.axis_label(loss))
+    ax.set_ylabel(style.axis_label(acc))
     ax.set_title(f"task accuracy: {acc} vs {loss}")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
+    ax.legend()
     return _save(fig, path)

@@ -1,0 +1,190 @@
+"""The report's scaling sections: loss (or error rate) vs model size with power-law fits and
+bootstrap bands where the fit is identified, loss-to-loss, and task accuracy from task loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scalelab.analysis import table
+from scalelab.analysis.api import FitSpec, GroupFit, fit_table
+from scalelab.analysis.fitting import predict
+from scalelab.analysis.uncertainty import prediction_band
+from scalelab.errors import ScalelabError
+from scalelab.metrics import default_metric, metric_def, split_of
+from scalelab.report import html, plots
+
+Y_DEFAULTS = ("val_loss", "test_loss")
+GROUP_CANDIDATES = ("method", "task.dataset")
+
+
+def default_y(runs: pd.DataFrame) -> str:
+    """The metric to plot against size: the first loss (lower-is-better quality metric) the
+    runs' methods declare, validation before test, that has values; else val_loss, else
+    test_loss (a table without a method column, or with undeclared methods)."""
+    filled = [c for c in runs.columns if runs[c].notna().any()]
+    methods = runs["method"] if "method" in runs else []
+    declared = default_metric(methods, available=filled, lower_is_better=True)
+    return declared or next((c for c in Y_DEFAULTS if c in filled), Y_DEFAULTS[0])
+
+
+def _as_error_rate(runs: pd.DataFrame, y: str, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """A declared higher-is-better y in [0, 1] (an accuracy) becomes the column `1 - y`: power
+    laws describe quantities that fall with scale. Other columns are returned unchanged."""
+    defn = metric_def(y, runs["method"] if "method" in runs else None)
+    values = pd.to_numeric(runs[y], errors="coerce")
+    if defn is None or not defn.higher_is_better or not values.dropna().between(0, 1).all():
+        return runs, y
+    col = f"1 - {y}"
+    notes.append(f"{y} is higher-is-better: plotted and fitted as the error rate {col}")
+    return runs.assign(**{col: 1 - values}), col
+
+
+def default_columns(runs: pd.DataFrame, spec: Any) -> tuple[str, str, str | None, pd.DataFrame]:
+    """(x, y, group, runs): N, the declared loss (`default_y`), grouped by method/dataset if
+    they vary."""
+    x = spec.x or "non_embedding_params"
+    y = spec.y or default_y(runs)
+    table.require_columns(runs, [x, y], "the report's scaling plot")
+    group = spec.group
+    if group is None:
+        varying = [c for c in GROUP_CANDIDATES if c in runs and runs[c].nunique(dropna=True) > 1]
+        if len(varying) == 1:
+            group = varying[0]
+        elif len(varying) > 1:
+            runs = runs.copy()
+            group = " / ".join(varying)
+            runs[group] = runs[varying].astype(str).agg(" / ".join, axis=1)
+    elif group not in runs:
+        table.require_columns(runs, [group], "--group")
+    return x, y, group, runs
+
+
+def _fits(runs: pd.DataFrame, spec: FitSpec, notes: list[str]) -> list[GroupFit]:
+    """Fit, turning user-level problems (too few points, ...) into report notes."""
+    try:
+        report = fit_table(runs, spec)
+    except ScalelabError as e:
+        notes.append(f"{spec.law} fit of {spec.y} vs {spec.x}: {e}")
+        return []
+    notes.extend(report.skipped)
+    for g in report.groups:
+        notes.extend(f"{spec.y} vs {spec.x} [{g.group}]: {n}" for n in g.notes + g.fit.notes)
+    return report.groups
+
+
+def _group(runs: pd.DataFrame, spec: Any) -> str | None:
+    if spec.group is not None:
+        return spec.group
+    varying = [c for c in GROUP_CANDIDATES if c in runs and runs[c].nunique(dropna=True) > 1]
+    return varying[0] if len(varying) == 1 else None
+
+
+def per_of(runs: pd.DataFrame) -> str:
+    """What a loss is averaged over: tokens for language models, else examples."""
+    lm = "task.seq_len" in runs or (
+        "method" in runs and set(runs["method"].dropna()) <= {"pretrain"}
+    )
+    return "token" if lm else "example"
+
+
+def _bands(g: GroupFit, x: str, notes: list[str], y: str) -> tuple | None:
+    """The 95% bootstrap band of an identified fit over the data range; None (and a note)
+    for a fit with identifiability flags: its band would show the freedom of parameters the
+    points do not determine, not an uncertainty about the curve."""
+    if g.boot is None or not g.boot.param_dicts():
+        return None
+    if g.flags:
+        where = f" [{g.group}]" if g.group is not None else ""
+        notes.append(f"{y} vs {x}{where}: no bootstrap band drawn, the fit is not identified "
+                     f"({'; '.join(f.kind for f in g.flags)}; see the flags)")  # fmt: skip
+        return None
+    xs = table.numeric(g.data, x)
+    grid = np.geomspace(xs.min(), xs.max(), 200)
+    return (grid, *prediction_band(lambda p, grid=grid: predict("power", p, grid), g.boot))
+
+
+def scaling_section(
+    runs: pd.DataFrame, out: Path, spec: Any, prefix: str, rows: list, notes: list[str]
+) -> str:
+    """Loss vs size with fits (and loss-to-loss pairs); "" when the runs have no size
+    column (and none was asked for). Raises ScalelabError for a named column that is
+    missing."""
+    x = spec.x or "non_embedding_params"
+    if spec.x is None and (x not in runs or not runs[x].notna().any()):
+        return ""
+    if spec.y is None and not any(c in runs and runs[c].notna().any() for c in runs.columns
+                                  if split_of(c) in ("val", "test")):  # fmt: skip
+        return ""
+    x, y, group, runs = default_columns(runs, spec)
+    runs, y = _as_error_rate(runs, y, notes)
+    per = per_of(runs)
+    fit_spec = FitSpec("power", x, y, group=group, bootstrap=spec.bootstrap, seed=spec.seed)
+    fits = _fits(runs, fit_spec, notes)
+    params, bands = {}, {}
+    for g in fits:
+        params[g.group] = g.fit.params
+        band = _bands(g, x, notes, y)
+        if band is not None:
+            bands[g.group] = band
+        rows.append({"title": f"{y} vs {x}", **g.as_dict()})
+    png = plots.plot_scaling(runs, x, y, out / f"{prefix}scaling.png", group=group,
+                             params=params, bands=bands, per=per)  # fmt: skip
+    parts = [html.figure(png, f"{y} vs {x}: points are runs (named by model), lines the "
+                         "fitted power law E + A·N^-alpha, shaded the 95% bootstrap band where "
+                         "the fit is identified (drawn over the data range only).")]  # fmt: skip
+    parts += _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes)
+    return "".join(parts)
+
+
+def _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes) -> list[str]:
+    # Default: the plotted validation loss against its test twin (val_loss -> test_loss).
+    twin = (y, f"test_{y[4:]}") if split_of(y) == "val" else ("val_loss", "test_loss")
+    usable = all(c in runs and runs[c].notna().sum() >= 3 for c in twin)
+    pairs = spec.loss_to_loss or ([twin] if usable else [])
+    parts = []
+    for i, (lx, ly) in enumerate(pairs):
+        l2l = _fits(runs, FitSpec("loss-to-loss", lx, ly, group=group), notes)
+        rows.extend({"title": f"{ly} vs {lx}", **g.as_dict()} for g in l2l)
+        fitted = {g.group: g.fit.params for g in l2l}
+        png = plots.plot_loss_to_loss(
+            runs, lx, ly, out / f"{prefix}loss_to_loss_{i}.png", group=group, params=fitted
+        )
+        parts.append(html.figure(png, f"loss-to-loss: {ly} vs {lx}"))
+    return parts
+
+
+def task_accuracy_section(
+    runs: pd.DataFrame,
+    loss: str,
+    acc: str,
+    spec: Any,
+    out_dir: Path,
+    i: int,
+    rows: list,
+    notes: list[str],
+) -> str:
+    """Fit accuracy from task loss (chance floor `spec.chance`), add its rows, plot it;
+    returns the figure's HTML."""
+    table.require_columns(runs, [loss, acc], "the report's task-accuracy plot")
+    group = _group(runs, spec)
+    fit_spec = FitSpec(
+        "loss-to-acc", loss, acc, group=group, chance=spec.chance,
+        bootstrap=spec.bootstrap, seed=spec.seed,
+    )  # fmt: skip
+    fits = _fits(runs, fit_spec, notes)
+    rows.extend({"title": f"{acc} vs {loss}", **g.as_dict()} for g in fits)
+    png = plots.plot_task_accuracy(
+        runs,
+        loss,
+        acc,
+        out_dir / f"task_accuracy_{i}.png",
+        group=group,
+        params={g.group: g.fit.params for g in fits},
+        chance=spec.chance,
+    )
+    return html.figure(png, f"task accuracy: {acc} vs {loss} (chance-aware fit)")

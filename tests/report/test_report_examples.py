@@ -1,0 +1,133 @@
+"""`scalelab report` for every experiment in examples/, each shrunk to tiny settings (the same
+stages, methods, seeds and sweep axes; a toy corpus, a tiny random BERT, a few steps), run,
+reported with no flags, and opened in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from browser import chromium, probe, screenshot
+from helpers import cli, save_tiny, write_dataset
+
+from scalelab.grid.api import open_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+CLASSIFIERS = {"full", "lora"}
+
+
+def _method_names(section: dict) -> set[str]:
+    methods = section.get("methods") or []
+    methods = [methods] if isinstance(methods, (str, dict)) else methods
+    return {m if isinstance(m, str) else m["name"] for m in methods}
+
+
+def _shrink(section: dict, assets: dict[str, Path]) -> None:
+    """Tiny settings in place: same methods, models (ladder) and sweep axes."""
+    params = section.setdefault("params", {})
+    if "pretrain" in _method_names(section):
+        section["tasks"] = {"dataset": str(assets["corpus"]), "kind": "lm", "seq_len": 32,
+                            "tokenizer": {"kind": "byte"}, "eval": {"max_tokens": 2000}}  # fmt: skip
+        params.update(tokens=8 * 32 * 12, batch_size=8, eval_tokens=512)
+    elif _method_names(section) & CLASSIFIERS:
+        section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
+                            "max_length": 16}  # fmt: skip
+        if not str(section.get("models", "")).startswith("@"):
+            section["models"] = str(assets["bert"])
+        params.update(epochs=2, batch_size=8)
+
+
+def tiny_example(example: Path, tmp: Path, assets: dict[str, Path]) -> Path:
+    """`example` with tiny settings, written under `tmp`."""
+    raw = yaml.safe_load(example.read_text())
+    raw.update(output_dir=str(tmp / "out"), runtime={"workers": 1, "threads": 1})
+    raw.pop("tasks", None) if "stages" in raw else None
+    for section in raw["stages"].values() if "stages" in raw else [raw]:
+        _shrink(section, assets)
+    path = tmp / example.name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    from scalelab.testing import make_corpus
+
+    root = tmp_path_factory.mktemp("assets")
+    return {"corpus": make_corpus(root / "corpus", n_lines=600),
+            "bert": save_tiny(root / "bert", "bert"),
+            "data": write_dataset(root / "data.jsonl", n=90)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
+    """example name -> (tiny spec, report.html), built once for the module."""
+    out = {}
+    for example in EXAMPLES:
+        tmp = tmp_path_factory.mktemp(example.stem)
+        spec = tiny_example(example, tmp, assets)
+        code, _, err = cli("run", spec, "--quiet")
+        assert code == 0, (example.name, err)
+        code, _, err = cli("report", spec)  # no flags: the report adapts
+        assert code == 0, (example.name, err)
+        exp = open_experiment(spec)
+        out[example.stem] = (
+            spec,
+            Path(exp.spec.output_dir) / f"{exp.spec.name}-report" / "report.html",
+        )
+    return out
+
+
+# What each example's report must show, beyond the set-up block.
+EXPECT = {
+    "quickstart": ["Loss vs model size", "Learning curves", "Fitted laws", "training tokens a run"],
+    "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
+                      "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights"],
+    "sweep_trec": ["Classification", "Sweep", "the best cell on validation"],
+    "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",
+                               "Classification (stage tuned)", "Learning curves (stage base)"],
+}  # fmt: skip
+
+
+def test_every_example_is_expected():
+    assert {e.stem for e in EXAMPLES} == set(EXPECT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_report_of_each_example(reports, name, tmp_path):
+    spec, page = reports[name]
+    text = page.read_text()
+    for item in ["<h2>Set-up", "commit", "versions", "seeds", *EXPECT[name]]:
+        assert item in text, (name, item)
+    pngs = sorted(page.parent.glob("*.png"))
+    assert pngs and text.count("data:image/png;base64,") == len(pngs)
+    assert not re.search(r"\b[0-9a-f]{16}\b", re.sub(r"base64,[^\"]+", "", text)), "a run hash"
+    if chromium() is None:
+        pytest.skip("no Chromium to open the page: apt-get install chromium")
+    seen = probe(page)
+    assert seen["images"] == seen["loaded"] == len(pngs), seen
+    assert seen["scroll_width"] <= seen["page_width"] and seen["images_past_edge"] == 0, seen
+    assert all(w >= 600 for w in seen["image_widths"][:1]), seen  # figures fill the column
+    shot = screenshot(page, tmp_path / f"{name}.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_curve_ends_in_the_tables_evaluation(reports):
+    spec, _ = reports["quickstart"]
+    runs, curves = open_experiment(spec).tables()
+    for _, r in runs.iterrows():
+        c = curves[curves["run_id"] == r["run_id"]].sort_values("step")
+        assert c["step"].iloc[0] == 0  # the untrained model: where the curve starts
+        assert c["val_loss"].iloc[-1] == r["val_loss"]  # the same evaluation, not a nearby one
+        assert c["val_loss_periodic"].iloc[-1] != r["val_loss"]  # the cheap pass, kept beside
+
+
+def test_kept_step_of_a_classifier_is_the_tables_val_accuracy(reports):
+    spec, _ = reports["finetune_trec"]
+    runs, curves = open_experiment(spec).tables()
+    for _, r in runs.iterrows():
+        c = curves[(curves["run_id"] == r["run_id"]) & (curves["step"] == r["best_step"])]
+        assert len(c) == 1 and c["val_accuracy"].iloc[0] == r["val_accuracy"]
