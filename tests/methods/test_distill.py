@@ -103,3 +103,47 @@ def test_teacher_outputs_are_computed_once_and_read_back_exactly(tmp_path, corpu
     assert live["run_id"] == cached[0.9]["run_id"]  # caching is not part of what a run is
     for metric in ("val_loss", "train_kd", "train_ce"):  # and it changes nothing
         assert live[metric] == cached[0.9][metric]
+
+
+def test_a_classifier_student_learns_from_a_fine_tuned_teacher(tmp_path, capsys):
+    from helpers import save_tiny, write_dataset
+
+    teacher_model = save_tiny(tmp_path / "bert2", "bert")
+    student_model = save_tiny(tmp_path / "bert1", "bert", n_layer=1)
+    data = write_dataset(tmp_path / "data.jsonl", n=90)
+    tune = {"epochs": 2, "batch_size": 8, "lr": 1e-3}
+    stages = {
+        "teacher": {"models": str(teacher_model), "methods": "full", "params": tune},
+        "student": {"models": str(student_model), "params": tune, "methods": [
+            "full", {"name": "distill", "teachers": ["@teacher"], "alpha": [0.0, 0.7]}]},
+    }  # fmt: skip
+    spec = write_spec(tmp_path / "c.yaml", name="c", output_dir=str(tmp_path / "out"),
+                      tasks={"dataset": str(data), "kind": "classification", "max_length": 16},
+                      stages=stages, runtime={"threads": 1})  # fmt: skip
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0, out
+    table, _ = load_experiment_tables(spec)
+    s = table[table["stage"] == "student"]
+    plain = s[s["method"] == "full"].iloc[0]
+    a0 = s[(s["method"] == "distill") & (s["params.alpha"] == 0.0)].iloc[0]
+    a7 = s[(s["method"] == "distill") & (s["params.alpha"] == 0.7)].iloc[0]
+    # alpha 0 is full fine-tuning exactly; the teachers' soft labels change the student
+    assert a0["val_loss"] == plain["val_loss"] and a0["test_accuracy"] == plain["test_accuracy"]
+    assert a7["val_loss"] != plain["val_loss"] and a7["train_kd"] < a0["train_kd"]
+
+
+def test_a_classifier_cannot_learn_from_another_datasets_teacher(tmp_path, capsys):
+    from helpers import save_tiny, write_dataset
+
+    model = save_tiny(tmp_path / "bert", "bert")
+    a, b = write_dataset(tmp_path / "a.jsonl"), write_dataset(tmp_path / "b.jsonl", n=63)
+    stages = {
+        "teacher": {"models": str(model), "methods": "full",
+                    "tasks": {"dataset": str(b), "kind": "classification"}},
+        "student": {"models": str(model), "methods": {"name": "distill",
+                                                      "teachers": ["@teacher"]}},
+    }  # fmt: skip
+    spec = write_spec(tmp_path / "x.yaml", name="x", output_dir=str(tmp_path / "out"),
+                      tasks={"dataset": str(a), "kind": "classification"}, stages=stages)  # fmt: skip
+    code, _, err = cli("run", spec, capsys=capsys)
+    assert code == 2 and "the labels must match" in err and not (tmp_path / "out").exists()
