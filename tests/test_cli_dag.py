@@ -130,15 +130,17 @@ def test_failed_teacher_skips_students_and_a_rerun_retries(tmp_path, corpus, cap
     assert summary == ("3 runs: 0 done, 0 to run (1 failed, 2 blocked by a failed dependency; "
                        "--retry-failed reruns them)")  # fmt: skip
 
-    make_corpus(data)  # the teacher's data is fixed
     code, out, _ = cli("run", spec, "--quiet", capsys=capsys)  # a failed run stays failed
-    assert code == 1 and ResultsStore(tmp_path / "out" / "results.sqlite").statuses() == {
-        teacher.run_id: "failed"
-    }
-    code, out, _ = cli("run", spec, "--quiet", "--retry-failed", capsys=capsys)
+    assert code == 1 and "1 failed before" in out
+    make_corpus(data)  # the teacher's data is fixed: new content, so a new teacher run
+    fixed = expand(load_spec(spec))
+    assert fixed[0].run_id != teacher.run_id and all(
+        r.deps == (fixed[0].run_id,) for r in fixed[1:]
+    )
+    code, out, _ = cli("run", spec, "--quiet", capsys=capsys)
     assert code == 0 and "3 done, 0 failed, 0 already done" in out
     statuses = ResultsStore(tmp_path / "out" / "results.sqlite").statuses()
-    assert statuses == {r.run_id: "done" for r in (teacher, *students)}
+    assert statuses == {teacher.run_id: "failed", **{r.run_id: "done" for r in fixed}}
 
 
 def kill_when(spec: Path, ready, *args: str) -> None:

@@ -29,8 +29,11 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
     """Tiny settings in place: same methods, models (ladder) and sweep axes."""
     params = section.setdefault("params", {})
     if "pretrain" in _method_names(section):
+        budgets = (section.get("tasks") or {}).get("max_train_tokens")
         section["tasks"] = {"dataset": str(assets["corpus"]), "kind": "lm", "seq_len": 32,
                             "tokenizer": {"kind": "byte"}, "eval": {"max_tokens": 2000}}  # fmt: skip
+        if budgets:  # a data-budget axis stays an axis, within the tiny corpus
+            section["tasks"]["max_train_tokens"] = [2000, 8000]
         params.update(tokens=8 * 32 * 12, batch_size=8, eval_tokens=512)
     elif _method_names(section) & CLASSIFIERS:
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
@@ -87,6 +90,8 @@ EXPECT = {
     "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
                       "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights"],
     "sweep_trec": ["Classification", "Sweep", "the best cell on validation"],
+    # (the report does not yet draw the max_train_tokens axis apart: issue 18, open)
+    "data_budget": ["Loss vs model size", "Learning curves"],
     "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",
                                "Classification (stage tuned)", "Learning curves (stage base)"],
 }  # fmt: skip
