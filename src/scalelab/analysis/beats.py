@@ -71,8 +71,6 @@ def _gain_interval(cell: pd.Series, ref: pd.Series, sign: float) -> tuple[float,
     if len(common) >= 2:
         t = paired_test(cell[common].to_numpy(), ref[common].to_numpy())
         lo, hi = sorted((sign * t["diff_ci_low"], sign * t["diff_ci_high"]))
-        if t["diff_ci_low"] == t["diff_ci_high"] or math.isnan(lo):  # all differences equal
-            lo = hi = sign * t["mean_diff"]
         return sign * t["mean_diff"], lo, hi, f"paired t, {len(common)} seeds"
     gain = sign * (cell.mean() - ref.mean())
     if len(cell) >= 2 and len(ref) >= 2:

@@ -95,14 +95,29 @@ class DistillClassifierParams(FullParams, KDArgs):
         return v
 
 
-def _check(task, params: DistillParams) -> None:
-    _check_pretrain(task, params)
+def _check_weights(params: KDArgs) -> None:
+    """One teacher weight per teacher run (counted after `@stage` references resolved)."""
     n, w = len(params.teachers), params.teacher_weights
     if w is not None and len(w) != n:
         raise ScalelabError(
             f"params.teacher_weights has {len(w)} weights for {n} teacher(s) "
             f"(params.teachers names {n} run(s))"
         )
+
+
+def _check(task, params: DistillParams) -> None:
+    _check_pretrain(task, params)
+    _check_weights(params)
+
+
+def _term_metrics(terms: dict[str, list[float]], state: dict, accum: int) -> dict[str, float]:
+    """train_ce and train_kd over the steps train_loss averages (the last 10%, of this
+    process's steps only after a resume; `accum` micro-batches per step)."""
+    n = max(1, len(state["losses"]) // 10) * accum
+    return {
+        f"train_{k}": sum(values[-n:]) / len(values[-n:]) if values else float("nan")
+        for k, values in terms.items()
+    }
 
 
 def check_run(task, params, model, inputs: dict) -> None:
@@ -188,13 +203,9 @@ class DistillRecipe(PretrainRecipe):
         return loss, {"tokens": x.numel()}
 
     def finish(self, model, state):
-        """`pretrain`'s metrics plus train_ce and train_kd over the steps train_loss averages
-        (the last 10%; of this process's steps only, after a resume)."""
+        """`pretrain`'s metrics plus the KD terms and the teacher-output cache counts."""
         result = super().finish(model, state)
-        n = max(1, len(state["losses"]) // 10) * self.args.grad_accum_steps  # micro-batches
-        for k, values in self.terms.items():
-            tail = values[-n:]
-            result.metrics[f"train_{k}"] = sum(tail) / len(tail) if tail else float("nan")
+        result.metrics.update(_term_metrics(self.terms, state, self.args.grad_accum_steps))
         result.metrics["teacher_batches_computed"] = sum(t.computed for t in self.teachers)
         result.metrics["teacher_batches_cached"] = sum(t.loaded for t in self.teachers)
         return result
@@ -248,10 +259,7 @@ class ClassifierDistillRecipe(FinetuneRecipe):
 
     def finish(self, model, state):
         result = super().finish(model, state)
-        n = max(1, len(state["losses"]) // 10) * self.args.grad_accum_steps
-        for k, values in self.terms.items():
-            tail = values[-n:]
-            result.metrics[f"train_{k}"] = sum(tail) / len(tail) if tail else float("nan")
+        result.metrics.update(_term_metrics(self.terms, state, self.args.grad_accum_steps))
         return result
 
 
@@ -270,9 +278,7 @@ def _load_teacher_classifier(ref):
 
 def _check_classifier(task, params: DistillClassifierParams) -> None:
     _check_finetune(task, params)
-    n, w = len(params.teachers), params.teacher_weights
-    if w is not None and len(w) != n:
-        raise ScalelabError(f"params.teacher_weights has {len(w)} weights for {n} teacher(s)")
+    _check_weights(params)
 
 
 def check_classifier_run(task, params, model, inputs: dict) -> None:
