@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from scalelab.data.sources import sha256_file
+from scalelab.data.sources import sha256_file_cached
 from scalelab.errors import ScalelabError, clip
 
 SPLITS = ("train", "validation", "test")
@@ -116,7 +116,7 @@ class TextFile:
     lines: tuple[int, int] | None = None
 
     def key(self) -> str:
-        return f"text {sha256_file(self.path)} {self.lines}"
+        return f"text {sha256_file_cached(self.path)} {self.lines}"
 
     def size(self) -> int | None:
         return None if self.path.suffix in _COMPRESSED else self.path.stat().st_size
@@ -168,7 +168,7 @@ class RecordFile:
     field: str
 
     def key(self) -> str:
-        return f"records {sha256_file(self.path)} {self.field!r}"
+        return f"records {sha256_file_cached(self.path)} {self.field!r}"
 
     def size(self) -> int | None:
         return None
@@ -318,7 +318,9 @@ class SplitText:
     sep: str = DOC_SEP
 
     def digest(self) -> str:
-        """sha256 (hex) over what the split is read from and how; reads every file once."""
+        """sha256 (hex) over what the split is read from and how. Each file's sha256 is
+        remembered by path, size and mtime (`sources.sha256_file_cached`), so the run id and
+        the token cache hash a corpus once, not at every run start."""
         h = hashlib.sha256(f"split-v1 {self.sep!r}".encode())
         for reader in self.readers:
             h.update(reader.key().encode())
