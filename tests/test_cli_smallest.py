@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 from helpers import cli, tiny_lm_spec
 
@@ -11,7 +13,9 @@ def test_smallest_reads_the_store_and_answers_per_method(tmp_path, corpus, capsy
     spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out",
                         models=["gpt-d1", "gpt-d2"], seeds=[0, 1])  # fmt: skip
     code, _, err = cli("smallest", spec, "--beats", "gpt-d2/pretrain", capsys=capsys)
-    assert code == 2 and err.strip() == "error: no results yet (run `scalelab run` first)"
+    assert code == 2 and err.strip() == (
+        f"error: no results yet for {spec} (run `scalelab run {spec}` first)"
+    )
     assert cli("run", spec, "--quiet", capsys=capsys)[0] == 0
     code, out, _ = cli("smallest", spec, "--beats", "gpt-d2/pretrain", "--bootstrap", "0",
                        capsys=capsys)  # fmt: skip
@@ -23,3 +27,26 @@ def test_smallest_reads_the_store_and_answers_per_method(tmp_path, corpus, capsy
     for bad, message in (("gpt-d2", "write MODEL/METHOD"), ("gpt-d9/pretrain", "no such cell")):
         code, _, err = cli("smallest", spec, "--beats", bad, capsys=capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+    # The same answer heads the report: asked for on the command line, or by the spec.
+    out_dir = tmp_path / "rep"
+    code, _, err = cli("report", spec, "--beats", "gpt-d9/pretrain", "--out", out_dir,
+                       capsys=capsys)  # fmt: skip
+    assert code == 2 and "no such cell" in err and not out_dir.exists()
+    assert cli("report", spec, "--beats", "gpt-d2/pretrain", "--out", out_dir, "--bootstrap",
+               "0", capsys=capsys)[0] == 0  # fmt: skip
+    page = (out_dir / "report.html").read_text()
+    heads = re.findall(r"<h2>(.*?)</h2>", page)
+    assert heads[0] == "The answer: the smallest model that beats gpt-d2/pretrain"
+    assert html.escape(report["answers"][0]["statement"]) in page  # what `smallest` says
+    assert 'alt="answer"' in page and (out_dir / "answer.png").is_file()
+    declared = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out",
+                            models=["gpt-d1", "gpt-d2"], seeds=[0, 1],
+                            report={"beats": "gpt-d2/pretrain"})  # fmt: skip
+    code, out, _ = cli("smallest", declared, "--bootstrap", "0", capsys=capsys)
+    assert code == 0 and "against gpt-d2/pretrain (mean " in out
+    assert cli("report", declared, "--out", out_dir, "--bootstrap", "0", capsys=capsys)[0] == 0
+    assert (
+        "<h2>The answer: the smallest model that beats gpt-d2/pretrain</h2>"
+        in (out_dir / "report.html").read_text()
+    )

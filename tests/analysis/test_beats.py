@@ -84,3 +84,51 @@ def test_a_reference_that_is_not_a_cell_is_named_with_the_cells_there_are():
     with pytest.raises(ScalelabError, match=r"--beats nope/pretrain: no such cell .* cells: "):
         verdicts(table(CELLS), ("nope", "pretrain"), "val_loss", False, "non_embedding_params")
     assert np.isfinite(SIZES["big"])
+
+
+def test_labelled_entries_are_methods_apart_and_kept_blocks_are_cells_apart():
+    base = table({("pretrain", "big"): [2.0, 2.01, 1.99], ("kd", "m3"): [1.9, 1.91, 1.92]})
+    # `distill` twice under two labels, and one product cut to two block sets (two sizes)
+    cut = pd.DataFrame([
+        {"method": "distill", "variant": "cut", "model": "run:abc", "seed": s,
+         "non_embedding_params": n, "val_loss": v, "params.keep_layers": kl}
+        for kl, n, v in (("[0]", 5e4, 2.2), ("[0, 7]", 1e5, 1.95)) for s in range(3)])  # fmt: skip
+    teacher = pd.DataFrame([{"run_id": "abc", "method": "pretrain", "variant": "pretrain",
+                             "model": "gpt-d8", "stage": "teacher", "seed": 0,
+                             "non_embedding_params": 6e6, "val_loss": 1.5}])  # fmt: skip
+    df = pd.concat([base.assign(variant=base["method"]), cut, teacher], ignore_index=True)
+    df.loc[df["method"] == "kd", ["method", "variant"]] = ["distill", "kd-big"]
+    found = verdicts(df, ("big", "pretrain"), "val_loss", False, "non_embedding_params")
+    assert set(found) == {"cut", "kd-big", "pretrain"}  # labels, not the shared method name
+    assert [c.model for c in found["cut"]] == ["gpt-d8 (stage teacher) blocks [0]",
+                                               "gpt-d8 (stage teacher) blocks [0, 7]"]  # fmt: skip
+    assert [c.beats for c in found["cut"]] == [False, True]
+    # the reference may be named as the table has it or as the cell is shown
+    assert verdicts(df, ("gpt-d8 (stage teacher) blocks [0, 7]", "cut"), "val_loss", False,
+                    "non_embedding_params")  # fmt: skip
+    with pytest.raises(ScalelabError, match=r"--beats run:abc/cut: 2 cells match"):
+        verdicts(df, ("run:abc", "cut"), "val_loss", False, "non_embedding_params")
+
+
+def test_two_runs_of_one_seed_in_a_cell_are_not_averaged_as_replicates():
+    df = table({("pretrain", "big"): [2.0, 2.01], ("kd", "m3"): [1.9, 1.91]})
+    sweep = df[df["method"] == "kd"].assign(**{"params.alpha": 0.9, "val_loss": 1.8})
+    df = pd.concat([df.assign(**{"params.alpha": 0.5}), sweep], ignore_index=True)
+    with pytest.raises(ScalelabError, match=r"cell m3/kd has several runs per seed \(they differ "
+                       r"in params.alpha\): give each method entry its own `label`"):  # fmt: skip
+        smallest_that_beats(df, ("big", "pretrain"), "val_loss", False)
+
+
+def test_a_margin_asks_for_non_inferiority_not_superiority():
+    ref = [0.900, 0.910, 0.905]  # accuracies: the student is ~0.4 points below the teacher
+    df = table({("full", "big"): ref, ("kd", "m3"): [a - 0.004 + e / 4 for a, e in zip(ref, NOISE)],
+                ("kd", "m1"): [a - 0.05 for a in ref]})  # fmt: skip
+    df = df.rename(columns={"val_loss": "val_accuracy"})
+    (strict,) = smallest_that_beats(df, ("big", "full"), "val_accuracy", True, bootstrap=0)
+    assert strict.smallest is None  # not better than the teacher
+    (within,) = smallest_that_beats(df, ("big", "full"), "val_accuracy", True, bootstrap=0,
+                                    margin=0.01)  # fmt: skip
+    assert [c.beats for c in within.cells] == [False, True]  # m1 is 5 points short
+    assert within.smallest.model == "m3" and -0.01 < within.smallest.lo < 0
+    assert within.statement.startswith("m3 (non_embedding_params 100,000) is the smallest kd "
+                                       "model that comes within 0.01 of big/full")  # fmt: skip

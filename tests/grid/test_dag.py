@@ -162,3 +162,65 @@ def test_distilling_across_vocabularies_is_a_spec_error(tmp_path, capsys, teache
     code, _, err = cli("run", write_spec(tmp_path / "s.yaml", **fields), capsys=capsys)
     assert code == 2 and message in err and "rationale" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# --- method labels and the report's reference cell ---
+
+LABELLED = {
+    **TEACHERS,
+    "student": {
+        "models": "gpt-d1",
+        "params": {"lr": 5e-3},  # the `pretrain` entry is not the teacher run again
+        "methods": [
+            "pretrain",
+            {"name": "distill", "label": "kd-d1", "teachers": ["@teacher[model=gpt-d1]"]},
+            {"name": "distill", "label": "kd-both", "teachers": ["@teacher"]},
+        ],
+    },
+}
+
+
+def test_a_label_names_a_method_entry_in_tables_but_not_in_run_ids(tmp_path):
+    from scalelab.grid.api import label, open_experiment, with_variants
+
+    runs = dag(tmp_path, LABELLED)
+    planned = open_experiment(tmp_path / "s.yaml").planned()
+    plain = {**LABELLED["student"], "methods": [LABELLED["student"]["methods"][0]] + [
+        {k: v for k, v in m.items() if k != "label"} for m in LABELLED["student"]["methods"][1:]]}  # fmt: skip
+    unlabelled = dag(tmp_path, {**LABELLED, "student": plain})
+    assert [r.run_id for r in runs] == [r.run_id for r in unlabelled]  # presentation only
+    assert [r.variant for r in students(runs)] == ["pretrain", "kd-d1", "kd-both"]
+    assert "distill:kd-both seed=0" in label(students(runs)[2])
+    assert list(planned.columns[:5]) == ["run_id", "stage", "model", "method", "variant"]
+    assert list(planned["variant"][-3:]) == ["pretrain", "kd-d1", "kd-both"]
+    # without labels the table keeps its columns
+    assert "variant" not in with_variants(planned.drop(columns="variant"), unlabelled)
+
+
+@pytest.mark.parametrize(
+    ("entry", "report", "message"),
+    [
+        ({"name": "distill", "label": "a b", "teachers": ["@teacher"]}, {},
+         r"stages.student.methods\[0\].label: 'a b' is not a label"),
+        ({"name": "distill", "label": "pretrain", "teachers": ["@teacher"]}, {},
+         r"methods\[0\].label: 'pretrain' is another method's name"),
+        ({"name": "distill", "label": "kd", "teachers": ["@teacher"]}, {"beats": "gpt-d1/kd2"},
+         r"report.beats: no method or label 'kd2' in the grid \(it has: kd, pretrain\)"),
+        ({"name": "distill", "label": "kd", "teachers": ["@teacher"]}, {"beats": "gpt-d9/pretrain"},
+         r"report.beats: pretrain runs have no model 'gpt-d9' \(they have: gpt-d1, gpt-d2\)"),
+    ],
+)  # fmt: skip
+def test_bad_labels_and_references_are_spec_errors(tmp_path, entry, report, message):
+    with pytest.raises(ScalelabError, match=message):
+        dag(tmp_path, {**TEACHERS, "student": {"models": "gpt-d1", "methods": [entry]}},
+            report=report)  # fmt: skip
+
+
+def test_a_reference_may_name_a_product_as_the_report_shows_it(tmp_path):
+    stages = {**TEACHERS, "cut": {"models": "@teacher[model=gpt-d2]", "methods": "pretrain"}}
+    for name in ("@teacher:gpt-d2", "gpt-d2 (stage teacher)", "gpt-d2"):
+        assert dag(tmp_path, stages, report={"beats": f"{name}/pretrain"})
+    with pytest.raises(ScalelabError, match=r"b.yaml: report.beats: write MODEL/METHOD, e.g. "
+                       r"gpt-d6/pretrain \(got 'gpt-d1'\)$"):  # fmt: skip
+        load_spec(write_spec(tmp_path / "b.yaml", name="b", models="gpt-d1", tasks=TASK,
+                             methods="pretrain", report={"beats": "gpt-d1"}))  # fmt: skip

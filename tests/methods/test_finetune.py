@@ -248,3 +248,34 @@ def test_balanced_class_weights_weigh_a_rare_class_up(tmp_path, tiny):
 
     assert "class_weights" not in identity(plain.params)
     assert identity(ctx.params)["class_weights"] == "balanced"
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_keep_layers_fine_tunes_a_student_cut_from_the_encoder(tmp_path, arch):
+    """DistilBERT-style: the classifier keeps the named blocks' weights exactly, the
+    embeddings too, and trains; the parameter count drops by the blocks cut."""
+    from transformers import AutoModel
+
+    from scalelab.engine.args import identity
+
+    folder = save_tiny(tmp_path / arch, arch, n_layer=3)
+    whole = AutoModel.from_pretrained(folder)
+    blocks = whole.h if arch == "gpt2" else whole.encoder.layer
+    ctx = make_ctx(tmp_path, folder, write_dataset(tmp_path / "d.jsonl"), "full",
+                   keep_layers=[0, 2])  # fmt: skip
+    recipe = FinetuneRecipe(ctx)
+    recipe.setup(torch.device("cpu"))
+    cut = recipe.model.transformer.h if arch == "gpt2" else recipe.model.bert.encoder.layer
+    assert len(cut) == 2 and recipe.model.config.num_hidden_layers == 2
+    for new, old in ((0, 0), (1, 2)):
+        theirs = blocks[old].state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in cut[new].state_dict().items())
+    per_block = sum(p.numel() for p in blocks[1].parameters())
+    n = sum(p.numel() for p in recipe.model.parameters())
+    full = FinetuneRecipe(make_ctx(tmp_path, folder, tmp_path / "d.jsonl", "full"))
+    full.setup(torch.device("cpu"))
+    assert sum(p.numel() for p in full.model.parameters()) - n == per_block
+    loss, _ = recipe.loss_step(recipe.model, recipe.batch(0))
+    assert torch.isfinite(loss)
+    assert identity(ctx.params)["keep_layers"] == [0, 2]  # in the run id when set
+    assert "keep_layers" not in identity(full.ctx.params)  # and absent at its default

@@ -16,7 +16,6 @@ from scalelab.grid.api import open_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-CLASSIFIERS = {"full", "lora"}
 
 
 def _method_names(section: dict) -> set[str]:
@@ -25,27 +24,39 @@ def _method_names(section: dict) -> set[str]:
     return {m if isinstance(m, str) else m["name"] for m in methods}
 
 
+def _is_lm(section: dict) -> bool:
+    tasks = section.get("tasks") or {}
+    tasks = tasks[0] if isinstance(tasks, list) else tasks
+    return "seq_len" in tasks or "pretrain" in _method_names(section)
+
+
 def _shrink(section: dict, assets: dict[str, Path]) -> None:
     """Tiny settings in place: same methods, models (ladder) and sweep axes."""
     params = section.setdefault("params", {})
-    if "pretrain" in _method_names(section):
+    if _is_lm(section):
         budgets = (section.get("tasks") or {}).get("max_train_tokens")
         section["tasks"] = {"dataset": str(assets["corpus"]), "kind": "lm", "seq_len": 32,
                             "tokenizer": {"kind": "byte"}, "eval": {"max_tokens": 2000}}  # fmt: skip
         if budgets:  # a data-budget axis stays an axis, within the tiny corpus
             section["tasks"]["max_train_tokens"] = [2000, 8000]
         params.update(tokens=8 * 32 * 12, batch_size=8, eval_tokens=512)
-    elif _method_names(section) & CLASSIFIERS:
+    else:
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
                             "max_length": 16}  # fmt: skip
-        if not str(section.get("models", "")).startswith("@"):
-            section["models"] = str(assets["bert"])
         params.update(epochs=2, batch_size=8)
+
+
+# Registered classifiers become tiny random BERTs with as many blocks (cut students need
+# them), wherever the spec names them: models, teacher filters, the report's reference.
+TINY_FOR = {"minilm-l6": "bert6", "mpnet-base": "bert"}
 
 
 def tiny_example(example: Path, tmp: Path, assets: dict[str, Path]) -> Path:
     """`example` with tiny settings, written under `tmp`."""
-    raw = yaml.safe_load(example.read_text())
+    text = example.read_text()
+    for name, tiny in TINY_FOR.items():
+        text = text.replace(name, str(assets[tiny]))
+    raw = yaml.safe_load(text)
     raw.update(output_dir=str(tmp / "out"), runtime={"workers": 1, "threads": 1})
     raw.pop("tasks", None) if "stages" in raw else None
     for section in raw["stages"].values() if "stages" in raw else [raw]:
@@ -62,6 +73,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("assets")
     return {"corpus": make_corpus(root / "corpus", n_lines=600),
             "bert": save_tiny(root / "bert", "bert"),
+            "bert6": save_tiny(root / "bert6", "bert", n_layer=6),
             "data": write_dataset(root / "data.jsonl", n=90)}  # fmt: skip
 
 

@@ -33,7 +33,8 @@ from scalelab.errors import ScalelabError
 class CellVerdict:
     """One candidate (method, model) against the reference. `gain`: mean improvement over
     the reference in the metric's units, positive = better; `lo`/`hi`: its 95% interval
-    (NaN when no test applies); `test`: which one; `beats`: lo > 0."""
+    (NaN when no test applies); `test`: which one; `margin`: how far below the reference a
+    cell may be and still count (0: strictly better); `beats`: lo > -margin."""
 
     method: str
     model: str
@@ -44,10 +45,11 @@ class CellVerdict:
     lo: float
     hi: float
     test: str
+    margin: float = 0.0
 
     @property
     def beats(self) -> bool:
-        return bool(self.lo > 0)
+        return bool(self.lo > -self.margin)
 
 
 @dataclass(frozen=True)
@@ -81,38 +83,101 @@ def _gain_interval(cell: pd.Series, ref: pd.Series, sign: float) -> tuple[float,
     return gain, math.nan, math.nan, f"no test: {min(len(cell), len(ref))} seed(s)"
 
 
-def verdicts(
-    table: pd.DataFrame, ref: tuple[str, str], metric: str, higher_is_better: bool, size: str
-) -> dict[str, list[CellVerdict]]:
-    """method -> verdicts of its cells against the reference cell `ref` = (model, method),
-    by size. Raises ScalelabError for a missing column or reference cell."""
-    for col in ("method", "model", "seed", metric, size):
+def arm_column(table: pd.DataFrame) -> str:
+    """The column whose values are the methods compared: `variant` where the table has one
+    (method entries with a `label`), else `method`."""
+    return "variant" if "variant" in table.columns else "method"
+
+
+def _cell_names(table: pd.DataFrame) -> pd.Series:
+    """Per row, the model as a person names it: a run product as "<model> (stage S)", a
+    cut model with its kept blocks ("gpt-d8 (stage teacher) blocks [0, 7]")."""
+    from scalelab.analysis.table import model_names
+
+    names = model_names(table)
+    shown = table["model"].astype(str).map(lambda m: names.get(m, m))
+    if "params.keep_layers" in table:
+        cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")
+        shown = shown + cut
+    return shown
+
+
+def _check_one_run_per_seed(done: pd.DataFrame, arm: str) -> None:
+    """A cell's runs are its seeds: two runs of one seed (say an unlabelled `alpha` sweep)
+    would be averaged as if replicates. Raises ScalelabError naming what differs."""
+    from scalelab.analysis.seeds import varying_columns
+
+    for (me, cell), g in done.groupby([arm, "_cell"], sort=False):
+        if g["seed"].duplicated().any():
+            differ = [c for c in varying_columns(g) if c not in ("stage",)] or ["stage"]
+            raise ScalelabError(
+                f"cell {cell}/{me} has several runs per seed (they differ in "
+                f"{', '.join(differ)}): give each method entry its own `label`"
+            )
+
+
+def _cells(table: pd.DataFrame, metric: str, size: str) -> dict[tuple[str, str], pd.DataFrame]:
+    """(method or label, cell name) -> the cell's runs with a value of `metric`. A cell is
+    one model of one method (a cut model's kept blocks are cells apart); its runs are its
+    seeds. Raises ScalelabError for a missing column or two runs of one seed in a cell."""
+    arm = arm_column(table)
+    for col in (arm, "model", "seed", metric, size):
         if col not in table.columns:
             raise ScalelabError(f"the results have no column {col!r}")
-    done = table[table[metric].notna()]
-    cells = {k: g.set_index("seed")[metric] for k, g in done.groupby(["method", "model"])}
+    done = table[table[metric].notna()].assign(_cell=lambda t: _cell_names(t))
+    _check_one_run_per_seed(done, arm)
+    return {k: g for k, g in done.groupby([arm, "_cell"], sort=False)}
+
+
+def _reference(groups: dict[tuple[str, str], pd.DataFrame], ref: tuple[str, str], metric: str):
+    """The key of the one cell `ref` = (model, method or label) names; the model may be
+    written as the table has it or as the cell is named. Raises ScalelabError otherwise."""
+    from scalelab.analysis.table import name_list
+
     model, method = ref
-    if (method, model) not in cells:
-        have = ", ".join(f"{m}/{me}" for me, m in sorted(cells)) or "none"
-        raise ScalelabError(f"--beats {model}/{method}: no such cell with {metric}; cells: {have}")
-    ref_values, sign = cells[(method, model)], 1.0 if higher_is_better else -1.0
-    sizes = done.groupby(["method", "model"])[size].mean()
+    keys = [k for k, g in groups.items() if k[0] == method
+            and (k[1] == model or (g["model"].astype(str) == model).all())]  # fmt: skip
+    if len(keys) != 1:
+        have = name_list(sorted({f"{c}/{me}" for me, c in groups})) or "none"
+        what = "no such cell" if not keys else f"{len(keys)} cells match"
+        raise ScalelabError(f"--beats {model}/{method}: {what} with {metric}; cells: {have}")
+    return keys[0]
+
+
+def verdicts(
+    table: pd.DataFrame,
+    ref: tuple[str, str],
+    metric: str,
+    higher_is_better: bool,
+    size: str,
+    margin: float = 0.0,
+) -> dict[str, list[CellVerdict]]:
+    """method (or label: `arm_column`) -> verdicts of its cells (`_cells`) against the
+    reference cell `ref` = (model, method or label), by size; with `margin` > 0 a cell
+    counts when it is no worse than the reference by more than `margin` (a non-inferiority
+    test: the gain's interval lies above -margin). Raises ScalelabError for a
+    missing column, a missing or ambiguous reference, or a cell with two runs of one seed."""
+    groups = _cells(table, metric, size)
+    key = _reference(groups, ref, metric)
+    ref_values, sign = groups[key].set_index("seed")[metric], 1.0 if higher_is_better else -1.0
     out: dict[str, list[CellVerdict]] = {}
-    for (me, mo), values in cells.items():
-        if (me, mo) == (method, model):
+    for (me, cell), g in groups.items():
+        if (me, cell) == key:
             continue
+        values = g.set_index("seed")[metric]
         gain, lo, hi, test = _gain_interval(values, ref_values, sign)
         out.setdefault(me, []).append(
             CellVerdict(
                 me,
-                mo,
-                float(sizes[(me, mo)]),
+                cell,
+                float(g[size].mean()),
                 len(values),
                 float(values.mean()),
                 float(gain),
                 float(lo),
                 float(hi),
                 test,
+                margin,
             )  # fmt: skip
         )
     return {me: sorted(v, key=lambda c: c.size) for me, v in sorted(out.items())}
@@ -137,26 +202,83 @@ def smallest_that_beats(
     higher_is_better: bool,
     size: str = "non_embedding_params",
     bootstrap: int = 200,
+    margin: float = 0.0,
 ) -> list[MethodAnswer]:
-    """Per method: the smallest model that beats `ref` = (model, method) on `metric`, the
-    crossover from its fitted law, and the answer in words (see the module docstring)."""
+    """Per method: the smallest model that beats `ref` = (model, method) on `metric` (or,
+    with `margin` > 0, comes within `margin` of it: `verdicts`), the crossover from its
+    fitted law at the reference's mean (less the margin), and the answer in words (see the
+    module docstring)."""
+    arm = arm_column(table)
+    groups = _cells(table, metric, size)
+    sign = 1.0 if higher_is_better else -1.0
+    target = float(groups[_reference(groups, ref, metric)][metric].mean()) - sign * margin
     done = table[table[metric].notna()]
-    ref_mean = float(done[(done["model"] == ref[0]) & (done["method"] == ref[1])][metric].mean())
     answers = []
-    for method, cells in verdicts(table, ref, metric, higher_is_better, size).items():
+    for method, cells in verdicts(table, ref, metric, higher_is_better, size, margin).items():
         best = next((c for c in cells if c.beats), None)
-        rows = done[done["method"] == method]
-        cross, flags, notes = _crossover(rows, metric, higher_is_better, size, ref_mean, bootstrap)
+        rows = done[done[arm] == method]
+        cross, flags, notes = _crossover(rows, metric, higher_is_better, size, target, bootstrap)
         answers.append(MethodAnswer(method, best, tuple(cells), cross, flags,
-                                    _statement(method, best, cells, ref, metric, size), notes))  # fmt: skip
+                                    _statement(method, best, cells, ref, metric, size, margin),
+                                    notes))  # fmt: skip
     return answers
 
 
-def _statement(method, best, cells, ref, metric, size) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """`answer_for`'s result: the metric compared and its direction, the reference cell
+    (MODEL/METHOD), its mean, seed count and size, one `MethodAnswer` per other method, and
+    the margin asked for."""
+
+    metric: str
+    higher_is_better: bool
+    reference: str
+    reference_mean: float
+    reference_seeds: int
+    reference_size: float
+    methods: list[MethodAnswer]
+    margin: float = 0.0
+
+
+def answer_for(
+    table: pd.DataFrame,
+    beats: str,
+    metric: str | None,
+    size: str,
+    bootstrap: int,
+    margin: float = 0.0,
+) -> Answer:
+    """The answer for `beats` = "MODEL/METHOD" (or MODEL/LABEL) over a runs table's
+    finished runs; `metric` None: the methods' first validation quality metric; `margin`:
+    see `verdicts`. Raises ScalelabError for a malformed or missing reference, an
+    undeclared metric or a negative margin."""
+    from scalelab.metrics import default_metric, metric_def
+
+    model, slash, method = beats.rpartition("/")
+    if not slash or not model or not method:
+        raise ScalelabError(f"--beats {beats!r}: write MODEL/METHOD, e.g. gpt-d6/pretrain")
+    done = table[table["status"] == "done"] if "status" in table else table
+    methods = sorted(done["method"].dropna().unique()) if "method" in done else []
+    metric = metric or default_metric(methods, "val", available=set(done.columns))
+    defn = metric_def(metric or "", methods) if metric else None
+    if defn is None or defn.higher_is_better is None:
+        raise ScalelabError(f"--metric {metric!r}: not a quality metric the methods declare")
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ScalelabError(f"--margin {margin!r}: a finite number >= 0 in {metric}'s units")
+    higher = bool(defn.higher_is_better)
+    groups = _cells(done, metric, size)
+    ref = groups[_reference(groups, (model, method), metric)]
+    answers = smallest_that_beats(done, (model, method), metric, higher, size, bootstrap, margin)
+    return Answer(metric, higher, beats, float(ref[metric].mean()), len(ref),
+                  float(ref[size].mean()), answers, margin)  # fmt: skip
+
+
+def _statement(method, best, cells, ref, metric, size, margin: float = 0.0) -> str:
     name = f"{ref[0]}/{ref[1]}"
+    verb = f"comes within {margin:g} of" if margin else "beats"
     if best is not None:
         return (
-            f"{best.model} ({size} {best.size:,.0f}) is the smallest {method} model that beats "
+            f"{best.model} ({size} {best.size:,.0f}) is the smallest {method} model that {verb} "
             f"{name} on {metric}: gain {best.gain:+.4g} [{best.lo:+.4g}, {best.hi:+.4g}] "
             f"({best.test})"
         )
@@ -165,7 +287,7 @@ def _statement(method, best, cells, ref, metric, size) -> str:
         return f"no answer for {method}: no cell has the seeds a test needs (>= 2)"
     closest = max(tested, key=lambda c: c.gain)
     return (
-        f"no {method} model beats {name} on {metric} with support; closest: {closest.model} "
+        f"no {method} model {verb} {name} on {metric} with support; closest: {closest.model} "
         f"(gain {closest.gain:+.4g} [{closest.lo:+.4g}, {closest.hi:+.4g}], {closest.test})"
     )
 

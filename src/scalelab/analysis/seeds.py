@@ -78,11 +78,12 @@ def too_few_flag(n: int) -> str:
 
 
 def config_columns(table: pd.DataFrame) -> list[str]:
-    """The columns that define a run: model, method, seed, task.*, params.*."""
+    """The columns that define a run: model, method (and its entry's label, `variant`),
+    seed, task.*, params.*."""
     return [
         c
         for c in table.columns
-        if c in ("model", "method", "seed") or c.startswith(("task.", "params."))
+        if c in ("model", "method", "variant", "seed") or c.startswith(("task.", "params."))
     ]
 
 

@@ -72,6 +72,20 @@ def require_columns(df: pd.DataFrame, cols: Sequence[str], what: str = "") -> No
             )
 
 
+def model_names(runs: pd.DataFrame) -> dict[str, str]:
+    """A run product as a model ("run:<id>") -> "<model> (stage <stage>)" of the run that
+    made it, for the products whose run is in `runs`."""
+    out = {}
+    by_id = runs.set_index("run_id") if "run_id" in runs else None
+    for m in runs.get("model", pd.Series(dtype=object)).dropna().unique():
+        m = str(m)
+        if m.startswith("run:") and by_id is not None and m[4:] in by_id.index:
+            src = by_id.loc[m[4:]]
+            stage = f" (stage {src['stage']})" if "stage" in src and pd.notna(src["stage"]) else ""
+            out[m] = f"{src.get('model', m)}{stage}"
+    return out
+
+
 def first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:
     """The first of `candidates` that is a column of `df`, else None."""
     return next((c for c in candidates if c in df.columns), None)

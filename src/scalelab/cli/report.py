@@ -50,6 +50,25 @@ def report_command(
     chance: float | None = typer.Option(
         None, "--chance", help="Chance accuracy of the --task-accuracy tasks (their floor)."
     ),
+    beats: str | None = typer.Option(
+        None,
+        "--beats",
+        help="Lead with the smallest model that beats MODEL/METHOD (or "
+        "MODEL/LABEL); default: the spec's report.beats.",
+    ),
+    margin: float | None = typer.Option(
+        None,
+        "--margin",
+        min=0.0,
+        help="With --beats: count models within this of the "
+        "reference, in the metric's units (default: report.margin, else 0).",
+    ),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="The metric --beats compares (default: report.metric, else "
+        "the methods' first validation quality metric).",
+    ),
 ) -> None:
     """Write one self-contained report.html (and its PNGs) that adapts to what the runs
     hold: a set-up block, then per stage classification results, a sweep heat map, loss
@@ -81,11 +100,15 @@ def report_command(
                 f"no results yet for {experiment} (run `scalelab run {experiment}` first)"
             )
         where = {"runs_dir": exp.runs_dir, "planned": exp.planned()}
+        required = beats is not None
+        beats = beats or exp.spec.report.beats
+        metric = metric or exp.spec.report.metric
+        margin = exp.spec.report.margin if margin is None else margin
         out = out or Path(exp.spec.output_dir) / f"{exp.spec.name}-report"
         title = f"scalelab report: {experiment.stem}"
     else:
         runs, curves = _load_csvs(csv)
-        where = {}
+        where, required = {}, True
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
     from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
@@ -100,6 +123,10 @@ def report_command(
         title=title,
         task_accuracy=acc_pairs,
         chance=chance,
+        beats=beats,
+        metric=metric,
+        margin=margin or 0.0,
+        beats_required=required,
     )
     path = build_report(runs, curves, out, spec, **where)
     typer.echo(f"wrote {path}")

@@ -164,10 +164,13 @@ def summary_table(table):
     config = [
         c
         for c in table.columns
-        if c in ("stage", "model", "method", "seed") or c.startswith(("task.", "params."))
+        if c in ("stage", "model", "method", "variant", "seed")
+        or c.startswith(("task.", "params."))
     ]
     varying = [
-        c for c in config if c in ("model", "method", "seed") or table[c].astype(str).nunique() > 1
+        c
+        for c in config
+        if c in ("model", "method", "variant", "seed") or table[c].astype(str).nunique() > 1
     ]
     declared = metrics_for(table["method"] if "method" in table else [], skip_unknown=True)
     defs = [

@@ -41,7 +41,7 @@ class Experiment:
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(runs table, curves table) for the runs this spec expands to, in grid order."""
         ids = [r.run_id for r in self.runs]
-        return self.store.table(ids), self.store.curves(ids)
+        return with_variants(self.store.table(ids), self.runs), self.store.curves(ids)
 
     def planned(self) -> pd.DataFrame:
         """Every run the spec plans, done or not: run_id, stage, then the flattened config
@@ -54,7 +54,7 @@ class Experiment:
             config = dict(r.config)
             head = {k: config.pop(k) for k in CONFIG_ORDER if k in config}
             rows.append({"run_id": r.run_id, "stage": r.stage, **flatten({**head, **config})})
-        return pd.DataFrame.from_records(rows)
+        return with_variants(pd.DataFrame.from_records(rows), self.runs)
 
     def statuses(self) -> dict[str, str]:
         """run_id -> done | failed | resumable (checkpoint on disk) | pending."""
@@ -119,16 +119,32 @@ def load_experiment_tables(
     return open_experiment(spec_path, output_dir).tables()
 
 
+def with_variants(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
+    """`table` with a `variant` column after `method` (each run's method-entry `label`,
+    else its method's name) when some method entry of the spec has a label; unchanged
+    otherwise. Analyses group by `variant` where it exists (`smallest`, the report)."""
+    if table.empty or all(r.variant in ("", r.method) for r in runs):
+        return table
+    by_id = {r.run_id: r.variant or r.method for r in runs}
+    out = table.copy()
+    at = list(out.columns).index("method") + 1 if "method" in out else len(out.columns)
+    out.insert(at, "variant", out["run_id"].map(by_id))
+    return out
+
+
 def label(run: RunSpec) -> str:
-    """`<id8> <model> <method> seed=<seed>`: a run named on its own."""
-    return f"{run.run_id[:8]} {run.model.name} {run.method} seed={run.seed}"
+    """`<id8> <model> <method> seed=<seed>`, the method as `<method>:<label>` when its
+    entry has a label: a run named on its own."""
+    method = run.method if run.variant in ("", run.method) else f"{run.method}:{run.variant}"
+    return f"{run.run_id[:8]} {run.model.name} {method} seed={run.seed}"
 
 
 def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     """run id -> `label(run)` plus the stage (when not `main`, and `stage`) and every task or
     params field whose value differs between runs of the same method
     (`task.max_train_tokens=100000 params.lr=0.001`), so the runs of one grid read apart in
-    progress lines and `--dry-run`. Fields a method does not have are never shown for it."""
+    progress lines and `--dry-run` (per labelled method entry, where entries have labels).
+    Fields a method does not have are never shown for it."""
     from collections import Counter
 
     from scalelab.config import flatten
@@ -137,7 +153,7 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     seen: dict[tuple[str, str], set[str]] = {}
     for r in runs:
         for k, v in flat[r.run_id].items():
-            seen.setdefault((r.method, k), set()).add(repr(v))
+            seen.setdefault((r.variant or r.method, k), set()).add(repr(v))
     varying = sorted({k for (_, k), values in seen.items() if len(values) > 1})
     out = {}
     for r in runs:

@@ -153,22 +153,37 @@ def _matching(ref: StageRef, produced: dict[str, list[RunSpec]], where: str) -> 
     return runs
 
 
-def _method_entries(stage: Stage, prefix: str) -> list[tuple[str, dict[str, Any], str]]:
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,39}")
+
+
+def _method_entries(stage: Stage, prefix: str) -> list[tuple[str, dict[str, Any], str, str]]:
+    """(method name, its own params, where, label) per entry of `methods`. `label` names
+    the entry in tables, `smallest` and the report (default: the method's name); it is
+    presentation only, not part of any run id."""
     out = []
     for i, entry in enumerate(stage.methods or []):
         where = f"{prefix}methods[{i}]"
+        label = None
         if isinstance(entry, str):
             name, own = entry, {}
         else:
             own = dict(entry)
             name = own.pop("name", None)
+            label = own.pop("label", None)
             if not isinstance(name, str):
                 raise ScalelabError(f"{where}.name: field required")
         if not isinstance(name, str) or name not in METHODS:
             # The registry's own message would echo the name whole, however long.
             known = ", ".join(METHODS)
             raise ScalelabError(f"{where}: unknown method {shown(name)} (known: {known})")
-        out.append((name, own, where))
+        if label is not None and not (isinstance(label, str) and LABEL_PATTERN.fullmatch(label)):
+            raise ScalelabError(
+                f"{where}.label: {shown(label)} is not a label (1-40 letters, digits and "
+                "_ . + = -, starting with a letter or digit)"
+            )
+        if label in METHODS and label != name:
+            raise ScalelabError(f"{where}.label: {label!r} is another method's name")
+        out.append((name, own, where, label or name))
     return out
 
 
@@ -234,7 +249,37 @@ def expand_stages(spec: ExperimentSpec) -> list[RunSpec]:
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")
+    if spec.report.beats:
+        _check_reference(spec.report.beats, runs)
     return runs
+
+
+def model_names(run: RunSpec) -> set[str]:
+    """The names a person may give a run's model: as the spec wrote it (`gpt-d6`,
+    `@teacher:gpt-d8`), as the results table has it, and as the report shows a product
+    (`gpt-d8 (stage teacher)`)."""
+    names = {run.model.name, run.model.config_name}
+    stage, colon, model = run.model.name.partition(":")
+    if stage.startswith("@") and colon:
+        names.add(f"{model} (stage {stage[1:]})")
+    return names
+
+
+def _check_reference(beats: str, runs: list[RunSpec]) -> None:
+    """`report.beats` names a model and a method (or label) some run of the grid has."""
+    model, _, method = beats.rpartition("/")
+    arms = {r.variant or r.method for r in runs}
+    if method not in arms:
+        raise ScalelabError(
+            f"report.beats: no method or label {shown(method)} in the grid "
+            f"(it has: {', '.join(sorted(arms))})"
+        )
+    models = set().union(*(model_names(r) for r in runs if (r.variant or r.method) == method))
+    if model not in models:
+        raise ScalelabError(
+            f"report.beats: {method} runs have no model {shown(model)} "
+            f"(they have: {clip(', '.join(sorted(models)), 150)})"
+        )
 
 
 def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
@@ -246,7 +291,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
         entry, kind_model = task_entry(raw_task, where_t)
         for task_raw in expand_axes(entry, kind_model, where_t):
             task = parse_task(task_raw, where_t)
-            for method_name, own, where in _method_entries(stage, prefix):
+            for method_name, own, where, variant in _method_entries(stage, prefix):
                 method = METHODS.get(method_name)
                 if task.kind not in method.task_kinds:
                     raise ScalelabError(
@@ -266,7 +311,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                     for (model, model_deps), seed in itertools.product(models, stage.seeds):
                         runs.append(
                             _run(spec, name, model, model_deps, task, method_name, params, seed,
-                                 p_raw, inputs)
+                                 p_raw, inputs, variant)
                         )  # fmt: skip
     return runs
 
@@ -282,7 +327,7 @@ def _named_inputs(p_raw: dict[str, Any], inputs: dict[str, Any]) -> dict[str, li
     return out
 
 
-def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs) -> RunSpec:
+def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs, variant):
     config = {
         "model": model.config_name,
         "task": identity(task),
@@ -314,4 +359,5 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
         stage=stage,
         deps=deps,
         inputs=param_inputs,
+        variant=variant,
     )

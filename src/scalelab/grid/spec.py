@@ -109,6 +109,30 @@ class Stage(Strict):
         return v
 
 
+class ReportOptions(Strict):
+    """What `scalelab report` leads with and `scalelab smallest` answers without flags.
+
+    beats: the reference cell, MODEL/METHOD or MODEL/LABEL (a method entry's `label`),
+    e.g. `gpt-d6/pretrain`: per method, the smallest model that beats it
+    (`analysis/beats.py`); metric: the metric compared (default: the methods' first
+    validation quality metric, e.g. val_loss); margin: count models no worse than the
+    reference by more than this, in the metric's units (0.01: within 1 point of accuracy;
+    a non-inferiority test), default 0 (strictly better)."""
+
+    beats: str | None = Field(None, max_length=MAX_NAME_LEN * 2)
+    metric: str | None = Field(None, max_length=MAX_NAME_LEN)
+    margin: FiniteFloat = Field(0.0, ge=0)
+
+    @field_validator("beats")
+    @classmethod
+    def _model_slash_method(cls, v: str | None) -> str | None:
+        if v is not None:
+            model, slash, method = v.rpartition("/")
+            if not (slash and model.strip() and method.strip()):
+                raise ValueError("write MODEL/METHOD, e.g. gpt-d6/pretrain")
+        return v
+
+
 class ExperimentSpec(Strict):
     """A grid of runs (models x tasks x methods x param sweeps x seeds), or with `stages`,
     several such grids whose runs feed later stages' runs (a DAG, grid/dag.py)."""
@@ -124,6 +148,7 @@ class ExperimentSpec(Strict):
     seeds: list[Seed] = [0]
     stages: dict[str, Stage] | None = None
     runtime: Runtime = Runtime()
+    report: ReportOptions = ReportOptions()
 
     @field_validator("models", "tasks", "methods", "seeds", mode="before")
     @classmethod
@@ -203,7 +228,8 @@ class RunSpec:
 
     model: the resolved reference (a run product when the spec names `@stage`);
     deps: ids of the runs whose products this run reads (they run first);
-    inputs: param name -> the references it names (other runs' products), in order.
+    inputs: param name -> the references it names (other runs' products), in order;
+    variant: the method entry's `label` (default: the method's name), for tables only.
     """
 
     run_id: str
@@ -217,6 +243,7 @@ class RunSpec:
     stage: str = "main"
     deps: tuple[str, ...] = ()
     inputs: dict[str, tuple[ModelRef, ...]] = field(default_factory=dict)
+    variant: str = ""
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

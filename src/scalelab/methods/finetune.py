@@ -36,12 +36,14 @@ class FullParams(TrainArgs):
     (0 = off); eval_every: steps between validation evaluations (0 = once per epoch);
     dtype: autocast dtype for forward passes (weights stay fp32); class_weights: "balanced"
     weighs each class's loss by n / (classes x its training examples), as scikit-learn's
-    class_weight="balanced" (rare classes count more); "none" weighs every example alike.
+    class_weight="balanced" (rare classes count more); "none" weighs every example alike;
+    keep_layers: fine-tune the model cut to these transformer blocks, in order, embeddings
+    kept (DistilBERT-style students, `models/surgery.py`): indices or "every_other".
     """
 
     # Added after results existed: left out of run ids at their defaults.
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {
-        "beta1", "beta2", "min_lr_ratio", "class_weights",
+        "beta1", "beta2", "min_lr_ratio", "class_weights", "keep_layers",
     }  # fmt: skip
 
     lr: PositiveFloat = 5e-5
@@ -58,6 +60,7 @@ class FullParams(TrainArgs):
     eval_every: int = Field(0, ge=0)
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     class_weights: Literal["none", "balanced"] = "none"
+    keep_layers: list[int] | Literal["every_other"] | None = None
 
 
 class LoraParams(FullParams):
@@ -135,6 +138,10 @@ class FinetuneRecipe(Recipe):
         self.data = load_task_data(task)
         torch.manual_seed(ctx.seed)  # the new head's (and LoRA's) initialisation
         model, self.tok, self.new_modules = load_classifier(ctx.model, self.data.label_names)
+        if p.keep_layers is not None:
+            from scalelab.models.surgery import cut_blocks
+
+            cut_blocks(model, p.keep_layers)
         self.lora = isinstance(p, LoraParams)
         if self.lora:
             model = apply_lora(model, p, self.new_modules)

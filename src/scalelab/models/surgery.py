@@ -6,7 +6,8 @@ GPT-2. `cut_blocks` keeps the named blocks of a causal LM, in order, with their 
 and the embeddings, final norm and LM head unchanged, so the student starts where the
 teacher's first and last layers are and only the middle is thinned. Works for the
 decoder layouts transformers uses for GPT-2 (`transformer.h`, `n_layer`) and for Llama /
-SmolLM2 / Gemma-style models (`model.layers`, `num_hidden_layers`).
+SmolLM2 / Gemma-style models (`model.layers`, `num_hidden_layers`), and for BERT / MPNet
+encoders and their classifiers (`<bert|mpnet>.encoder.layer`), as DistilBERT cut BERT.
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ def every_other(n_layers: int) -> list[int]:
 
 def _blocks(model: Any) -> tuple[Any, str, str]:
     """(the ModuleList of blocks, its attribute path, the config field counting them)."""
-    for path, field in (("transformer.h", "n_layer"), ("model.layers", "num_hidden_layers")):
+    prefix = getattr(model, "base_model_prefix", "") or "model"
+    layouts = (
+        ("transformer.h", "n_layer"),  # GPT-2 (LM or classifier)
+        ("model.layers", "num_hidden_layers"),  # Llama, SmolLM2, Gemma
+        (f"{prefix}.encoder.layer", "num_hidden_layers"),  # BERT/MPNet classifiers
+        ("encoder.layer", "num_hidden_layers"),  # a bare BERT/MPNet encoder
+    )
+    for path, field in layouts:
         owner = model
         for part in path.split("."):
             owner = getattr(owner, part, None)
         if owner is not None:
             return owner, path, field
     raise ScalelabError(
-        f"cannot cut blocks from a {type(model).__name__}: no transformer.h or model.layers"
+        f"cannot cut blocks from a {type(model).__name__}: no transformer.h, model.layers "
+        "or encoder.layer"
     )
 
 
@@ -50,7 +59,7 @@ def resolve_layers(keep: Sequence[int] | str, n_layers: int) -> list[int]:
 
 
 def cut_blocks(model: Any, keep: Sequence[int] | str) -> Any:
-    """`model` (a transformers causal LM) with only the blocks `keep` (indices or
+    """`model` (a transformers causal LM, encoder or classifier) with only the blocks `keep` (indices or
     "every_other"), in place: the blocks' weights are the teacher's own tensors (copy the
     model first to keep the teacher), `config` says the new depth, and per-layer config
     lists (e.g. `layer_types`) keep the same entries. Returns the model."""

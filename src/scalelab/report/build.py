@@ -41,6 +41,13 @@ class ReportSpec:
     # (task loss, accuracy) column pairs: accuracy from task loss with a chance floor.
     task_accuracy: list[tuple[str, str]] = field(default_factory=list)
     chance: float | None = None
+    # The answer section: the reference cell MODEL/METHOD, its metric, and whether a
+    # reference the runs lack is an error (asked for on the command line) or a note (the
+    # spec's `report.beats`, before its runs are done).
+    beats: str | None = None
+    metric: str | None = None
+    margin: float = 0.0
+    beats_required: bool = False
 
 
 @contextmanager
@@ -61,17 +68,21 @@ def _staged(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _model_names(runs: pd.DataFrame) -> dict[str, str]:
-    """A run product as a model ("run:<id>") -> "<model> (stage <stage>)" of its run."""
-    out = {}
-    by_id = runs.set_index("run_id") if "run_id" in runs else None
-    for m in runs.get("model", pd.Series(dtype=object)).dropna().unique():
-        m = str(m)
-        if m.startswith("run:") and by_id is not None and m[4:] in by_id.index:
-            src = by_id.loc[m[4:]]
-            stage = f" (stage {src['stage']})" if "stage" in src and pd.notna(src["stage"]) else ""
-            out[m] = f"{src.get('model', m)}{stage}"
-    return out
+def _answer(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]) -> tuple[str, str]:
+    """("The answer: ...", html): the report's lead when a reference cell is named."""
+    from scalelab.report.answer import answer_section
+
+    verb = f"comes within {spec.margin:g} of" if spec.margin else "beats"
+    heading = f"The answer: the smallest model that {verb} {spec.beats}"
+    try:
+        body = answer_section(done, spec.beats, spec.metric, out, bootstrap=spec.bootstrap,
+                              per=scaling.per_of(done), margin=spec.margin)  # fmt: skip
+    except ScalelabError as err:
+        if spec.beats_required:
+            raise
+        notes.append(f"no answer for report.beats {spec.beats}: {err}")
+        body = f"<p class='note'>No answer yet: {html.esc(err)}</p>"
+    return heading, body
 
 
 def _stages(runs: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
@@ -187,11 +198,13 @@ def build_report(
     done = runs[runs["status"] == "done"] if "status" in runs else runs
     if done.empty:
         raise ScalelabError(f"no finished runs to report on ({len(runs)} failed)")
-    ctx = {"runs_dir": runs_dir, "models": _model_names(runs), "planned": planned}
+    ctx = {"runs_dir": runs_dir, "models": table.model_names(runs), "planned": planned}
     stages = _stages(done)
     rows: list = []
     with _staged(out_dir) as tmp:
         sections: list[tuple[str, str]] = []
+        if spec.beats:
+            sections.append(_answer(done, spec, tmp, notes))
         for stage, sub in stages:
             where = f" (stage {stage})" if stage else ""
             plan = planned

@@ -49,10 +49,11 @@ def config_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -
     """One name per configuration (what differs between runs, seeds aside): model and
     method always, plus each other varying field as `name=value` (lr=0.0001)."""
     models = models or {}
-    extra = [c for c in varying_columns(runs) if c not in ("model", "method")]
+    extra = [c for c in varying_columns(runs) if c not in ("model", "method", "variant")]
 
     def name(r: pd.Series) -> str:
-        parts = [models.get(str(r.get("model")), str(r.get("model"))), str(r.get("method"))]
+        parts = [models.get(str(r.get("model")), str(r.get("model"))),
+                 str(r.get("variant", r.get("method")))]  # fmt: skip
         for c in extra:
             v = r.get(c)
             if v is not None and not (isinstance(v, float) and np.isnan(v)):

@@ -28,10 +28,13 @@ def run_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -> d
     """run id -> "gpt-d2 pretrain" plus the seed when seeds vary and each other varying
     field (`lr=0.001`): names a reader knows, never a hash."""
     models = models or {}
-    extra = [c for c in varying_columns(runs, exclude=()) if c not in ("model", "method")]
+    extra = [
+        c for c in varying_columns(runs, exclude=()) if c not in ("model", "method", "variant")
+    ]
     out = {}
     for _, r in runs.iterrows():
-        parts = [models.get(str(r.get("model")), str(r.get("model"))), str(r.get("method"))]
+        parts = [models.get(str(r.get("model")), str(r.get("model"))),
+                 str(r.get("variant", r.get("method")))]  # fmt: skip
         for c in extra:
             v = r.get(c)
             if v is None or (isinstance(v, float) and np.isnan(v)):

@@ -199,3 +199,54 @@ def plot_task_accuracy(
     ax.set_title(f"task accuracy: {acc} vs {loss}")
     ax.legend()
     return _save(fig, path)
+
+
+def plot_beats(
+    cells: pd.DataFrame,
+    reference: tuple[str, float, float],
+    path: Path,
+    *,
+    metric: str,
+    higher_is_better: bool,
+    size: str = "non_embedding_params",
+    per: str = "token",
+    margin: float = 0.0,
+) -> Path:
+    """The answer at a glance: each method's cell means vs size (log x), one line per
+    method; bars: the reference mean plus the 95% interval of the cell's gain over it (in
+    the metric's units); filled markers: cells that beat the reference (or come within
+    `margin`); the reference as a star at its size and a dashed line at its mean, the
+    margin as a dotted line.
+
+    cells: one row per cell with method, size, mean, gain, lo, hi, beats (`beats.as_rows`);
+    reference: (name, size, mean).
+    """
+    name, ref_size, ref_mean = reference
+    fig, ax = style.figure()
+    methods = list(dict.fromkeys(cells["method"]))
+    colors = style.group_colors(methods)
+    sign = 1.0 if higher_is_better else -1.0
+    for m in methods:
+        sub = cells[cells["method"] == m].sort_values("size")
+        color = colors[m]
+        ax.plot(sub["size"], sub["mean"], color=color, lw=1.2, label=m, zorder=2)
+        for _, r in sub.iterrows():
+            if np.isfinite(r["lo"]):  # gain = sign * (cell - reference), in metric units
+                ends = sorted((ref_mean + sign * r["lo"], ref_mean + sign * r["hi"]))
+                ax.plot([r["size"]] * 2, ends, color=color, lw=1, alpha=0.7, zorder=2)
+            ax.scatter(r["size"], r["mean"], s=36, zorder=3, color=color,
+                       facecolor=color if r["beats"] else "white", linewidths=1.4)  # fmt: skip
+    ax.axhline(ref_mean, color="#444", ls="--", lw=1)
+    ax.scatter([ref_size], [ref_mean], marker="*", s=140, color="#222", zorder=4,
+               label=f"{name} (reference)")  # fmt: skip
+    if margin:
+        ax.axhline(ref_mean - sign * margin, color="#444", ls=":", lw=1,
+                   label=f"reference {'-' if higher_is_better else '+'} {margin:g}")  # fmt: skip
+    style.log_axis(ax, "x", [*cells["size"], ref_size])
+    style.plain_axis(ax, "y")
+    ax.set_xlabel(style.axis_label(size, per))
+    ax.set_ylabel(style.axis_label(metric, per))
+    verb = f"come within {margin:g} of" if margin else "beat"
+    ax.set_title(f"Which models {verb} the reference? (filled: yes, with 95% support)")
+    ax.legend(loc="best")
+    return _save(fig, path)

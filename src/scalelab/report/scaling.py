@@ -22,6 +22,14 @@ Y_DEFAULTS = ("val_loss", "test_loss")
 GROUP_CANDIDATES = ("method", "task.dataset")
 
 
+def _group_candidates(runs: pd.DataFrame) -> tuple[str, ...]:
+    """Columns that split runs into series: labelled method entries (`variant`) replace
+    the method's name."""
+    if "variant" in runs:
+        return tuple("variant" if c == "method" else c for c in GROUP_CANDIDATES)
+    return GROUP_CANDIDATES
+
+
 def default_y(runs: pd.DataFrame) -> str:
     """The metric to plot against size: the first loss (lower-is-better quality metric) the
     runs' methods declare, validation before test, that has values; else val_loss, else
@@ -52,7 +60,9 @@ def default_columns(runs: pd.DataFrame, spec: Any) -> tuple[str, str, str | None
     table.require_columns(runs, [x, y], "the report's scaling plot")
     group = spec.group
     if group is None:
-        varying = [c for c in GROUP_CANDIDATES if c in runs and runs[c].nunique(dropna=True) > 1]
+        varying = [
+            c for c in _group_candidates(runs) if c in runs and runs[c].nunique(dropna=True) > 1
+        ]
         if len(varying) == 1:
             group = varying[0]
         elif len(varying) > 1:
@@ -80,7 +90,7 @@ def _fits(runs: pd.DataFrame, spec: FitSpec, notes: list[str]) -> list[GroupFit]
 def _group(runs: pd.DataFrame, spec: Any) -> str | None:
     if spec.group is not None:
         return spec.group
-    varying = [c for c in GROUP_CANDIDATES if c in runs and runs[c].nunique(dropna=True) > 1]
+    varying = [c for c in _group_candidates(runs) if c in runs and runs[c].nunique(dropna=True) > 1]
     return varying[0] if len(varying) == 1 else None
 
 

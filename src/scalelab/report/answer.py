@@ -1,0 +1,72 @@
+"""The report's first section: the answer to "what is the smallest model that beats the
+reference?" (`analysis/beats.py`), in words, as a figure and as a table of every cell.
+
+The reference is the spec's `report.beats` or `scalelab report --beats MODEL/METHOD`.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from scalelab.report import html, plots
+
+
+def answer_section(
+    runs: pd.DataFrame,
+    beats: str,
+    metric: str | None,
+    out: Path,
+    *,
+    size: str = "non_embedding_params",
+    bootstrap: int = 200,
+    per: str = "token",
+    margin: float = 0.0,
+) -> str:
+    """HTML: per method the statement (the smallest model that beats `beats`, or why none
+    does), the fitted crossover with its flags, the figure, then every cell's gain with its
+    95% interval and test. Raises ScalelabError for a reference or metric the runs lack."""
+    from scalelab.analysis.beats import answer_for, as_rows, crossover_text
+
+    found = answer_for(runs, beats, metric, size, bootstrap, margin)
+    metric, higher, answers = found.metric, found.higher_is_better, found.methods
+    rows = as_rows(answers)
+    better = "higher" if higher else "lower"
+    parts = [
+        f"<p>Reference <b>{_html.escape(beats)}</b>: {_html.escape(metric)} "
+        f"{found.reference_mean:.4f} (mean of {found.reference_seeds} seeds; {better} is "
+        f"better). A model {'counts' if margin else 'beats the reference'} when the 95% "
+        f"interval of its gain over the seeds lies above {-margin:g} (paired t over shared "
+        "seeds, else Welch's t).</p><ul>"
+    ]
+    for a in answers:
+        flags = "".join(f"<br><span class='note'>flag: {_html.escape(f)}</span>"
+                        for f in a.crossover_flags)  # fmt: skip
+        parts.append(
+            f"<li><b>{_html.escape(a.method)}</b>: {_html.escape(a.statement)}."
+            f"<br><span class='note'>{_html.escape(crossover_text(a))}</span>{flags}</li>"
+        )
+    parts.append("</ul>")
+    if rows:
+        cells = pd.DataFrame(rows)
+        ref = (beats, found.reference_size, found.reference_mean)
+        png = plots.plot_beats(cells, ref, out / "answer.png", metric=metric, size=size,
+                               higher_is_better=higher, per=per, margin=margin)  # fmt: skip
+        parts.append(html.figure(png, f"{metric} of each cell (mean over seeds) vs {size}; "
+                                 "bars: the reference mean plus the 95% interval of the "
+                                 "cell's difference to it; filled: supported by that test."))  # fmt: skip
+        parts.append(html.table([_row(r, size, metric) for r in rows],
+                                ["method", "model", size, "seeds", metric, "gain (95% CI)",
+                                 "test", "counts"], left=2))  # fmt: skip
+    return "".join(parts)
+
+
+def _row(r: dict, size: str, metric: str) -> dict:
+    ci = "" if math.isnan(r["lo"]) else f" [{r['lo']:+.4g}, {r['hi']:+.4g}]"
+    return {"method": r["method"], "model": r["model"], size: f"{r['size']:,.0f}",
+            "seeds": r["seeds"], metric: r["mean"],
+            "gain (95% CI)": f"{r['gain']:+.4g}{ci}", "test": r["test"],
+            "counts": "yes" if r["beats"] else "no"}  # fmt: skip
