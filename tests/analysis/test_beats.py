@@ -121,8 +121,8 @@ def test_two_runs_of_one_seed_in_a_cell_are_not_averaged_as_replicates():
 
 def test_a_margin_asks_for_non_inferiority_not_superiority():
     ref = [0.900, 0.910, 0.905]  # accuracies: the student is ~0.4 points below the teacher
-    df = table({("full", "big"): ref, ("kd", "m3"): [a - 0.004 + e / 4 for a, e in zip(ref, NOISE)],
-                ("kd", "m1"): [a - 0.05 for a in ref]})  # fmt: skip
+    close = [a - 0.004 + e / 4 for a, e in zip(ref, NOISE, strict=True)]
+    df = table({("full", "big"): ref, ("kd", "m3"): close, ("kd", "m1"): [a - 0.05 for a in ref]})
     df = df.rename(columns={"val_loss": "val_accuracy"})
     (strict,) = smallest_that_beats(df, ("big", "full"), "val_accuracy", True, bootstrap=0)
     assert strict.smallest is None  # not better than the teacher

@@ -55,14 +55,17 @@ def test_build_report_writes_self_contained_html(tmp_path):
     html_path = build_report(runs, curves_table(runs), tmp_path, ReportSpec(bootstrap=50))
     html = html_path.read_text()
     assert (tmp_path / "scaling.png").is_file() and (tmp_path / "curves.png").is_file()
-    assert (tmp_path / "loss_to_loss_0.png").is_file()  # val_loss and test_loss both present
+    assert not (tmp_path / "loss_to_loss_0.png").exists()  # only when asked for
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 3
+    assert len(images) == 2
     assert base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert 'src="http' not in html and "scaling.png" not in html
     # default grouping by method (task.dataset does not vary), one fitted law per group
     assert "<td class='l'>full</td>" in html and "<td class='l'>lora</td>" in html
     assert "95% CI" in html or "[" in html
+    asked = ReportSpec(bootstrap=0, loss_to_loss=[("val_loss", "test_loss")])
+    build_report(runs, None, tmp_path / "l2l", asked)
+    assert (tmp_path / "l2l" / "loss_to_loss_0.png").is_file()
 
 
 def test_report_notes_instead_of_failing_on_tiny_groups(tmp_path):

@@ -137,7 +137,14 @@ class FitReport:
 
 
 def fit_table(df: pd.DataFrame, spec: FitSpec) -> FitReport:
-    """Fit `spec.law` per group of `df` (one row per run)."""
+    """Fit `spec.law` per group of `df` (one row per run). Floating-point overflow in the
+    refits of a fit the points do not determine (A = inf) is not printed: the fit's
+    identifiability flags say it in words."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _fit_table(df, spec)
+
+
+def _fit_table(df: pd.DataFrame, spec: FitSpec) -> FitReport:
     if spec.law not in LAWS:
         raise ScalelabError(f"unknown law {spec.law!r} (known: {', '.join(LAWS)})")
     _check_task_options(spec)

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from scalelab.analysis.seeds import paired_test
+from scalelab.analysis.table import shown_models
 from scalelab.errors import ScalelabError
 
 
@@ -89,19 +90,6 @@ def arm_column(table: pd.DataFrame) -> str:
     return "variant" if "variant" in table.columns else "method"
 
 
-def _cell_names(table: pd.DataFrame) -> pd.Series:
-    """Per row, the model as a person names it: a run product as "<model> (stage S)", a
-    cut model with its kept blocks ("gpt-d8 (stage teacher) blocks [0, 7]")."""
-    from scalelab.analysis.table import model_names
-
-    names = model_names(table)
-    shown = table["model"].astype(str).map(lambda m: names.get(m, m))
-    if "params.keep_layers" in table:
-        cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")
-        shown = shown + cut
-    return shown
-
-
 def _check_one_run_per_seed(done: pd.DataFrame, arm: str) -> None:
     """A cell's runs are its seeds: two runs of one seed (say an unlabelled `alpha` sweep)
     would be averaged as if replicates. Raises ScalelabError naming what differs."""
@@ -124,7 +112,7 @@ def _cells(table: pd.DataFrame, metric: str, size: str) -> dict[tuple[str, str],
     for col in (arm, "model", "seed", metric, size):
         if col not in table.columns:
             raise ScalelabError(f"the results have no column {col!r}")
-    done = table[table[metric].notna()].assign(_cell=lambda t: _cell_names(t))
+    done = table[table[metric].notna()].assign(_cell=lambda t: shown_models(t))
     _check_one_run_per_seed(done, arm)
     return {k: g for k, g in done.groupby([arm, "_cell"], sort=False)}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,17 @@ def varying_columns(table: pd.DataFrame, exclude: tuple[str, ...] = ("seed",)) -
     cols = [c for c in config_columns(table) if c not in exclude]
     keyed = _key(table, cols)
     return [c for c in cols if keyed[c].nunique() > 1]
+
+
+def label_columns(table: pd.DataFrame, exclude: tuple[str, ...] = ("seed",)) -> list[str]:
+    """The varying config columns (`varying_columns`) that name runs apart beyond model,
+    method and label: a column that is constant within every labelled method entry only
+    restates the label (the `teachers` of `kd-d8` vs `kd-both`) and is left out."""
+    cols = [c for c in varying_columns(table, exclude) if c not in ("model", "method", "variant")]
+    if "variant" not in table:
+        return cols
+    keyed = _key(table, cols)
+    return [c for c in cols if (keyed.groupby(table["variant"])[c].nunique() > 1).any()]
 
 
 def seed_summary(
@@ -180,7 +192,9 @@ def paired_test(a, b, confidence: float = 0.95) -> dict[str, float]:
     d = mean_ci(a - b, confidence)
     t = p = math.nan
     if d["n"] > 1 and d["std"] > 0:
-        res = stats.ttest_rel(a, b)
+        with warnings.catch_warnings():  # near-equal differences: scipy's precision note
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.ttest_rel(a, b)
         t, p = float(res.statistic), float(res.pvalue)
     return {
         "n": d["n"],

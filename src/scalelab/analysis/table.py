@@ -86,6 +86,18 @@ def model_names(runs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def shown_models(table: pd.DataFrame) -> pd.Series:
+    """Per row, the model as a person names it: a run product as "<model> (stage S)"
+    (`model_names`), a cut model with its kept blocks ("gpt-d8 (stage teacher) blocks
+    [0, 7]")."""
+    names = model_names(table)
+    shown = table["model"].astype(str).map(lambda m: names.get(m, m))
+    if "params.keep_layers" in table:
+        cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")
+        shown = shown + cut
+    return shown
+
+
 def first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:
     """The first of `candidates` that is a column of `df`, else None."""
     return next((c for c in candidates if c in df.columns), None)

@@ -36,11 +36,12 @@ def answer_section(
     rows = as_rows(answers)
     better = "higher" if higher else "lower"
     parts = [
+        _headline(found, size),
         f"<p>Reference <b>{_html.escape(beats)}</b>: {_html.escape(metric)} "
         f"{found.reference_mean:.4f} (mean of {found.reference_seeds} seeds; {better} is "
         f"better). A model {'counts' if margin else 'beats the reference'} when the 95% "
-        f"interval of its gain over the seeds lies above {-margin:g} (paired t over shared "
-        "seeds, else Welch's t).</p><ul>"
+        f"interval of its gain over the seeds lies above {-margin if margin else 0:g} "
+        "(paired t over shared seeds, else Welch's t).</p><ul>",
     ]
     for a in answers:
         flags = "".join(f"<br><span class='note'>flag: {_html.escape(f)}</span>"
@@ -62,6 +63,19 @@ def answer_section(
                                 ["method", "model", size, "seeds", metric, "gain (95% CI)",
                                  "test", "counts"], left=2))  # fmt: skip
     return "".join(parts)
+
+
+def _headline(found, size: str) -> str:
+    """One sentence across methods: the smallest model any method gets past the bar."""
+    verb = f"comes within {found.margin:g} of" if found.margin else "beats"
+    best = [a.smallest for a in found.methods if a.smallest is not None]
+    if not best:
+        return (f"<p><b>No model {verb} {_html.escape(found.reference)} with support from "
+                "its seeds</b> (per method below: the closest cell and its interval).</p>")  # fmt: skip
+    c = min(best, key=lambda c: c.size)
+    return (f"<p><b>Smallest overall: {_html.escape(c.model)} ({_html.escape(c.method)}, "
+            f"{size} {c.size:,.0f}) {verb} {_html.escape(found.reference)}</b> "
+            f"(reference {size} {found.reference_size:,.0f}).</p>")  # fmt: skip
 
 
 def _row(r: dict, size: str, metric: str) -> dict:

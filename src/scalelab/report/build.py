@@ -190,8 +190,14 @@ def build_report(
     Raises ScalelabError (writing nothing) for a missing named column, or runs that hold
     nothing a report can show.
     """
-    spec = spec or ReportSpec()
-    out_dir = Path(out_dir)
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _build(runs, curves, Path(out_dir), spec or ReportSpec(), runs_dir, planned)
+
+
+def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> Path:
+    """`build_report`'s body (numpy's overflow messages off: flags say it in words)."""
     if runs.empty:
         raise ScalelabError("no runs to report on")
     notes = _failed_notes(runs)

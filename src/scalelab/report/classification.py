@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from scalelab.analysis.seeds import seed_summary, varying_columns
+from scalelab.analysis.seeds import label_columns, seed_summary
 from scalelab.metrics import metric_def
 from scalelab.report import curves as curve_section
 from scalelab.report import html
@@ -49,22 +48,8 @@ def config_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -
     """One name per configuration (what differs between runs, seeds aside): model and
     method always, plus each other varying field as `name=value` (lr=0.0001)."""
     models = models or {}
-    extra = [c for c in varying_columns(runs) if c not in ("model", "method", "variant")]
-
-    def name(r: pd.Series) -> str:
-        parts = [models.get(str(r.get("model")), str(r.get("model"))),
-                 str(r.get("variant", r.get("method")))]  # fmt: skip
-        for c in extra:
-            v = r.get(c)
-            if v is not None and not (isinstance(v, float) and np.isnan(v)):
-                parts.append(
-                    f"{c.split('.')[-1]}={v:g}"
-                    if isinstance(v, float)
-                    else f"{c.split('.')[-1]}={v}"
-                )
-        return " ".join(parts)
-
-    return runs.apply(name, axis=1)
+    extra = label_columns(runs)
+    return runs.apply(lambda r: curve_section.name_of(r, extra, models), axis=1)
 
 
 def _summaries(runs: pd.DataFrame, planned: pd.DataFrame | None) -> dict[str, pd.DataFrame]:

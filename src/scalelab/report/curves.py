@@ -12,13 +12,14 @@ What a curve point is:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scalelab.analysis.seeds import varying_columns
+from scalelab.analysis.seeds import label_columns
 from scalelab.report import html, plots
 
 SIZE_COLUMNS = ("non_embedding_params", "total_params")
@@ -28,22 +29,27 @@ def run_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -> d
     """run id -> "gpt-d2 pretrain" plus the seed when seeds vary and each other varying
     field (`lr=0.001`): names a reader knows, never a hash."""
     models = models or {}
-    extra = [
-        c for c in varying_columns(runs, exclude=()) if c not in ("model", "method", "variant")
-    ]
-    out = {}
-    for _, r in runs.iterrows():
-        parts = [models.get(str(r.get("model")), str(r.get("model"))),
-                 str(r.get("variant", r.get("method")))]  # fmt: skip
-        for c in extra:
-            v = r.get(c)
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                continue
-            parts.append(
-                f"{c.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{c.split('.')[-1]}={v}"
-            )
-        out[str(r["run_id"])] = " ".join(parts)
-    return out
+    extra = label_columns(runs, exclude=())
+    return {str(r["run_id"]): name_of(r, extra, models) for _, r in runs.iterrows()}
+
+
+_RUN_REF = re.compile(r"run:[0-9a-f]{16}")
+
+
+def name_of(r: pd.Series, extra: list[str], models: Mapping[str, str]) -> str:
+    """A run (or configuration) as a reader names it: its model, its method's label (or
+    name), then `field=value` for each of `extra`; other runs' products named by their
+    model (`@teachers` of `run:<id>` read "gpt-d8 (stage teachers)"), never a hash."""
+    parts = [models.get(str(r.get("model")), str(r.get("model"))),
+             str(r.get("variant", r.get("method")))]  # fmt: skip
+    for c in extra:
+        v = r.get(c)
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        text = f"{v:g}" if isinstance(v, float) else _RUN_REF.sub(
+            lambda m: models.get(m.group(0), m.group(0)[:12]), str(v))  # fmt: skip
+        parts.append(f"{c.split('.')[-1]}={text}")
+    return " ".join(parts)
 
 
 def size_order(runs: pd.DataFrame) -> list[str]:

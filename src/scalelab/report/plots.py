@@ -67,8 +67,8 @@ def plot_scaling(
             bx, blo, bhi = bands[key]
             ax.fill_between(bx, blo, bhi, color=color, alpha=0.15, lw=0,
                             label="95% bootstrap band")  # fmt: skip
-        if key in params and len(grid):
-            p = params[key]
+        if key in params and len(grid) and all(np.isfinite(list(params[key].values()))):
+            p = params[key]  # (a fit with an infinite parameter is not drawn: see its flags)
             label = f"fit: {p.get('E', 0):.3g} + {p['A']:.3g}·N^-{p['alpha']:.3g}"
             ax.plot(grid, laws.power_law(grid, p), color=color, lw=1.5, label=label)
     style.log_axis(ax, "x", list(xs.dropna()))
@@ -226,15 +226,17 @@ def plot_beats(
     methods = list(dict.fromkeys(cells["method"]))
     colors = style.group_colors(methods)
     sign = 1.0 if higher_is_better else -1.0
-    for m in methods:
+    for i, m in enumerate(methods):
         sub = cells[cells["method"] == m].sort_values("size")
         color = colors[m]
-        ax.plot(sub["size"], sub["mean"], color=color, lw=1.2, label=m, zorder=2)
-        for _, r in sub.iterrows():
+        # Methods share sizes (the same ladder): nudge each sideways so bars stay apart.
+        xs = sub["size"] * 10 ** (0.015 * (i - (len(methods) - 1) / 2))
+        ax.plot(xs, sub["mean"], color=color, lw=1.2, label=m, zorder=2)
+        for x, (_, r) in zip(xs, sub.iterrows(), strict=True):
             if np.isfinite(r["lo"]):  # gain = sign * (cell - reference), in metric units
                 ends = sorted((ref_mean + sign * r["lo"], ref_mean + sign * r["hi"]))
-                ax.plot([r["size"]] * 2, ends, color=color, lw=1, alpha=0.7, zorder=2)
-            ax.scatter(r["size"], r["mean"], s=36, zorder=3, color=color,
+                ax.plot([x] * 2, ends, color=color, lw=1, alpha=0.7, zorder=2)
+            ax.scatter(x, r["mean"], s=36, zorder=3, color=color,
                        facecolor=color if r["beats"] else "white", linewidths=1.4)  # fmt: skip
     ax.axhline(ref_mean, color="#444", ls="--", lw=1)
     ax.scatter([ref_size], [ref_mean], marker="*", s=140, color="#222", zorder=4,

@@ -142,7 +142,8 @@ def scaling_section(
         if band is not None:
             bands[g.group] = band
         rows.append({"title": f"{y} vs {x}", **g.as_dict()})
-    png = plots.plot_scaling(runs, x, y, out / f"{prefix}scaling.png", group=group,
+    named = runs.assign(model=table.shown_models(runs)) if "model" in runs else runs
+    png = plots.plot_scaling(named, x, y, out / f"{prefix}scaling.png", group=group,
                              params=params, bands=bands, per=per)  # fmt: skip
     parts = [html.figure(png, f"{y} vs {x}: points are runs (named by model), lines the "
                          "fitted power law E + A·N^-alpha, shaded the 95% bootstrap band where "
@@ -152,12 +153,10 @@ def scaling_section(
 
 
 def _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes) -> list[str]:
-    # Default: the plotted validation loss against its test twin (val_loss -> test_loss).
-    twin = (y, f"test_{y[4:]}") if split_of(y) == "val" else ("val_loss", "test_loss")
-    usable = all(c in runs and runs[c].notna().sum() >= 3 for c in twin)
-    pairs = spec.loss_to_loss or ([twin] if usable else [])
+    # Only the pairs asked for (--loss-to-loss): test against validation loss of the same
+    # runs, the obvious default, is a straight line that says nothing.
     parts = []
-    for i, (lx, ly) in enumerate(pairs):
+    for i, (lx, ly) in enumerate(spec.loss_to_loss):
         l2l = _fits(runs, FitSpec("loss-to-loss", lx, ly, group=group), notes)
         rows.extend({"title": f"{ly} vs {lx}", **g.as_dict()} for g in l2l)
         fitted = {g.group: g.fit.params for g in l2l}
