@@ -376,12 +376,11 @@ HOLDOUT_BY = ("student", "teacher")
 
 def holdout_split(data: DistillData, by: str, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scratch rows kept, distilled rows held out) for a holdout of the `k` largest student
-    sizes (`by` "student": their from-scratch runs go too, so L~_S is extrapolated as well)
-    or the `k` strongest teachers (lowest L_T; `by` "teacher")."""
+    sizes (`by` "student": from-scratch runs of those sizes go too, so L~_S is extrapolated
+    as well) or the `k` strongest teachers (lowest L_T; `by` "teacher")."""
     if by == "student":
-        sizes = np.unique(data.n_s)
-        cut = sizes[-k]
-        return data.n < cut, data.n_s >= cut
+        held = np.unique(data.n_s)[-k:]
+        return ~np.isin(data.n, held), np.isin(data.n_s, held)
     teachers = np.unique(data.l_t)
     return np.ones(len(data.n), bool), data.l_t <= teachers[k - 1]
 
