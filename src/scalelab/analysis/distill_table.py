@@ -89,6 +89,7 @@ class DistillReport:
     teachers: list[Teacher]
     boot: Bootstrap | None = None
     holdout: Holdout | None = None
+    held_out: str = ""
     flags: tuple[Flag, ...] = ()
     notes: tuple[str, ...] = ()
     answers: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +110,8 @@ class DistillReport:
             out["bootstrap"] = {"n": self.boot.n_requested, "ok": self.boot.n_ok,
                                 "failed": self.boot.n_failed, "seed": self.boot.seed}  # fmt: skip
         out["holdout"] = self.holdout.as_dict() if self.holdout else None
+        if self.holdout:
+            out["holdout"]["held_out"] = self.held_out
         out["flags"] = [f.as_dict() for f in self.flags]
         out["notes"] = list(self.notes + sup.notes)
         out["answers"] = self.answers
@@ -180,7 +183,7 @@ def fit_distill_table(df: pd.DataFrame, spec: DistillSpec) -> DistillReport:
     if spec.gamma is not None and not 0.02 <= spec.gamma <= 5:
         raise ScalelabError(f"--supervised-gamma must be in [0.02, 5] (got {spec.gamma:g})")
     data, teachers, notes = table_data(df, spec)
-    hold = _holdout(data, spec) if spec.holdout > 0 else None
+    hold, held = _holdout(data, spec) if spec.holdout > 0 else (None, "")
     fit = fit_distillation(data, gamma=spec.gamma)
     boot = None
     if spec.bootstrap > 0:
@@ -192,11 +195,12 @@ def fit_distill_table(df: pd.DataFrame, spec: DistillSpec) -> DistillReport:
     flags += _spread_d_s(data.d_s)
     samples = boot.param_dicts() if boot is not None and not boot.too_few else []
     report_answers = _answers(fit.params, samples, data, teachers, spec)
-    return DistillReport(fit, data, teachers, boot, hold, flags, tuple(notes), report_answers)
+    return DistillReport(fit, data, teachers, boot, hold, held, flags, tuple(notes), report_answers)
 
 
-def _holdout(data: DistillData, spec: DistillSpec) -> Holdout:
-    """The holdout refit, after checking that the rest still meets the minimum counts."""
+def _holdout(data: DistillData, spec: DistillSpec) -> tuple[Holdout, str]:
+    """The holdout refit, after checking that the rest still meets the minimum counts, and
+    what it held out, in words."""
     by, k = spec.holdout_by, spec.holdout
     distinct = len(np.unique(data.n_s if by == "student" else data.l_t))
     need = MIN_STUDENTS if by == "student" else MIN_TEACHERS
@@ -206,9 +210,14 @@ def _holdout(data: DistillData, spec: DistillSpec) -> Holdout:
             f"too few {what} for --holdout {k}: {distinct} in the data, the refit needs {need} left"
         )
     try:
-        return holdout_distillation(data, by, k, gamma=spec.gamma)
+        hold = holdout_distillation(data, by, k, gamma=spec.gamma)
     except ScalelabError as err:
         raise ScalelabError(f"--holdout {k}: {err}") from None
+    if by == "student":
+        held = ", ".join(f"{v:.3g}" for v in np.unique(data.n_s)[-k:])
+        return hold, f"the {k} largest student size(s), N_S {held}"
+    held = ", ".join(f"{v:.4g}" for v in np.unique(data.l_t)[:k])
+    return hold, f"the {k} strongest teacher(s), L_T {held}"
 
 
 def _spread_d_s(d_s: np.ndarray) -> tuple[Flag, ...]:

@@ -43,7 +43,7 @@ def run(spec: Any, csv: Any, fmt: str) -> None:
 def _ci(e: dict[str, Any], spec: str = ".4g") -> str:
     if e.get("lo") is None or e.get("hi") is None:
         return ""
-    tail = f"; {e['unreached']:.0%} of refits never" if e.get("unreached") else ""
+    tail = f"; {e['unreached']:.0%} of refits never reach it" if e.get("unreached") else ""
     return f" (95% CI [{_g(e['lo'], spec)}, {_g(e['hi'], spec)}]{tail})"
 
 
@@ -72,8 +72,9 @@ def format_report(r: dict[str, Any]) -> str:
     h = r.get("holdout")
     if h:
         lines.append(
-            f"  holdout ({h['k']} held-out runs): mean |rel err| {_g(h['mean_abs_rel_error'])}, "
-            f"max {_g(h['max_abs_rel_error'])}, mean |err| {_g(h.get('mean_abs_error'))} nats"
+            f"  holdout, refitted without {h['held_out']} ({h['k']} runs): mean |rel err| "
+            f"{_g(h['mean_abs_rel_error'])}, max {_g(h['max_abs_rel_error'])}, "
+            f"mean |err| {_g(h.get('mean_abs_error'))} nats"
         )
     for s in r["answers"].get("students", []):
         lines.extend(_student_lines(s))
@@ -104,13 +105,13 @@ def _student_lines(s: dict[str, Any]) -> list[str]:
         "2ND per teacher forward):"
     )
     for v in s["versus_supervised"]:
-        parts = []
+        lines.append(f"      {v['teacher']}, distilled L_S "
+                     f"{_g(v['rows'][0]['L_distilled']['value'])}:")  # fmt: skip
         for row in v["rows"]:
             a = row["advantage"]
-            parts.append(
-                f"{row['budget']} ({_g(row['compute'], '.3g')} FLOP): scratch "
-                f"{_g(row['L_supervised']['value'])}, advantage {_g(a['value'], '+.4f')}"
-                f"{_ci(a, '+.4f')} -> {row['verdict']}"
+            lines.append(
+                f"        {row['budget']:<18} {_g(row['compute'], '.3g')} FLOP: from scratch "
+                f"{_g(row['L_supervised']['value'])} on D {_g(row['D_supervised'], '.3g')}, "
+                f"advantage {_g(a['value'], '+.4f')}{_ci(a, '+.4f')}: {row['verdict']}"
             )
-        lines.append(f"      {v['teacher']}: " + "; ".join(parts))
     return lines

@@ -273,8 +273,11 @@ def plot_distillation(
     sub = df[[n_s, d_s, l_t, l_s]].apply(pd.to_numeric, errors="coerce").dropna()
     sizes = sorted(sub[n_s].unique())
     colors = style.size_colors(sizes)
-    tokens = sorted(sub[d_s].unique())
-    dashes = ["-", "--", ":", "-."]
+    # Line style per D_S, or per D_S / N_S where the grid scales tokens with size (fewer).
+    ratio = (sub[d_s] / sub[n_s]).round(6)
+    by_ratio = ratio.nunique() < sub[d_s].nunique()
+    key = ratio if by_ratio else sub[d_s]
+    styles = {k: ["-", "--", ":", "-."][i % 4] for i, k in enumerate(sorted(key.unique()))}
     lo, hi = float(sub[l_t].min()), float(sub[l_t].max())
     grid = np.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 200)
     for size in sizes:
@@ -283,12 +286,12 @@ def plot_distillation(
         ax.scatter(rows[l_t], rows[l_s], s=26, color=color, zorder=3,
                    label=f"N_S {style.human(size)}")  # fmt: skip
         for d in sorted(rows[d_s].unique()) if params else []:
-            ls = dashes[tokens.index(d) % len(dashes)]
+            ls = styles[round(d / size, 6) if by_ratio else d]
             ax.plot(grid, laws.distillation(size, d, grid, params), color=color, lw=1.3, ls=ls)
-    if params and len(tokens) > 1:  # one legend entry per line style
-        for i, d in enumerate(tokens):
-            ax.plot([], [], color="grey", ls=dashes[i % len(dashes)],
-                    label=f"fit, D_S {style.human(d)}")  # fmt: skip
+    if params and len(styles) > 1:  # one legend entry per line style
+        for k, ls in styles.items():
+            what = f"D_S = {k:g} N_S" if by_ratio else f"D_S {style.human(k)}"
+            ax.plot([], [], color="grey", ls=ls, label=f"fit, {what}")
     elif params:
         ax.plot([], [], color="grey", lw=1.3, label="fit (Eq. 8)")
     ax.plot(grid, grid, color="#444", ls=(0, (2, 2)), lw=1, label="student = teacher")
