@@ -229,6 +229,8 @@ def test_cli_prints_parameters_holdout_and_answers(tmp_path, capsys):
         (None, ["--y", "nope"], "missing column 'nope'"),
         (None, ["--group", "tokens"], "--group does not apply to --law distillation"),
         (None, ["--scratch", "tokens"], "--scratch must be COL=VALUE"),
+        (None, ["--student", "-1"], "--student must be positive"),
+        (None, ["--holdout", "3"], "too few student sizes for --holdout 3"),
     ],
 )
 def test_cli_bad_input_is_one_error_line(tmp_path, capsys, drop, extra, message):

@@ -182,6 +182,7 @@ def fit_distill_table(df: pd.DataFrame, spec: DistillSpec) -> DistillReport:
         raise ScalelabError(f"--holdout-by must be student or teacher (got {spec.holdout_by!r})")
     if spec.gamma is not None and not 0.02 <= spec.gamma <= 5:
         raise ScalelabError(f"--supervised-gamma must be in [0.02, 5] (got {spec.gamma:g})")
+    _check_answer_options(spec)
     data, teachers, notes = table_data(df, spec)
     hold, held = _holdout(data, spec) if spec.holdout > 0 else (None, "")
     fit = fit_distillation(data, gamma=spec.gamma)
@@ -196,6 +197,23 @@ def fit_distill_table(df: pd.DataFrame, spec: DistillSpec) -> DistillReport:
     samples = boot.param_dicts() if boot is not None and not boot.too_few else []
     report_answers = _answers(fit.params, samples, data, teachers, spec)
     return DistillReport(fit, data, teachers, boot, hold, held, flags, tuple(notes), report_answers)
+
+
+def _check_answer_options(spec: DistillSpec) -> None:
+    """Sizes, tokens and losses asked about are positive; D_S is given one way at most."""
+    if spec.target_tokens is not None and spec.tokens_per_param is not None:
+        raise ScalelabError("give --target-tokens or --tokens-per-param, not both")
+    asked = {
+        "--student": spec.students,
+        "--at-teacher-loss": spec.teacher_losses,
+        "--target": () if spec.target is None else (spec.target,),
+        "--target-tokens": () if spec.target_tokens is None else (spec.target_tokens,),
+        "--tokens-per-param": () if spec.tokens_per_param is None else (spec.tokens_per_param,),
+    }
+    for opt, values in asked.items():
+        bad = [v for v in values if not (np.isfinite(v) and v > 0)]
+        if bad:
+            raise ScalelabError(f"{opt} must be positive (got {bad[0]:g})")
 
 
 def _holdout(data: DistillData, spec: DistillSpec) -> tuple[Holdout, str]:
