@@ -41,8 +41,9 @@ class FitResult:
     extras: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def predict(self, *inputs: np.ndarray) -> np.ndarray:
-        """Evaluate the law: (x,) for power laws, (N, D) for chinchilla, (L_x,) for loss-to-loss
-        and loss-to-acc, (x,) or (N, D) for task-accuracy (size only: the chain)."""
+        """Evaluate the law: (x,) for power laws, (N, D) for chinchilla and supervised, (N_S,
+        D_S, L_T) for distillation, (L_x,) for loss-to-loss and loss-to-acc, (x,) or (N, D) for
+        task-accuracy (size only: the chain)."""
         return predict(self.law, self.params, *inputs)
 
 
@@ -52,6 +53,10 @@ def predict(law: str, params: laws.Params, *inputs: np.ndarray) -> np.ndarray:
         return laws.power_law(inputs[0], params)
     if law == "chinchilla":
         return laws.chinchilla(inputs[0], inputs[1], params)
+    if law == "supervised":
+        return laws.supervised(inputs[0], inputs[1], params)
+    if law == "distillation":
+        return laws.distillation(inputs[0], inputs[1], inputs[2], params)
     if law == "loss-to-loss":
         return laws.loss_to_loss(inputs[0], params)
     if law == "loss-to-acc":

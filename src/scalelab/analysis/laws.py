@@ -21,6 +21,8 @@ CHINCHILLA_PARAMS = ("E", "A", "alpha", "B", "beta")
 LOSS_TO_LOSS_PARAMS = ("K", "kappa", "E_x", "E_y")
 ACC_SIGMOID_PARAMS = ("floor", "ceiling", "k", "L0")
 ACC_EXPONENTIAL_PARAMS = ("epsilon", "k", "gamma")
+SUPERVISED_PARAMS = ("E", "A", "alpha", "B", "beta", "gamma")
+DISTILL_PARAMS = ("c0", "c1", "d1", "f1", "A'", "alpha'", "B'", "beta'", "gamma'")
 
 
 def power_law(x: ArrayLike, params: Params) -> NDArray[np.float64]:
@@ -36,6 +38,45 @@ def chinchilla(n: ArrayLike, d: ArrayLike, params: Params) -> NDArray[np.float64
     return (
         params["E"] + params["A"] * n ** (-params["alpha"]) + params["B"] * d ** (-params["beta"])
     )
+
+
+def supervised(n: ArrayLike, d: ArrayLike, params: Params) -> NDArray[np.float64]:
+    """L(N, D) = E + (A / N^alpha + B / D^beta)^gamma: Busbridge et al. 2025 ("Distillation
+    Scaling Laws", arXiv 2502.08606), Eq. 1, the supervised law their distillation law builds
+    on. `gamma` defaults to 1, which is Chinchilla (Hoffmann et al. 2022). N: non-embedding
+    parameters, D: training tokens, both > 0, shape (n,); returns nats per token, (n,).
+    """
+    n = np.asarray(n, dtype=float)
+    d = np.asarray(d, dtype=float)
+    inner = params["A"] * n ** (-params["alpha"]) + params["B"] * d ** (-params["beta"])
+    return params["E"] + inner ** params.get("gamma", 1.0)
+
+
+def distillation(
+    n_s: ArrayLike, d_s: ArrayLike, l_t: ArrayLike, params: Params
+) -> NDArray[np.float64]:
+    """Student cross-entropy L_S(N_S, D_S, L_T): Busbridge et al. 2025, Eq. 8,
+
+        L_S = L_T + L_T^(-c0) (1 + (L_T / (L~_S d1))^(1/f1))^(-c1 f1)
+                  * (A' / N_S^alpha' + B' / D_S^beta')^gamma'
+
+    with L~_S = `supervised`(N_S, D_S) (Eq. 1), the loss the same student reaches trained
+    from scratch on D_S tokens. `params` holds both sets: E, A, alpha, B, beta, gamma (Eq. 1)
+    and c0, c1, d1, f1, A', alpha', B', beta', gamma' (Eq. 8). N_S: the student's
+    non-embedding parameters, D_S: its distillation tokens, L_T: the teacher's cross-entropy
+    (nats per token), all > 0 and broadcastable to one shape (n,); returns L_S, (n,).
+    The broken power law is evaluated in logs, so a sharp break (small f1) cannot overflow.
+    """
+    n_s, d_s, l_t = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (n_s, d_s, l_t)))
+    p = params
+    log_sup = np.log(supervised(n_s, d_s, p))
+    z = (np.log(l_t) - log_sup - np.log(p["d1"])) / p["f1"]
+    log_gap = (
+        -p["c0"] * np.log(l_t)
+        - p["c1"] * p["f1"] * np.logaddexp(0.0, z)
+        + p["gamma'"] * np.log(p["A'"] * n_s ** (-p["alpha'"]) + p["B'"] * d_s ** (-p["beta'"]))
+    )
+    return l_t + np.exp(log_gap)
 
 
 def loss_to_loss(lx: ArrayLike, params: Params) -> NDArray[np.float64]:

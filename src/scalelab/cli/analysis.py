@@ -8,11 +8,14 @@ from typing import Any
 
 import typer
 
+from scalelab.cli import distill
 from scalelab.cli.common import g as _g
 from scalelab.cli.common import input_file, jsonable
 from scalelab.errors import ScalelabError, shown
 
-LAW_CHOICES = ("power", "chinchilla", "loss-to-loss", "loss-to-acc", "task-accuracy")
+LAW_CHOICES = (
+    "power", "chinchilla", "loss-to-loss", "loss-to-acc", "task-accuracy", "distillation",
+)  # fmt: skip
 PARAM_ORDER = (
     "E", "A", "alpha", "B", "beta", "K", "kappa", "E_x", "E_y",
     "floor", "ceiling", "k", "L0", "epsilon", "gamma",
@@ -94,16 +97,21 @@ def _holdout_lines(h: dict[str, Any]) -> list[str]:
 def fit_command(
     csv: Path = typer.Argument(..., help="Results table (CSV, one row per run)."),
     law: str = typer.Option(
-        ..., "--law", help="power | chinchilla | loss-to-loss | loss-to-acc | task-accuracy"
+        ...,
+        "--law",
+        help="power | chinchilla | loss-to-loss | loss-to-acc | task-accuracy | distillation",
     ),
     x: str = typer.Option(
-        ..., "--x", help="x column (N, D, 'compute' = 6ND, L_x, or the task loss for loss-to-acc)."
+        ...,
+        "--x",
+        help="x column (N, D, 'compute' = 6ND, L_x, or the task loss for loss-to-acc; "
+        "distillation: N, the student's N_S on distilled rows).",
     ),
     y: str = typer.Option(
         ..., "--y", help="y column (a loss, L_y for loss-to-loss, an accuracy for task laws)."
     ),
     x2: str | None = typer.Option(
-        None, "--x2", help="Chinchilla, task-accuracy: the D (tokens) column."
+        None, "--x2", help="Chinchilla, task-accuracy, distillation: the D (tokens) column."
     ),
     group: str | None = typer.Option(None, "--group", help="Fit separately per value of COL."),
     n_boot: int = typer.Option(0, "--bootstrap", help="Bootstrap refits for 95% CIs."),
@@ -134,10 +142,36 @@ def fit_command(
         None, "--ceiling", help="Task laws (sigmoid): fix the ceiling, e.g. 1 [default: fitted]."
     ),
     tokens_per_param: float | None = typer.Option(
-        None, "--tokens-per-param", help="task-accuracy --target: read N at D = R*N."
+        None, "--tokens-per-param", help="task-accuracy --target, distillation: D = R*N."
     ),
     target_tokens: float | None = typer.Option(
-        None, "--target-tokens", help="task-accuracy --target: read N at these D tokens."
+        None, "--target-tokens", help="task-accuracy --target, distillation answers: D tokens."
+    ),
+    teacher_loss: str | None = typer.Option(
+        None, "--teacher-loss", help="distillation: the teacher's loss L_T column (required)."
+    ),
+    scratch: str | None = typer.Option(
+        None,
+        "--scratch",
+        help="distillation: COL=VALUE marks from-scratch rows [default: no teacher loss].",
+    ),
+    teacher_n: str | None = typer.Option(
+        None, "--teacher-n", help="distillation: the teacher's N_T column (compute answers)."
+    ),
+    teacher_d: str | None = typer.Option(
+        None, "--teacher-d", help="distillation: the teacher's D_T column (compute answers)."
+    ),
+    supervised_gamma: float | None = typer.Option(
+        None, "--supervised-gamma", help="distillation: hold gamma of Eq. 1 (1 = Chinchilla)."
+    ),
+    holdout_by: str = typer.Option(
+        "student", "--holdout-by", help="distillation --holdout K: student | teacher."
+    ),
+    student: list[float] | None = typer.Option(
+        None, "--student", help="distillation: answer for a student of N_S (repeatable)."
+    ),
+    at_teacher_loss: list[float] | None = typer.Option(
+        None, "--at-teacher-loss", help="distillation: also predict at this L_T (repeatable)."
     ),
     max_ci_factor: float = typer.Option(
         10.0, "--max-ci-factor", help="Flag a parameter whose 95% CI spans more than this factor."
@@ -160,13 +194,63 @@ def fit_command(
     if not (max_ci_factor > 1 and (max_holdout_error is None or max_holdout_error > 0)):
         raise ScalelabError("--max-ci-factor must be > 1 and --max-holdout-error > 0")
     input_file(csv, "CSV file")
-    from scalelab.analysis.api import FitSpec, fit_table  # heavy: after the checks
-    from scalelab.analysis.identify import Thresholds
-    from scalelab.analysis.table import read_csv
+    from scalelab.analysis.identify import Thresholds  # heavy: after the checks
 
     limits = {}
     if max_holdout_error is not None:
         limits = {"holdout_rel": max_holdout_error, "holdout_abs": max_holdout_error}
+    thresholds = Thresholds(ci_factor=max_ci_factor, **limits)
+    distill_opts = {
+        "--teacher-loss": teacher_loss is not None,
+        "--scratch": scratch is not None,
+        "--teacher-n": teacher_n is not None,
+        "--teacher-d": teacher_d is not None,
+        "--supervised-gamma": supervised_gamma is not None,
+        "--holdout-by": holdout_by != "student",
+        "--student": bool(student),
+        "--at-teacher-loss": bool(at_teacher_loss),
+    }
+    if law == "distillation":
+        from scalelab.analysis.distill_table import DistillSpec
+
+        distill.reject_other_options(
+            {
+                "--group": group is not None,
+                "--no-offset": no_offset,
+                "--x2-is-compute": x2_is_compute,
+                "--n-col": n_col is not None,
+                "--d-col": d_col is not None,
+                "--e-x": e_x is not None,
+                "--e-y": e_y is not None,
+                "--drop-top-loss": drop_top_loss > 0,
+                "--target-row": target_row is not None,
+                "--higher-is-better": higher_is_better,
+                "--loss-col": loss_col is not None,
+                "--acc-form": acc_form != "sigmoid",
+                "--chance": chance is not None,
+                "--choices-col": choices_col is not None,
+                "--ceiling": ceiling is not None,
+            }
+        )
+        if teacher_loss is None or x2 is None:
+            raise ScalelabError(
+                "--law distillation needs --teacher-loss (the L_T column) and --x2 (tokens)"
+            )
+        spec = DistillSpec(
+            n=x, d=x2, y=y, teacher_loss=teacher_loss, scratch=scratch, teacher_n=teacher_n,
+            teacher_d=teacher_d, gamma=supervised_gamma, bootstrap=n_boot, seed=seed,
+            holdout=holdout, holdout_by=holdout_by, students=tuple(student or ()),
+            teacher_losses=tuple(at_teacher_loss or ()), target=target,
+            target_tokens=target_tokens, tokens_per_param=tokens_per_param,
+            thresholds=thresholds,
+        )  # fmt: skip
+        distill.run(spec, csv, fmt)
+        return
+    for opt, used in distill_opts.items():
+        if used:
+            raise ScalelabError(f"{opt} applies to --law distillation only")
+    from scalelab.analysis.api import FitSpec, fit_table
+    from scalelab.analysis.table import read_csv
 
     spec = FitSpec(
         law=law,
@@ -194,7 +278,7 @@ def fit_command(
         ceiling=ceiling,
         tokens_per_param=tokens_per_param,
         target_tokens=target_tokens,
-        thresholds=Thresholds(ci_factor=max_ci_factor, **limits),
+        thresholds=thresholds,
     )
     report = fit_table(read_csv(csv), spec)
     rows = [jsonable(g.as_dict()) for g in report.groups]

@@ -252,3 +252,58 @@ def plot_beats(
     ax.set_title(f"Which models {verb} the reference? (filled: yes, with 95% support)")
     ax.legend(loc="best")
     return _save(fig, path)
+
+
+def plot_distillation(
+    df: pd.DataFrame,
+    path: Path,
+    *,
+    n_s: str = "non_embedding_params",
+    d_s: str = "tokens",
+    l_t: str = "teacher_loss",
+    l_s: str = "val_loss",
+    params: Mapping[str, float] | None = None,
+    per: str = "token",
+    title: str = "Student loss vs teacher loss",
+) -> Path:
+    """Distilled runs: the student's loss `l_s` against its teacher's loss `l_t`, one colour
+    per student size `n_s` (line style per distillation tokens `d_s` where several), the
+    measured points over the fitted law of Busbridge et al. (2025, Eq. 8;
+    `laws.distillation`, all 15 parameters in `params`), and the diagonal where the student
+    equals its teacher. df: one row per distilled run (N_S, D_S, L_T, L_S > 0)."""
+    fig, ax = style.figure()
+    sub = df[[n_s, d_s, l_t, l_s]].apply(pd.to_numeric, errors="coerce").dropna()
+    sizes = sorted(sub[n_s].unique())
+    colors = style.size_colors(sizes)
+    # Line style per D_S, or per D_S / N_S where the grid scales tokens with size (fewer).
+    ratio = (sub[d_s] / sub[n_s]).round(6)
+    by_ratio = ratio.nunique() < sub[d_s].nunique()
+    key = ratio if by_ratio else sub[d_s]
+    styles = {k: ["-", "--", ":", "-."][i % 4] for i, k in enumerate(sorted(key.unique()))}
+    lo, hi = float(sub[l_t].min()), float(sub[l_t].max())
+    grid = np.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 200)
+    for size in sizes:
+        rows = sub[sub[n_s] == size]
+        color = colors[size]
+        ax.scatter(rows[l_t], rows[l_s], s=26, color=color, zorder=3,
+                   label=f"N_S {style.human(size)}")  # fmt: skip
+        for d in sorted(rows[d_s].unique()) if params else []:
+            ls = styles[round(d / size, 6) if by_ratio else d]
+            ax.plot(grid, laws.distillation(size, d, grid, params), color=color, lw=1.3, ls=ls)
+    if params and len(styles) > 1:  # one legend entry per line style
+        for k, ls in styles.items():
+            what = f"D_S = {k:g} N_S" if by_ratio else f"D_S {style.human(k)}"
+            ax.plot([], [], color="grey", ls=ls, label=f"fit, {what}")
+    elif params:
+        ax.plot([], [], color="grey", lw=1.3, label="fit (Eq. 8)")
+    ax.plot(grid, grid, color="#444", ls=(0, (2, 2)), lw=1, label="student = teacher")
+    y_lo, y_hi = min(float(sub[l_s].min()), lo), float(sub[l_s].max())
+    pad = 0.08 * (y_hi - y_lo or 1.0)
+    ax.set_ylim(y_lo - pad, y_hi + pad)  # the data's range: fitted curves may run far above
+    style.plain_axis(ax, "x")
+    style.plain_axis(ax, "y")
+    ax.set_xlabel(f"teacher loss L_T (nats per {per})")
+    ax.set_ylabel(f"student loss L_S (nats per {per})")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, path)
