@@ -109,6 +109,11 @@ def test_format_value_and_summary_line():
     assert mx.summary_line("full", ft, n=1) == "val_accuracy=0.9050"
     assert mx.summary_line("full", {"wall_s": 3.0}) == ""
     assert mx.summary_line("no-such-method", ft) == ""
+    # one method, two task kinds (`distill`): each run leads with its own kind's metrics
+    kd_lm = {**pre, "bits_per_byte": 4.6, "test_ppl": 27.1, "train_kd": 0.4}
+    assert mx.summary_line("distill", kd_lm) == "val_loss=3.2101  test_loss=3.3000"
+    kd_clf = {**ft, "test_loss": 0.4, "val_macro_f1": 0.8, "test_macro_f1": 0.8}
+    assert mx.summary_line("distill", kd_clf) == "val_accuracy=0.9050  test_accuracy=0.8500"
 
 
 def test_a_pretrain_run_reports_exactly_what_pretrain_declares(tmp_path, corpus, capsys):

@@ -249,11 +249,26 @@ def headline_metrics(method: str, metrics: Mapping[str, Any], n: int = 2) -> lis
 
     if method not in METHODS:
         return []
-    have = [d for d in METHODS.get(method).metrics if d.is_quality and _present(metrics, d.name)]
+    have = [d for d in _kind_metrics(METHODS.get(method), metrics)
+            if d.is_quality and _present(metrics, d.name)]  # fmt: skip
     first_per_split = [next((d for d in have if split_of(d.name) == s), None) for s in SPLITS]
     ranked = [d for d in first_per_split if d is not None]
     ranked += [d for d in have if d not in ranked]
     return ranked[:n]
+
+
+def _kind_metrics(method: Any, metrics: Mapping[str, Any]) -> tuple[MetricDef, ...]:
+    """The metric list of the method's definition that this run's metrics match best (a
+    method with per-kind variants, like `distill`, declares the union; a classifier run
+    leads with accuracy, a language-model run with loss): the most quality metrics
+    present, the fewest absent; ties go to the method's own list."""
+
+    def score(defn: Any) -> int:
+        names = [d.name for d in defn.metrics if d.is_quality]
+        return sum(1 if _present(metrics, n) else -1 for n in names)
+
+    defs = [method, *getattr(method, "variants", {}).values()]
+    return max(defs, key=score).metrics or method.metrics
 
 
 def summary_line(method: str, metrics: Mapping[str, Any], n: int = 2) -> str:

@@ -106,6 +106,11 @@ EXPECT = {
     "data_budget": ["Loss vs model size", "Learning curves"],
     "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",
                                "Classification (stage tuned)", "Learning curves (stage base)"],
+    "distill_wikitext": ["<h2>The answer: the smallest model that beats gpt-d6/pretrain</h2>",
+                         "Smallest overall", "kd-both", "cut-d8", "blocks [0, 4, 7]",
+                         "Loss vs model size (stage kd)"],
+    "distill_trec": ["The answer: the smallest model that comes within 0.01 of", "cut-minilm-kd",
+                     "ladder-kd", "Classification (stage cut)"],
 }  # fmt: skip
 
 
@@ -124,6 +129,8 @@ def test_report_of_each_example(reports, name, tmp_path):
     assert not re.search(r"\b[0-9a-f]{16}\b", re.sub(r"base64,[^\"]+", "", text)), "a run hash"
     if chromium() is None:
         pytest.skip("no Chromium to open the page: apt-get install chromium")
+    if "The answer" in text:  # it leads the page, right after the title
+        assert re.findall(r"<h2>(.*?)</h2>", text)[0].startswith("The answer")
     seen = probe(page)
     assert seen["images"] == seen["loaded"] == len(pngs), seen
     assert seen["scroll_width"] <= seen["page_width"] and seen["images_past_edge"] == 0, seen

@@ -90,30 +90,43 @@ def arm_column(table: pd.DataFrame) -> str:
     return "variant" if "variant" in table.columns else "method"
 
 
-def _check_one_run_per_seed(done: pd.DataFrame, arm: str) -> None:
-    """A cell's runs are its seeds: two runs of one seed (say an unlabelled `alpha` sweep)
-    would be averaged as if replicates. Raises ScalelabError naming what differs."""
+SIZE_FIELDS = ("model", "method", "variant", "params.keep_layers")  # named by the model
+
+
+def _cell_fields(rows: pd.DataFrame) -> list[str]:
+    """The config fields that vary among one method's runs besides the model (and seed):
+    they name its cells apart (`gpt-d2 tokens=250000 teachers=gpt-d6 (stage teachers)`)."""
     from scalelab.analysis.seeds import varying_columns
 
-    for (me, cell), g in done.groupby([arm, "_cell"], sort=False):
-        if g["seed"].duplicated().any():
-            differ = [c for c in varying_columns(g) if c not in ("stage",)] or ["stage"]
-            raise ScalelabError(
-                f"cell {cell}/{me} has several runs per seed (they differ in "
-                f"{', '.join(differ)}): give each method entry its own `label`"
-            )
+    return [c for c in varying_columns(rows) if c not in SIZE_FIELDS]
+
+
+def _cell_names(done: pd.DataFrame, arm: str) -> pd.Series:
+    """Per row, its cell's name: the model as shown (`shown_models`) plus the fields that
+    vary within its method (`_cell_fields`)."""
+    from scalelab.analysis.table import field_text, model_names
+
+    shown, models = shown_models(done), model_names(done)
+    out = shown.copy()
+    for _, rows in done.groupby(arm, sort=False):
+        fields = _cell_fields(rows)
+        for i, r in rows.iterrows():
+            texts = [t for c in fields if (t := field_text(c, r.get(c), models)) is not None]
+            out[i] = " ".join([shown[i], *texts])
+    return out
 
 
 def _cells(table: pd.DataFrame, metric: str, size: str) -> dict[tuple[str, str], pd.DataFrame]:
     """(method or label, cell name) -> the cell's runs with a value of `metric`. A cell is
-    one model of one method (a cut model's kept blocks are cells apart); its runs are its
-    seeds. Raises ScalelabError for a missing column or two runs of one seed in a cell."""
+    one configuration of one method: the model, and every other field that varies within
+    that method (a cut model's kept blocks, a token budget, a teacher); its runs are its
+    seeds. Raises ScalelabError for a missing column."""
     arm = arm_column(table)
     for col in (arm, "model", "seed", metric, size):
         if col not in table.columns:
             raise ScalelabError(f"the results have no column {col!r}")
-    done = table[table[metric].notna()].assign(_cell=lambda t: shown_models(t))
-    _check_one_run_per_seed(done, arm)
+    done = table[table[metric].notna()]
+    done = done.assign(_cell=_cell_names(done, arm))
     return {k: g for k, g in done.groupby([arm, "_cell"], sort=False)}
 
 
@@ -205,7 +218,14 @@ def smallest_that_beats(
     for method, cells in verdicts(table, ref, metric, higher_is_better, size, margin).items():
         best = next((c for c in cells if c.beats), None)
         rows = done[done[arm] == method]
-        cross, flags, notes = _crossover(rows, metric, higher_is_better, size, target, bootstrap)
+        others = _cell_fields(rows)
+        if others:  # a power law in N alone would mix budgets, teachers, ...
+            cross, flags = None, ()
+            notes = (f"no crossover fit: the {method} cells differ in "
+                     f"{', '.join(others)} besides size (no one power law in N)",)  # fmt: skip
+        else:
+            cross, flags, notes = _crossover(rows, metric, higher_is_better, size, target,
+                                             bootstrap)  # fmt: skip
         answers.append(MethodAnswer(method, best, tuple(cells), cross, flags,
                                     _statement(method, best, cells, ref, metric, size, margin),
                                     notes))  # fmt: skip

@@ -6,7 +6,8 @@ per run) into such arrays and say precisely which column or law is the problem.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,31 @@ def shown_models(table: pd.DataFrame) -> pd.Series:
         cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")
         shown = shown + cut
     return shown
+
+
+_RUN_REF = re.compile(r"run:[0-9a-f]{16}")
+
+
+def field_text(column: str, value: Any, models: Mapping[str, str]) -> str | None:
+    """`name=value` for a config field (`params.lr` -> "lr=0.001"); other runs' products
+    named by their model (`run:<id>` -> "gpt-d8 (stage teachers)"), never a hash; None
+    for an empty value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = _RUN_REF.sub(lambda m: models.get(m.group(0), m.group(0)[:12]), str(value))
+    return f"{column.split('.')[-1]}={text}"
+
+
+def run_name(r: pd.Series, extra: Sequence[str], models: Mapping[str, str]) -> str:
+    """A run (or configuration) as a reader names it: its model, its method's label (or
+    name), then `field_text` for each of `extra`."""
+    parts = [models.get(str(r.get("model")), str(r.get("model"))),
+             str(r.get("variant", r.get("method")))]  # fmt: skip
+    parts += [t for c in extra if (t := field_text(c, r.get(c), models)) is not None]
+    return " ".join(parts)
 
 
 def first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:

@@ -43,29 +43,58 @@ def smallest(
     margin = exp.spec.report.margin if margin is None else margin
     found = answer_for(table, beats, metric or exp.spec.report.metric, size, bootstrap, margin)
     metric, higher, answers = found.metric, found.higher_is_better, found.methods
+    law = None
+    if "distill" in set(table["method"]) and not higher:  # a loss: the law applies
+        from scalelab.analysis.distill_grid import law_answer
+
+        law = law_answer(table, metric, found.reference_mean, bootstrap)
     if as_json:
         out = [{"method": a.method, "statement": a.statement, "crossover": crossover_text(a),
                 "crossover_flags": list(a.crossover_flags)} for a in answers]  # fmt: skip
-        typer.echo(json.dumps({"reference": beats, "reference_mean": found.reference_mean,
-                               "margin": margin,
-                               "metric": metric, "answers": out,
-                               "cells": as_rows(answers)}, indent=2, default=float))  # fmt: skip
+        doc = {"reference": beats, "reference_mean": found.reference_mean, "margin": margin,
+               "metric": metric, "answers": out, "cells": as_rows(answers)}  # fmt: skip
+        if law is not None:
+            doc["distillation_law"] = _law_json(law)
+        typer.echo(json.dumps(doc, indent=2, default=float))
         return
     better = "higher" if higher else "lower"
     within = f", margin {margin:g}" if margin else ""
     typer.echo(f"{metric} ({better} is better) against {beats} (mean {found.reference_mean:.4f}, "
                f"{found.reference_seeds} seeds{within}): gain = improvement, 95% CI")  # fmt: skip
+    width = max([len(c.model) for a in answers for c in a.cells] or [0])
     for a in answers:
         typer.echo(f"\n{a.method}:")
         for c in a.cells:
             ci = "" if math.isnan(c.lo) else f" [{c.lo:+.4g}, {c.hi:+.4g}]"
             mark = ("  within" if margin else "  beats") if c.beats else ""
-            typer.echo(f"  {c.model:<24} {size} {c.size:>12,.0f}  {metric} {c.mean:.4f}  "
+            typer.echo(f"  {c.model:<{width}}  {size} {c.size:>12,.0f}  {metric} {c.mean:.4f}  "
                        f"gain {c.gain:+.4g}{ci}  ({c.test}){mark}")  # fmt: skip
         typer.echo(f"  answer: {a.statement}")
         typer.echo(f"  {crossover_text(a)}")
         for flag in a.crossover_flags:
             typer.echo(f"  flag: {flag}")
+    if law is not None:
+        _law_text(law)
+
+
+def _law_json(law) -> dict:
+    from scalelab.cli.distill import jsonable
+
+    fit = jsonable(law.report.as_dict()) if law.report is not None else None
+    return {"fit": fit, "not_fitted": law.why or None, "notes": list(law.notes)}
+
+
+def _law_text(law) -> None:
+    """The distillation law's answers (Busbridge et al. 2025) when the grid allows a fit."""
+    from scalelab.cli.distill import format_report, jsonable
+
+    typer.echo("\nthe distillation law, fitted to this grid's runs:")
+    if law.report is None:
+        typer.echo(f"  not fitted: {law.why}")
+    else:
+        typer.echo("  " + format_report(jsonable(law.report.as_dict())).replace("\n", "\n  "))
+    for note in law.notes:
+        typer.echo(f"  note: {note}")
 
 
 def register(app: typer.Typer) -> None:

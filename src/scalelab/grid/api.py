@@ -149,7 +149,13 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
 
     from scalelab.config import flatten
 
-    flat = {r.run_id: flatten({k: r.config.get(k) or {} for k in ("task", "params")}) for r in runs}
+    def fields(r: RunSpec) -> dict:
+        out = flatten({k: r.config.get(k) or {} for k in ("task", "params")})
+        for k, refs in r.inputs.items():  # other runs' products by name, not by hash
+            out[f"params.{k}"] = ",".join(ref.name for ref in refs)
+        return out
+
+    flat = {r.run_id: fields(r) for r in runs}
     seen: dict[tuple[str, str], set[str]] = {}
     for r in runs:
         for k, v in flat[r.run_id].items():

@@ -275,7 +275,8 @@ def _check_reference(beats: str, runs: list[RunSpec]) -> None:
             f"(it has: {', '.join(sorted(arms))})"
         )
     models = set().union(*(model_names(r) for r in runs if (r.variant or r.method) == method))
-    if model not in models:
+    # A cell may name fields after the model ("gpt-d3 tokens=750000"): the model comes first.
+    if model not in models and not any(model.startswith(f"{m} ") for m in models):
         raise ScalelabError(
             f"report.beats: {method} runs have no model {shown(model)} "
             f"(they have: {clip(', '.join(sorted(models)), 150)})"

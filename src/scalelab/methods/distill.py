@@ -298,6 +298,13 @@ def check_classifier_run(task, params, model, inputs: dict) -> None:
             )
 
 
+KD_TERMS = (
+    mx.MetricDef("train_ce", None, ".4f",
+                 "train CE on the labels (next token or class), last 10% of steps", "info"),
+    mx.MetricDef("train_kd", None, ".4f", "train T^2 KL to the teachers, last 10% of steps",
+                 "info"),
+)  # fmt: skip
+
 DISTILL_CLASSIFIER = MethodDef(
     name="distill",
     params=DistillClassifierParams,
@@ -305,6 +312,7 @@ DISTILL_CLASSIFIER = MethodDef(
     task_kinds=("classification",),
     check=_check_classifier,
     check_run=check_classifier_run,
+    metrics=(*CLASSIFICATION_METRICS, *KD_TERMS),  # what a classifier run reports, in order
 )
 
 register_method(
@@ -321,16 +329,7 @@ register_method(
         metrics=(
             *PRETRAIN_METRICS,
             *(m for m in CLASSIFICATION_METRICS if m not in PRETRAIN_METRICS),
-            mx.MetricDef(
-                "train_ce",
-                None,
-                ".4f",
-                "train CE on the labels (next token or class), last 10% of steps",
-                "info",
-            ),
-            mx.MetricDef(
-                "train_kd", None, ".4f", "train T^2 KL to the teachers, last 10% of steps", "info"
-            ),
+            *KD_TERMS,
             mx.MetricDef(
                 "teacher_batches_computed",
                 None,

@@ -84,3 +84,35 @@ def _row(r: dict, size: str, metric: str) -> dict:
             "seeds": r["seeds"], metric: r["mean"],
             "gain (95% CI)": f"{r['gain']:+.4g}{ci}", "test": r["test"],
             "counts": "yes" if r["beats"] else "no"}  # fmt: skip
+
+
+def law_section(runs: pd.DataFrame, metric: str, target: float | None, out: Path,
+                bootstrap: int = 100) -> str:  # fmt: skip
+    """HTML: the distillation law of Busbridge et al. (2025, Eq. 8) fitted to the grid's own
+    runs (`analysis/distill_grid.py`): its answers as `scalelab fit --law distillation`
+    prints them, and student loss vs teacher loss with the fitted curves; or why it was
+    not fitted (too few teachers, students or budgets)."""
+    from scalelab.analysis.distill_grid import law_answer, law_rows
+    from scalelab.cli.distill import format_report, jsonable
+
+    law = law_answer(runs, metric, target, bootstrap)
+    notes = "".join(f"<li>{_html.escape(n)}</li>" for n in law.notes)
+    notes = f"<ul class='note'>{notes}</ul>" if notes else ""
+    if law.report is None:
+        return f"<p class='note'>Not fitted: {_html.escape(law.why)}.</p>{notes}"
+    text = format_report(jsonable(law.report.as_dict()))
+    rows, _ = law_rows(runs, metric)
+    png = plots.plot_distillation(rows[rows["teacher_loss"].notna()], out / "distill_law.png",
+                                  l_s=metric, params=law.report.fit.params)  # fmt: skip
+    return (
+        "<p>The student's loss from its size N_S, its distillation tokens D_S and its "
+        "teacher's loss L_T, fitted in two stages (the supervised law on the from-scratch "
+        "runs, then Eq. 8 on the distilled runs); answers at the grid's largest D_S, the "
+        "smallest student for the reference's loss.</p>"
+        + html.figure(
+            png,
+            "student loss vs teacher loss: measured runs over the fitted "
+            "law, one colour per student size; the diagonal is student = teacher",
+        )  # fmt: skip
+        + f"<div class='wide'><pre>{_html.escape(text)}</pre></div>{notes}"
+    )

@@ -85,6 +85,35 @@ def _answer(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]) -
     return heading, body
 
 
+def _lm_distill(runs: pd.DataFrame) -> pd.Series:
+    """Rows of language-model `distill` runs (the ones the distillation law describes)."""
+    if not {"method", "task.seq_len"} <= set(runs.columns):
+        return pd.Series(False, index=runs.index)
+    return (runs["method"] == "distill") & runs["task.seq_len"].notna()
+
+
+def _law(done: pd.DataFrame, spec: ReportSpec, out: Path) -> tuple[str, str]:
+    """("When to distill: ...", html): the distillation law's answers for a grid of
+    language-model distill runs, at the reference's loss when one is named."""
+    from scalelab.analysis.beats import answer_for
+    from scalelab.report.answer import law_section
+
+    metric, target = spec.metric or "val_loss", None
+    if spec.beats:
+        try:
+            found = answer_for(done, spec.beats, spec.metric, "non_embedding_params", 0)
+            metric, target = found.metric, found.reference_mean
+        except ScalelabError:
+            pass  # the answer section says what is wrong with the reference
+    from scalelab.metrics import metric_def
+
+    defn = metric_def(metric, ["distill"])
+    if metric not in done or not done[metric].notna().any() or not defn or defn.higher_is_better:
+        return "", ""  # the law is about a loss
+    body = law_section(done, metric, target, out, bootstrap=min(spec.bootstrap, 100))
+    return "When to distill: the distillation scaling law (Busbridge et al. 2025)", body
+
+
 def _stages(runs: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
     if "stage" in runs and runs["stage"].nunique(dropna=True) > 1:
         return [(str(s), sub) for s, sub in runs.groupby("stage", sort=False)]
@@ -211,6 +240,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
         sections: list[tuple[str, str]] = []
         if spec.beats:
             sections.append(_answer(done, spec, tmp, notes))
+        if _lm_distill(done).any():
+            sections.append(_law(done, spec, tmp))
         for stage, sub in stages:
             where = f" (stage {stage})" if stage else ""
             plan = planned

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from scalelab.analysis import table
 from scalelab.analysis.seeds import label_columns, seed_summary
 from scalelab.metrics import metric_def
 from scalelab.report import curves as curve_section
@@ -49,7 +50,7 @@ def config_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -
     method always, plus each other varying field as `name=value` (lr=0.0001)."""
     models = models or {}
     extra = label_columns(runs)
-    return runs.apply(lambda r: curve_section.name_of(r, extra, models), axis=1)
+    return runs.apply(lambda r: table.run_name(r, extra, models), axis=1)
 
 
 def _summaries(runs: pd.DataFrame, planned: pd.DataFrame | None) -> dict[str, pd.DataFrame]:

@@ -12,13 +12,12 @@ What a curve point is:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from scalelab.analysis import table
 from scalelab.analysis.seeds import label_columns
 from scalelab.report import html, plots
 
@@ -30,26 +29,7 @@ def run_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -> d
     field (`lr=0.001`): names a reader knows, never a hash."""
     models = models or {}
     extra = label_columns(runs, exclude=())
-    return {str(r["run_id"]): name_of(r, extra, models) for _, r in runs.iterrows()}
-
-
-_RUN_REF = re.compile(r"run:[0-9a-f]{16}")
-
-
-def name_of(r: pd.Series, extra: list[str], models: Mapping[str, str]) -> str:
-    """A run (or configuration) as a reader names it: its model, its method's label (or
-    name), then `field=value` for each of `extra`; other runs' products named by their
-    model (`@teachers` of `run:<id>` read "gpt-d8 (stage teachers)"), never a hash."""
-    parts = [models.get(str(r.get("model")), str(r.get("model"))),
-             str(r.get("variant", r.get("method")))]  # fmt: skip
-    for c in extra:
-        v = r.get(c)
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            continue
-        text = f"{v:g}" if isinstance(v, float) else _RUN_REF.sub(
-            lambda m: models.get(m.group(0), m.group(0)[:12]), str(v))  # fmt: skip
-        parts.append(f"{c.split('.')[-1]}={text}")
-    return " ".join(parts)
+    return {str(r["run_id"]): table.run_name(r, extra, models) for _, r in runs.iterrows()}
 
 
 def size_order(runs: pd.DataFrame) -> list[str]:
