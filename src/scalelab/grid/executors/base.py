@@ -120,8 +120,10 @@ def start_run(
     The attempt log (`runs/<id>/attempts.jsonl`) says how often and where a run started,
     which is how a resumed or contested run can be audited (and how tests count starts).
     """
+    from scalelab.engine.devices import release_freed_memory
     from scalelab.grid.runner import execute
 
+    release_freed_memory()  # a reused worker: earlier runs' freed memory is not this run's
     run_dir = Path(runs_dir) / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     line = {
