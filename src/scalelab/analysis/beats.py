@@ -101,12 +101,14 @@ def _cell_fields(rows: pd.DataFrame) -> list[str]:
     return [c for c in varying_columns(rows) if c not in SIZE_FIELDS]
 
 
-def _cell_names(done: pd.DataFrame, arm: str) -> pd.Series:
-    """Per row, its cell's name: the model as shown (`shown_models`) plus the fields that
-    vary within its method (`_cell_fields`)."""
+def _cell_names(done: pd.DataFrame, arm: str, everything: pd.DataFrame) -> pd.Series:
+    """Per row of `done`, its cell's name: the model as shown (`shown_models`, products
+    named from the rows of `everything`, the whole table) plus the fields that vary within
+    its method (`_cell_fields`)."""
     from scalelab.analysis.table import field_text, model_names
 
-    shown, models = shown_models(done), model_names(done)
+    models = model_names(everything)
+    shown = shown_models(done, models)
     out = shown.copy()
     for _, rows in done.groupby(arm, sort=False):
         fields = _cell_fields(rows)
@@ -126,7 +128,7 @@ def _cells(table: pd.DataFrame, metric: str, size: str) -> dict[tuple[str, str],
         if col not in table.columns:
             raise ScalelabError(f"the results have no column {col!r}")
     done = table[table[metric].notna()]
-    done = done.assign(_cell=_cell_names(done, arm))
+    done = done.assign(_cell=_cell_names(done, arm, table))
     return {k: g for k, g in done.groupby([arm, "_cell"], sort=False)}
 
 

@@ -87,11 +87,11 @@ def model_names(runs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def shown_models(table: pd.DataFrame) -> pd.Series:
+def shown_models(table: pd.DataFrame, names: Mapping[str, str] | None = None) -> pd.Series:
     """Per row, the model as a person names it: a run product as "<model> (stage S)"
-    (`model_names`), a cut model with its kept blocks ("gpt-d8 (stage teacher) blocks
-    [0, 7]")."""
-    names = model_names(table)
+    (`names`, default `model_names(table)`: pass the whole table's when `table` is a part
+    of it), a cut model with its kept blocks ("gpt-d8 (stage teacher) blocks [0, 7]")."""
+    names = model_names(table) if names is None else names
     shown = table["model"].astype(str).map(lambda m: names.get(m, m))
     if "params.keep_layers" in table:
         cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")

@@ -295,7 +295,7 @@ class FinetuneRecipe(Recipe):
         }
         atomic_write_json(self.ctx.run_dir / "eval.json", report)
         self.save_model(model)
-        _, total = count_params(model)
+        non_embedding, total = count_params(model)
         params = dict(model.named_parameters())
         trainable = sum(params[n].numel() for n in self.main_names)
         metrics = {
@@ -303,6 +303,7 @@ class FinetuneRecipe(Recipe):
             "test_loss": scores["test"]["loss"], "val_accuracy": scores["validation"]["accuracy"],
             "val_macro_f1": scores["validation"]["macro_f1"], "val_loss": scores["validation"]["loss"],
             "trainable_params": trainable, "total_params": total,
+            "non_embedding_params": non_embedding,
             "trainable_frac": trainable / total, "best_step": state["best_step"],
             "epochs_run": -(-state["step"] // self.steps_per_epoch),
             "train_examples": len(self.seqs["train"]),
@@ -367,6 +368,7 @@ CLASSIFICATION_METRICS = (
     ),
     mx.MetricDef("val_macro_f1", True, ".4f", "validation macro-averaged F1", bounds=UNIT),
     mx.VAL_LOSS,
+    mx.NON_EMBEDDING_PARAMS,
     mx.TRAINABLE_PARAMS,
     mx.TOTAL_PARAMS,
     mx.TRAINABLE_FRAC,

@@ -190,7 +190,7 @@ def _stage_sections(
     sweep = _sweep_section(runs, out, prefix)
     if sweep:
         sections.append(("Sweep", sweep))
-    body = scaling.scaling_section(runs, out, spec, prefix, rows, notes)
+    body = scaling.scaling_section(runs, out, spec, prefix, rows, notes, models)
     if body:
         sections.append(("Loss vs model size", body))
     if curves is not None and len(curves):

@@ -119,11 +119,18 @@ def _bands(g: GroupFit, x: str, notes: list[str], y: str) -> tuple | None:
 
 
 def scaling_section(
-    runs: pd.DataFrame, out: Path, spec: Any, prefix: str, rows: list, notes: list[str]
+    runs: pd.DataFrame,
+    out: Path,
+    spec: Any,
+    prefix: str,
+    rows: list,
+    notes: list[str],
+    models: dict[str, str] | None = None,
 ) -> str:
     """Loss vs size with fits (and loss-to-loss pairs); "" when the runs have no size
     column (and none was asked for). Raises ScalelabError for a named column that is
-    missing."""
+    missing. models: run products ("run:<id>") -> names (`table.model_names` of the whole
+    experiment: a stage's products come from another stage)."""
     x = spec.x or "non_embedding_params"
     if spec.x is None and (x not in runs or not runs[x].notna().any()):
         return ""
@@ -142,7 +149,7 @@ def scaling_section(
         if band is not None:
             bands[g.group] = band
         rows.append({"title": f"{y} vs {x}", **g.as_dict()})
-    named = runs.assign(model=table.shown_models(runs)) if "model" in runs else runs
+    named = runs.assign(model=table.shown_models(runs, models)) if "model" in runs else runs
     png = plots.plot_scaling(named, x, y, out / f"{prefix}scaling.png", group=group,
                              params=params, bands=bands, per=per)  # fmt: skip
     parts = [html.figure(png, f"{y} vs {x}: points are runs (named by model), lines the "
