@@ -182,6 +182,24 @@ def fit_command(
         help="Flag a holdout error above this [default: 0.05 relative for losses, 0.03 absolute "
         "for accuracies].",
     ),
+    best_over: list[str] = typer.Option(
+        [],
+        "--best-over",
+        help="Per model (and other unswept config), keep the best run over "
+        "this swept column, e.g. params.lr (repeatable): the sweep's envelope.",
+    ),
+    select_on: str | None = typer.Option(
+        None,
+        "--select-on",
+        help="--best-over: the validation column to choose on [default: "
+        "the validation twin of --y (test_X -> val_X), else val_loss].",
+    ),
+    select_higher: bool = typer.Option(
+        False,
+        "--select-higher",
+        help="--best-over: higher --select-on is better (accuracies) "
+        "[default: as the CSV's methods declare it, else lower].",
+    ),
 ) -> None:
     """Fit a scaling law to a results CSV and print parameters with bootstrap intervals and
     identifiability flags."""
@@ -230,6 +248,7 @@ def fit_command(
                 "--chance": chance is not None,
                 "--choices-col": choices_col is not None,
                 "--ceiling": ceiling is not None,
+                "--best-over": bool(best_over),
             }
         )
         if teacher_loss is None or x2 is None:
@@ -249,6 +268,9 @@ def fit_command(
     for opt, used in distill_opts.items():
         if used:
             raise ScalelabError(f"{opt} applies to --law distillation only")
+    if (select_on is not None or select_higher) and not best_over:
+        opt = "--select-on" if select_on is not None else "--select-higher"
+        raise ScalelabError(f"{opt} applies with --best-over only")
     from scalelab.analysis.api import FitSpec, fit_table
     from scalelab.analysis.table import read_csv
 
@@ -280,14 +302,67 @@ def fit_command(
         target_tokens=target_tokens,
         thresholds=thresholds,
     )
-    report = fit_table(read_csv(csv), spec)
+    data, env = read_csv(csv), None
+    if best_over:
+        env = _envelope(data, spec, best_over, select_on, select_higher)
+        data = env.rows
+    report = fit_table(data, spec)
     rows = [jsonable(g.as_dict()) for g in report.groups]
-    if fmt == "json":
+    if fmt == "json" and env is not None:
+        envelope = {"axes": list(env.axes), "select_on": env.select_on,
+                    "higher_is_better": env.higher_is_better,
+                    "winners": env.winners.to_dict(orient="records"),
+                    "warnings": list(env.warnings)}  # fmt: skip
+        typer.echo(json.dumps(jsonable({"fits": rows, "best_over": envelope}), indent=2))
+    elif fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
     else:
+        if env is not None:
+            from scalelab.analysis.envelope import winners_text
+
+            typer.echo("\n".join([*winners_text(env), ""]))
         typer.echo(_format_table(rows))
     for s in report.skipped:
         typer.echo(f"skipped: {s}", err=True)
+
+
+SIZE_LAWS = ("power", "chinchilla", "task-accuracy")  # --x is a size: it names a model
+
+
+def _envelope(data, spec, axes: list[str], select_on: str | None, higher: bool):
+    """The sweep's envelope (`analysis/envelope.py`) of a CSV for `fit --best-over`: a cell
+    is the table's config columns plus the law's size columns and --group; the selection
+    column is --select-on, else the validation twin of --y, else val_loss. Raises
+    ScalelabError (one line) for a bad axis or selection column."""
+    from scalelab.analysis.envelope import (
+        best_over,
+        declared_direction,
+        default_cells,
+        validation_twin,
+    )
+
+    twin = validation_twin(spec.y)
+    if select_on is None:
+        found = [c for c in (twin, "val_loss") if c.startswith("val_") and c in data.columns]
+        if not found:
+            want = twin if twin.startswith("val_") else "val_loss"
+            raise ScalelabError(
+                f"--best-over chooses on validation: no {want} column here; name one with "
+                "--select-on COL"
+            )
+        select_on = found[0]
+    sizes = [spec.x if spec.law in SIZE_LAWS else None, spec.x2, spec.group, spec.n_col,
+             spec.d_col]  # fmt: skip
+    cells = default_cells(data, axes)
+    cells += [c for c in sizes if c and c in data.columns and c not in cells and c not in axes]
+    if not cells:
+        raise ScalelabError(
+            "--best-over: no column names a model (a model column, or --x a size column)"
+        )
+    if not higher:
+        declared = declared_direction(select_on, data) if select_on in data.columns else None
+        higher = declared if declared is not None else spec.higher_is_better and select_on == twin
+    return best_over(data, axes, select_on, bool(higher), cells)
 
 
 def register(app: typer.Typer) -> None:
