@@ -250,6 +250,20 @@ class Answer:
     margin: float = 0.0
 
 
+def compared_metric(done: pd.DataFrame, metric: str | None) -> tuple[str, bool]:
+    """(metric, higher is better) that `answer_for` compares: `metric`, else the methods'
+    first validation quality metric with a column. Raises ScalelabError for a metric the
+    methods do not declare as a quality metric."""
+    from scalelab.metrics import default_metric, metric_def
+
+    methods = sorted(done["method"].dropna().unique()) if "method" in done else []
+    metric = metric or default_metric(methods, "val", available=set(done.columns))
+    defn = metric_def(metric or "", methods) if metric else None
+    if defn is None or defn.higher_is_better is None:
+        raise ScalelabError(f"--metric {metric!r}: not a quality metric the methods declare")
+    return metric, bool(defn.higher_is_better)
+
+
 def answer_for(
     table: pd.DataFrame,
     beats: str,
@@ -262,20 +276,13 @@ def answer_for(
     finished runs; `metric` None: the methods' first validation quality metric; `margin`:
     see `verdicts`. Raises ScalelabError for a malformed or missing reference, an
     undeclared metric or a negative margin."""
-    from scalelab.metrics import default_metric, metric_def
-
     model, slash, method = beats.rpartition("/")
     if not slash or not model or not method:
         raise ScalelabError(f"--beats {beats!r}: write MODEL/METHOD, e.g. gpt-d6/pretrain")
     done = table[table["status"] == "done"] if "status" in table else table
-    methods = sorted(done["method"].dropna().unique()) if "method" in done else []
-    metric = metric or default_metric(methods, "val", available=set(done.columns))
-    defn = metric_def(metric or "", methods) if metric else None
-    if defn is None or defn.higher_is_better is None:
-        raise ScalelabError(f"--metric {metric!r}: not a quality metric the methods declare")
+    metric, higher = compared_metric(done, metric)
     if not (margin >= 0 and math.isfinite(margin)):
         raise ScalelabError(f"--margin {margin!r}: a finite number >= 0 in {metric}'s units")
-    higher = bool(defn.higher_is_better)
     groups = _cells(done, metric, size)
     ref = groups[_reference(groups, (model, method), metric)]
     answers = smallest_that_beats(done, (model, method), metric, higher, size, bootstrap, margin)

@@ -175,6 +175,22 @@ def _naming(keys: pd.DataFrame, varying: list[str]) -> list[str]:
     return [c for c in varying if c != "model" and (keys.groupby("model")[c].nunique() > 1).any()]
 
 
+def answer_envelope(
+    table: pd.DataFrame, axes: Sequence[str], metric: str | None
+) -> tuple[pd.DataFrame, Envelope]:
+    """For "the smallest model that beats" (`analysis/beats.py`): (the finished runs at each
+    cell's best setting over `axes`, without the axis columns (`unswept`), the `Envelope`),
+    chosen on the validation twin of the metric compared (`metric`, else the methods' first
+    validation quality metric). Raises ScalelabError for a bad axis, a metric the methods
+    do not declare, or a validation twin the table lacks."""
+    from scalelab.analysis.beats import compared_metric
+
+    done = table[table["status"] == "done"] if "status" in table else table
+    metric, higher = compared_metric(done, metric)
+    env = envelope_for(done, axes, metric, higher)
+    return unswept(env), env
+
+
 def cell_name(row: pd.Series, fields: Sequence[str]) -> str:
     """A cell as a reader names it: the model (where the table has one), then `name=value`
     of `fields` ("gpt-d2 tokens=1e+06"); "all runs" with nothing to name."""
@@ -211,6 +227,24 @@ def _edges(
                 "the sweep"
             )
     return edges, lines
+
+
+def envelope_json(env: Envelope) -> dict:
+    """The envelope for JSON output: axes, select_on, higher_is_better, winners (one dict
+    per cell, as `Envelope.winners`), warnings. NaN stays NaN: pass it through `jsonable`."""
+    return {
+        "axes": list(env.axes),
+        "select_on": env.select_on,
+        "higher_is_better": env.higher_is_better,
+        "winners": env.winners.to_dict(orient="records"),
+        "warnings": list(env.warnings),
+    }
+
+
+def unswept(env: Envelope) -> pd.DataFrame:
+    """The selected runs without the axis columns: each cell has one setting left, so
+    analyses that name cells by their varying fields name them by model alone."""
+    return env.rows.drop(columns=list(env.axes))
 
 
 def winners_text(env: Envelope, fmt: str = ".4f") -> list[str]:

@@ -309,11 +309,10 @@ def fit_command(
     report = fit_table(data, spec)
     rows = [jsonable(g.as_dict()) for g in report.groups]
     if fmt == "json" and env is not None:
-        envelope = {"axes": list(env.axes), "select_on": env.select_on,
-                    "higher_is_better": env.higher_is_better,
-                    "winners": env.winners.to_dict(orient="records"),
-                    "warnings": list(env.warnings)}  # fmt: skip
-        typer.echo(json.dumps(jsonable({"fits": rows, "best_over": envelope}), indent=2))
+        from scalelab.analysis.envelope import envelope_json
+
+        doc = {"fits": rows, "best_over": envelope_json(env)}
+        typer.echo(json.dumps(jsonable(doc), indent=2))
     elif fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
     else:

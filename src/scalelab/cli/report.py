@@ -69,6 +69,13 @@ def report_command(
         help="The metric --beats compares (default: report.metric, else "
         "the methods' first validation quality metric).",
     ),
+    best_over: list[str] = typer.Option(
+        [],
+        "--best-over",
+        help="Per model, the best run over this swept axis, e.g. params.lr (repeatable), "
+        "chosen on validation: the scaling plot draws that envelope beside each single "
+        "value (default: the spec's report.best_over).",
+    ),
 ) -> None:
     """Write one self-contained report.html (and its PNGs) that adapts to what the runs
     hold: a set-up block, then per stage classification results, a sweep heat map, loss
@@ -101,6 +108,8 @@ def report_command(
             )
         where = {"runs_dir": exp.runs_dir, "planned": exp.planned()}
         required = beats is not None
+        axes_required = bool(best_over)
+        best_over = best_over or exp.spec.report.best_over
         beats = beats or exp.spec.report.beats
         metric = metric or exp.spec.report.metric
         margin = exp.spec.report.margin if margin is None else margin
@@ -108,7 +117,7 @@ def report_command(
         title = f"scalelab report: {experiment.stem}"
     else:
         runs, curves = _load_csvs(csv)
-        where, required = {}, True
+        where, required, axes_required = {}, True, True
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
     from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
@@ -127,6 +136,8 @@ def report_command(
         metric=metric,
         margin=margin or 0.0,
         beats_required=required,
+        best_over=tuple(best_over),
+        best_over_required=axes_required,
     )
     path = build_report(runs, curves, out, spec, **where)
     typer.echo(f"wrote {path}")

@@ -22,6 +22,7 @@ def smallest(
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, max=100_000, help="Refits for the crossover's interval."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Where the runs are (default: the spec's)."),
+    best_over: list[str] = typer.Option([], "--best-over", help="Per model, only the best setting over this swept axis counts, e.g. params.lr (repeatable), chosen on the validation twin of the metric. Default: the spec's report.best_over."),
 ) -> None:  # fmt: skip
     """For each method (or labelled method entry): the smallest model whose metric beats
     MODEL/METHOD with support from its seeds (a paired or Welch t interval above 0), and
@@ -41,7 +42,13 @@ def smallest(
     if table.empty:
         raise ScalelabError(f"no results yet for {spec} (run `scalelab run {spec}` first)")
     margin = exp.spec.report.margin if margin is None else margin
-    found = answer_for(table, beats, metric or exp.spec.report.metric, size, bootstrap, margin)
+    metric = metric or exp.spec.report.metric
+    env = None
+    if axes := best_over or exp.spec.report.best_over:
+        from scalelab.analysis.envelope import answer_envelope
+
+        table, env = answer_envelope(table, axes, metric)
+    found = answer_for(table, beats, metric, size, bootstrap, margin)
     metric, higher, answers = found.metric, found.higher_is_better, found.methods
     law = None
     if "distill" in set(table["method"]) and not higher:  # a loss: the law applies
@@ -55,8 +62,17 @@ def smallest(
                "metric": metric, "answers": out, "cells": as_rows(answers)}  # fmt: skip
         if law is not None:
             doc["distillation_law"] = _law_json(law)
+        if env is not None:
+            from scalelab.analysis.envelope import envelope_json
+            from scalelab.cli.common import jsonable
+
+            doc["best_over"] = jsonable(envelope_json(env))
         typer.echo(json.dumps(doc, indent=2, default=float))
         return
+    if env is not None:
+        from scalelab.analysis.envelope import winners_text
+
+        typer.echo("\n".join([*winners_text(env), ""]))
     better = "higher" if higher else "lower"
     within = f", margin {margin:g}" if margin else ""
     typer.echo(f"{metric} ({better} is better) against {beats} (mean {found.reference_mean:.4f}, "

@@ -18,6 +18,7 @@ written in any order; a cycle or a reference to a stage that does not exist is a
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -251,7 +252,22 @@ def expand_stages(spec: ExperimentSpec) -> list[RunSpec]:
         raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")
     if spec.report.beats:
         _check_reference(spec.report.beats, runs)
+    for axis in spec.report.best_over:
+        _check_axis(axis, runs)
     return runs
+
+
+def _check_axis(axis: str, runs: list[RunSpec]) -> None:
+    """`report.best_over` names a config field that takes more than one value in the grid."""
+    from scalelab.config import flatten
+
+    values = {json.dumps(flat[axis], default=str)
+              for r in runs if axis in (flat := flatten(r.config))}  # fmt: skip
+    if len(values) < 2:
+        has = f"one value, {clip(values.pop(), 40)}" if values else "no such field"
+        raise ScalelabError(
+            f"report.best_over: {axis} does not vary in the grid ({has}): nothing to choose"
+        )
 
 
 def model_names(run: RunSpec) -> set[str]:

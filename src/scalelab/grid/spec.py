@@ -117,11 +117,26 @@ class ReportOptions(Strict):
     (`analysis/beats.py`); metric: the metric compared (default: the methods' first
     validation quality metric, e.g. val_loss); margin: count models no worse than the
     reference by more than this, in the metric's units (0.01: within 1 point of accuracy;
-    a non-inferiority test), default 0 (strictly better)."""
+    a non-inferiority test), default 0 (strictly better); best_over: swept axes
+    (`params.lr`, `task.*`), each one that varies in the grid: per model (and every other
+    config) only the best setting over them counts, chosen on validation
+    (`analysis/envelope.py`), and the scaling section draws that envelope beside the runs
+    at each single value."""
 
     beats: str | None = Field(None, max_length=MAX_NAME_LEN * 2)
     metric: str | None = Field(None, max_length=MAX_NAME_LEN)
     margin: FiniteFloat = Field(0.0, ge=0)
+    best_over: list[str] = Field([], max_length=8)
+
+    @field_validator("best_over", mode="before")
+    @classmethod
+    def _axes(cls, v: Any) -> Any:
+        for axis in _listify(v) if v is not None else []:
+            if not (isinstance(axis, str) and re.match(r"^(params|task)\.[A-Za-z0-9_.]+$", axis)):
+                raise ValueError(f"{shown(axis)}: write params.NAME or task.NAME, e.g. params.lr")
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError("an axis is named twice")
+        return _listify(v) if v is not None else []
 
     @field_validator("beats")
     @classmethod

@@ -48,6 +48,11 @@ class ReportSpec:
     metric: str | None = None
     margin: float = 0.0
     beats_required: bool = False
+    # Swept axes (params.lr): per model the best run over them, chosen on validation
+    # (`analysis/envelope.py`); required: asked for on the command line (a bad axis is an
+    # error), else the spec's `report.best_over` (a note while the runs do not vary).
+    best_over: tuple[str, ...] = ()
+    best_over_required: bool = False
 
 
 @contextmanager
@@ -74,6 +79,15 @@ def _answer(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]) -
 
     verb = f"comes within {spec.margin:g} of" if spec.margin else "beats"
     heading = f"The answer: the smallest model that {verb} {spec.beats}"
+    if spec.best_over:
+        from scalelab.analysis.envelope import answer_envelope
+
+        try:
+            done, _ = answer_envelope(done, spec.best_over, spec.metric)
+        except ScalelabError as err:
+            if spec.best_over_required:
+                raise
+            notes.append(f"the answer compares every run, not the best per model: {err}")
     try:
         body = answer_section(done, spec.beats, spec.metric, out, bootstrap=spec.bootstrap,
                               per=scaling.per_of(done), margin=spec.margin)  # fmt: skip
@@ -190,7 +204,11 @@ def _stage_sections(
     sweep = _sweep_section(runs, out, prefix)
     if sweep:
         sections.append(("Sweep", sweep))
-    body = scaling.scaling_section(runs, out, spec, prefix, rows, notes, models)
+    env = scaling.envelope(runs, spec, notes) if spec.best_over else None
+    if env is not None:
+        sections.append((f"Best {', '.join(env.axes)} per model (the sweep's envelope)",
+                         scaling.winners_html(env)))  # fmt: skip
+    body = scaling.scaling_section(runs, out, spec, prefix, rows, notes, models, env)
     if body:
         sections.append(("Loss vs model size", body))
     if curves is not None and len(curves):

@@ -41,13 +41,15 @@ def plot_scaling(
     title: str = "",
     point_labels: str | None = "model",
     per: str = "token",
+    emphasis: set[str] | None = None,
 ) -> Path:
     """y vs x (x on a log axis, y plain), one colour per group, with fitted power laws and
     their bands, each point named by its `point_labels` column (the model) when present.
 
     `params[group]`: power-law parameters (E, A, alpha); `bands[group]`: (x grid, lo, hi) from
     bootstrap refits (the caller passes only bands of identified fits). Groups without an
-    entry are drawn as points only.
+    entry are drawn as points only. emphasis: groups drawn bold and labelled (a sweep's
+    envelope); the others thin and faded, their points unlabelled.
     """
     params, bands = params or {}, bands or {}
     fig, ax = style.figure()
@@ -58,8 +60,11 @@ def plot_scaling(
     colors = style.group_colors([k for k, _ in groups])
     for key, sub in groups:
         color = colors[key]
-        ax.scatter(sub[x], sub[y], s=30, color=color, label=key or "runs", zorder=3)
-        if point_labels and point_labels in sub:
+        bold = emphasis is None or key in emphasis
+        faded = {} if bold else {"alpha": 0.45}
+        ax.scatter(sub[x], sub[y], s=30 if bold else 14, color=color, label=key or "runs",
+                   zorder=3 if bold else 2, **faded)  # fmt: skip
+        if point_labels and point_labels in sub and bold:
             for _, r in sub.iterrows():
                 ax.annotate(str(r[point_labels]), (r[x], r[y]), textcoords="offset points",
                             xytext=(5, 5), fontsize=8, color="#333")  # fmt: skip
@@ -70,7 +75,9 @@ def plot_scaling(
         if key in params and len(grid) and all(np.isfinite(list(params[key].values()))):
             p = params[key]  # (a fit with an infinite parameter is not drawn: see its flags)
             label = f"fit: {p.get('E', 0):.3g} + {p['A']:.3g}·N^-{p['alpha']:.3g}"
-            ax.plot(grid, laws.power_law(grid, p), color=color, lw=1.5, label=label)
+            width = 1.5 if emphasis is None else (2.5 if bold else 1.0)
+            ax.plot(grid, laws.power_law(grid, p), color=color, lw=width, label=label,
+                    ls="-" if bold else "--", **faded)  # fmt: skip
     style.log_axis(ax, "x", list(xs.dropna()))
     style.plain_axis(ax, "y")
     ax.set_xlabel(style.axis_label(x, per))

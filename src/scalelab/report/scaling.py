@@ -12,6 +12,7 @@ import pandas as pd
 
 from scalelab.analysis import table
 from scalelab.analysis.api import FitSpec, GroupFit, fit_table
+from scalelab.analysis.envelope import Envelope
 from scalelab.analysis.fitting import predict
 from scalelab.analysis.uncertainty import prediction_band
 from scalelab.errors import ScalelabError
@@ -118,6 +119,60 @@ def _bands(g: GroupFit, x: str, notes: list[str], y: str) -> tuple | None:
     return (grid, *prediction_band(lambda p, grid=grid: predict("power", p, grid), g.boot))
 
 
+def envelope(runs: pd.DataFrame, spec: Any, notes: list[str]) -> Envelope | None:
+    """The sweep's envelope over `spec.best_over` (`analysis/envelope.py`), chosen on the
+    validation twin of the scaling plot's y; its edge warnings join `notes`. None (and a
+    note) when the spec's axes do not apply to these runs; raises ScalelabError for axes
+    asked for on the command line (`spec.best_over_required`) that do not."""
+    from scalelab.analysis.envelope import envelope_for
+
+    y = spec.y or default_y(runs)
+    defn = metric_def(y, runs["method"] if "method" in runs else None)
+    try:
+        env = envelope_for(runs, spec.best_over, y, bool(defn and defn.higher_is_better))
+    except ScalelabError as err:
+        if spec.best_over_required:
+            raise
+        notes.append(f"report.best_over: {err} (the runs are shown unselected)")
+        return None
+    notes.extend(env.warnings)
+    return env
+
+
+def winners_html(env: Envelope) -> str:
+    """HTML: what was chosen and how, the winners table (model -> winning value(s) and
+    their validation metric), and the edge warnings."""
+    better = "higher" if env.higher_is_better else "lower"
+    axes = ", ".join(env.axes)
+    cols = ["model", *env.axes, env.select_on, "seeds", "settings", "edge"]
+    rows = [{**r, "model": r["cell"], "edge": r["edge"] or "–"}
+            for r in env.winners.to_dict(orient="records")]  # fmt: skip
+    warn = "".join(f"<p class='note'>warning: {html.esc(w)}</p>" for w in env.warnings)
+    return (
+        f"<p>Per model (and every other setting that is not swept), the value of {html.esc(axes)} "
+        f"with the best {html.esc(env.select_on)} ({better} is better), mean over seeds: chosen "
+        "on validation, never on test. Every seed of the winner is kept; the scaling plot "
+        "draws these runs as the envelope, and the answer (where there is one) compares them. <i>edge</i>: the winner is the smallest or largest "
+        "value swept for that model, so its best may lie outside the sweep.</p>"
+        + html.table(rows, cols)
+        + warn
+    )
+
+
+def _series(runs: pd.DataFrame, env: Envelope, group: str | None):
+    """(runs, group column, emphasised keys): each run once under its fixed setting
+    ("lr=0.001"), and the envelope's runs again under "best lr" (prefixed by the group)."""
+    prefix = runs[group].astype(str) + " / " if group else pd.Series("", index=runs.index)
+    best = prefix + "best " + ", ".join(a.split(".", 1)[-1] for a in env.axes)
+    fixed = prefix + runs[list(env.axes)].apply(
+        lambda r: " ".join(table.field_text(a, r[a], {}) or "" for a in env.axes), axis=1
+    )
+    picked = runs.index.isin(env.rows.index)
+    both = pd.concat([runs[picked].assign(series=best[picked]), runs.assign(series=fixed)],
+                     ignore_index=True)  # fmt: skip
+    return both, "series", set(best[picked])
+
+
 def scaling_section(
     runs: pd.DataFrame,
     out: Path,
@@ -126,11 +181,13 @@ def scaling_section(
     rows: list,
     notes: list[str],
     models: dict[str, str] | None = None,
+    env: Envelope | None = None,
 ) -> str:
     """Loss vs size with fits (and loss-to-loss pairs); "" when the runs have no size
     column (and none was asked for). Raises ScalelabError for a named column that is
     missing. models: run products ("run:<id>") -> names (`table.model_names` of the whole
-    experiment: a stage's products come from another stage)."""
+    experiment: a stage's products come from another stage). env: a sweep's envelope
+    (`envelope`): drawn and fitted beside the runs at each single value of its axes."""
     x = spec.x or "non_embedding_params"
     if spec.x is None and (x not in runs or not runs[x].notna().any()):
         return ""
@@ -138,6 +195,9 @@ def scaling_section(
                                   if split_of(c) in ("val", "test")):  # fmt: skip
         return ""
     x, y, group, runs = default_columns(runs, spec)
+    every, own_group, emphasis = runs, group, None
+    if env is not None:
+        runs, group, emphasis = _series(runs, env, group)
     runs, y = _as_error_rate(runs, y, notes)
     per = per_of(runs)
     fit_spec = FitSpec("power", x, y, group=group, bootstrap=spec.bootstrap, seed=spec.seed)
@@ -145,18 +205,30 @@ def scaling_section(
     params, bands = {}, {}
     for g in fits:
         params[g.group] = g.fit.params
-        band = _bands(g, x, notes, y)
+        band = _bands(g, x, notes, y) if emphasis is None or g.group in emphasis else None
         if band is not None:
             bands[g.group] = band
         rows.append({"title": f"{y} vs {x}", **g.as_dict()})
     named = runs.assign(model=table.shown_models(runs, models)) if "model" in runs else runs
     png = plots.plot_scaling(named, x, y, out / f"{prefix}scaling.png", group=group,
-                             params=params, bands=bands, per=per)  # fmt: skip
-    parts = [html.figure(png, f"{y} vs {x}: points are runs (named by model), lines the "
-                         "fitted power law E + A·N^-alpha, shaded the 95% bootstrap band where "
-                         "the fit is identified (drawn over the data range only).")]  # fmt: skip
-    parts += _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes)
+                             params=params, bands=bands, per=per, emphasis=emphasis)  # fmt: skip
+    caption = (f"{y} vs {x}: points are runs (named by model), lines the fitted power law "
+               "E + A·N^-alpha, shaded the 95% bootstrap band where the fit is identified "
+               "(drawn over the data range only).")  # fmt: skip
+    if env is not None:
+        caption += _envelope_caption(env, emphasis)
+    parts = [html.figure(png, caption)]
+    parts += _loss_to_loss(every, y, own_group, spec, out, prefix, rows, notes)
     return "".join(parts)
+
+
+def _envelope_caption(env: Envelope, emphasis: set[str]) -> str:
+    axes = ", ".join(env.axes)
+    return (
+        f" Bold, labelled ({', '.join(sorted(emphasis))}): the envelope, each model at its best "
+        f"{axes} chosen on {env.select_on}; thin, faded: the runs at one fixed value of {axes} "
+        "each, fitted on their own for comparison (their laws are in the fitted-laws table)."
+    )
 
 
 def _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes) -> list[str]:
