@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from scalelab.cli import main
@@ -101,3 +103,41 @@ def write_dataset(path: Path, n: int = 60) -> Path:
                 + "\n"
             )
     return path
+
+
+# A learning-rate sweep where the best lr differs per size (tests of sweep envelopes).
+SWEEP_LRS = (1e-3, 3e-3, 1e-2)
+# model -> (N, the lr that is best on validation)
+SWEEP_MODELS = {
+    "m1": (1e6, 1e-2),  # the largest lr swept: an edge
+    "m2": (3e6, 3e-3),  # test would pick 1e-2 here (see `sweep_table`)
+    "m3": (1e7, 3e-3),  # a single seed at 1e-3 is the best run; its mean is not
+    "m4": (3e7, 1e-3),  # the smallest lr swept: an edge
+    "m5": (1e8, 3e-3),
+}
+
+
+def sweep_val_loss(n: float) -> float:
+    """The best validation loss of a model of `n` parameters in `sweep_table`."""
+    return 2.0 + 40.0 * n**-0.25
+
+
+def sweep_table() -> pd.DataFrame:
+    """A synthetic runs table for sweep envelopes: 5 models x 3 lrs x 2 seeds; val_loss = a
+    power law in N plus a bowl in log10(lr) around each model's best lr; test_loss =
+    val_loss + 0.01, except where said."""
+    rows = []
+    for model, (n, best) in SWEEP_MODELS.items():
+        for lr in SWEEP_LRS:
+            for seed in (0, 1):
+                val = sweep_val_loss(n) + 0.1 * math.log10(lr / best) ** 2 + 0.002 * seed
+                test = val + 0.01
+                if model == "m2" and lr == 1e-2:
+                    test = val - 0.2  # best on test, not on validation
+                if model == "m3" and lr == 1e-3:
+                    val += -0.3 if seed == 0 else 0.4  # best single run, worse mean
+                rows.append({"model": model, "method": "pretrain", "seed": seed,
+                             "params.lr": lr, "params.tokens": 1_000_000,
+                             "non_embedding_params": n, "val_loss": val,
+                             "test_loss": test})  # fmt: skip
+    return pd.DataFrame(rows)

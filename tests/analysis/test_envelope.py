@@ -5,48 +5,17 @@ chosen on validation (never test), every seed of the winner kept, edge winners f
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import SWEEP_MODELS as MODELS
+from helpers import cli
+from helpers import sweep_table as runs
+from helpers import sweep_val_loss as base_loss
 
 from scalelab.analysis.envelope import best_over, envelope_for, validation_twin
 from scalelab.errors import ScalelabError
-
-LRS = (1e-3, 3e-3, 1e-2)
-# model -> (N, the lr that is best on validation)
-MODELS = {
-    "m1": (1e6, 1e-2),  # the largest lr swept: an edge
-    "m2": (3e6, 3e-3),  # test would pick 1e-2 here (see `runs`)
-    "m3": (1e7, 3e-3),  # a single seed at 1e-3 is the best run; its mean is not
-    "m4": (3e7, 1e-3),  # the smallest lr swept: an edge
-    "m5": (1e8, 3e-3),
-}
-
-
-def base_loss(n: float) -> float:
-    return 2.0 + 40.0 * n**-0.25
-
-
-def runs() -> pd.DataFrame:
-    """5 models x 3 lrs x 2 seeds; val_loss = a power law in N plus a bowl in log10(lr)
-    around each model's best lr; test_loss = val_loss + 0.01, except where said."""
-    rows = []
-    for model, (n, best) in MODELS.items():
-        for lr in LRS:
-            for seed in (0, 1):
-                val = base_loss(n) + 0.1 * math.log10(lr / best) ** 2 + 0.002 * seed
-                test = val + 0.01
-                if model == "m2" and lr == 1e-2:
-                    test = val - 0.2  # best on test, not on validation
-                if model == "m3" and lr == 1e-3:
-                    val += -0.3 if seed == 0 else 0.4  # best single run, worse mean
-                rows.append({"model": model, "method": "pretrain", "seed": seed,
-                             "params.lr": lr, "params.tokens": 1_000_000,
-                             "non_embedding_params": n, "val_loss": val,
-                             "test_loss": test})  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 def test_picks_on_validation_mean_over_seeds_and_keeps_every_seed():
@@ -135,8 +104,6 @@ def _alpha(doc) -> float:
 
 
 def test_fit_best_over_gives_the_envelopes_exponent(tmp_path, capsys):
-    from helpers import cli
-
     table = runs()
     path = tmp_path / "runs.csv"
     table.to_csv(path, index=False)
@@ -178,8 +145,6 @@ def test_fit_best_over_gives_the_envelopes_exponent(tmp_path, capsys):
     ],
 )
 def test_fit_bad_best_over_exits_2_with_one_line(tmp_path, capsys, extra, message):
-    from helpers import cli
-
     path = tmp_path / "runs.csv"
     runs().to_csv(path, index=False)
     code, out, err = cli("fit", path, "--law", "power", "--x", "non_embedding_params", "--y",
@@ -189,8 +154,6 @@ def test_fit_bad_best_over_exits_2_with_one_line(tmp_path, capsys, extra, messag
 
 
 def test_fit_without_a_validation_column_names_the_choice(tmp_path, capsys):
-    from helpers import cli
-
     path = tmp_path / "runs.csv"
     runs().drop(columns=["val_loss"]).to_csv(path, index=False)
     code, _, err = cli("fit", path, "--law", "power", "--x", "non_embedding_params", "--y",
