@@ -39,7 +39,9 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
                             "tokenizer": {"kind": "byte"}, "eval": {"max_tokens": 2000}}  # fmt: skip
         if budgets:  # a data-budget axis stays an axis, within the tiny corpus
             section["tasks"]["max_train_tokens"] = [2000, 8000]
-        params.update(tokens=8 * 32 * 12, batch_size=8, eval_tokens=512)
+        budgets = params.get("tokens")  # a token-budget axis stays an axis
+        tiny = [8 * 32 * 8, 8 * 32 * 12] if isinstance(budgets, list) else 8 * 32 * 12
+        params.update(tokens=tiny, batch_size=8, eval_tokens=512)
     else:
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
                             "max_length": 16}  # fmt: skip
@@ -109,6 +111,8 @@ EXPECT = {
     "distill_wikitext": ["<h2>The answer: the smallest model that beats gpt-d6/pretrain</h2>",
                          "Smallest overall", "kd-both", "cut-d8", "blocks [0, 4, 7]",
                          "Loss vs model size (stage kd)"],
+    "distill_law": ["The answer: the smallest model that beats gpt-d3 tokens=",
+                    "When to distill: the distillation scaling law"],
     "distill_trec": ["The answer: the smallest model that comes within 0.01 of", "cut-minilm-kd",
                      "ladder-kd", "Classification (stage cut)"],
 }  # fmt: skip
