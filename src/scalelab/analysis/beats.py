@@ -133,18 +133,30 @@ def _cells(table: pd.DataFrame, metric: str, size: str) -> dict[tuple[str, str],
 
 
 def _reference(groups: dict[tuple[str, str], pd.DataFrame], ref: tuple[str, str], metric: str):
-    """The key of the one cell `ref` = (model, method or label) names; the model may be
-    written as the table has it or as the cell is named. Raises ScalelabError otherwise."""
-    from scalelab.analysis.table import name_list
+    """The key of the one cell `ref` = (model, method or label) names: the model written as
+    the table has it, as the cell is named (`smallest` prints the names), or as the start
+    of one cell's name (`gpt-d3` for `gpt-d3 tokens=750000` when it is the only one).
+    Raises ScalelabError naming the candidates when none or several match."""
+    from scalelab.analysis.table import as_text, name_list
 
     model, method = ref
-    keys = [k for k, g in groups.items() if k[0] == method
-            and (k[1] == model or (g["model"].astype(str) == model).all())]  # fmt: skip
-    if len(keys) != 1:
-        have = name_list(sorted({f"{c}/{me}" for me, c in groups})) or "none"
-        what = "no such cell" if not keys else f"{len(keys)} cells match"
-        raise ScalelabError(f"--beats {model}/{method}: {what} with {metric}; cells: {have}")
-    return keys[0]
+    mine = {k: g for k, g in groups.items() if k[0] == method}
+    keys = [k for k, g in mine.items() if k[1] == model or (as_text(g["model"]) == model).all()]
+    if not keys:
+        keys = [k for k in mine if k[1].startswith((f"{model} ", f"{model}("))]
+    if len(keys) == 1:
+        return keys[0]
+    if keys:
+        which = name_list([f"{c}/{me}" for me, c in keys])
+        raise ScalelabError(
+            f"reference {model}/{method}: {len(keys)} cells match; name one: {which}"
+        )
+    pool = mine or groups
+    have = name_list(sorted({f"{c}/{me}" for me, c in pool})) or "none"
+    raise ScalelabError(
+        f"reference {model}/{method}: no finished runs of such a cell with {metric}; "
+        f"{'its' if mine else 'the'} cells: {have}"
+    )
 
 
 def verdicts(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from scalelab.analysis.seeds import config_columns
-from scalelab.analysis.table import name_list
+from scalelab.analysis.table import as_text, name_list
 from scalelab.errors import ScalelabError
 
 
@@ -68,7 +68,7 @@ def check_columns(table: pd.DataFrame, axes: Sequence[str], select_on: str) -> N
             raise ScalelabError(
                 f"--best-over {axis}: no such column (table has: {name_list(list(table.columns))})"
             )
-        values = table[axis].astype(str).unique()
+        values = as_text(table[axis]).unique()
         if len(values) < 2:
             one = values[0] if len(values) else "no value"
             raise ScalelabError(
@@ -109,7 +109,7 @@ def best_over(
     cells = list(default_cells(table, axes) if cells is None else cells)
     cells = [c for c in cells if c not in axes]
     score = pd.to_numeric(table[select_on], errors="coerce")
-    keys = table[[*cells, *axes]].astype(str)
+    keys = as_text(table[[*cells, *axes]])
     cell_key = keys[cells].apply(tuple, axis=1) if cells else pd.Series("", index=table.index)
     setting_key = keys[list(axes)].apply(tuple, axis=1)
     varying = [c for c in cells if keys[c].nunique() > 1]

@@ -89,8 +89,11 @@ def config_columns(table: pd.DataFrame) -> list[str]:
 
 
 def _key(table: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """Config values as strings, so missing values (params a method lacks) group together."""
-    return table[cols].astype(str)
+    """Config values as strings, so missing values (params a method lacks) group together
+    as "nan" (pandas 3's `astype(str)` keeps them missing, and `groupby` drops those)."""
+    from scalelab.analysis.table import as_text
+
+    return as_text(table[cols])
 
 
 def varying_columns(table: pd.DataFrame, exclude: tuple[str, ...] = ("seed",)) -> list[str]:
@@ -228,24 +231,34 @@ def paired_tests(
     for col in (by, metric, "seed"):
         if col not in table.columns:
             raise ScalelabError(f"no column {col!r} in the results")
+    if by == "method" and "variant" in table and (table["variant"] != table["method"]).any():
+        raise ScalelabError(
+            "the grid's method entries have labels (the `variant` column): compare them "
+            "with --by variant"
+        )
     keys = pairing_columns(table, by)
-    values = list(dict.fromkeys(table[by].astype(str)))
+    values = list(dict.fromkeys(_key(table, [by])[by]))
     df = _key(table, [*keys, "seed"]).assign(
-        _by=table[by].astype(str).values, _y=table[metric].astype(float).values
+        _by=_key(table, [by])[by].values, _y=table[metric].astype(float).values
     )
     rows = []
-    cells = df.groupby(keys, sort=False) if keys else [((), df)]
-    for cell, g in cells:
-        cell = cell if isinstance(cell, tuple) else (cell,)
-        for va, vb in itertools.combinations(values, 2):
+    for va, vb in itertools.combinations(values, 2):
+        pair = df[df["_by"].isin((va, vb))]
+        # A field only one side has (a distill run's teachers) does not pair the two.
+        shared = [k for k in keys if all((pair.loc[pair["_by"] == v, k] != "nan").any()
+                                         for v in (va, vb))]  # fmt: skip
+        cells = pair.groupby(shared, sort=False) if shared else [((), pair)]
+        for cell, g in cells:
             a = g[g["_by"] == va].set_index("seed")["_y"]
             b = g[g["_by"] == vb].set_index("seed")["_y"]
+            if a.empty or b.empty:  # nothing of one side in this cell: no comparison
+                continue
             common = [s for s in a.index if s in b.index]
             res = paired_test(a.loc[common].values, b.loc[common].values, confidence)
             sig = bool(res["p_value"] < alpha) if not math.isnan(res["p_value"]) else False
-            rows.append(
-                {**dict(zip(keys, cell, strict=True)), "a": va, "b": vb, **res, "significant": sig}
-            )
+            cell = cell if isinstance(cell, tuple) else (cell,)
+            rows.append({**dict(zip(shared, cell, strict=True)), "a": va, "b": vb, **res,
+                         "significant": sig})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -73,17 +73,22 @@ def require_columns(df: pd.DataFrame, cols: Sequence[str], what: str = "") -> No
             )
 
 
+def as_text(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """Values as strings with missing ones as "nan", for grouping and comparing: pandas 3's
+    `astype(str)` keeps missing values missing, and `groupby` then drops their rows."""
+    return values.astype(object).fillna("nan").astype(str)
+
+
 def model_names(runs: pd.DataFrame) -> dict[str, str]:
-    """A run product as a model ("run:<id>") -> "<model> (stage <stage>)" of the run that
-    made it, for the products whose run is in `runs`."""
+    """Each run of the table as a model ("run:<id>", how its product is named where a later
+    run uses it: as its model or as a teacher) -> "<model> (stage <stage>)" of that run."""
+    if "run_id" not in runs or "model" not in runs:
+        return {}
     out = {}
-    by_id = runs.set_index("run_id") if "run_id" in runs else None
-    for m in runs.get("model", pd.Series(dtype=object)).dropna().unique():
-        m = str(m)
-        if m.startswith("run:") and by_id is not None and m[4:] in by_id.index:
-            src = by_id.loc[m[4:]]
-            stage = f" (stage {src['stage']})" if "stage" in src and pd.notna(src["stage"]) else ""
-            out[m] = f"{src.get('model', m)}{stage}"
+    for _, r in runs.iterrows():
+        stage = f" (stage {r['stage']})" if "stage" in r and pd.notna(r["stage"]) else ""
+        model = str(r["model"])
+        out[f"run:{r['run_id']}"] = f"{out.get(model, model)}{stage}"
     return out
 
 
@@ -92,7 +97,7 @@ def shown_models(table: pd.DataFrame, names: Mapping[str, str] | None = None) ->
     (`names`, default `model_names(table)`: pass the whole table's when `table` is a part
     of it), a cut model with its kept blocks ("gpt-d8 (stage teacher) blocks [0, 7]")."""
     names = model_names(table) if names is None else names
-    shown = table["model"].astype(str).map(lambda m: names.get(m, m))
+    shown = as_text(table["model"]).map(lambda m: names.get(m, m))
     if "params.keep_layers" in table:
         cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")
         shown = shown + cut

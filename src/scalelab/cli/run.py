@@ -159,6 +159,7 @@ def summary_table(table):
     """The columns worth reading at a glance: what varies across runs, then the metrics the
     runs' methods declare (SUMMARY_KINDS), as strings in their declared formats ("n/a" where
     a run lacks one). Metrics of methods no longer registered are left out."""
+    from scalelab.analysis.table import as_text
     from scalelab.metrics import format_value, metrics_for
 
     config = [
@@ -170,7 +171,7 @@ def summary_table(table):
     varying = [
         c
         for c in config
-        if c in ("model", "method", "variant", "seed") or table[c].astype(str).nunique() > 1
+        if c in ("model", "method", "variant", "seed") or as_text(table[c]).nunique() > 1
     ]
     declared = metrics_for(table["method"] if "method" in table else [], skip_unknown=True)
     defs = [

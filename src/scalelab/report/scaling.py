@@ -69,7 +69,7 @@ def default_columns(runs: pd.DataFrame, spec: Any) -> tuple[str, str, str | None
         elif len(varying) > 1:
             runs = runs.copy()
             group = " / ".join(varying)
-            runs[group] = runs[varying].astype(str).agg(" / ".join, axis=1)
+            runs[group] = table.as_text(runs[varying]).agg(" / ".join, axis=1)
     elif group not in runs:
         table.require_columns(runs, [group], "--group")
     return x, y, group, runs
@@ -162,7 +162,7 @@ def winners_html(env: Envelope) -> str:
 def _series(runs: pd.DataFrame, env: Envelope, group: str | None):
     """(runs, group column, emphasised keys): each run once under its fixed setting
     ("lr=0.001"), and the envelope's runs again under "best lr" (prefixed by the group)."""
-    prefix = runs[group].astype(str) + " / " if group else pd.Series("", index=runs.index)
+    prefix = table.as_text(runs[group]) + " / " if group else pd.Series("", index=runs.index)
     best = prefix + "best " + ", ".join(a.split(".", 1)[-1] for a in env.axes)
     fixed = prefix + runs[list(env.axes)].apply(
         lambda r: " ".join(table.field_text(a, r[a], {}) or "" for a in env.axes), axis=1

@@ -141,3 +141,34 @@ def read_eval_reports(runs: pd.DataFrame, runs_dir: Path | None) -> dict[str, di
         except (OSError, ValueError):
             continue
     return out
+
+
+def runs_html(runs: pd.DataFrame, models: Mapping[str, str]) -> str:
+    """The runs table with provenance: one row per run (every status), its short id,
+    stage, model (products named), method or label, seed, every config field that varies,
+    its headline metrics, wall time, start time and code commit."""
+    from scalelab.analysis.seeds import varying_columns
+    from scalelab.analysis.table import field_text
+    from scalelab.metrics import format_value, headline_metrics
+
+    skip = ("model", "method", "variant", "seed")
+    extra = [c for c in varying_columns(runs) if c not in skip]
+    rows = []
+    for _, r in runs.iterrows():
+        method = str(r.get("method"))
+        shown = headline_metrics(method, r.to_dict())
+        commit = r.get("git_commit")
+        rows.append({
+            "run": str(r["run_id"])[:8], "stage": r.get("stage", ""),
+            "model": models.get(str(r.get("model")), str(r.get("model"))),
+            "method": str(r.get("variant", method)), "seed": r.get("seed", ""),
+            "config": " ".join(t for c in extra if (t := field_text(c, r.get(c), models))),
+            "status": r.get("status", ""),
+            "metrics": "  ".join(f"{d.name} {format_value(d, r[d.name])}" for d in shown),
+            "wall s": format_value(None, r.get("wall_s")) if pd.notna(r.get("wall_s")) else "",
+            "started": str(r.get("started_at") or "")[:19].replace("T", " "),
+            "commit": str(commit)[:10] if isinstance(commit, str) else "",
+        })  # fmt: skip
+    cols = ["run", "stage", "model", "method", "seed", "config", "status", "metrics", "wall s",
+            "started", "commit"]  # fmt: skip
+    return html.table(rows, cols, left=8)
