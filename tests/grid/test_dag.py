@@ -224,3 +224,25 @@ def test_a_reference_may_name_a_product_as_the_report_shows_it(tmp_path):
                        r"gpt-d6/pretrain \(got 'gpt-d1'\)$"):  # fmt: skip
         load_spec(write_spec(tmp_path / "b.yaml", name="b", models="gpt-d1", tasks=TASK,
                              methods="pretrain", report={"beats": "gpt-d1"}))  # fmt: skip
+
+
+def test_a_label_names_one_method_and_a_twice_listed_run_is_located(tmp_path):
+    reuse = {"models": "gpt-d1", "params": {"lr": 5e-3},
+             "methods": [{"name": "pretrain", "label": "base"},
+                         {"name": "distill", "label": "base", "teachers": ["@teacher"]}]}  # fmt: skip
+    with pytest.raises(ScalelabError, match=r"label 'base' names entries of 2 methods "
+                       r"\(distill, pretrain\): give each method its own labels"):  # fmt: skip
+        dag(tmp_path, {**TEACHERS, "student": reuse})
+    twice = {"models": "gpt-d1", "params": {"lr": 5e-3}, "methods": [
+        {"name": "distill", "label": "a", "teachers": ["@teacher"]},
+        {"name": "distill", "label": "b", "teachers": ["@teacher"]}]}  # fmt: skip
+    with pytest.raises(ScalelabError, match=r"the grid lists the same run twice: \w{8} gpt-d1 "
+                       r"distill:b seed=0 \(stage student\) is \w{8} gpt-d1 distill:a seed=0"):  # fmt: skip
+        dag(tmp_path, {**TEACHERS, "student": twice})
+    with pytest.raises(ScalelabError, match=r"report.metric: 'val_accuracy' is not a quality "
+                       r"metric of pretrain"):  # fmt: skip
+        dag(tmp_path, TEACHERS, report={"metric": "val_accuracy"})
+    hidden = {**TEACHERS, "student": {**reuse, "methods": reuse["methods"][1:]}}
+    with pytest.raises(ScalelabError, match=r"no method or label 'distill' in the grid \(its "
+                       r"entries have labels: base; name one\)"):  # fmt: skip
+        dag(tmp_path, hidden, report={"beats": "gpt-d1/distill"})

@@ -65,3 +65,26 @@ def test_layer_maps_are_checked():
                          ([1, 1], "ascending")):  # fmt: skip
         with pytest.raises(ScalelabError, match=message):
             resolve_layers(bad, 4)
+
+
+@pytest.mark.parametrize(
+    ("keep", "message"),
+    [([], "keep at least one block"), ([1, 0], "once each, ascending"),
+     ([0, 0], "once each, ascending"), ([-1], "start at 0"),
+     ([5], r"model @teacher:gpt-d4 has blocks 0..3")],
+)  # fmt: skip
+def test_bad_block_lists_are_spec_errors(tmp_path, keep, message):
+    """Caught when the spec is read, not as failed runs: list shape always, range when the
+    cut model is an earlier stage's ladder run (its depth is in its name)."""
+    from helpers import write_spec
+
+    from scalelab.grid.spec import expand, load_spec
+
+    spec = write_spec(tmp_path / "s.yaml", name="k", output_dir=str(tmp_path / "out"),
+                      tasks={"dataset": "wikitext2", "seq_len": 32, "tokenizer": {"kind": "byte"}},
+                      params={"tokens": 4096}, stages={
+                          "teacher": {"models": "gpt-d4", "methods": "pretrain"},
+                          "cut": {"models": "@teacher", "methods": "pretrain",
+                                  "params": {"keep_layers": keep}}})  # fmt: skip
+    with pytest.raises(ScalelabError, match=message):
+        expand(load_spec(spec))

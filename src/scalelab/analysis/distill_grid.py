@@ -107,4 +107,6 @@ def law_answer(
         report = fit_distill_table(rows, spec)
     except ScalelabError as err:
         return LawAnswer(why=str(err), notes=tuple(notes))
+    for s in report.answers.get("students", []):  # not a flag here: say where D_S came from
+        s["D_S_from"] = "the grid's largest distillation budget"
     return LawAnswer(report, notes=tuple(notes))

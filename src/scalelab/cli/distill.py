@@ -61,6 +61,14 @@ def format_report(r: dict[str, Any]) -> str:
     """Plain-text rendering of `DistillReport.as_dict()` (after `jsonable`)."""
     st = r["stages"]
     lines = [
+        *(
+            [
+                "no bootstrap: the answers below are point estimates without intervals "
+                "(--bootstrap N adds them)"
+            ]
+            if not r.get("bootstrap")
+            else []
+        ),  # fmt: skip
         f"distillation (Busbridge et al. 2025): n={st['distillation']['n_points']} distilled, "
         f"{st['supervised']['n_points']} from scratch",
         f"  supervised, Eq. 1: {EQ1}  R²={_g(st['supervised']['r2'], '.4f')}",

@@ -18,7 +18,7 @@ def smallest(
     beats: str | None = typer.Option(None, "--beats", help="The reference cell, MODEL/METHOD or MODEL/LABEL (e.g. gpt-d6/pretrain). Default: the spec's report.beats."),
     metric: str | None = typer.Option(None, "--metric", help="Default: the spec's report.metric, else the methods' first validation quality metric."),
     size: str = typer.Option("non_embedding_params", "--size", help="Size column: non_embedding_params, total_params or trainable_params."),
-    margin: float | None = typer.Option(None, "--margin", help="Count models no worse than the reference by more than this, in the metric's units (0.01 = 1 point of accuracy): a non-inferiority test. Default: the spec's report.margin, else 0."),
+    margin: float | None = typer.Option(None, "--margin", min=0.0, help="Count models no worse than the reference by more than this, in the metric's units (0.01 = 1 point of accuracy): a non-inferiority test. Default: the spec's report.margin, else 0."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, max=100_000, help="Refits for the crossover's interval."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Where the runs are (default: the spec's)."),
@@ -76,7 +76,8 @@ def smallest(
     better = "higher" if higher else "lower"
     within = f", margin {margin:g}" if margin else ""
     typer.echo(f"{metric} ({better} is better) against {beats} (mean {found.reference_mean:.4f}, "
-               f"{found.reference_seeds} seeds{within}): gain = improvement, 95% CI")  # fmt: skip
+               f"{found.reference_seeds} seed{'s' if found.reference_seeds != 1 else ''}{within}): "
+               "gain = improvement, 95% CI")  # fmt: skip
     width = max([len(c.model) for a in answers for c in a.cells] or [0])
     for a in answers:
         typer.echo(f"\n{a.method}:")

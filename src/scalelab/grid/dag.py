@@ -247,14 +247,52 @@ def expand_stages(spec: ExperimentSpec) -> list[RunSpec]:
     for name in stage_order(spec):
         produced[name] = _expand_stage(spec, name, stages[name], produced)
     runs = [r for name in produced for r in produced[name]]
-    ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise ScalelabError("the grid lists the same run twice (duplicate models, seeds or values)")
+    _check_once(runs)
     if spec.report.beats:
         _check_reference(spec.report.beats, runs)
-    for axis in spec.report.best_over:
-        _check_axis(axis, runs)
+    if spec.report.metric:
+        _check_metric(spec.report.metric, runs)
     return runs
+
+
+def _check_once(runs: list[RunSpec]) -> None:
+    """Every run once (a label is not part of a run id, so two entries that differ only in
+    their labels are one run), and each label names one method."""
+    from scalelab.grid.api import label
+
+    first: dict[str, RunSpec] = {}
+    for r in runs:
+        if r.run_id in first:
+            o = first[r.run_id]
+            raise ScalelabError(
+                f"the grid lists the same run twice: {label(r)} (stage {r.stage}) is "
+                f"{label(o)} (stage {o.stage}); entries that differ only in their labels, "
+                "models or values listed twice, or a list param written as a string"
+            )
+        first[r.run_id] = r
+    methods: dict[str, set[str]] = {}
+    for r in runs:
+        methods.setdefault(r.variant or r.method, set()).add(r.method)
+    for lab, names in methods.items():
+        if len(names) > 1:
+            raise ScalelabError(
+                f"label {lab!r} names entries of {len(names)} methods "
+                f"({', '.join(sorted(names))}): give each method its own labels"
+            )
+
+
+def _check_metric(metric: str, runs: list[RunSpec]) -> None:
+    """`report.metric` is a quality metric (loss, accuracy, ...) one of the grid's methods
+    declares."""
+    from scalelab.metrics import metrics_for
+
+    names = sorted({r.method for r in runs})
+    defn = next((d for d in metrics_for(names) if d.name == metric), None)
+    if defn is None or defn.higher_is_better is None:
+        raise ScalelabError(
+            f"report.metric: {shown(metric)} is not a quality metric of {', '.join(names)} "
+            "(see `scalelab methods`)"
+        )
 
 
 def _check_axis(axis: str, runs: list[RunSpec]) -> None:
@@ -286,9 +324,11 @@ def _check_reference(beats: str, runs: list[RunSpec]) -> None:
     model, _, method = beats.rpartition("/")
     arms = {r.variant or r.method for r in runs}
     if method not in arms:
+        hidden = sorted({r.variant for r in runs if r.method == method})
+        where = (f"its entries have labels: {', '.join(hidden)}; name one" if hidden
+                 else f"it has: {', '.join(sorted(arms))}")  # fmt: skip
         raise ScalelabError(
-            f"report.beats: no method or label {shown(method)} in the grid "
-            f"(it has: {', '.join(sorted(arms))})"
+            f"report.beats: no method or label {shown(method)} in the grid ({where})"
         )
     models = set().union(*(model_names(r) for r in runs if (r.variant or r.method) == method))
     # A cell may name fields after the model ("gpt-d3 tokens=750000"): the model comes first.

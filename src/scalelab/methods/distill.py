@@ -32,8 +32,8 @@ from scalelab.methods.pretrain import _check as _check_pretrain
 from scalelab.methods.pretrain import check_run as check_pretrain_run
 
 MISMATCH_HINT = (
-    "logit distillation needs one vocabulary token for token; distil across tokenizers "
-    "with sequence-level (rationale) distillation instead"
+    "logit distillation needs one vocabulary token for token; across tokenizers only "
+    "sequence-level (rationale) distillation works, which scalelab does not have yet"
 )
 
 
@@ -206,6 +206,9 @@ class DistillRecipe(PretrainRecipe):
         """`pretrain`'s metrics plus the KD terms and the teacher-output cache counts."""
         result = super().finish(model, state)
         result.metrics.update(_term_metrics(self.terms, state, self.args.grad_accum_steps))
+        # train_loss means next-token CE for every method (pretrain's declaration); the
+        # objective here mixes in the KD term, which train_kd reports on its own.
+        result.metrics["train_loss"] = result.metrics["train_ce"]
         result.metrics["teacher_batches_computed"] = sum(t.computed for t in self.teachers)
         result.metrics["teacher_batches_cached"] = sum(t.loaded for t in self.teachers)
         return result

@@ -62,6 +62,13 @@ class FullParams(TrainArgs):
     class_weights: Literal["none", "balanced"] = "none"
     keep_layers: list[int] | Literal["every_other"] | None = None
 
+    @field_validator("keep_layers")
+    @classmethod
+    def _layer_list(cls, v):
+        from scalelab.models.surgery import check_layer_list
+
+        return check_layer_list(v)
+
 
 class LoraParams(FullParams):
     """LoRA (peft): frozen base, rank-r adapters on `target_modules`, trained new head.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from scalelab import metrics as mx
 from scalelab.engine.args import TrainArgs
@@ -51,6 +51,13 @@ class PretrainParams(TrainArgs):
     eval_tokens: PositiveInt = 32768
     keep_layers: list[int] | Literal["every_other"] | None = None
 
+    @field_validator("keep_layers")
+    @classmethod
+    def _layer_list(cls, v):
+        from scalelab.models.surgery import check_layer_list
+
+        return check_layer_list(v)
+
 
 def _check(task, params: PretrainParams) -> None:
     batch_tokens = params.batch_size * task.seq_len
@@ -74,6 +81,20 @@ def check_run(task, params: PretrainParams, model, inputs: dict) -> None:
             f"params.keep_layers cuts a trained model's blocks, but model {model.name!r} "
             "starts from random weights: name an earlier stage's run (@stage) or a "
             "pretrained decoder as the model"
+        )
+    _check_blocks_exist(params.keep_layers, model)
+
+
+def _check_blocks_exist(keep, model) -> None:
+    """A cut of an earlier stage's ladder model names blocks that model has (its depth is
+    known from the ladder name, `@stage:gpt-d4` has 4). Raises ScalelabError."""
+    from scalelab.models.ladder import ladder_rung
+
+    stage, _, name = model.name.partition(":")
+    rung = ladder_rung(name) if stage.startswith("@") else None
+    if rung is not None and isinstance(keep, list) and max(keep) >= rung.n_layer:
+        raise ScalelabError(
+            f"params.keep_layers {keep}: model {model.name} has blocks 0..{rung.n_layer - 1}"
         )
 
 

@@ -45,6 +45,21 @@ def _blocks(model: Any) -> tuple[Any, str, str]:
     )
 
 
+def check_layer_list(keep: Sequence[int] | str | None) -> Sequence[int] | str | None:
+    """Spec time, before the model is known: a block list keeps at least one block, each
+    once, in ascending order, none negative. Raises ValueError (a params field error)."""
+    if keep is None or isinstance(keep, str):
+        return keep
+    layers = list(keep)
+    if not layers:
+        raise ValueError("keep at least one block")
+    if min(layers) < 0:
+        raise ValueError("block indices start at 0")
+    if layers != sorted(set(layers)):
+        raise ValueError("list blocks once each, ascending")
+    return keep
+
+
 def resolve_layers(keep: Sequence[int] | str, n_layers: int) -> list[int]:
     """`keep` ("every_other" or block indices) checked against `n_layers`: indices must be
     distinct, ascending and in range, and keep at least one block. Raises ScalelabError."""

@@ -54,8 +54,10 @@ def answer_section(
     if rows:
         cells = pd.DataFrame(rows)
         ref = (beats, found.reference_size, found.reference_mean)
+        lines = {a.method for a in answers if not any("besides size" in n for n in a.notes)}
         png = plots.plot_beats(cells, ref, out / "answer.png", metric=metric, size=size,
-                               higher_is_better=higher, per=per, margin=margin)  # fmt: skip
+                               higher_is_better=higher, per=per, margin=margin,
+                               lines=lines)  # fmt: skip
         parts.append(html.figure(png, f"{metric} of each cell (mean over seeds) vs {size}; "
                                  "bars: the reference mean plus the 95% interval of the "
                                  "cell's difference to it; filled: supported by that test."))  # fmt: skip

@@ -88,8 +88,10 @@ def lm_curves(
         f"{eval_tokens} validation tokens in non-overlapping windows; step 0 is the untrained "
         "model where the run logged it). Star: the final evaluation the results table "
         "reports (sliding window over task.eval.max_tokens), at the last step. Dashed: mean "
-        "training loss since the previous point."
-    )
+        "training loss since the previous point"
+        + (" (for distill runs the objective, next-token CE and the KD term mixed, which is "
+           "why it sits below validation)." if "method" in runs and (runs["method"] == "distill").any() else ".")
+    )  # fmt: skip
     return html.figure(png, caption)
 
 

@@ -218,6 +218,7 @@ def plot_beats(
     size: str = "non_embedding_params",
     per: str = "token",
     margin: float = 0.0,
+    lines: set[str] | None = None,
 ) -> Path:
     """The answer at a glance: each method's cell means vs size (log x), one line per
     method; bars: the reference mean plus the 95% interval of the cell's gain over it (in
@@ -226,7 +227,8 @@ def plot_beats(
     margin as a dotted line.
 
     cells: one row per cell with method, size, mean, gain, lo, hi, beats (`beats.as_rows`);
-    reference: (name, size, mean).
+    reference: (name, size, mean); lines: the methods whose cells a line joins (default
+    all; a method whose cells differ in more than size gets markers only).
     """
     name, ref_size, ref_mean = reference
     fig, ax = style.figure()
@@ -238,7 +240,9 @@ def plot_beats(
         color = colors[m]
         # Methods share sizes (the same ladder): nudge each sideways so bars stay apart.
         xs = sub["size"] * 10 ** (0.015 * (i - (len(methods) - 1) / 2))
-        ax.plot(xs, sub["mean"], color=color, lw=1.2, label=m, zorder=2)
+        joined = lines is None or m in lines
+        ax.plot(xs, sub["mean"], color=color, lw=1.2 if joined else 0, label=m, zorder=2,
+                marker=None if joined else "o", markersize=0 if joined else 6)  # fmt: skip
         for x, (_, r) in zip(xs, sub.iterrows(), strict=True):
             if np.isfinite(r["lo"]):  # gain = sign * (cell - reference), in metric units
                 ends = sorted((ref_mean + sign * r["lo"], ref_mean + sign * r["hi"]))
