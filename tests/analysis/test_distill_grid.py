@@ -60,3 +60,15 @@ def test_the_law_answers_the_smallest_student_per_teacher_or_says_why_not():
     few = runs[~runs["params.teachers"].fillna("").str.contains(f"{3:016x}|{4:016x}")]
     law = law_answer(few, "val_loss", target=3.3, bootstrap=0)
     assert law.report is None and "too few teachers" in law.why and "2, need at least 3" in law.why
+
+
+def test_results_files_carry_the_teacher_columns_the_fit_reads():
+    from scalelab.analysis.distill_grid import with_teacher_columns
+
+    runs = experiment_table()
+    out = with_teacher_columns(runs)
+    distilled = out["method"] == "distill"
+    assert out.loc[distilled, "teacher_loss"].notna().all()
+    assert out.loc[~distilled, ["teacher_loss", "teacher_n", "teacher_d"]].isna().all().all()
+    scratch_only = runs[runs["method"] == "pretrain"]
+    assert list(with_teacher_columns(scratch_only).columns) == list(scratch_only.columns)

@@ -73,6 +73,20 @@ def law_rows(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
     return rows, notes
 
 
+def with_teacher_columns(runs: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
+    """`runs` plus `teacher_loss`, `teacher_n`, `teacher_d` on the rows the law reads as
+    distilled (`law_rows`: one teacher, not cut), so `scalelab fit --law distillation
+    --scratch method=pretrain` reads a `scalelab results` CSV; unchanged without such rows."""
+    rows, _ = law_rows(runs, metric)
+    if "run_id" not in runs or rows.empty or rows["teacher_loss"].notna().sum() == 0:
+        return runs
+    filled = rows[rows["teacher_loss"].notna()].set_index("run_id")
+    out = runs.copy()
+    for col in TEACHER_COLUMNS:
+        out[col] = out["run_id"].map(filled[col])
+    return out
+
+
 @dataclass(frozen=True)
 class LawAnswer:
     """The law's answers for an experiment (None with `why` when it cannot be fitted)."""

@@ -147,6 +147,10 @@ def results(
     if table.empty:
         typer.echo("no results yet (run `scalelab run` first)", err=True)
         return
+    if format is not Format.table:  # the files other tools read: the law's columns too
+        from scalelab.analysis.distill_grid import with_teacher_columns
+
+        table = with_teacher_columns(table)
     if format is Format.csv:
         sys.stdout.write(table.to_csv(index=False))
     elif format is Format.json:
