@@ -24,7 +24,10 @@ def test_smallest_reads_the_store_and_answers_per_method(tmp_path, corpus, capsy
     code, out, _ = cli("smallest", spec, "--beats", "gpt-d2/pretrain", "--json", capsys=capsys)
     report = json.loads(out)
     assert report["metric"] == "val_loss" and report["cells"][0]["model"] == "gpt-d1"
-    for bad, message in (("gpt-d2", "write MODEL/METHOD"), ("gpt-d9/pretrain", "no finished runs of such a cell")):
+    for bad, message in (
+        ("gpt-d2", "write MODEL/METHOD"),
+        ("gpt-d9/pretrain", "no finished runs of such a cell"),
+    ):
         code, _, err = cli("smallest", spec, "--beats", bad, capsys=capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 

@@ -81,7 +81,10 @@ def test_accuracies_beat_upwards_and_unpaired_seeds_use_welch():
 
 
 def test_a_reference_that_is_not_a_cell_is_named_with_the_cells_there_are():
-    with pytest.raises(ScalelabError, match=r"reference nope/pretrain: no finished runs of such a cell with val_loss; its cells: big/pretrain$"):
+    with pytest.raises(
+        ScalelabError,
+        match=r"reference nope/pretrain: no finished runs of such a cell with val_loss; its cells: big/pretrain$",
+    ):
         verdicts(table(CELLS), ("nope", "pretrain"), "val_loss", False, "non_embedding_params")
     assert np.isfinite(SIZES["big"])
 
@@ -106,7 +109,10 @@ def test_labelled_entries_are_methods_apart_and_kept_blocks_are_cells_apart():
     # the reference may be named as the table has it or as the cell is shown
     assert verdicts(df, ("gpt-d8 (stage teacher) blocks [0, 7]", "cut"), "val_loss", False,
                     "non_embedding_params")  # fmt: skip
-    with pytest.raises(ScalelabError, match=r"reference run:abc/cut: 2 cells match; name one: gpt-d8 \(stage teacher\) blocks \[0\]/cut, "):
+    with pytest.raises(
+        ScalelabError,
+        match=r"reference run:abc/cut: 2 cells match; name one: gpt-d8 \(stage teacher\) blocks \[0\]/cut, ",
+    ):
         verdicts(df, ("run:abc", "cut"), "val_loss", False, "non_embedding_params")
 
 

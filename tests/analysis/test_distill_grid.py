@@ -43,8 +43,9 @@ def test_teachers_are_read_from_their_own_rows_and_other_runs_are_left_out():
     want = synthetic_table(0, 0.0)
     got = rows[rows["teacher_loss"].notna()]
     assert len(got) == want["teacher_loss"].notna().sum() == 60
-    np.testing.assert_allclose(sorted(got["teacher_loss"]),
-                               sorted(want["teacher_loss"].dropna()))  # the teacher's own loss
+    np.testing.assert_allclose(
+        sorted(got["teacher_loss"]), sorted(want["teacher_loss"].dropna())
+    )  # the teacher's own loss
     assert set(got["teacher_d"] / got["teacher_n"]) == {20.0}
     assert (rows["teacher_loss"].isna()).sum() == 19  # 15 students + 4 teachers, not the cut
     assert notes == ["2 distill run(s) left out: several teachers (the law takes one teacher loss)"]

@@ -110,6 +110,7 @@ EXPECT = {
                                "Classification (stage tuned)", "Learning curves (stage base)"],
     "distill_wikitext": ["<h2>The answer: the smallest model that beats gpt-d6/pretrain</h2>",
                          "Smallest overall", "kd-both", "cut-d8", "blocks [0, 4, 7]",
+                         "one panel per method, shared axes",
                          "Loss vs model size (stage kd)"],
     "distill_law": ["The answer: the smallest model that beats gpt-d3 tokens=",
                     "When to distill: the distillation scaling law"],

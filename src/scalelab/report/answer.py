@@ -61,10 +61,39 @@ def answer_section(
         parts.append(html.figure(png, f"{metric} of each cell (mean over seeds) vs {size}; "
                                  "bars: the reference mean plus the 95% interval of the "
                                  "cell's difference to it; filled: supported by that test."))  # fmt: skip
+        parts.append(_panels(runs, cells, ref, lines, metric, size, per, higher, bootstrap, out))
         parts.append(html.table([_row(r, size, metric) for r in rows],
                                 ["method", "model", size, "seeds", metric, "gain (95% CI)",
                                  "test", "counts"], left=2))  # fmt: skip
     return "".join(parts)
+
+
+def _panels(runs, cells, ref, lines, metric, size, per, higher, bootstrap, out) -> str:
+    """One panel per method on shared axes, with each size-only method's power law (and
+    its band where the fit is identified); losses only (accuracies get points)."""
+    from scalelab.analysis.api import FitSpec, fit_table
+    from scalelab.analysis.beats import arm_column
+    from scalelab.errors import ScalelabError
+    from scalelab.report.scaling import _bands
+
+    fits, bands, notes = {}, {}, []
+    arm = arm_column(runs)
+    for m in lines if not higher else ():
+        rows = runs[(runs[arm] == m) & runs[metric].notna()]
+        try:
+            g = fit_table(rows, FitSpec("power", size, metric, bootstrap=bootstrap)).groups[0]
+        except ScalelabError:
+            continue  # too few sizes: points only
+        fits[m] = g.fit.params
+        band = _bands(g, size, notes, metric)
+        if band is not None:
+            bands[m] = band
+    png = plots.plot_methods_panels(cells, out / "answer_panels.png", metric=metric, size=size,
+                                    per=per, fits=fits, bands=bands, reference=ref)  # fmt: skip
+    return html.figure(png, "one panel per method, shared axes: cell means (every seed's "
+                       "mean), the method's fitted power law E + A·N^-alpha where its cells "
+                       "differ only in size (shaded: its 95% bootstrap band, where the fit is "
+                       "identified), the reference dashed.")  # fmt: skip
 
 
 def _headline(found, size: str) -> str:

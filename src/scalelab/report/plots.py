@@ -318,3 +318,54 @@ def plot_distillation(
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
+
+
+def plot_methods_panels(
+    cells: pd.DataFrame,
+    path: Path,
+    *,
+    metric: str,
+    size: str = "non_embedding_params",
+    per: str = "token",
+    fits: Mapping[str, Mapping[str, float]] | None = None,
+    bands: Mapping[str, Band] | None = None,
+    reference: tuple[str, float, float] | None = None,
+) -> Path:
+    """One panel per method on shared axes: its cells' means vs size (log x), the fitted
+    power law where the method has one (`fits[method]`: E, A, alpha, drawn over the data
+    range) with its band where identified (`bands[method]`), and the reference (name,
+    size, mean) as a dashed line and star in every panel.
+
+    cells: one row per cell with method, size, mean (`beats.as_rows`)."""
+    import matplotlib.pyplot as plt
+
+    fits, bands = fits or {}, bands or {}
+    methods = list(dict.fromkeys(cells["method"]))
+    cols = min(3, len(methods))
+    rows = -(-len(methods) // cols)
+    style.figure()  # the shared style (rcParams); this figure is replaced below
+    plt.close("all")
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), dpi=style.DPI,
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    colors = style.group_colors(methods)
+    xs_all = [*cells["size"], *([reference[1]] if reference else [])]
+    for ax, m in zip(axes.flat, methods, strict=False):
+        sub = cells[cells["method"] == m].sort_values("size")
+        ax.scatter(sub["size"], sub["mean"], s=28, color=colors[m], zorder=3)
+        if m in bands:
+            bx, lo, hi = bands[m]
+            ax.fill_between(bx, lo, hi, color=colors[m], alpha=0.15, lw=0)
+        if m in fits and all(np.isfinite(list(fits[m].values()))):
+            grid = np.geomspace(sub["size"].min(), sub["size"].max(), 100)
+            ax.plot(grid, laws.power_law(grid, fits[m]), color=colors[m], lw=1.4)
+        if reference:
+            ax.axhline(reference[2], color="#444", ls="--", lw=0.9)
+            ax.scatter([reference[1]], [reference[2]], marker="*", s=90, color="#222", zorder=4)
+        ax.set_title(m, fontsize=10)
+        style.log_axis(ax, "x", xs_all)
+        style.plain_axis(ax, "y")
+    for ax in axes.flat[len(methods) :]:
+        ax.set_visible(False)
+    fig.supxlabel(style.axis_label(size, per), fontsize=10)
+    fig.supylabel(style.axis_label(metric, per), fontsize=10)
+    return _save(fig, path)
