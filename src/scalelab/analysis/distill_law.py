@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from scalelab.analysis import laws
 from scalelab.analysis.chinchilla_fast import default_grid
 from scalelab.analysis.fitting import FitResult
-from scalelab.analysis.uncertainty import _REFIT_ERRORS, Bootstrap, Holdout, r_squared
+from scalelab.analysis.uncertainty import Bootstrap, Holdout, r_squared, refit_samples
 
 DELTA = 1e-3
 
@@ -353,20 +353,12 @@ def bootstrap_distillation(
     all 15 parameters: `Bootstrap.samples[name]`, shape (n_ok,)."""
     rng = np.random.default_rng(seed)
     m, k = len(data.loss), len(data.l_s)
-    rows: list[dict[str, float]] = []
-    failed = 0
-    with np.errstate(all="ignore"):
-        for _ in range(n_boot):
-            sample = data.take(rng.integers(0, m, m), rng.integers(0, k, k))
-            try:
-                params = fit_distillation(sample, gamma=gamma, warm=full).params
-            except _REFIT_ERRORS:
-                failed += 1
-                continue
-            if all(np.isfinite(v) for v in params.values()):
-                rows.append(params)
-            else:
-                failed += 1
+
+    def refit() -> dict[str, float]:
+        sample = data.take(rng.integers(0, m, m), rng.integers(0, k, k))
+        return fit_distillation(sample, gamma=gamma, warm=full).params
+
+    rows, failed = refit_samples(n_boot, refit)
     samples = {name: np.array([r[name] for r in rows], float) for name in full.params}
     return Bootstrap(samples, n_boot, failed, seed)
 

@@ -113,6 +113,26 @@ class Bootstrap:
         return [{k: float(self.samples[k][i]) for k in names} for i in range(n)]
 
 
+def refit_samples(n_boot: int, refit: Any) -> tuple[list[dict[str, float]], int]:
+    """Call `refit()` (which draws its own resample and fits it) `n_boot` times: the
+    parameter dicts of the refits that succeeded with finite values, and how many failed.
+    Degenerate resamples (few distinct x) may overflow: they count as failed draws."""
+    rows: list[dict[str, float]] = []
+    failed = 0
+    with np.errstate(all="ignore"):
+        for _ in range(n_boot):
+            try:
+                params = refit()
+            except _REFIT_ERRORS:
+                failed += 1
+                continue
+            if all(np.isfinite(v) for v in params.values()):
+                rows.append(params)
+            else:
+                failed += 1
+    return rows, failed
+
+
 def bootstrap(problem: Problem, full_fit: Any, n_boot: int, seed: int = 0) -> Bootstrap:
     """Refit `n_boot` times on rows drawn with replacement (numpy Generator seeded by `seed`).
 
@@ -121,22 +141,13 @@ def bootstrap(problem: Problem, full_fit: Any, n_boot: int, seed: int = 0) -> Bo
     """
     rng = np.random.default_rng(seed)
     n = len(problem.y)
-    rows: list[dict[str, float]] = []
-    failed = 0
-    # Degenerate resamples (few distinct x) may overflow; they are counted as failed draws.
-    with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"):
-        for _ in range(n_boot):
-            idx = rng.integers(0, n, size=n)
-            inputs, y = problem.take(idx)
-            try:
-                params = dict(problem.fit(inputs, y, full_fit).params)
-            except _REFIT_ERRORS:
-                failed += 1
-                continue
-            if all(np.isfinite(v) for v in params.values()):
-                rows.append(params)
-            else:
-                failed += 1
+
+    def refit() -> dict[str, float]:
+        inputs, y = problem.take(rng.integers(0, n, size=n))
+        return dict(problem.fit(inputs, y, full_fit).params)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows, failed = refit_samples(n_boot, refit)
     names = list(full_fit.params)
     samples = {k: np.array([r[k] for r in rows], dtype=float) for k in names}
     return Bootstrap(samples, n_boot, failed, seed)
