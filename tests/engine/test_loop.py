@@ -57,6 +57,24 @@ def test_schedules_warm_up_then_decay():
     assert all(math.isfinite(v) for v in lrs + lin)
 
 
+def test_wsd_holds_the_peak_then_cools_down_to_zero_in_either_shape():
+    from scalelab.engine.args import TrainArgs, identity
+    from scalelab.engine.schedules import lr_at, wsd
+
+    # 10 steps, 1 warmup step, cooldown 40%: steps 6..9 cool down with x = 1/4 .. 4/4
+    sq = [wsd(s, 10, 2.0, 0.1, 0.0, 0.4, "1-sqrt") for s in range(10)]
+    assert sq[:6] == [2.0] * 6  # warmup of 1 step reaches the peak at once, then stable
+    assert sq[6:] == pytest.approx([2 * (1 - math.sqrt(k / 4)) for k in (1, 2, 3, 4)])
+    assert sq[6] == pytest.approx(1.0) and sq[-1] == 0.0
+    lin = [wsd(s, 10, 2.0, 0.0, 0.0, 0.4, "linear") for s in range(10)]
+    assert lin[6:] == pytest.approx([1.5, 1.0, 0.5, 0.0])
+    args = TrainArgs(schedule="wsd", cooldown_frac=0.4, cooldown_shape="linear", lr=2.0)
+    assert [lr_at(args, s, 10, 2.0) for s in range(10)] == pytest.approx(lin)
+    # new fields at their defaults stay out of run ids (stored runs keep theirs)
+    assert "cooldown_frac" not in identity(TrainArgs())
+    assert identity(args)["cooldown_shape"] == "linear"
+
+
 def test_split_batch_cuts_nested_batches_consecutively():
     import numpy as np
     import torch

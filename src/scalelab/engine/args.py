@@ -21,7 +21,9 @@ class TrainArgs(Strict):
     """lr: peak learning rate; weight_decay: AdamW decay on matrices only (biases, norms
     and embeddings' 1-D params excluded); warmup_frac: fraction of a phase's optimizer steps
     spent warming up linearly; schedule: the decay after warmup (cosine to min_lr_ratio * lr,
-    or linear to 0); grad_clip: max global gradient L2 norm (0 = off); beta1, beta2: AdamW;
+    linear to 0, constant, or `wsd`: constant, then a cooldown over the last cooldown_frac
+    of the steps shaped `cooldown_shape`, 1-sqrt or linear, to 0; engine/schedules.py);
+    grad_clip: max global gradient L2 norm (0 = off); beta1, beta2: AdamW;
     dtype: autocast dtype of forward passes (weights and optimizer state stay fp32; fp16
     uses a gradient scaler); grad_accum_steps: micro-batches per optimizer step (the batch
     is split into this many equal parts; the update equals one full-batch step).
@@ -29,14 +31,18 @@ class TrainArgs(Strict):
     Every float of a params model (these and a method's own) must be finite: `.nan` or
     `.inf` in a spec is an error naming the field, since no run could mean it."""
 
-    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"grad_accum_steps", "schedule"})
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset(
+        {"grad_accum_steps", "schedule", "cooldown_frac", "cooldown_shape"}
+    )
     ID_OMIT: ClassVar[frozenset[str]] = frozenset()
 
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
     warmup_frac: float = Field(0.0, ge=0, lt=1)
-    schedule: Literal["cosine", "linear", "constant"] = "linear"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "linear"
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    cooldown_frac: float = Field(0.2, gt=0, le=1)
+    cooldown_shape: Literal["1-sqrt", "linear"] = "1-sqrt"
     grad_clip: float = Field(1.0, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)

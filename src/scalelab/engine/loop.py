@@ -23,7 +23,7 @@ from scalelab.engine.devices import prepare_device
 from scalelab.engine.optim import make_optimizer
 from scalelab.engine.precision import grad_scaler
 from scalelab.engine.recipe import Phase, Plan, Recipe
-from scalelab.engine.schedules import SCHEDULES
+from scalelab.engine.schedules import lr_at
 from scalelab.errors import ScalelabError
 
 
@@ -192,10 +192,8 @@ class _Run:
         a = self.args
         batch = self.r.batch(step)
         torch.manual_seed(self.ctx.seed * 7919 + step)  # dropout noise, replayable on resume
-        schedule = SCHEDULES[a.schedule]
         for g in self.opt.param_groups:
-            base = a.lr * g["lr_mult"]
-            g["lr"] = schedule(step - first, phase.steps, base, a.warmup_frac, a.min_lr_ratio)
+            g["lr"] = lr_at(a, step - first, phase.steps, a.lr * g["lr_mult"])
         shard = split_batch(batch, self.world)[self.rank] if self.world > 1 else batch
         micro = split_batch(shard, a.grad_accum_steps)
         n, total = len(micro), _size(shard)

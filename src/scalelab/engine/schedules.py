@@ -31,4 +31,39 @@ def constant(step: int, total: int, base: float, warmup_frac: float, min_ratio: 
     return base * ((step + 1) / warmup) if step < warmup else base
 
 
-SCHEDULES = {"cosine": cosine, "linear": linear, "constant": constant}
+def wsd(
+    step: int,
+    total: int,
+    base: float,
+    warmup_frac: float,
+    min_ratio: float,
+    cooldown_frac: float = 0.2,
+    shape: str = "1-sqrt",
+) -> float:
+    """Warmup-stable-decay (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
+    Beyond Fixed Training Durations", Sec. 3): linear warmup over warmup_frac * total
+    steps, the peak lr until the cooldown, then over the last max(1, cooldown_frac * total)
+    steps a decay to 0 at `total`, shaped `linear` (1 - x) or `1-sqrt` (1 - sqrt(x)), x the
+    fraction of the cooldown done; they find a 1-sqrt cooldown of ~20% matches cosine.
+    min_ratio is unused (the decay ends at 0, as theirs)."""
+    warmup = int(warmup_frac * total)
+    if step < warmup:
+        return base * (step + 1) / warmup
+    cooldown = max(1, int(round(cooldown_frac * total)))
+    start = total - cooldown
+    if step < start:
+        return base
+    x = (step - start + 1) / cooldown  # 1 at the last step: its lr is 0
+    return base * (1.0 - (math.sqrt(x) if shape == "1-sqrt" else x))
+
+
+SCHEDULES = {"cosine": cosine, "linear": linear, "constant": constant, "wsd": wsd}
+
+
+def lr_at(args, step: int, total: int, base: float) -> float:
+    """The lr of step `step` of a `total`-step phase under `args` (a `TrainArgs`): its
+    schedule, warmup and, for `wsd`, its cooldown fraction and shape."""
+    if args.schedule == "wsd":
+        return wsd(step, total, base, args.warmup_frac, args.min_lr_ratio,
+                   args.cooldown_frac, args.cooldown_shape)  # fmt: skip
+    return SCHEDULES[args.schedule](step, total, base, args.warmup_frac, args.min_lr_ratio)

@@ -41,7 +41,7 @@ class PretrainParams(TrainArgs):
     tokens: PositiveInt = Field(le=10**14)
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 3e-3
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_frac: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.1, ge=0)
