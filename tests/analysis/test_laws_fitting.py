@@ -119,3 +119,13 @@ def test_loss_to_loss_rejects_e_above_data():
     lx = np.linspace(2.5, 4.0, 5)
     with pytest.raises(ScalelabError, match="E_x"):
         fit_loss_to_loss(lx, lx, e_x=3.0, e_y=0.5)
+
+
+def test_inverting_a_nearly_flat_power_law_gives_inf_not_an_overflow():
+    """A flat fit (alpha ~ 0, as degenerate bootstrap refits give) puts the crossover past
+    any float: the answer is 'not reached', not a crash of the whole report."""
+    from scalelab.analysis.laws import invert_power_law
+
+    assert invert_power_law(2.0, {"E": 1.0, "A": 10.0, "alpha": 1e-5}) == float("inf")
+    assert invert_power_law(2.0, {"E": 1.0, "A": 10.0, "alpha": 0.5}) == pytest.approx(100.0)
+    assert invert_power_law(0.5, {"E": 1.0, "A": 1.0, "alpha": 1.0}) == float("inf")

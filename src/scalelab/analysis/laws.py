@@ -8,6 +8,7 @@ tokens, compute in FLOP; accuracies are fractions in [0, 1].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -93,7 +94,11 @@ def invert_power_law(target: float, params: Params) -> float:
     gap = target - params.get("E", 0.0)
     if gap <= 0 or params["alpha"] <= 0:
         return float("inf")
-    return float((params["A"] / gap) ** (1.0 / params["alpha"]))
+    if params["A"] <= 0:  # the law never rises above E < target: every size reaches it
+        return 0.0
+    # In logs: (A / gap)^(1/alpha) overflows a float for a tiny alpha (a flat fit).
+    log_x = (math.log(params["A"]) - math.log(gap)) / params["alpha"]
+    return math.exp(log_x) if log_x < 709.0 else float("inf")
 
 
 def compute_optimal(compute: ArrayLike, params: Params) -> tuple[NDArray, NDArray]:

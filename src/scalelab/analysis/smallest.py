@@ -169,8 +169,8 @@ def size_for_task_loss(
     if alpha <= 0:
         return float("inf")
     if d is not None:
-        gap = loss - e - b * d ** (-beta)
-        return float((a / gap) ** (1.0 / alpha)) if gap > 0 else float("inf")
+        # At fixed D the law in N is a power law with offset E + B D^-beta.
+        return laws.invert_power_law(loss, {"E": e + b * d ** (-beta), "A": a, "alpha": alpha})
     if ratio is None:
         raise ValueError("size_for_task_loss needs d or ratio for an L(N, D) step 1")
     from scipy.optimize import brentq
