@@ -55,7 +55,7 @@ def test_smallest_uses_the_envelope(grid, capsys):
         assert line.endswith("[edge]")
         assert f"warning: edge: {model} won at params.lr={lr:g}, the " in out
     ref_lr, ref_val = _best(runs, "gpt-d2")
-    assert f"against gpt-d2/pretrain (mean {ref_val:.4f}, 1 seeds)" in out
+    assert f"against gpt-d2/pretrain (mean {ref_val:.4f}, 1 seed)" in out
     assert re.search(rf"^  gpt-d1 +non_embedding_params .* val_loss {_best(runs, 'gpt-d1')[1]:.4f}",
                      out, re.M)  # fmt: skip
     code, out, _ = cli("smallest", declared, "--beats", "gpt-d2/pretrain", "--bootstrap", "0",

@@ -246,3 +246,12 @@ def test_a_label_names_one_method_and_a_twice_listed_run_is_located(tmp_path):
     with pytest.raises(ScalelabError, match=r"no method or label 'distill' in the grid \(its "
                        r"entries have labels: base; name one\)"):  # fmt: skip
         dag(tmp_path, hidden, report={"beats": "gpt-d1/distill"})
+
+
+def test_references_in_an_axis_of_teacher_sets_order_the_stages(tmp_path):
+    """A list of lists (`teachers: [["@t[model=a]"], ["@t[model=b]"]]`) names stage t too:
+    the student stage runs after it whatever order the file lists them in."""
+    sets = [["@teacher[model=gpt-d1]"], ["@teacher[model=gpt-d2]"]]
+    student = {"models": "gpt-d1", "methods": {"name": "distill", "teachers": sets}}
+    runs = dag(tmp_path, {"student": student, **TEACHERS})  # student listed first
+    assert [r.stage for r in runs] == ["teacher", "teacher", "student", "student"]

@@ -95,10 +95,17 @@ def _refs_of(stage: Stage, name: str, spec: ExperimentSpec) -> list[tuple[str, S
     for where, section in sections:
         for key, v in section.items():
             field = f"{prefix}{where}.{clip(key, 40)}"
-            for item in v if isinstance(v, list) else [v]:
+            for item in _leaves(v):  # a value, a list, or a list of lists (an axis of sets)
                 if (ref := parse_ref(item, field)) is not None:
                     out.append((field, ref))
     return out
+
+
+def _leaves(v: Any) -> list[Any]:
+    """The scalars of a value, a list or nested lists, in order."""
+    if isinstance(v, list):
+        return [leaf for item in v for leaf in _leaves(item)]
+    return [v]
 
 
 def stage_order(spec: ExperimentSpec) -> list[str]:
@@ -252,6 +259,8 @@ def expand_stages(spec: ExperimentSpec) -> list[RunSpec]:
         _check_reference(spec.report.beats, runs)
     if spec.report.metric:
         _check_metric(spec.report.metric, runs)
+    for axis in spec.report.best_over:
+        _check_axis(axis, runs)
     return runs
 
 

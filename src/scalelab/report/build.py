@@ -283,7 +283,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             )
         if rows:
             sections.append(("Fitted laws", html.fits_table(rows)))
-        sections.append(("Runs", setup.runs_html(runs, ctx["models"])))
+        if "run_id" in runs:  # a scalelab runs table (not any CSV)
+            sections.append(("Runs", setup.runs_html(runs, ctx["models"])))
         sections.append(("Notes", html.notes(notes)))
         html.write_page(tmp / "report.html", spec.title, sections)
     return out_dir / "report.html"
