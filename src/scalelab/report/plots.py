@@ -29,6 +29,14 @@ def _save(fig, path: Path) -> Path:
     return style.save(fig, path)
 
 
+def _size_axes(ax, x: str, y: str, xs: Sequence[float], per: str) -> None:
+    """A log size axis (ticks fitted to `xs`), a plain y axis, both labelled with units."""
+    style.log_axis(ax, "x", xs)
+    style.plain_axis(ax, "y")
+    ax.set_xlabel(style.axis_label(x, per))
+    ax.set_ylabel(style.axis_label(y, per))
+
+
 def plot_scaling(
     df: pd.DataFrame,
     x: str,
@@ -78,10 +86,7 @@ def plot_scaling(
             width = 1.5 if emphasis is None else (2.5 if bold else 1.0)
             ax.plot(grid, laws.power_law(grid, p), color=color, lw=width, label=label,
                     ls="-" if bold else "--", **faded)  # fmt: skip
-    style.log_axis(ax, "x", list(xs.dropna()))
-    style.plain_axis(ax, "y")
-    ax.set_xlabel(style.axis_label(x, per))
-    ax.set_ylabel(style.axis_label(y, per))
+    _size_axes(ax, x, y, list(xs.dropna()), per)
     ax.set_title(title or f"{style.axis_label(y, per).split(' (')[0]} vs model size")
     ax.legend(loc="best")
     return _save(fig, path)
@@ -255,10 +260,7 @@ def plot_beats(
     if margin:
         ax.axhline(ref_mean - sign * margin, color="#444", ls=":", lw=1,
                    label=f"reference {'-' if higher_is_better else '+'} {margin:g}")  # fmt: skip
-    style.log_axis(ax, "x", [*cells["size"], ref_size])
-    style.plain_axis(ax, "y")
-    ax.set_xlabel(style.axis_label(size, per))
-    ax.set_ylabel(style.axis_label(metric, per))
+    _size_axes(ax, size, metric, [*cells["size"], ref_size], per)
     verb = f"come within {margin:g} of" if margin else "beat"
     ax.set_title(f"Which models {verb} the reference? (filled: yes, with 95% support)")
     ax.legend(loc="best")
