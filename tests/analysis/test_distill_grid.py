@@ -55,6 +55,7 @@ def test_the_law_answers_the_smallest_student_per_teacher_or_says_why_not():
     runs = experiment_table(sigma=0.001)
     law = law_answer(runs, "val_loss", target=3.3, bootstrap=0)
     assert law.report is not None and law.why == ""
+    assert law.report.holdout is not None and "largest student" in law.report.held_out
     smallest = law.report.answers["smallest"]
     assert smallest["target"] == 3.3 and len(smallest["rows"]) == len(TEACHERS)
     assert [row["N_S"]["value"] > 0 for row in smallest["rows"]] == [True] * len(TEACHERS)

@@ -111,12 +111,23 @@ def law_answer(
         return LawAnswer(
             why="no single-teacher distill runs of language models", notes=tuple(notes)
         )
+    from scalelab.analysis.distill_table import MIN_STUDENTS, MIN_TEACHERS
+
     distilled = rows[rows["teacher_loss"].notna()]
     students = tuple(sorted(set(distilled[N].astype(float))))
     d_s = float(distilled[D].max())  # the answers hold D_S at the grid's largest budget
+    # The holdout check refits without the largest student (or the strongest teacher)
+    # where one is to spare beyond the fit's minimum.
+    n_teachers = distilled["teacher_loss"].nunique()
+    by = ("student" if len(students) > MIN_STUDENTS
+          else "teacher" if n_teachers > MIN_TEACHERS else None)  # fmt: skip
+    if by is None:
+        notes = [*notes, f"no holdout check: it needs a {MIN_STUDENTS + 1}th student size or "
+                 f"a {MIN_TEACHERS + 1}th teacher (the grid has {len(students)} and {n_teachers})"]  # fmt: skip
     spec = DistillSpec(n=N, d=D, y=metric, teacher_loss="teacher_loss", teacher_n="teacher_n",
                        teacher_d="teacher_d", bootstrap=bootstrap, students=students,
-                       target=target, target_tokens=d_s)  # fmt: skip
+                       target=target, target_tokens=d_s, holdout=1 if by else 0,
+                       holdout_by=by or "student")  # fmt: skip
     try:
         report = fit_distill_table(rows, spec)
     except ScalelabError as err:
