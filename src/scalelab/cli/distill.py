@@ -52,8 +52,8 @@ def _params(r: dict[str, Any], names: tuple[str, ...]) -> list[str]:
     for k in names:
         if k in r:
             ci = r["ci"].get(k)
-            ci_s = f"   95% CI [{ci[0]:.5g}, {ci[1]:.5g}]" if ci else ""
-            lines.append(f"    {k:<7} = {r[k]:<12.6g}{ci_s}")
+            ci_s = f"   95% CI [{_g(ci[0], '.5g')}, {_g(ci[1], '.5g')}]" if ci else ""
+            lines.append(f"    {k:<7} = {_g(r[k], '.6g'):<12}{ci_s}")  # "inf" after jsonable
     return lines
 
 
