@@ -121,9 +121,9 @@ def law_answer(
     n_teachers = distilled["teacher_loss"].nunique()
     by = ("student" if len(students) > MIN_STUDENTS
           else "teacher" if n_teachers > MIN_TEACHERS else None)  # fmt: skip
-    if by is None:
-        notes = [*notes, f"no holdout check: it needs a {MIN_STUDENTS + 1}th student size or "
-                 f"a {MIN_TEACHERS + 1}th teacher (the grid has {len(students)} and {n_teachers})"]  # fmt: skip
+    spare = [] if by else [f"no holdout check: it needs a {MIN_STUDENTS + 1}th student size or "
+                           f"a {MIN_TEACHERS + 1}th teacher (the grid has {len(students)} and "
+                           f"{n_teachers})"]  # fmt: skip
     spec = DistillSpec(n=N, d=D, y=metric, teacher_loss="teacher_loss", teacher_n="teacher_n",
                        teacher_d="teacher_d", bootstrap=bootstrap, students=students,
                        target=target, target_tokens=d_s, holdout=1 if by else 0,
@@ -134,4 +134,4 @@ def law_answer(
         return LawAnswer(why=str(err), notes=tuple(notes))
     for s in report.answers.get("students", []):  # not a flag here: say where D_S came from
         s["D_S_from"] = "the grid's largest distillation budget"
-    return LawAnswer(report, notes=tuple(notes))
+    return LawAnswer(report, notes=(*notes, *spare))
