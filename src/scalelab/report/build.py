@@ -95,7 +95,7 @@ def _answer(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]) -
         if spec.beats_required:
             raise
         notes.append(f"no answer for report.beats {spec.beats}: {err}")
-        body = f"<p class='note'>No answer yet: {html.esc(err)}</p>"
+        body = f"<p class='note'>No answer: {html.esc(err)}</p>"
     return heading, body
 
 
