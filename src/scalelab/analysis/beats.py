@@ -3,8 +3,9 @@ whose metric beats a reference cell of the grid, with the test over seeds behind
 the crossover size read off each method's fitted power law.
 
 Input: the experiment's results table (one row per run: `method`, `model`, `seed`, a size
-column such as `non_embedding_params`, the metric). A cell is one (method, model); its
-seeds are its replicates. A cell *beats* the reference when the 95% interval of its mean
+column such as `non_embedding_params`, the metric). A cell is one configuration of one
+method (or labelled method entry): its model and every other field that varies within the
+method; its seeds are its replicates. A cell *beats* the reference when the 95% interval of its mean
 difference to the reference, in the better direction, lies above 0: a paired t interval
 over the seeds both cells ran (at least 2), else Welch's t interval (each with at least 2
 seeds); with fewer seeds nothing can be claimed and the answer says so.
@@ -170,10 +171,15 @@ def verdicts(
     """method (or label: `arm_column`) -> verdicts of its cells (`_cells`) against the
     reference cell `ref` = (model, method or label), by size; with `margin` > 0 a cell
     counts when it is no worse than the reference by more than `margin` (a non-inferiority
-    test: the gain's interval lies above -margin). Raises ScalelabError for a
-    missing column, a missing or ambiguous reference, or a cell with two runs of one seed."""
+    test: the gain's interval lies above -margin). Raises ScalelabError for a missing
+    column or a missing or ambiguous reference."""
     groups = _cells(table, metric, size)
-    key = _reference(groups, ref, metric)
+    return _verdicts(groups, _reference(groups, ref, metric), metric, higher_is_better, size,
+                     margin)  # fmt: skip
+
+
+def _verdicts(groups, key, metric: str, higher_is_better: bool, size: str, margin: float):
+    """`verdicts` on cells already grouped (`_cells`) against the reference cell `key`."""
     ref_values, sign = groups[key].set_index("seed")[metric], 1.0 if higher_is_better else -1.0
     out: dict[str, list[CellVerdict]] = {}
     for (me, cell), g in groups.items():
@@ -223,15 +229,20 @@ def smallest_that_beats(
     with `margin` > 0, comes within `margin` of it: `verdicts`), the crossover from its
     fitted law at the reference's mean (less the margin), and the answer in words (see the
     module docstring)."""
-    arm = arm_column(table)
     groups = _cells(table, metric, size)
+    key = _reference(groups, ref, metric)
+    return _answers(groups, key, ref, metric, higher_is_better, size, bootstrap, margin)
+
+
+def _answers(groups, key, ref, metric, higher_is_better, size, bootstrap, margin):
+    """`smallest_that_beats` on cells already grouped (`_cells`), reference cell `key`."""
     sign = 1.0 if higher_is_better else -1.0
-    target = float(groups[_reference(groups, ref, metric)][metric].mean()) - sign * margin
-    done = table[table[metric].notna()]
+    target = float(groups[key][metric].mean()) - sign * margin
+    found = _verdicts(groups, key, metric, higher_is_better, size, margin)
     answers = []
-    for method, cells in verdicts(table, ref, metric, higher_is_better, size, margin).items():
+    for method, cells in found.items():
         best = next((c for c in cells if c.beats), None)
-        rows = done[done[arm] == method]
+        rows = pd.concat([g for (me, _), g in groups.items() if me == method]).sort_index()
         others = _cell_fields(rows)
         if others:  # a power law in N alone would mix budgets, teachers, ...
             cross, flags = None, ()
@@ -296,8 +307,9 @@ def answer_for(
     if not (margin >= 0 and math.isfinite(margin)):
         raise ScalelabError(f"--margin {margin!r}: a finite number >= 0 in {metric}'s units")
     groups = _cells(done, metric, size)
-    ref = groups[_reference(groups, (model, method), metric)]
-    answers = smallest_that_beats(done, (model, method), metric, higher, size, bootstrap, margin)
+    key = _reference(groups, (model, method), metric)
+    ref = groups[key]
+    answers = _answers(groups, key, (model, method), metric, higher, size, bootstrap, margin)
     return Answer(metric, higher, beats, float(ref[metric].mean()), len(ref),
                   float(ref[size].mean()), answers, margin)  # fmt: skip
 
