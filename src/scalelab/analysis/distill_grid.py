@@ -36,6 +36,14 @@ def _teacher_ids(value: Any) -> list[str]:
     return [r[4:] for r in refs if isinstance(r, str) and r.startswith("run:")]
 
 
+def lm_distill(runs: pd.DataFrame) -> pd.Series:
+    """Rows of language-model `distill` runs (a task with a seq_len): the ones the law
+    describes, as opposed to distilled classifiers."""
+    if not {"method", "task.seq_len"} <= set(runs.columns):
+        return pd.Series(False, index=runs.index)
+    return (runs["method"] == "distill") & runs["task.seq_len"].notna()
+
+
 def law_rows(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
     """(rows, notes): the finished runs the law reads, with `teacher_loss`, `teacher_n` and
     `teacher_d` filled on distilled rows (NaN on from-scratch rows). `metric` is the loss
@@ -51,10 +59,9 @@ def law_rows(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
         teacher_loss=np.nan, teacher_n=np.nan, teacher_d=np.nan
     )
     distilled, ensembles, cuts, missing = [], 0, 0, 0
-    lm = done["task.seq_len"].notna() if "task.seq_len" in done else False
-    for _, r in done[(done["method"] == "distill") & lm].iterrows():
+    for _, r in done[lm_distill(done)].iterrows():
         ids = _teacher_ids(r.get("params.teachers"))
-        if isinstance(r.get("params.keep_layers"), str):
+        if pd.notna(r.get("params.keep_layers")):
             cuts += 1
         elif len(ids) != 1:
             ensembles += 1
@@ -89,11 +96,13 @@ def with_teacher_columns(runs: pd.DataFrame, metric: str = "val_loss") -> pd.Dat
 
 @dataclass(frozen=True)
 class LawAnswer:
-    """The law's answers for an experiment (None with `why` when it cannot be fitted)."""
+    """The law's answers for an experiment (None with `why` when it cannot be fitted), and
+    the rows it read (`law_rows`)."""
 
     report: Any = None
     why: str = ""
     notes: tuple[str, ...] = ()
+    rows: pd.DataFrame | None = None
 
 
 def law_answer(
@@ -104,15 +113,18 @@ def law_answer(
     distilled student size, all at D_S = the grid's largest distillation budget; a grid too
     small for the law gives `why` instead (no error: the law is an extra answer, not the
     one asked for)."""
-    from scalelab.analysis.distill_table import DistillSpec, fit_distill_table
+    from scalelab.analysis.distill_table import (
+        MIN_STUDENTS,
+        MIN_TEACHERS,
+        DistillSpec,
+        fit_distill_table,
+    )
 
     rows, notes = law_rows(runs, metric)
     if rows.empty or rows["teacher_loss"].notna().sum() == 0:
         return LawAnswer(
             why="no single-teacher distill runs of language models", notes=tuple(notes)
         )
-    from scalelab.analysis.distill_table import MIN_STUDENTS, MIN_TEACHERS
-
     distilled = rows[rows["teacher_loss"].notna()]
     students = tuple(sorted(set(distilled[N].astype(float))))
     d_s = float(distilled[D].max())  # the answers hold D_S at the grid's largest budget
@@ -134,4 +146,4 @@ def law_answer(
         return LawAnswer(why=str(err), notes=tuple(notes))
     for s in report.answers.get("students", []):  # not a flag here: say where D_S came from
         s["D_S_from"] = "the grid's largest distillation budget"
-    return LawAnswer(report, notes=(*notes, *spare))
+    return LawAnswer(report, notes=(*notes, *spare), rows=rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html as _html
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -25,10 +26,11 @@ def answer_section(
     bootstrap: int = 200,
     per: str = "token",
     margin: float = 0.0,
-) -> str:
-    """HTML: per method the statement (the smallest model that beats `beats`, or why none
-    does), the fitted crossover with its flags, the figure, then every cell's gain with its
-    95% interval and test. Raises ScalelabError for a reference or metric the runs lack."""
+) -> tuple[str, Any]:
+    """(HTML, the `beats.Answer` it shows): per method the statement (the smallest model
+    that beats `beats`, or why none does), the fitted crossover with its flags, the figure,
+    then every cell's gain with its 95% interval and test. Raises ScalelabError for a
+    reference or metric the runs lack."""
     from scalelab.analysis.beats import answer_for, as_rows, crossover_text
 
     found = answer_for(runs, beats, metric, size, bootstrap, margin)
@@ -65,7 +67,7 @@ def answer_section(
         parts.append(html.table([_row(r, size, metric) for r in rows],
                                 ["method", "model", size, "seeds", metric, "gain (95% CI)",
                                  "test", "counts"], left=2))  # fmt: skip
-    return "".join(parts)
+    return "".join(parts), found
 
 
 def _panels(runs, cells, ref, lines, metric, size, per, higher, bootstrap, out) -> str:
@@ -123,7 +125,7 @@ def law_section(runs: pd.DataFrame, metric: str, target: float | None, out: Path
     runs (`analysis/distill_grid.py`): its answers as `scalelab fit --law distillation`
     prints them, and student loss vs teacher loss with the fitted curves; or why it was
     not fitted (too few teachers, students or budgets)."""
-    from scalelab.analysis.distill_grid import law_answer, law_rows
+    from scalelab.analysis.distill_grid import law_answer
     from scalelab.cli.distill import format_report, jsonable
 
     law = law_answer(runs, metric, target, bootstrap)
@@ -132,7 +134,7 @@ def law_section(runs: pd.DataFrame, metric: str, target: float | None, out: Path
     if law.report is None:
         return f"<p class='note'>Not fitted: {_html.escape(law.why)}.</p>{notes}"
     text = format_report(jsonable(law.report.as_dict()))
-    rows, _ = law_rows(runs, metric)
+    rows = law.rows
     png = plots.plot_distillation(rows[rows["teacher_loss"].notna()], out / "distill_law.png",
                                   l_s=metric, params=law.report.fit.params)  # fmt: skip
     return (

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from scalelab.analysis import table
+from scalelab.analysis.distill_grid import lm_distill
 from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
 from scalelab.report import classification, html, scaling, setup
@@ -73,8 +75,11 @@ def _staged(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _answer(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]) -> tuple[str, str]:
-    """("The answer: ...", html): the report's lead when a reference cell is named."""
+def _answer(
+    done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]
+) -> tuple[str, str, Any]:
+    """("The answer: ...", html, the `beats.Answer` or None when there is none): the
+    report's lead when a reference cell is named."""
     from scalelab.report.answer import answer_section
 
     verb = f"comes within {spec.margin:g} of" if spec.margin else "beats"
@@ -89,37 +94,27 @@ def _answer(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]) -
                 raise
             notes.append(f"the answer compares every run, not the best per model: {err}")
     try:
-        body = answer_section(done, spec.beats, spec.metric, out, bootstrap=spec.bootstrap,
-                              per=scaling.per_of(done), margin=spec.margin)  # fmt: skip
+        body, found = answer_section(done, spec.beats, spec.metric, out,
+                                     bootstrap=spec.bootstrap, per=scaling.per_of(done),
+                                     margin=spec.margin)  # fmt: skip
     except ScalelabError as err:
         if spec.beats_required:
             raise
         notes.append(f"no answer for report.beats {spec.beats}: {err}")
-        body = f"<p class='note'>No answer: {html.esc(err)}</p>"
-    return heading, body
+        body, found = f"<p class='note'>No answer: {html.esc(err)}</p>", None
+    return heading, body, found
 
 
-def _lm_distill(runs: pd.DataFrame) -> pd.Series:
-    """Rows of language-model `distill` runs (the ones the distillation law describes)."""
-    if not {"method", "task.seq_len"} <= set(runs.columns):
-        return pd.Series(False, index=runs.index)
-    return (runs["method"] == "distill") & runs["task.seq_len"].notna()
-
-
-def _law(done: pd.DataFrame, spec: ReportSpec, out: Path) -> tuple[str, str]:
+def _law(done: pd.DataFrame, spec: ReportSpec, out: Path, found: Any) -> tuple[str, str]:
     """("When to distill: ...", html): the distillation law's answers for a grid of
-    language-model distill runs, at the reference's loss when one is named."""
-    from scalelab.analysis.beats import answer_for
+    language-model distill runs, at the reference's loss when the answer section found one
+    (`found`, a `beats.Answer`, or None)."""
+    from scalelab.metrics import metric_def
     from scalelab.report.answer import law_section
 
     metric, target = spec.metric or "val_loss", None
-    if spec.beats:
-        try:
-            found = answer_for(done, spec.beats, spec.metric, "non_embedding_params", 0)
-            metric, target = found.metric, found.reference_mean
-        except ScalelabError:
-            pass  # the answer section says what is wrong with the reference
-    from scalelab.metrics import metric_def
+    if found is not None:
+        metric, target = found.metric, found.reference_mean
 
     defn = metric_def(metric, ["distill"])
     if metric not in done or not done[metric].notna().any() or not defn or defn.higher_is_better:
@@ -256,10 +251,12 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
     rows: list = []
     with _staged(out_dir) as tmp:
         sections: list[tuple[str, str]] = []
+        found = None
         if spec.beats:
-            sections.append(_answer(done, spec, tmp, notes))
-        if _lm_distill(done).any():
-            sections.append(_law(done, spec, tmp))
+            heading, body, found = _answer(done, spec, tmp, notes)
+            sections.append((heading, body))
+        if lm_distill(done).any():
+            sections.append(_law(done, spec, tmp, found))
         for stage, sub in stages:
             where = f" (stage {stage})" if stage else ""
             plan = planned
