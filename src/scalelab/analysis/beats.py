@@ -91,15 +91,13 @@ def arm_column(table: pd.DataFrame) -> str:
     return "variant" if "variant" in table.columns else "method"
 
 
-SIZE_FIELDS = ("model", "method", "variant", "params.keep_layers")  # named by the model
-
-
 def _cell_fields(rows: pd.DataFrame) -> list[str]:
     """The config fields that vary among one method's runs besides the model (and seed):
-    they name its cells apart (`gpt-d2 tokens=250000 teachers=gpt-d6 (stage teachers)`)."""
-    from scalelab.analysis.seeds import varying_columns
+    they name its cells apart (`gpt-d2 tokens=250000 teachers=gpt-d6 (stage teachers)`).
+    The kept blocks of a cut model are named with the model (`shown_models`)."""
+    from scalelab.analysis.seeds import label_columns
 
-    return [c for c in varying_columns(rows) if c not in SIZE_FIELDS]
+    return [c for c in label_columns(rows) if c != "params.keep_layers"]
 
 
 def _cell_names(done: pd.DataFrame, arm: str, everything: pd.DataFrame) -> pd.Series:

@@ -237,9 +237,10 @@ def paired_tests(
             "with --by variant"
         )
     keys = pairing_columns(table, by)
-    values = list(dict.fromkeys(_key(table, [by])[by]))
+    by_text = _key(table, [by])[by]
+    values = list(dict.fromkeys(by_text))
     df = _key(table, [*keys, "seed"]).assign(
-        _by=_key(table, [by])[by].values, _y=table[metric].astype(float).values
+        _by=by_text.values, _y=table[metric].astype(float).values
     )
     rows = []
     for va, vb in itertools.combinations(values, 2):
