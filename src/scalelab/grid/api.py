@@ -123,9 +123,9 @@ def with_variants(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
     """`table` with a `variant` column after `method` (each run's method-entry `label`,
     else its method's name) when some method entry of the spec has a label; unchanged
     otherwise. Analyses group by `variant` where it exists (`smallest`, the report)."""
-    if table.empty or all(r.variant in ("", r.method) for r in runs):
+    if table.empty or all(r.entry_label == r.method for r in runs):
         return table
-    by_id = {r.run_id: r.variant or r.method for r in runs}
+    by_id = {r.run_id: r.entry_label for r in runs}
     out = table.copy()
     at = list(out.columns).index("method") + 1 if "method" in out else len(out.columns)
     out.insert(at, "variant", out["run_id"].map(by_id))
@@ -135,7 +135,7 @@ def with_variants(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
 def label(run: RunSpec) -> str:
     """`<id8> <model> <method> seed=<seed>`, the method as `<method>:<label>` when its
     entry has a label: a run named on its own."""
-    method = run.method if run.variant in ("", run.method) else f"{run.method}:{run.variant}"
+    method = run.method if run.entry_label == run.method else f"{run.method}:{run.variant}"
     return f"{run.run_id[:8]} {run.model.name} {method} seed={run.seed}"
 
 
@@ -159,7 +159,7 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     seen: dict[tuple[str, str], set[str]] = {}
     for r in runs:
         for k, v in flat[r.run_id].items():
-            seen.setdefault((r.variant or r.method, k), set()).add(repr(v))
+            seen.setdefault((r.entry_label, k), set()).add(repr(v))
     varying = sorted({k for (_, k), values in seen.items() if len(values) > 1})
     out = {}
     for r in runs:

@@ -281,7 +281,7 @@ def _check_once(runs: list[RunSpec]) -> None:
         first[r.run_id] = r
     methods: dict[str, set[str]] = {}
     for r in runs:
-        methods.setdefault(r.variant or r.method, set()).add(r.method)
+        methods.setdefault(r.entry_label, set()).add(r.method)
     for lab, names in methods.items():
         if len(names) > 1:
             raise ScalelabError(
@@ -317,7 +317,7 @@ def _check_axis(axis: str, runs: list[RunSpec]) -> None:
         )
 
 
-def model_names(run: RunSpec) -> set[str]:
+def _model_spellings(run: RunSpec) -> set[str]:
     """The names a person may give a run's model: as the spec wrote it (`gpt-d6`,
     `@teacher:gpt-d8`), as the results table has it, and as the report shows a product
     (`gpt-d8 (stage teacher)`)."""
@@ -331,7 +331,7 @@ def model_names(run: RunSpec) -> set[str]:
 def _check_reference(beats: str, runs: list[RunSpec]) -> None:
     """`report.beats` names a model and a method (or label) some run of the grid has."""
     model, _, method = beats.rpartition("/")
-    arms = {r.variant or r.method for r in runs}
+    arms = {r.entry_label for r in runs}
     if method not in arms:
         hidden = sorted({r.variant for r in runs if r.method == method})
         where = (f"its entries have labels: {', '.join(hidden)}; name one" if hidden
@@ -339,7 +339,7 @@ def _check_reference(beats: str, runs: list[RunSpec]) -> None:
         raise ScalelabError(
             f"report.beats: no method or label {shown(method)} in the grid ({where})"
         )
-    models = set().union(*(model_names(r) for r in runs if (r.variant or r.method) == method))
+    models = set().union(*(_model_spellings(r) for r in runs if r.entry_label == method))
     # A cell may name fields after the model ("gpt-d3 tokens=750000"): the model comes first.
     if model not in models and not any(model.startswith(f"{m} ") for m in models):
         raise ScalelabError(

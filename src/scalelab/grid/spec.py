@@ -260,6 +260,11 @@ class RunSpec:
     inputs: dict[str, tuple[ModelRef, ...]] = field(default_factory=dict)
     variant: str = ""
 
+    @property
+    def entry_label(self) -> str:
+        """What tables call this run's method: its entry's label, else the method's name."""
+        return self.variant or self.method
+
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Parse and validate a spec file (errors name the file and the field). The caller
