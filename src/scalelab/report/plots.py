@@ -339,16 +339,12 @@ def plot_methods_panels(
     size, mean) as a dashed line and star in every panel.
 
     cells: one row per cell with method, size, mean (`beats.as_rows`)."""
-    import matplotlib.pyplot as plt
-
     fits, bands = fits or {}, bands or {}
     methods = list(dict.fromkeys(cells["method"]))
     cols = min(3, len(methods))
     rows = -(-len(methods) // cols)
-    style.figure()  # the shared style (rcParams); this figure is replaced below
-    plt.close("all")
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), dpi=style.DPI,
-                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    fig, axes = style.figure(4.4 * cols, 3.2 * rows, nrows=rows, ncols=cols, sharex=True,
+                             sharey=True, squeeze=False)  # fmt: skip
     colors = style.group_colors(methods)
     xs_all = [*cells["size"], *([reference[1]] if reference else [])]
     for ax, m in zip(axes.flat, methods, strict=False):

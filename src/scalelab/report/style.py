@@ -64,15 +64,17 @@ def axis_label(column: str, per: str = "token") -> str:
     return LABELS.get(column, column).format(per=per)
 
 
-def figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1]):
-    """(fig, ax) in the report style; matplotlib on the Agg backend (files only)."""
+def figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1], **grid: Any):
+    """(fig, ax) in the report style; matplotlib on the Agg backend (files only). `grid`:
+    `plt.subplots` options for several panels (nrows, ncols, sharex, ...), then ax is
+    their array."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update(RC)
-    return plt.subplots(figsize=(width, height), dpi=DPI)
+    return plt.subplots(figsize=(width, height), dpi=DPI, **grid)
 
 
 def save(fig: Any, path: Path, layout: bool = True) -> Path:
