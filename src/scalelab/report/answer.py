@@ -76,7 +76,7 @@ def _panels(runs, cells, ref, lines, metric, size, per, higher, bootstrap, out) 
     from scalelab.analysis.api import FitSpec, fit_table
     from scalelab.analysis.beats import arm_column
     from scalelab.errors import ScalelabError
-    from scalelab.report.scaling import _bands
+    from scalelab.report.scaling import identified_band
 
     fits, bands, notes = {}, {}, []
     arm = arm_column(runs)
@@ -87,7 +87,7 @@ def _panels(runs, cells, ref, lines, metric, size, per, higher, bootstrap, out) 
         except ScalelabError:
             continue  # too few sizes: points only
         fits[m] = g.fit.params
-        band = _bands(g, size, notes, metric)
+        band = identified_band(g, size, notes, metric)
         if band is not None:
             bands[m] = band
     png = plots.plot_methods_panels(cells, out / "answer_panels.png", metric=metric, size=size,

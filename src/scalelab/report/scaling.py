@@ -103,7 +103,7 @@ def per_of(runs: pd.DataFrame) -> str:
     return "token" if lm else "example"
 
 
-def _bands(g: GroupFit, x: str, notes: list[str], y: str) -> tuple | None:
+def identified_band(g: GroupFit, x: str, notes: list[str], y: str) -> tuple | None:
     """The 95% bootstrap band of an identified fit over the data range; None (and a note)
     for a fit with identifiability flags: its band would show the freedom of parameters the
     points do not determine, not an uncertainty about the curve."""
@@ -205,7 +205,7 @@ def scaling_section(
     params, bands = {}, {}
     for g in fits:
         params[g.group] = g.fit.params
-        band = _bands(g, x, notes, y) if emphasis is None or g.group in emphasis else None
+        band = identified_band(g, x, notes, y) if emphasis is None or g.group in emphasis else None
         if band is not None:
             bands[g.group] = band
         rows.append({"title": f"{y} vs {x}", **g.as_dict()})
