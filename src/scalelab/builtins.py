@@ -17,6 +17,7 @@ def load_builtins() -> None:
     import scalelab.data.classification  # noqa: F401  (task kind "classification")
     import scalelab.data.tasks  # noqa: F401  (task kind "lm")
     import scalelab.methods  # noqa: F401  ("pretrain")
+    import scalelab.methods.cooldown  # noqa: F401  ("cooldown")
     import scalelab.methods.distill  # noqa: F401  ("distill")
     import scalelab.methods.finetune  # noqa: F401  ("full", "lora")
     import scalelab.models.pretrained  # noqa: F401  (minilm-l6, mpnet-base, smollm2-135m)

@@ -55,10 +55,12 @@ def save_checkpoint(
     best: dict[str, torch.Tensor],
     optimizer_state: dict,
     state: dict[str, Any],
+    keep_prev: bool = True,
 ) -> None:
     """Write one checkpoint folder atomically, with its manifest (see the module docstring).
-    The checkpoint it replaces becomes `<path>.prev`. Raises OSError when the folder cannot
-    be written (its temp folder is removed first)."""
+    The checkpoint it replaces becomes `<path>.prev` (deleted instead when `keep_prev` is
+    False). Raises OSError when the folder cannot be written (its temp folder is removed
+    first)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -73,7 +75,7 @@ def save_checkpoint(
         (tmp / STATE).write_text(json.dumps(state))
         digests = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"sha256": digests}, indent=1))
-        _replace(tmp, path, keep=_prev(path))
+        _replace(tmp, path, keep=_prev(path) if keep_prev else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -162,6 +164,7 @@ def load_checkpoint(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     warn: Callable[[str], None] = lambda line: None,
     set_aside: bool = True,
+    fall_back: bool = True,
 ) -> Loaded | None:
     """(tensors, best, optimizer state, loop state) of the newest good checkpoint at `path`
     (then `<path>.prev`), or None when there is none (start from scratch).
@@ -170,13 +173,14 @@ def load_checkpoint(
     shapes: parameter name -> shape of the tensors the model trains (a checkpoint must hold
     exactly those). A checkpoint failing a check is renamed `<path>.bad-<UTC time>` unless
     `set_aside` is False (a DDP rank other than 0: rank 0 does it), and `warn` gets one line
-    naming it, why, and what happens instead. Never raises for a bad checkpoint; raises
+    naming it, why, and what happens instead. `fall_back` False: `<path>.prev` is not
+    tried (a checkpoint that is another run's product stands alone). Never raises for a bad checkpoint; raises
     OSError only when one cannot be renamed.
     """
     path = Path(path)
     bad: list[str] = []
     loaded, used = None, None
-    for candidate in (path, _prev(path)):
+    for candidate in (path, _prev(path)) if fall_back else (path,):
         if not candidate.exists():
             continue
         try:

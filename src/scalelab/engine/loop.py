@@ -164,6 +164,8 @@ class _Run:
         else:
             distributed.barrier()
             loaded = load_checkpoint(path, total, shapes, set_aside=False)
+        if loaded is None and self.plan.start_from is not None:
+            loaded = self.start_state(total, shapes)
         if loaded is None:
             return
         tensors, self.best, self.opt_state, state = loaded
@@ -173,12 +175,38 @@ class _Run:
                 params[n].copy_(t)
         self.state.update(state)
 
+    def start_state(self, total: int, shapes: dict) -> tuple:
+        """The loaded `plan.start_from` checkpoint, its time and throughput counters reset.
+        Raises ScalelabError when it is missing or fails a check: it is another run's
+        product, so it is never set aside or replaced by a start from scratch."""
+        folder = self.plan.start_from
+        problems: list[str] = []
+        loaded = None
+        if (folder / "manifest.json").exists():
+            loaded = load_checkpoint(folder, total, shapes, warn=problems.append,
+                                     set_aside=False, fall_back=False)  # fmt: skip
+        if loaded is None:
+            why = problems[0] if problems else f"checkpoint {folder}: not found"
+            raise ScalelabError(f"cannot start from {why.split('; ')[0]}")
+        state = dict(loaded[3])
+        for key in ("train_s", "wall_s", "peak_mb", "examples", "tokens"):
+            state[key] = 0.0 if key in ("train_s", "wall_s", "peak_mb") else 0
+        return (*loaded[:3], state)
+
     def checkpoint(self) -> None:
         if self.rank == 0:
             params = dict(self.module.named_parameters())
             tensors = {n: params[n] for n in self.tracked}
             save_checkpoint(self.ctx.run_dir / "checkpoint", tensors, self.best,
                             self.opt.state_dict(), self.state)  # fmt: skip
+        distributed.barrier()
+
+    def snapshot(self, folder) -> None:
+        """The full training state after this step, kept in `folder` (a product)."""
+        if self.rank == 0:
+            params = dict(self.module.named_parameters())
+            save_checkpoint(folder, {n: params[n] for n in self.tracked}, self.best,
+                            self.opt.state_dict(), self.state, keep_prev=False)  # fmt: skip
         distributed.barrier()
 
     def warn(self, line: str) -> None:
@@ -276,6 +304,8 @@ class _Run:
                 or step == total
             ):
                 self.on_eval(phase, logger)
+            if step in plan.snapshots:
+                self.snapshot(plan.snapshots[step])
             due = (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or (
                 time.perf_counter() - last_ckpt > rt.checkpoint_every_s
             )

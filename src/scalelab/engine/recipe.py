@@ -41,7 +41,12 @@ class Plan:
     patience: evaluations without improvement before stopping (0 = never); lr_mults:
     parameter name -> lr multiplier (layer-wise lr); eval_at_start: also evaluate before the
     first step (the curve's step-0 point: where training starts from; never selected as the
-    best weights)."""
+    best weights); snapshots: optimizer step -> folder where the full training state after
+    that step is saved as a checkpoint and kept (a product: cooldown branches start from
+    one); start_from: a checkpoint folder to start from when the run has none of its own
+    (a cooldown branch starts from its stable run's snapshot: its weights, optimizer state,
+    step, losses and curve; the time and throughput counters start again at zero, so they
+    measure this run's own work)."""
 
     model: Any
     phases: list[Phase]
@@ -51,6 +56,8 @@ class Plan:
     patience: int = 0
     lr_mults: dict[str, float] | None = None
     eval_at_start: bool = False
+    snapshots: dict[int, Any] = field(default_factory=dict)
+    start_from: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

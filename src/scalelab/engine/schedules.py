@@ -49,12 +49,18 @@ def wsd(
     warmup = int(warmup_frac * total)
     if step < warmup:
         return base * (step + 1) / warmup
-    cooldown = max(1, int(round(cooldown_frac * total)))
-    start = total - cooldown
+    start = cooldown_start(total, cooldown_frac)
     if step < start:
         return base
-    x = (step - start + 1) / cooldown  # 1 at the last step: its lr is 0
+    x = (step - start + 1) / (total - start)  # 1 at the last step: its lr is 0
     return base * (1.0 - (math.sqrt(x) if shape == "1-sqrt" else x))
+
+
+def cooldown_start(total: int, cooldown_frac: float) -> int:
+    """The first cooldown step of a `total`-step `wsd` phase: total - max(1,
+    round(cooldown_frac * total)). Before it the lr is the same whatever `total` is, so a
+    run of any length can branch off a longer one's training state saved at this step."""
+    return total - max(1, int(round(cooldown_frac * total)))
 
 
 SCHEDULES = {"cosine": cosine, "linear": linear, "constant": constant, "wsd": wsd}

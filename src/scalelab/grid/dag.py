@@ -17,7 +17,6 @@ written in any order; a cycle or a reference to a stage that does not exist is a
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -195,22 +194,41 @@ def _method_entries(stage: Stage, prefix: str) -> list[tuple[str, dict[str, Any]
     return out
 
 
-def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, tuple[str, ...]]]:
-    """(model reference, the run ids it depends on) for each model of a stage."""
+def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, RunSpec | None]]:
+    """(model reference, the run that produced it or None) for each model of a stage."""
     out = []
     for i, m in enumerate(stage.models):
         where = f"{prefix}models[{i}]"
         ref = parse_ref(m, where)
         if ref is None:
             try:
-                out.append((resolve_model(m), ()))
+                out.append((resolve_model(m), None))
             except ScalelabError as err:
                 raise ScalelabError(f"{where}: {err}") from None
             continue
         for up in _matching(ref, produced, where):
             name = f"@{ref.stage}:{up.model.name}"
-            out.append((ModelRef.for_run(up.run_id, runs_dir, name), (up.run_id,)))
+            out.append((ModelRef.for_run(up.run_id, runs_dir, name), up))
     return out
+
+
+def _seeds(spec, name: str, stage: Stage, method, up: RunSpec | None) -> list[int]:
+    """A stage's seeds; a method that continues its model's run (`seed_from_model`: same
+    batches, e.g. a cooldown branch) takes that run's seed, and its stage names none."""
+    if not method.seed_from_model:
+        return list(stage.seeds)
+    own = (spec.stages or {}).get(name)
+    if own is not None and own.seeds is not None:
+        raise ScalelabError(
+            f"stages.{name}.seeds: method {method.name!r} continues its model's run with "
+            "that run's seed; leave seeds out"
+        )
+    if up is None:
+        raise ScalelabError(
+            f"stages.{name}.models: method {method.name!r} continues an earlier stage's run: "
+            "name it as the model (@stage)"
+        )
+    return [up.seed]
 
 
 def _resolve_param_refs(section, prefix, produced) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -372,13 +390,16 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                         method.check(task, params)
                     named = {k: tuple(inputs[i] for i in ids)
                              for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
-                    for model, _ in models if method.check_run else ():
-                        method.check_run(task, params, model, named)
-                    for (model, model_deps), seed in itertools.product(models, stage.seeds):
-                        runs.append(
-                            _run(spec, name, model, model_deps, task, method_name, params, seed,
-                                 p_raw, inputs, variant)
-                        )  # fmt: skip
+                    for model, up in models if method.check_run else ():
+                        own = {"model": (up,)} if up is not None else {}
+                        method.check_run(task, params, model, {**named, **own})
+                    for model, up in models:
+                        deps = (up.run_id,) if up is not None else ()
+                        for seed in _seeds(spec, name, stage, method, up):
+                            runs.append(
+                                _run(spec, name, model, deps, task, method_name, params, seed,
+                                     p_raw, inputs, variant)
+                            )  # fmt: skip
     return runs
 
 

@@ -29,7 +29,8 @@ class MethodDef:
     # Optional cross-field check of (task, params) at spec time; raises ScalelabError.
     check: Callable[[Any, Any], None] | None = None
     # Optional spec-time check of one resolved run: check_run(task, params, model (a
-    # ModelRef), {param: (RunSpec, ...) of the runs whose products it names}); raises
+    # ModelRef), {param: (RunSpec, ...) of the runs whose products it names, and "model":
+    # (RunSpec,) of the run whose product is the model, if one is}); raises
     # ScalelabError. For what `check` cannot see: the model, the input runs.
     check_run: Callable[[Any, Any, Any, dict[str, tuple[Any, ...]]], None] | None = None
     # The metrics its runs report (scalelab.metrics.MetricDef): names, direction, format.
@@ -40,6 +41,9 @@ class MethodDef:
     # Task kinds served by another definition (its own params, entry and checks; same name
     # and metrics contract), e.g. `distill` of classifiers: {kind: MethodDef}.
     variants: dict[str, MethodDef] = field(default_factory=dict)
+    # Its runs continue the run whose product is their model (same batches: its seed), so
+    # their stage names no seeds (e.g. a cooldown branch of a stable run).
+    seed_from_model: bool = False
 
     def for_kind(self, kind: str) -> MethodDef:
         """The definition that runs tasks of `kind`: a variant's, else this one."""

@@ -32,10 +32,17 @@ class PretrainParams(TrainArgs):
     keep_layers: start from the run's (trained) model cut to these transformer blocks, in
     order, embeddings and head kept (DistilGPT2-style students, `models/surgery.py`):
     block indices or "every_other"; None: the whole model.
+    branch_tokens: with `schedule: wsd`, smaller token budgets D this run is the stable run
+    for: the training state at the first cooldown step of a D-token wsd run (the lr is
+    still constant there) is kept in `branches/<D>/`, and a `cooldown` run in a later
+    stage finishes it (Hägele et al. 2024, Sec. 4: one stable run, short cooldowns).
     """
 
     # Added after results existed: left out of run ids at their defaults.
-    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {"keep_layers"}
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {
+        "keep_layers",
+        "branch_tokens",
+    }
 
     # 1e14: 100T tokens, several times the largest published training run; more is a typo
     tokens: PositiveInt = Field(le=10**14)
@@ -50,6 +57,7 @@ class PretrainParams(TrainArgs):
     eval_every: int = Field(0, ge=0)
     eval_tokens: PositiveInt = 32768
     keep_layers: list[int] | Literal["every_other"] | None = None
+    branch_tokens: list[PositiveInt] | None = None
 
     @field_validator("keep_layers")
     @classmethod
@@ -66,11 +74,56 @@ def _check(task, params: PretrainParams) -> None:
             f"params.tokens ({params.tokens}) is smaller than one batch "
             f"(batch_size {params.batch_size} x seq_len {task.seq_len} = {batch_tokens})"
         )
+    _check_branches(task, params)
     if params.batch_size < params.grad_accum_steps:
         raise ScalelabError(
             f"params.grad_accum_steps ({params.grad_accum_steps}) exceeds "
             f"params.batch_size ({params.batch_size})"
         )
+
+
+def branch_steps(task, params: PretrainParams) -> dict[int, int]:
+    """Branch budget D (tokens) -> the optimizer step after which its training state is
+    saved: the first cooldown step of a D-token wsd run with these params."""
+    from scalelab.engine.schedules import cooldown_start
+
+    batch_tokens = params.batch_size * task.seq_len
+    return {d: cooldown_start(d // batch_tokens, params.cooldown_frac)
+            for d in params.branch_tokens or ()}  # fmt: skip
+
+
+def _check_branches(task, params: PretrainParams) -> None:
+    """branch_tokens: wsd only; each budget a whole batch or more, below the run's own,
+    starting its cooldown after the warmup; no two budgets sharing a step count."""
+    if params.branch_tokens is None:
+        return
+    if params.schedule != "wsd":
+        raise ScalelabError(
+            f"params.branch_tokens needs params.schedule: wsd (a constant lr to branch "
+            f"from), not {params.schedule!r}"
+        )
+    batch_tokens = params.batch_size * task.seq_len
+    total = params.tokens // batch_tokens
+    warmup = int(params.warmup_frac * total)
+    steps: dict[int, int] = {}
+    for d, start in branch_steps(task, params).items():
+        if not batch_tokens <= d < params.tokens:
+            raise ScalelabError(
+                f"params.branch_tokens: {d} is not between one batch ({batch_tokens} tokens) "
+                f"and the stable run's own budget params.tokens ({params.tokens})"
+            )
+        if start < warmup:
+            raise ScalelabError(
+                f"params.branch_tokens: {d} would start its cooldown at step {start}, inside "
+                f"the warmup ({warmup} steps); use a larger budget or a smaller warmup_frac"
+            )
+        n = d // batch_tokens
+        if n in steps:
+            raise ScalelabError(
+                f"params.branch_tokens: {steps[n]} and {d} are both {n} steps of "
+                f"{batch_tokens} tokens"
+            )
+        steps[n] = d
 
 
 def check_run(task, params: PretrainParams, model, inputs: dict) -> None:
@@ -176,8 +229,11 @@ class PretrainRecipe(Recipe):
         self.loss_fn = make_loss_fn(model, p.dtype, ctx.runtime.compile)
         total = p.tokens // (B * T)
         self.total = total
+        branches = ctx.run_dir / "branches"
+        snapshots = {step: branches / str(d) for d, step in branch_steps(task, p).items()}
         return Plan(model=model, phases=[Phase("train", total)], eval_at_start=True,
-                    eval_every=p.eval_every or max(1, total // 10))  # fmt: skip
+                    eval_every=p.eval_every or max(1, total // 10),
+                    snapshots=snapshots)  # fmt: skip
 
     def batch(self, step: int):
         return get_batch(self.data.ids["train"], self.args.batch_size, self.ctx.task.seq_len,
@@ -275,5 +331,6 @@ register_method(
         check=_check,
         check_run=check_run,
         metrics=PRETRAIN_METRICS,
+        products=("model", "branches"),
     )
 )

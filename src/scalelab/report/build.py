@@ -22,11 +22,13 @@ import pandas as pd
 
 from scalelab.analysis import table
 from scalelab.analysis.distill_grid import lm_distill
+from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
 from scalelab.report import classification, html, scaling, setup
 from scalelab.report import curves as curve_figs
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
+from scalelab.report.wsd import wsd_section
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append((heading, body))
         if lm_distill(done).any():
             sections.append(_law(done, spec, tmp, found))
+        if has_branches(done):
+            sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         for stage, sub in stages:
             where = f" (stage {stage})" if stage else ""
             plan = planned
