@@ -10,6 +10,7 @@ import torch
 from helpers import cli, tiny_lm_spec, write_spec
 
 from scalelab.engine.args import identity
+from scalelab.engine.optim import decay_groups
 from scalelab.errors import ScalelabError
 from scalelab.methods.pretrain import PretrainParams
 from scalelab.models.build import build_causal_lm, count_params
@@ -70,6 +71,10 @@ def test_mup_rules_at_four_times_the_base_width():
     assert mu.transformer.h[0].attn.scaling == 32**-0.5  # head_dim 32: GPT-2's own scale
     with pytest.raises(ScalelabError, match="already"):
         apply_mup(mu)
+    # AdamW groups: hidden matrices at lr/m with weight decay x m (lr x wd unchanged)
+    groups = {(g["lr_mult"], g["weight_decay"]): len(g["params"])
+              for g in decay_groups(mu, 0.1, scaling.lr_mults, scaling.wd_mults)}  # fmt: skip
+    assert groups == {(0.25, 0.4): 8, (1.0, 0.1): 2, (1.0, 0.0): 4 * 2 + 2 * 4 + 2}
 
 
 @pytest.mark.parametrize("name", ["gpt-d2w128", "gpt-20k"])  # gpt-20k: head_dim 40
@@ -176,3 +181,24 @@ def load_spec_task(path):
     from scalelab.grid.spec import expand, load_spec
 
     return expand(load_spec(path))[0].task
+
+
+def test_a_mup_student_distills_from_a_standard_teacher(tmp_path, corpus, capsys):
+    from scalelab.grid.api import load_experiment_tables
+
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
+            "eval": {"max_tokens": 1000}}  # fmt: skip
+    budget = {"tokens": 8 * 32 * 10, "batch_size": 8, "lr": 1e-2}
+    stages = {
+        "teacher": {"models": "gpt-d1", "methods": "pretrain", "params": budget},
+        "student": {"models": "gpt-d1w64", "methods": {"name": "distill",
+                    "teachers": ["@teacher"], "parametrization": "mup"}, "params": budget},
+    }  # fmt: skip
+    spec = write_spec(tmp_path / "kd.yaml", name="kd", output_dir=str(tmp_path / "out"),
+                      tasks=task, stages=stages, runtime={"threads": 1})  # fmt: skip
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0, out
+    table, _ = load_experiment_tables(spec)
+    student = table[table["stage"] == "student"].iloc[0]
+    assert student["status"] == "done" and math.isfinite(student["train_kd"])
+    assert student["params.parametrization"] == "mup"
