@@ -193,7 +193,7 @@ def summary_table(table):
 
 def models_cmd() -> None:
     """List the model ladder (with exact non-embedding parameter counts) and named models."""
-    from scalelab.models.ladder import NAMED_SIZES, depth_rung
+    from scalelab.models.ladder import NAMED_SIZES, WIDTH_NAMES, depth_rung
     from scalelab.models.registry import PRETRAINED
 
     typer.echo(f"{'name':<14}{'layers':>7}{'width':>7}{'heads':>7}{'non-emb params':>16}")
@@ -202,6 +202,7 @@ def models_cmd() -> None:
         typer.echo(
             f"{name:<14}{r.n_layer:>7}{r.n_embd:>7}{r.n_head:>7}{r.non_embedding_params:>16,}"
         )
+    typer.echo(f"{'':<14} any depth at another width: {WIDTH_NAMES}, e.g. gpt-d2w128")
     for name, e in PRETRAINED.items():
         typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")
 

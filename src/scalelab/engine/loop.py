@@ -144,7 +144,7 @@ class _Run:
         names = set(self.tracked if phase.trainable is None else phase.trainable)
         for n, q in self.module.named_parameters():
             q.requires_grad_(n in names)
-        self.opt = make_optimizer(self.module, self.args, self.plan.lr_mults)
+        self.opt = make_optimizer(self.module, self.args, self.plan.lr_mults, self.plan.wd_mults)
         if self.opt_state is not None and self.state["opt_phase"] == idx:
             self.opt.load_state_dict(self.opt_state)
         self.opt_state, self.phase_idx, self.state["opt_phase"] = None, idx, idx

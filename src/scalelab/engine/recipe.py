@@ -39,7 +39,8 @@ class Plan:
     epochs (a validation pass ends every epoch); select: (validation metric, higher is
     better) whose best value's weights are kept for `finish`, or None for the final weights;
     patience: evaluations without improvement before stopping (0 = never); lr_mults:
-    parameter name -> lr multiplier (layer-wise lr); eval_at_start: also evaluate before the
+    parameter name -> lr multiplier (layer-wise lr, muP); wd_mults: parameter name ->
+    weight-decay multiplier (muP); eval_at_start: also evaluate before the
     first step (the curve's step-0 point: where training starts from; never selected as the
     best weights); snapshots: optimizer step -> folder where the full training state after
     that step is saved as a checkpoint and kept (a product: cooldown branches start from
@@ -55,6 +56,7 @@ class Plan:
     select: tuple[str, bool] | None = None
     patience: int = 0
     lr_mults: dict[str, float] | None = None
+    wd_mults: dict[str, float] | None = None
     eval_at_start: bool = False
     snapshots: dict[int, Any] = field(default_factory=dict)
     start_from: Any = None

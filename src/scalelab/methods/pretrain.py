@@ -36,12 +36,19 @@ class PretrainParams(TrainArgs):
     for: the training state at the first cooldown step of a D-token wsd run (the lr is
     still constant there) is kept in `branches/<D>/`, and a `cooldown` run in a later
     stage finishes it (Hägele et al. 2024, Sec. 4: one stable run, short cooldowns).
+    parametrization: "standard" (GPT-2's init, one lr) or "mup" (ladder models only: muP's
+    init, per-layer Adam lr and weight decay, logit multiplier and attention scale, Yang
+    et al. 2022 Tables 3/8, `models/mup.py`), so that the best lr found at one width holds
+    at the others; mup_base_width: the width at which muP equals standard (the width
+    multiplier is n_embd / mup_base_width). The saved model is plain GPT-2 either way.
     """
 
     # Added after results existed: left out of run ids at their defaults.
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {
         "keep_layers",
         "branch_tokens",
+        "parametrization",
+        "mup_base_width",
     }
 
     # 1e14: 100T tokens, several times the largest published training run; more is a typo
@@ -58,6 +65,8 @@ class PretrainParams(TrainArgs):
     eval_tokens: PositiveInt = 32768
     keep_layers: list[int] | Literal["every_other"] | None = None
     branch_tokens: list[PositiveInt] | None = None
+    parametrization: Literal["standard", "mup"] = "standard"
+    mup_base_width: PositiveInt = 32
 
     @field_validator("keep_layers")
     @classmethod
@@ -128,12 +137,17 @@ def _check_branches(task, params: PretrainParams) -> None:
 
 def check_run(task, params: PretrainParams, model, inputs: dict) -> None:
     """Spec time: `keep_layers` needs trained weights to cut (not a ladder model's random
-    initialisation). Raises ScalelabError."""
+    initialisation); `parametrization: mup` needs a ladder model. Raises ScalelabError."""
     if params.keep_layers is not None and model.kind == "ladder":
         raise ScalelabError(
             f"params.keep_layers cuts a trained model's blocks, but model {model.name!r} "
             "starts from random weights: name an earlier stage's run (@stage) or a "
             "pretrained decoder as the model"
+        )
+    if params.parametrization == "mup" and model.kind != "ladder":
+        raise ScalelabError(
+            f"params.parametrization mup sets a ladder model's init and widths; model "
+            f"{model.name!r} is a {model.kind} model: train a ladder name (gpt-d2w64, ...)"
         )
     _check_blocks_exist(params.keep_layers, model)
 
@@ -204,6 +218,7 @@ class PretrainRecipe(Recipe):
         from scalelab.data.lm_tokens import prepare_lm_data
         from scalelab.engine.precision import autocast_for
         from scalelab.models.build import build_causal_lm, load_tokenizer_for
+        from scalelab.models.mup import apply_mup
 
         hf_logging.disable_progress_bar()  # our own display shows progress
         ctx, task, p = self.ctx, self.ctx.task, self.args
@@ -223,6 +238,7 @@ class PretrainRecipe(Recipe):
             from scalelab.models.surgery import cut_blocks
 
             cut_blocks(model, p.keep_layers)
+        mup = apply_mup(model, p.mup_base_width) if p.parametrization == "mup" else None
         model = model.to(device)
         self.device = device
         autocast_for(p.dtype, device)  # an unsupported dtype fails here, not at step 1
@@ -233,7 +249,8 @@ class PretrainRecipe(Recipe):
         snapshots = {step: branches / str(d) for d, step in branch_steps(task, p).items()}
         return Plan(model=model, phases=[Phase("train", total)], eval_at_start=True,
                     eval_every=p.eval_every or max(1, total // 10),
-                    snapshots=snapshots)  # fmt: skip
+                    snapshots=snapshots, lr_mults=mup and mup.lr_mults,
+                    wd_mults=mup and mup.wd_mults)  # fmt: skip
 
     def batch(self, step: int):
         return get_batch(self.data.ids["train"], self.args.batch_size, self.ctx.task.seq_len,
@@ -258,6 +275,7 @@ class PretrainRecipe(Recipe):
         from scalelab.engine.checkpoint import save_pretrained_atomic
         from scalelab.eval.lm import sliding_window_score
         from scalelab.models.build import count_params
+        from scalelab.models.mup import fold_mup
 
         task, p, data = self.ctx.task, self.args, self.data
         window = task.eval.window or task.seq_len
@@ -268,6 +286,7 @@ class PretrainRecipe(Recipe):
                                         task.eval.max_tokens, autocast_dtype=amp)
             for split in ("validation", "test")
         }  # fmt: skip
+        fold_mup(model)  # muP's multipliers into the weights: a plain GPT-2 is saved
         save_pretrained_atomic(self.ctx.run_dir / "model", model, data.tokenizer)
         # The curve's last point becomes the evaluation the table reports (the periodic
         # passes score the first `eval_tokens` tokens in non-overlapping windows: cheaper,

@@ -4,6 +4,10 @@ width = 32 * depth and head_dim = 32, so n_head = depth. Non-embedding parameter
 ~12 * depth * width^2 = 12,288 * depth^3: depth 1 is ~13k, depth 12 is ~21M. A named-size
 table gives round numbers (gpt-20k ... gpt-20m) for studies that want them.
 
+Width-only names `gpt-d{depth}w{width}` fix the depth and set the width apart from it
+(head_dim 32, so the width is a multiple of 32): the width sweeps of a muP study
+(`models/mup.py`), e.g. gpt-d2w32 ... gpt-d2w256.
+
 Vocabulary size and context length are not part of a rung: they come from the task's
 tokenizer and sequence length, so the same rung name works on any corpus.
 """
@@ -18,6 +22,8 @@ from scalelab.errors import ScalelabError
 ASPECT = 32  # width per layer of depth
 HEAD_DIM = 32
 MAX_DEPTH = 24
+MAX_WIDTH = 8192  # a width-only name wider than this is a typo on any machine we target
+WIDTH_NAMES = "gpt-d{depth}w{width} (width a multiple of 32)"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,20 @@ def depth_rung(depth: int) -> Rung:
     return Rung(n_layer=depth, n_embd=width, n_head=width // HEAD_DIM)
 
 
+def width_rung(depth: int, width: int) -> Rung:
+    """Depth `depth` at width `width`, head_dim 32 (n_head = width / 32). Raises
+    ScalelabError for a depth outside 1..MAX_DEPTH or a width that is not a multiple of 32
+    in 32..MAX_WIDTH."""
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ScalelabError(f"ladder depth must be in 1..{MAX_DEPTH}, got {depth}")
+    if width % HEAD_DIM or not HEAD_DIM <= width <= MAX_WIDTH:
+        raise ScalelabError(
+            f"ladder width must be a multiple of {HEAD_DIM} in {HEAD_DIM}..{MAX_WIDTH} "
+            f"(head_dim {HEAD_DIM}), got {width}"
+        )
+    return Rung(n_layer=depth, n_embd=width, n_head=width // HEAD_DIM)
+
+
 # Round-number sizes (non-embedding params within ~15% of the name).
 NAMED_SIZES: dict[str, Rung] = {
     "gpt-20k": Rung(1, 40, 1),
@@ -68,15 +88,19 @@ NAMED_SIZES: dict[str, Rung] = {
     "gpt-20m": Rung(10, 384, 12),
 }
 
-_DEPTH_NAME = re.compile(r"^gpt-d(\d+)$")
+_DEPTH_NAME = re.compile(r"^gpt-d(\d+)(?:w(\d+))?$")
 
 
 def ladder_rung(name: str) -> Rung | None:
-    """The rung for `gpt-d{depth}` or a named size, or None if `name` is not a ladder name."""
+    """The rung for `gpt-d{depth}`, `gpt-d{depth}w{width}` or a named size, or None if
+    `name` is not a ladder name. Raises ScalelabError for a ladder name out of range."""
     if name in NAMED_SIZES:
         return NAMED_SIZES[name]
     m = _DEPTH_NAME.match(name)
-    return depth_rung(int(m.group(1))) if m else None
+    if not m:
+        return None
+    depth = int(m.group(1))
+    return depth_rung(depth) if m.group(2) is None else width_rung(depth, int(m.group(2)))
 
 
 def ladder_names() -> list[str]:

@@ -27,6 +27,7 @@ from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
 from scalelab.report import classification, html, scaling, setup
 from scalelab.report import curves as curve_figs
+from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
 from scalelab.report.wsd import wsd_section
 
@@ -201,6 +202,8 @@ def _stage_sections(
     sweep = _sweep_section(runs, out, prefix)
     if sweep:
         sections.append(("Sweep", sweep))
+    if transfer := lr_transfer_section(runs, out, prefix):
+        sections.append(("Learning-rate transfer", transfer))
     env = scaling.envelope(runs, spec, notes) if spec.best_over else None
     if env is not None:
         sections.append((f"Best {', '.join(env.axes)} per model (the sweep's envelope)",
