@@ -27,7 +27,7 @@ def _method_names(section: dict) -> set[str]:
 def _is_lm(section: dict) -> bool:
     tasks = section.get("tasks") or {}
     tasks = tasks[0] if isinstance(tasks, list) else tasks
-    return "seq_len" in tasks or "pretrain" in _method_names(section)
+    return "seq_len" in tasks or bool({"pretrain", "cooldown"} & _method_names(section))
 
 
 def _shrink(section: dict, assets: dict[str, Path]) -> None:
@@ -40,8 +40,14 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
         if budgets:  # a data-budget axis stays an axis, within the tiny corpus
             section["tasks"]["max_train_tokens"] = [2000, 8000]
         budgets = params.get("tokens")  # a token-budget axis stays an axis
-        tiny = [8 * 32 * 8, 8 * 32 * 12] if isinstance(budgets, list) else 8 * 32 * 12
+        tiny = [8 * 32 * 8, 8 * 32 * 16] if isinstance(budgets, list) else 8 * 32 * 12
         params.update(tokens=tiny, batch_size=8, eval_tokens=512)
+        if "branch_tokens" in params:  # a stable run: longer than the branches it keeps
+            params.update(tokens=8 * 32 * 24, branch_tokens=[8 * 32 * 8, 8 * 32 * 12])
+        if "cooldown" in _method_names(section):  # the budget is the stable run's batch
+            params.pop("batch_size")
+            params.pop("eval_tokens")
+            params["tokens"] = [8 * 32 * 8, 8 * 32 * 12]
     else:
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
                             "max_length": 16}  # fmt: skip
@@ -113,6 +119,8 @@ EXPECT = {
                          "blocks [0, 4, 7]",
                          "one panel per method, shared axes",
                          "Loss vs model size (stage kd)"],
+    "fair_ladder": ["Best lr per model (the sweep", "Learning-rate transfer (stage sweep)",
+                    "Cooldown branches vs cosine", "fewer tokens than the cosine grid"],
     "distill_law": ["The answer: the smallest model that beats gpt-d3 tokens=",
                     "When to distill: the distillation scaling law"],
     "distill_trec": ["The answer: the smallest model that comes within 0.01 of", "cut-minilm-kd",

@@ -121,13 +121,17 @@ def identified_band(g: GroupFit, x: str, notes: list[str], y: str) -> tuple | No
 
 def envelope(runs: pd.DataFrame, spec: Any, notes: list[str]) -> Envelope | None:
     """The sweep's envelope over `spec.best_over` (`analysis/envelope.py`), chosen on the
-    validation twin of the scaling plot's y; its edge warnings join `notes`. None (and a
-    note) when the spec's axes do not apply to these runs; raises ScalelabError for axes
-    asked for on the command line (`spec.best_over_required`) that do not."""
+    validation twin of the scaling plot's y; its edge warnings join `notes`. None when the
+    spec's axes do not vary in these runs (a stage that does not sweep them), None and a
+    note when they cannot be applied otherwise; raises ScalelabError for axes asked for on
+    the command line (`spec.best_over_required`) that do not apply."""
     from scalelab.analysis.envelope import envelope_for
 
     y = spec.y or default_y(runs)
     defn = metric_def(y, runs["method"] if "method" in runs else None)
+    swept = all(a in runs and table.as_text(runs[a]).nunique() > 1 for a in spec.best_over)
+    if not swept and not spec.best_over_required:
+        return None  # a stage that does not sweep them (the spec's check saw one that does)
     try:
         env = envelope_for(runs, spec.best_over, y, bool(defn and defn.higher_is_better))
     except ScalelabError as err:
