@@ -202,3 +202,15 @@ def test_a_mup_student_distills_from_a_standard_teacher(tmp_path, corpus, capsys
     student = table[table["stage"] == "student"].iloc[0]
     assert student["status"] == "done" and math.isfinite(student["train_kd"])
     assert student["params.parametrization"] == "mup"
+
+
+def test_a_base_width_under_standard_parametrization_changes_no_run_id():
+    from scalelab.engine.args import identity
+    from scalelab.methods.pretrain import PretrainParams
+
+    plain = identity(PretrainParams(tokens=1000))
+    assert identity(PretrainParams(tokens=1000, mup_base_width=128)) == plain
+    mup = identity(PretrainParams(tokens=1000, parametrization="mup", mup_base_width=128))
+    assert mup["mup_base_width"] == 128
+    with pytest.raises(ValueError, match="mup_base_width"):
+        PretrainParams(tokens=1000, mup_base_width=0)  # still checked

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from scalelab import metrics as mx
 from scalelab.engine.args import TrainArgs
@@ -40,7 +40,8 @@ class PretrainParams(TrainArgs):
     init, per-layer Adam lr and weight decay, logit multiplier and attention scale, Yang
     et al. 2022 Tables 3/8, `models/mup.py`), so that the best lr found at one width holds
     at the others; mup_base_width: the width at which muP equals standard (the width
-    multiplier is n_embd / mup_base_width). The saved model is plain GPT-2 either way.
+    multiplier is n_embd / mup_base_width; ignored, and left out of the run id, under
+    standard). The saved model is plain GPT-2 either way.
     """
 
     # Added after results existed: left out of run ids at their defaults.
@@ -67,6 +68,18 @@ class PretrainParams(TrainArgs):
     branch_tokens: list[PositiveInt] | None = None
     parametrization: Literal["standard", "mup"] = "standard"
     mup_base_width: PositiveInt = 32
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_width_only_for_mup(cls, data):
+        # mup_base_width means nothing under standard parametrization: dropped, so that one
+        # spec sweeping [standard, mup] with a base width gives standard runs the ids of
+        # runs that never named one (the same computation, stored once).
+        if isinstance(data, dict) and data.get("parametrization", "standard") == "standard":
+            width = data.get("mup_base_width")
+            if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+                data = {k: v for k, v in data.items() if k != "mup_base_width"}
+        return data
 
     @field_validator("keep_layers")
     @classmethod
