@@ -201,3 +201,35 @@ def test_a_student_on_the_weak_models_own_half_is_a_spec_error(tmp_path, tiny, c
     spec.write_text(yaml.safe_dump(raw))
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 2 and "stages.w2s.seeds" in err and not (tmp_path / "out").exists()
+
+
+def test_the_w2s_command_prints_every_accuracy_and_writes_the_figures(tmp_path, tiny, capsys):
+    spec = _chain_spec(tmp_path, tiny["data"], tiny["weak"], [tiny["strong"], tiny["gpt"]])
+    code, _, err = cli("run", spec, "--quiet", capsys=capsys)
+    assert code == 0, err
+    figs = tmp_path / "figs"
+    code, out, err = cli("w2s", spec, "--out", figs, "--bootstrap", 50, capsys=capsys)
+    assert code == 0, err
+    for word in (
+        "weak ceiling",
+        "strong ceiling",
+        "naive",
+        "logconf",
+        "median PGR",
+        "logconf - naive",
+        "seeds and test examples",
+        "bert1",
+        "bert2",
+        "gpt2",
+    ):
+        assert word in out, word
+    names = {p.name for p in figs.glob("*.png")}
+    assert names == {"scaling_behavior.png", "error_distribution.png", "pgr_heatmap.png"}
+    code, _, err = cli("report", spec, capsys=capsys)
+    assert code == 0, err
+    page = (tmp_path / "out" / "w-report" / "report.html").read_text()
+    assert "Weak-to-strong: performance gap recovered (PGR)" in page
+    assert "median PGR" in page and "where their weak supervisor was wrong" in page
+    # bad input: one line, exit 2, nothing written
+    code, _, err = cli("w2s", tmp_path / "nope.yaml", "--out", tmp_path / "x", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "x").exists()

@@ -240,3 +240,31 @@ def accuracy_table(runs: pd.DataFrame, summary: PGRSummary) -> pd.DataFrame:
             **dict(zip(ps["strong"], ps["strong_size"], strict=True))}  # fmt: skip
     out = pd.DataFrame([{"model": m, "size": size.get(m, np.nan), **v} for m, v in rows.items()])
     return out.sort_values("size", kind="stable").reset_index(drop=True)
+
+
+def error_split(summary: PGRSummary, correct: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Do students copy their supervisor's mistakes? Per (method, weak, strong) and whether
+    the weak model was right on a test example: the student's and the strong ceiling's
+    error rates there (pooled over seeds, each seed's weak run against its own students),
+    and the examples counted. Test examples stand in for the weak labels here: both come
+    from the same weak model, and its test predictions are kept (`predictions.npz`).
+    Pairs lacking per-example results are left out."""
+    rows = []
+    ps = summary.per_seed
+    for (method, weak, strong), sub in ps.groupby(["method", "weak", "strong"], sort=False):
+        ids = [(r.weak_id, r.student_id, r.ceiling_id) for r in sub.itertuples()]
+        if not all(i in correct for t in ids for i in t):
+            continue
+        for weak_right in (False, True):
+            n = err = err_c = 0
+            for w, s, c in ids:
+                mask = correct[w] == weak_right
+                n += int(mask.sum())
+                err += int((~correct[s][mask]).sum())
+                err_c += int((~correct[c][mask]).sum())
+            rows.append({"method": method, "weak": weak, "strong": strong,
+                         "weak_right": weak_right, "n": n,
+                         "student_error": err / n if n else np.nan,
+                         "ceiling_error": err_c / n if n else np.nan})  # fmt: skip
+    return pd.DataFrame(rows, columns=["method", "weak", "strong", "weak_right", "n",
+                                       "student_error", "ceiling_error"])  # fmt: skip
