@@ -14,6 +14,14 @@ from scalelab.cli.common import input_file, jsonable, output_folder
 from scalelab.errors import ScalelabError
 
 
+def _pm(value: float, lo: float, hi: float) -> str:
+    """ "+0.412 [+0.210, +0.633]", or "n/a (no pair left)" for NaN."""
+    if value != value:
+        return "n/a (no pair left)"
+    ci = "" if lo != lo else f" [{lo:+.3f}, {hi:+.3f}]"
+    return f"{value:+.3f}{ci}"
+
+
 def _text(acc, summary) -> str:
     """The console tables: accuracies by model, medians, differences, exclusions."""
     cols = [c for c in acc.columns if c not in ("model", "size")]
@@ -25,11 +33,10 @@ def _text(acc, summary) -> str:
         lines.append(f"{r['model']:<{width}} {r['size']:>10,.0f} {vals}")
     lines += ["", f"median PGR per method (95% bootstrap over {summary.resampled}):"]
     for r in summary.medians.itertuples():
-        lines.append(f"  {r.method:<12} {r.median_pgr:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+        lines.append(f"  {r.method:<12} {_pm(r.median_pgr, r.ci_low, r.ci_high)}"
                      f"  {r.pairs} pair(s), {r.excluded} excluded")  # fmt: skip
     for r in summary.differences.itertuples():
-        lines.append(f"  {r.method} - {r.baseline}: {r.difference:+.3f} "
-                     f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]")  # fmt: skip
+        lines.append(f"  {r.method} - {r.baseline}: {_pm(r.difference, r.ci_low, r.ci_high)}")
     lines += [f"excluded: {e}" for e in summary.excluded]
     return "\n".join(lines)
 

@@ -121,13 +121,17 @@ def write_figures(summary: PGRSummary, correct: Mapping[str, np.ndarray], out: P
     return figs
 
 
+def _num(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:+.3f}"
+
+
 def _ci(lo: float, hi: float) -> str:
     return "n/a" if not np.isfinite(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
 
 
 def medians_rows(summary: PGRSummary) -> list[dict]:
     """The medians table (per method: median PGR, 95% interval, pairs) as rows of text."""
-    return [{"method": r.method, "median PGR": f"{r.median_pgr:+.3f}",
+    return [{"method": r.method, "median PGR": _num(r.median_pgr),
              "95% interval": _ci(r.ci_low, r.ci_high), "pairs": str(r.pairs),
              "excluded": str(r.excluded)} for r in summary.medians.itertuples()]  # fmt: skip
 
@@ -143,7 +147,7 @@ def w2s_section(runs: pd.DataFrame, runs_dir: Path | None, out: Path, bootstrap:
     acc_rows = [{"model": r["model"], "N": style.human(r["size"]),
                  **{c: "" if pd.isna(r[c]) else f"{r[c]:.4f}" for c in cols}}
                 for _, r in acc.iterrows()]  # fmt: skip
-    diffs = [{"method": f"{r.method} - {r.baseline}", "difference": f"{r.difference:+.3f}",
+    diffs = [{"method": f"{r.method} - {r.baseline}", "difference": _num(r.difference),
               "95% interval": _ci(r.ci_low, r.ci_high)} for r in s.differences.itertuples()]  # fmt: skip
     body = (f"<p>PGR = (acc<sub>w2s</sub> - acc<sub>weak</sub>) / (acc<sub>strong ceiling</sub>"
             f" - acc<sub>weak</sub>) on the test split (Burns et al. 2023); per pair from the "
