@@ -20,6 +20,7 @@ over seeds) have no meaningful PGR: they are excluded from the medians and liste
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -172,6 +173,15 @@ def summarize_pgr(
     ids = set(cells["student_id"]) | set(cells["weak_id"]) | set(cells["ceiling_id"])
     acc = _accuracy_matrix(ids, correct, acc_of, draws["pick"])
     boot = _pair_table(cells, acc, draws["seeds"])
+    med, diffs_df, baseline = _medians(pairs, boot, n_boot, baseline)
+    return PGRSummary(per_seed.reset_index(drop=True), pairs, med, diffs_df, excluded,
+                      resampled, baseline)  # fmt: skip
+
+
+def _medians(pairs: pd.DataFrame, boot: dict, n_boot: int, baseline: str | None):
+    """(medians per method, differences from the baseline, the baseline): point values from
+    the included pairs, intervals from the bootstrap draws `boot` ((method, weak, strong)
+    -> PGR per draw; the same draws for every method, so differences are paired)."""
     methods = list(dict.fromkeys(pairs["method"]))
     if baseline is None:
         baseline = next((m for m in ("naive", "xent") if m in methods), methods[0])
@@ -179,7 +189,9 @@ def summarize_pgr(
     for m in methods:
         inc = pairs[(pairs["method"] == m) & ~pairs["excluded"]]
         reps = np.array([boot[(m, r.weak, r.strong)] for r in inc.itertuples()])
-        per_method[m] = np.nanmedian(reps, axis=0) if len(reps) else np.full(n_boot, np.nan)
+        with warnings.catch_warnings():  # a draw where every pair's gap closed: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_method[m] = np.nanmedian(reps, axis=0) if len(reps) else np.full(n_boot, np.nan)
         lo, hi = _interval(per_method[m])
         medians.append({"method": m, "median_pgr": float(np.median(inc["pgr"])) if len(inc)
                         else np.nan, "ci_low": lo, "ci_high": hi, "pairs": len(inc),
@@ -197,8 +209,7 @@ def summarize_pgr(
                       "ci_low": lo, "ci_high": hi})  # fmt: skip
     diffs_df = pd.DataFrame(diffs, columns=["method", "baseline", "difference", "ci_low",
                                             "ci_high"])  # fmt: skip
-    return PGRSummary(per_seed.reset_index(drop=True), pairs, med, diffs_df, excluded,
-                      resampled, baseline)  # fmt: skip
+    return med, diffs_df, baseline
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
