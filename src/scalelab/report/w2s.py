@@ -47,7 +47,7 @@ def plot_scaling_behavior(summary: PGRSummary, path: Path) -> Path:
     methods = list(dict.fromkeys(pairs["method"]))
     colors = style.group_colors(methods)
     fig, axes = style.figure(4.4 * len(weaks) + 1.0, 4.4, ncols=len(weaks), squeeze=False,
-                             sharey=True)  # fmt: skip
+                             sharex=True, sharey=True)  # fmt: skip
     sizes = list(pairs["strong_size"].dropna())
     for ax, weak in zip(axes[0], weaks, strict=True):
         sub = pairs[pairs["weak"] == weak].sort_values("strong_size")
