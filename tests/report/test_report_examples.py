@@ -49,8 +49,9 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
             params.pop("eval_tokens")
             params["tokens"] = [8 * 32 * 8, 8 * 32 * 12]
     else:
+        half = (section.get("tasks") or {}).get("half")  # weak-to-strong halves stay
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
-                            "max_length": 16}  # fmt: skip
+                            "max_length": 16, **({"half": half} if half else {})}  # fmt: skip
         params.update(epochs=2, batch_size=8)
 
 
@@ -125,6 +126,9 @@ EXPECT = {
                     "When to distill: the distillation scaling law"],
     "distill_trec": ["The answer: the smallest model that comes within 0.01 of", "cut-minilm-kd",
                      "ladder-kd", "Classification (stage cut)"],
+    "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
+                    "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
+                    "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],
 }  # fmt: skip
 
 

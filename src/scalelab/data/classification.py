@@ -6,13 +6,20 @@
 split. The subsample is drawn with `data_seed` (default 0), NOT the run seed, so every seed
 and every method of a grid trains and selects on exactly the same examples; the seeds then
 only vary initialisation, shuffling and dropout. The test split is always used whole.
+
+`half: a` / `half: b` trains on one of two fixed, disjoint, stratified halves of that
+(subsampled) training split, also drawn with `data_seed` (`split_halves`): the protocol of
+weak-to-strong generalization (Burns et al. 2023), where a weak model learns from half A's
+ground truth and labels half B for a strong student. A run on one half also holds out the
+other (`TaskData.heldout`): fine-tuning runs write their soft labels on it as a product.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import lru_cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -29,8 +36,11 @@ class ClassificationTask(Strict):
 
     max_length: tokens per example after truncation (batches are padded to their longest
     example, at most this); train_size / val_size: stratified subsample sizes (None = all);
-    data_seed: seed of those subsamples, fixed across runs (see the module docstring).
+    data_seed: seed of those subsamples, fixed across runs (see the module docstring);
+    half: train on half "a" or "b" of the training split (`split_halves`; None = all of it).
     """
+
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"half"})  # added later
 
     kind: Literal["classification"] = "classification"
     dataset: str
@@ -38,6 +48,7 @@ class ClassificationTask(Strict):
     train_size: PositiveInt | None = None
     val_size: PositiveInt | None = None
     data_seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds take 32 bits
+    half: Literal["a", "b"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ClassificationTask:
@@ -100,12 +111,19 @@ register_task_kind("classification", ClassificationTask)
 
 @dataclass
 class TaskData:
-    """The examples one run uses: lists of {"text", "label"} and the label names."""
+    """The examples one run uses: lists of {"text", "label"} and the label names.
+
+    train_index: each training example's position in the (subsampled) training split;
+    heldout / heldout_index: the other half's examples and positions when the task trains on
+    a half (empty otherwise). Positions name examples across runs (label products)."""
 
     train: list[dict]
     validation: list[dict]
     test: list[dict]
     label_names: list[str]
+    train_index: list[int] = dataclass_field(default_factory=list)
+    heldout: list[dict] = dataclass_field(default_factory=list)
+    heldout_index: list[int] = dataclass_field(default_factory=list)
 
     @property
     def num_labels(self) -> int:
@@ -124,7 +142,27 @@ def load_task_data(task: ClassificationTask) -> TaskData:
     if task.val_size is not None:
         val = stratified_subsample(val, task.val_size, task.data_seed)
     names = data.label_names or [str(i) for i in range(1 + max(e["label"] for e in train))]
-    return TaskData(train, val, data.test, list(names))
+    index, heldout = list(range(len(train))), []
+    if task.half is not None:
+        halves = split_halves([e["label"] for e in train], task.data_seed)
+        index, heldout = halves if task.half == "a" else halves[::-1]
+    return TaskData([train[i] for i in index], val, data.test, list(names), index,
+                    [train[i] for i in heldout], heldout)  # fmt: skip
+
+
+def split_halves(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
+    """(A, B): two disjoint halves of positions 0..n-1 that together cover them, each
+    keeping the class proportions, fixed by `seed` (a numpy permutation, then a stable
+    sort by label: a random order within each class; A takes every even place, B every
+    odd one, so |A| - |B| is 0 or 1). Both come back ascending. The same (labels, seed)
+    always gives the same halves (Burns et al. 2023 split the training set in two: the
+    weak supervisor learns on one half and labels the other)."""
+    import numpy as np
+
+    y = np.asarray(labels, dtype=np.int64)
+    perm = np.random.default_rng(seed).permutation(len(y))
+    order = perm[np.argsort(y[perm], kind="stable")]
+    return sorted(order[0::2].tolist()), sorted(order[1::2].tolist())
 
 
 def encode(tok, examples: list[dict], max_length: int) -> list[list[int]]:

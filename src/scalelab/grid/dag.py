@@ -212,17 +212,26 @@ def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, RunSpec |
     return out
 
 
-def _seeds(spec, name: str, stage: Stage, method, up: RunSpec | None) -> list[int]:
+def _seeds(spec, name: str, stage: Stage, method, up: RunSpec | None, named=None) -> list[int]:
     """A stage's seeds; a method that continues its model's run (`seed_from_model`: same
-    batches, e.g. a cooldown branch) takes that run's seed, and its stage names none."""
-    if not method.seed_from_model:
+    batches, e.g. a cooldown branch) takes that run's seed, and one that pairs with the
+    run a param names (`seed_from_input`) takes that run's seed; their stages name none."""
+    key = method.seed_from_input
+    if not method.seed_from_model and key is None:
         return list(stage.seeds)
     own = (spec.stages or {}).get(name)
     if own is not None and own.seeds is not None:
-        raise ScalelabError(
-            f"stages.{name}.seeds: method {method.name!r} continues its model's run with "
-            "that run's seed; leave seeds out"
-        )
+        what = ("continues its model's run with that run's seed" if key is None
+                else f"takes the seed of the run params.{key} names")  # fmt: skip
+        raise ScalelabError(f"stages.{name}.seeds: method {method.name!r} {what}; leave seeds out")
+    if key is not None:
+        ups = (named or {}).get(key, ())
+        if len(ups) != 1:
+            raise ScalelabError(
+                f"stages.{name}: params.{key} of method {method.name!r} must name one run "
+                f"per value (an @stage reference; got {len(ups)})"
+            )
+        return [ups[0].seed]
     if up is None:
         raise ScalelabError(
             f"stages.{name}.models: method {method.name!r} continues an earlier stage's run: "
@@ -395,7 +404,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                         method.check_run(task, params, model, {**named, **own})
                     for model, up in models:
                         deps = (up.run_id,) if up is not None else ()
-                        for seed in _seeds(spec, name, stage, method, up):
+                        for seed in _seeds(spec, name, stage, method, up, named):
                             runs.append(
                                 _run(spec, name, model, deps, task, method_name, params, seed,
                                      p_raw, inputs, variant)

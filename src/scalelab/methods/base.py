@@ -44,6 +44,10 @@ class MethodDef:
     # Its runs continue the run whose product is their model (same batches: its seed), so
     # their stage names no seeds (e.g. a cooldown branch of a stable run).
     seed_from_model: bool = False
+    # Its runs take the seed of the one run this param names (`labels: "@weak"`: one run
+    # per weak run, each with that run's seed), so runs pair seed for seed with their
+    # inputs and their stage names no seeds (e.g. a weak-to-strong student of a weak run).
+    seed_from_input: str | None = None
 
     def for_kind(self, kind: str) -> MethodDef:
         """The definition that runs tasks of `kind`: a variant's, else this one."""

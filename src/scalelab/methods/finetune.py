@@ -6,7 +6,11 @@ decay, and keep the weights with the best validation accuracy for the test evalu
 Determinism: the head (and LoRA) initialisation comes from `torch.manual_seed(seed)`; the
 example order of epoch e from a generator seeded by (seed, e); dropout from (seed, step).
 Products: `model/` (the full model, or the LoRA adapter plus head, with the tokenizer and
-`scalelab.json` naming the base), `eval.json` (per-class reports, confusion matrices).
+`scalelab.json` naming the base), `eval.json` (per-class reports, confusion matrices),
+`predictions.npz` (test probabilities, for analyses that resample test examples) and, for a
+run on one half of the training split (task `half`), `labels.npz`: its soft labels on the
+other half, with their accuracy as the metric `labels_accuracy` (`label_files.py`; the weak
+labels of weak-to-strong experiments, `methods/w2s.py`).
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ class FinetuneRecipe(Recipe):
         import torch
         from transformers.utils import logging as hf_logging
 
-        from scalelab.data.classification import encode, load_task_data
+        from scalelab.data.classification import encode
         from scalelab.engine.precision import autocast_for
         from scalelab.models.pretrained import apply_lora, layer_multipliers, load_classifier
 
@@ -142,7 +146,7 @@ class FinetuneRecipe(Recipe):
         hf_logging.set_verbosity_error()  # the load report lists the new head: expected
         ctx, p, task = self.ctx, self.args, self.ctx.task
         self.device, self.amp = device, autocast_for(p.dtype, device)
-        self.data = load_task_data(task)
+        self.data = self.load_data(task)
         torch.manual_seed(ctx.seed)  # the new head's (and LoRA's) initialisation
         model, self.tok, self.new_modules = load_classifier(ctx.model, self.data.label_names)
         if p.keep_layers is not None:
@@ -186,6 +190,18 @@ class FinetuneRecipe(Recipe):
                     eval_at_start=True,
                     select=("val_accuracy", True), patience=p.early_stopping_patience,
                     lr_mults=layer_multipliers(model) if p.layerwise_lr else None)  # fmt: skip
+
+    def load_data(self, task):
+        """The run's examples (`data.classification.TaskData`); a subclass may narrow or
+        relabel its training set. Also sets what `finish` labels: the held-out examples
+        (`heldout`, `heldout_index`; the other half of a `half` task) and the run's place in
+        a bootstrap chain (`label_step`, `label_steps`; 0 and 0 on ground truth)."""
+        from scalelab.data.classification import load_task_data
+
+        data = load_task_data(task)
+        self.heldout, self.heldout_index = data.heldout, data.heldout_index
+        self.label_step, self.label_steps = 0, 0
+        return data
 
     def _is_head(self, name: str) -> bool:
         if self.lora:
@@ -292,6 +308,7 @@ class FinetuneRecipe(Recipe):
         """Test the kept weights; save model and eval.json; metrics and curve."""
         from scalelab.eval.classification import classification_report, score
         from scalelab.io import atomic_write_json
+        from scalelab.methods.label_files import softmax, write_predictions
         from scalelab.models.build import count_params
 
         k, names = self.data.num_labels, self.data.label_names
@@ -301,6 +318,8 @@ class FinetuneRecipe(Recipe):
             s: classification_report(self.labels[s], logits[s].argmax(-1), names) for s in logits
         }
         atomic_write_json(self.ctx.run_dir / "eval.json", report)
+        write_predictions(self.ctx.run_dir, softmax(logits["test"]), self.labels["test"])
+        labels_accuracy = self.write_heldout_labels(model)
         self.save_model(model)
         non_embedding, total = count_params(model)
         params = dict(model.named_parameters())
@@ -315,7 +334,28 @@ class FinetuneRecipe(Recipe):
             "epochs_run": -(-state["step"] // self.steps_per_epoch),
             "train_examples": len(self.seqs["train"]),
         }  # fmt: skip
+        if labels_accuracy is not None:
+            metrics["labels_accuracy"] = labels_accuracy
         return RunResult(metrics=metrics, curve=state["curve"])
+
+    def write_heldout_labels(self, model) -> float | None:
+        """Soft labels on the held-out training examples as `labels.npz` (a product);
+        returns their accuracy against the ground truth, or None when nothing is held out."""
+        import numpy as np
+
+        from scalelab.data.classification import encode
+        from scalelab.eval.classification import predict
+        from scalelab.methods.label_files import SoftLabels, softmax, write_labels
+
+        if not self.heldout:
+            return None
+        seqs = encode(self.tok, self.heldout, self.ctx.task.max_length)
+        logits = predict(model, seqs, self.pad, self.args.eval_batch_size, self.amp, self.device)
+        labels = SoftLabels(np.asarray(self.heldout_index), softmax(logits),
+                            np.array([e["label"] for e in self.heldout]), self.data.label_names,
+                            self.label_step, self.label_steps)  # fmt: skip
+        write_labels(self.ctx.run_dir, labels)
+        return labels.accuracy
 
     def save_model(self, model) -> None:
         """run_dir/model: the full model (or the LoRA adapter + head) and the tokenizer,
@@ -375,6 +415,14 @@ CLASSIFICATION_METRICS = (
     ),
     mx.MetricDef("val_macro_f1", True, ".4f", "validation macro-averaged F1", bounds=UNIT),
     mx.VAL_LOSS,
+    mx.MetricDef(
+        "labels_accuracy",
+        True,
+        ".4f",
+        "accuracy of the soft labels written on the "
+        "held-out training examples (the other half; labels.npz)",
+        bounds=UNIT,
+    ),
     mx.NON_EMBEDDING_PARAMS,
     mx.TRAINABLE_PARAMS,
     mx.TOTAL_PARAMS,
@@ -388,6 +436,8 @@ CLASSIFICATION_METRICS = (
     mx.PEAK_MEM_MB,
 )
 
+PRODUCTS = ("model", "labels.npz", "predictions.npz")  # listed where a run wrote them
+
 register_method(
     MethodDef(
         name="full",
@@ -397,6 +447,7 @@ register_method(
         description="full fine-tuning of a pretrained model for text classification",
         check=_check,
         metrics=CLASSIFICATION_METRICS,
+        products=PRODUCTS,
     )
 )
 
@@ -409,5 +460,6 @@ register_method(
         description="LoRA adapters (peft) plus a trained head, for text classification",
         check=_check,
         metrics=CLASSIFICATION_METRICS,
+        products=PRODUCTS,
     )
 )

@@ -1,5 +1,6 @@
 """Losses as swappable functions of logits (torchtune keeps its losses as modules apart from
-its recipes; so do we): next-token cross-entropy and knowledge distillation.
+its recipes; so do we): next-token cross-entropy, knowledge distillation, and the
+weak-to-strong losses (cross-entropy against soft labels; the auxiliary confidence loss).
 
 Shapes: logits [..., V] (any leading dims, e.g. [batch, seq, V]), labels [...] int64. All
 losses are means over the positions (nats per token), computed in fp32.
@@ -120,3 +121,73 @@ def kd_loss(
     kd = kd_divergence(student, teachers, temperature, weights, combine)
     loss = (1 - alpha) * ce + alpha * kd
     return loss, {"ce": ce.item(), "kd": kd.item()}
+
+
+# --- weak-to-strong (Burns et al. 2023, "Weak-to-Strong Generalization", Sec. 4.3.2) -------
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-sum_k target_k log softmax(logits)_k, mean over examples (nats, fp32).
+
+    logits: [b, K]; target: [b, K] probabilities (rows sum to 1; one-hot rows give the
+    usual cross-entropy). The `xent` (naive) weak-to-strong loss with target = weak labels."""
+    logq = F.log_softmax(logits.float(), dim=-1)
+    return -(target.float() * logq).sum(-1).mean()
+
+
+def balanced_hard_labels(probs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """One-hot labels [b, K] from probabilities [b, K] whose class counts follow `prior` [K]
+    (the weak labels' mean over the batch): class k gets round(b * prior_k) examples
+    (largest remainder, so the counts sum to b), and (example, class) pairs are taken in
+    order of decreasing probability while the example is free and the class has room.
+
+    For two classes this is the reference code's threshold: the round(b * prior_1) examples
+    with the lowest p_0 are class 1, as thresholding p_0 at its prior_1 quantile does
+    (ties and rounding aside); unlike the threshold it works for any number of classes.
+    No gradient flows through it."""
+    b, k = probs.shape
+    exact = prior.double().clamp_min(0) / prior.double().clamp_min(0).sum() * b
+    quota = exact.floor().long()
+    extra = int(b - quota.sum())
+    if extra > 0:  # largest remainders first (lower class index on ties)
+        order = sorted(range(k), key=lambda c: (-(exact[c] - quota[c]).item(), c))
+        for c in order[:extra]:
+            quota[c] += 1
+    flat = probs.detach().float().reshape(-1).cpu().tolist()
+    ranked = sorted(range(b * k), key=lambda i: (-flat[i], i))
+    out = torch.zeros(b, k, dtype=probs.dtype, device=probs.device)
+    free, room = [True] * b, quota.tolist()
+    for i in ranked:
+        ex, c = divmod(i, k)
+        if free[ex] and room[c] > 0:
+            out[ex, c], free[ex] = 1, False
+            room[c] -= 1
+    return out
+
+
+def aux_coef_at(step_frac: float, aux_coef: float, warmup_frac: float) -> float:
+    """The confidence weight c at `step_frac` (done fraction of training, in [0, 1]): a
+    linear ramp from 0 to `aux_coef` over the first `warmup_frac` of training, then flat
+    (warmup_frac 0: `aux_coef` from the start). The reference code's logconf_loss_fn uses
+    step_frac itself during the warm-up and jumps to aux_coef after it; this is the ramp
+    its fix intends, step_frac / warmup_frac."""
+    if warmup_frac <= 0:
+        return aux_coef
+    return aux_coef * min(1.0, max(0.0, step_frac) / warmup_frac)
+
+
+def logconf_loss(
+    logits: torch.Tensor, weak: torch.Tensor, coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The auxiliary confidence loss (Burns et al. 2023, Sec. 4.3.2, Eq. 1 in the form of
+    the reference code): CE(logits, (1 - c) * weak + c * hard(strong)), where hard(strong)
+    = `balanced_hard_labels` of the student's own (detached) probabilities with the weak
+    labels' batch mean as the prior: the student is pushed towards its own confident
+    predictions while keeping the weak labels' class balance.
+
+    logits: [b, K]; weak: [b, K] soft weak labels; coef: c in [0, 1].
+    Returns (mean loss, the target [b, K])."""
+    probs = F.softmax(logits.detach().float(), dim=-1)
+    hard = balanced_hard_labels(probs, weak.float().mean(0))
+    target = (1 - coef) * weak.float() + coef * hard.float()
+    return soft_cross_entropy(logits, target), target

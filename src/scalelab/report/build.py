@@ -29,6 +29,7 @@ from scalelab.report import classification, html, scaling, setup
 from scalelab.report import curves as curve_figs
 from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
+from scalelab.report.w2s import has_w2s, w2s_section
 from scalelab.report.wsd import wsd_section
 
 
@@ -124,6 +125,16 @@ def _law(done: pd.DataFrame, spec: ReportSpec, out: Path, found: Any) -> tuple[s
         return "", ""  # the law is about a loss
     body = law_section(done, metric, target, out, bootstrap=min(spec.bootstrap, 100))
     return "When to distill: the distillation scaling law (Busbridge et al. 2025)", body
+
+
+def _w2s(done: pd.DataFrame, runs_dir, out: Path, spec: ReportSpec, notes: list[str]):
+    """("Weak-to-strong: ...", html), or a note when no student has its ceilings yet."""
+    heading = "Weak-to-strong: performance gap recovered (PGR)"
+    try:
+        return heading, w2s_section(done, runs_dir, out, bootstrap=max(spec.bootstrap, 200))
+    except ScalelabError as err:
+        notes.append(f"no weak-to-strong summary: {err}")
+        return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
 
 
 def _stages(runs: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
@@ -264,6 +275,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(_law(done, spec, tmp, found))
         if has_branches(done):
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
+        if has_w2s(done):
+            sections.append(_w2s(done, runs_dir, tmp, spec, notes))
         for stage, sub in stages:
             where = f" (stage {stage})" if stage else ""
             plan = planned
