@@ -212,32 +212,26 @@ def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, RunSpec |
     return out
 
 
-def _seeds(spec, name: str, stage: Stage, method, up: RunSpec | None, named=None) -> list[int]:
-    """A stage's seeds; a method that continues its model's run (`seed_from_model`: same
-    batches, e.g. a cooldown branch) takes that run's seed, and one that pairs with the
-    run a param names (`seed_from_input`) takes that run's seed; their stages name none."""
-    key = method.seed_from_input
-    if not method.seed_from_model and key is None:
+def _seeds(spec, name: str, stage: Stage, method, inputs: dict) -> list[int]:
+    """A stage's seeds, or for a method with `seed_from` the seed of the one run it pairs
+    with (inputs: as `check_run` gets them, "model" -> the model's run); such a stage
+    names no seeds."""
+    key = method.seed_from
+    if key is None:
         return list(stage.seeds)
+    what = ("continues its model's run with that run's seed" if key == "model"
+            else f"takes the seed of the run params.{key} names")  # fmt: skip
     own = (spec.stages or {}).get(name)
     if own is not None and own.seeds is not None:
-        what = ("continues its model's run with that run's seed" if key is None
-                else f"takes the seed of the run params.{key} names")  # fmt: skip
         raise ScalelabError(f"stages.{name}.seeds: method {method.name!r} {what}; leave seeds out")
-    if key is not None:
-        ups = (named or {}).get(key, ())
-        if len(ups) != 1:
-            raise ScalelabError(
-                f"stages.{name}: params.{key} of method {method.name!r} must name one run "
-                f"per value (an @stage reference; got {len(ups)})"
-            )
-        return [ups[0].seed]
-    if up is None:
+    ups = inputs.get(key, ())
+    if len(ups) != 1:
+        where = "models" if key == "model" else f"params.{key}"
         raise ScalelabError(
-            f"stages.{name}.models: method {method.name!r} continues an earlier stage's run: "
-            "name it as the model (@stage)"
+            f"stages.{name}.{where}: method {method.name!r} {what}: name one earlier "
+            f"stage's run per value (@stage), got {len(ups)}"
         )
-    return [up.seed]
+    return [ups[0].seed]
 
 
 def _resolve_param_refs(section, prefix, produced) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -399,12 +393,12 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                         method.check(task, params)
                     named = {k: tuple(inputs[i] for i in ids)
                              for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
-                    for model, up in models if method.check_run else ():
-                        own = {"model": (up,)} if up is not None else {}
-                        method.check_run(task, params, model, {**named, **own})
                     for model, up in models:
+                        own = {**named, "model": (up,)} if up is not None else named
+                        if method.check_run:
+                            method.check_run(task, params, model, own)
                         deps = (up.run_id,) if up is not None else ()
-                        for seed in _seeds(spec, name, stage, method, up, named):
+                        for seed in _seeds(spec, name, stage, method, own):
                             runs.append(
                                 _run(spec, name, model, deps, task, method_name, params, seed,
                                      p_raw, inputs, variant)

@@ -41,13 +41,11 @@ class MethodDef:
     # Task kinds served by another definition (its own params, entry and checks; same name
     # and metrics contract), e.g. `distill` of classifiers: {kind: MethodDef}.
     variants: dict[str, MethodDef] = field(default_factory=dict)
-    # Its runs continue the run whose product is their model (same batches: its seed), so
-    # their stage names no seeds (e.g. a cooldown branch of a stable run).
-    seed_from_model: bool = False
-    # Its runs take the seed of the one run this param names (`labels: "@weak"`: one run
-    # per weak run, each with that run's seed), so runs pair seed for seed with their
-    # inputs and their stage names no seeds (e.g. a weak-to-strong student of a weak run).
-    seed_from_input: str | None = None
+    # Its runs pair with one input run and take its seed, so their stage names no seeds:
+    # "model" (the run whose product is their model: a cooldown branch continues its
+    # stable run's batches) or a param naming one run (`labels: "@weak"`: a weak-to-strong
+    # student pairs seed for seed with its weak run). None: the stage's seeds.
+    seed_from: str | None = None
 
     def for_kind(self, kind: str) -> MethodDef:
         """The definition that runs tasks of `kind`: a variant's, else this one."""

@@ -127,6 +127,6 @@ register_method(
         description="a cooldown branch of a wsd `pretrain` run at one of its branch_tokens",
         check_run=check_run,
         metrics=(*PRETRAIN_METRICS, COOLDOWN_TOKENS),
-        seed_from_model=True,
+        seed_from="model",
     )
 )

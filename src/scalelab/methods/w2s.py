@@ -244,6 +244,6 @@ register_method(
         check_run=check_run,
         metrics=W2S_METRICS,
         products=PRODUCTS,
-        seed_from_input="labels",
+        seed_from="labels",
     )
 )
