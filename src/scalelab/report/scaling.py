@@ -21,6 +21,9 @@ from scalelab.report import html, plots
 
 Y_DEFAULTS = ("val_loss", "test_loss")
 GROUP_CANDIDATES = ("method", "task.dataset")
+# Config fields that never change a model's size but change its loss: runs that differ in
+# one are separate series (a power law in N at one token budget, one parametrization).
+SERIES_FIELDS = ("params.tokens", "task.max_train_tokens", "params.parametrization")
 
 
 def _group_candidates(runs: pd.DataFrame) -> tuple[str, ...]:
@@ -61,18 +64,42 @@ def default_columns(runs: pd.DataFrame, spec: Any) -> tuple[str, str, str | None
     table.require_columns(runs, [x, y], "the report's scaling plot")
     group = spec.group
     if group is None:
-        varying = [
-            c for c in _group_candidates(runs) if c in runs and runs[c].nunique(dropna=True) > 1
-        ]
-        if len(varying) == 1:
+        candidates = (*_group_candidates(runs), *SERIES_FIELDS)
+        varying = [c for c in candidates if c in runs and _varies(runs[c], c in SERIES_FIELDS)]
+        if len(varying) == 1 and varying[0] not in SERIES_FIELDS:
             group = varying[0]
-        elif len(varying) > 1:
+        elif varying:
             runs = runs.copy()
-            group = " / ".join(varying)
-            runs[group] = table.as_text(runs[varying]).agg(" / ".join, axis=1)
+            group = " / ".join(c.split(".")[-1] for c in varying)
+            runs[group] = runs.apply(lambda r: " / ".join(_series_text(c, r[c]) for c in varying),
+                                     axis=1)  # fmt: skip
     elif group not in runs:
         table.require_columns(runs, [group], "--group")
     return x, y, group, runs
+
+
+def _varies(values: pd.Series, unset_is_a_value: bool) -> bool:
+    """More than one value; for SERIES_FIELDS an unset value (a default) counts as one."""
+    if unset_is_a_value:
+        return table.as_text(values).nunique() > 1
+    return values.nunique(dropna=True) > 1
+
+
+def _series_text(column: str, value: Any) -> str:
+    """A series name's part: a method or dataset as it is, a SERIES_FIELDS value as
+    `name=value` ("tokens=250000", "parametrization=standard" where it is unset)."""
+    if column not in SERIES_FIELDS:
+        return str(value)
+    if column == "params.parametrization" and pd.isna(value):
+        value = "standard"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return table.field_text(column, value, {}) or f"{column.split('.')[-1]}=-"
+
+
+def _stage_of(prefix: str) -> str:
+    """ " (stage S)" for a stage's file prefix "S_", "" for none."""
+    return f" (stage {prefix[:-1]})" if prefix else ""
 
 
 def _fits(runs: pd.DataFrame, spec: FitSpec, notes: list[str]) -> list[GroupFit]:
@@ -212,7 +239,7 @@ def scaling_section(
         band = identified_band(g, x, notes, y) if emphasis is None or g.group in emphasis else None
         if band is not None:
             bands[g.group] = band
-        rows.append({"title": f"{y} vs {x}", **g.as_dict()})
+        rows.append({"title": f"{y} vs {x}{_stage_of(prefix)}", **g.as_dict()})
     named = runs.assign(model=table.shown_models(runs, models)) if "model" in runs else runs
     png = plots.plot_scaling(named, x, y, out / f"{prefix}scaling.png", group=group,
                              params=params, bands=bands, per=per, emphasis=emphasis)  # fmt: skip
