@@ -146,12 +146,15 @@ def _fill(value: Any, files: dict[str, Path]) -> Any:
 def _mutated(name: str, spec: dict, dotted: str, value: Any, expect: str, files) -> Case:
     """`spec` with `dotted` (its "@" resolved) set to `value`, as a case."""
     stage = next(iter(spec["stages"])) if "stages" in spec else None
+    if stage and dotted.startswith("@tasks") and "tasks" not in spec["stages"][stage]:
+        stage = None  # the stage takes the top level's tasks: mutate those
     at = f"stages.{stage}." if stage else ""
     dotted, expect = dotted.replace("@", at, 1), expect.replace("@", at, 1)
     out = _with(spec, dotted, _fill(value, files))
     if dotted.startswith(f"{at}params."):  # a method entry's own value would win
         holder = out["stages"][stage] if stage else out
-        for entry in holder.get("methods") or []:
+        entries = holder.get("methods") or []
+        for entry in [entries] if isinstance(entries, dict) else entries:
             if isinstance(entry, dict):
                 entry.pop(dotted.rsplit(".", 1)[1], None)
     env = {"HF_HUB_OFFLINE": "1"}
@@ -190,7 +193,8 @@ def _spec_cases(files: dict[str, Path]) -> list[Case]:
 
 
 def _first_task(spec: dict) -> dict:
-    return (spec["stages"][next(iter(spec["stages"]))] if "stages" in spec else spec)["tasks"]
+    first = spec["stages"][next(iter(spec["stages"]))] if "stages" in spec else spec
+    return first.get("tasks") or spec["tasks"]  # a stage without tasks takes the top level's
 
 
 def _text_cases(base: str) -> list[Case]:

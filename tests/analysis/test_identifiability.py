@@ -137,3 +137,24 @@ def test_an_interval_no_refit_moved_means_no_information():
     flags = _wide(fit, ci, 10.0, frozenset(), 0.95)
     assert [(f.kind, f.param) for f in flags] == [("interval", "B"), ("interval", "beta")]
     assert all("zero-width interval here means no information" in f.message for f in flags)
+
+
+def test_a_loss_that_rises_with_size_is_flagged_and_gets_no_allocation(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.geomspace(1e4, 1e6, 4), 3)
+    d = np.tile(np.geomspace(1e6, 1e8, 3), 4)
+    rising = 1.5 + 0.02 * np.log(n) + 40 * d**-0.3 + rng.normal(0, 1e-3, n.size)
+    df = pd.DataFrame({"N": n, "D": d, "loss": rising})
+    g = fit_table(df, FitSpec("chinchilla", "N", "loss", x2="D")).groups[0]
+    (flag,) = [f for f in g.flags if f.kind == "sign"]
+    assert flag.param == "alpha" and g.fit.params["alpha"] <= 0
+    assert "does not fall with N" in flag.message
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    args = ["fit", str(path), "--law", "chinchilla", "--x", "N", "--x2", "D", "--y", "loss"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "flag: alpha =" in out and "N_opt" not in out
+    falling = df.assign(loss=1.5 + 30 * n**-0.3 + 40 * d**-0.3)
+    g = fit_table(falling, FitSpec("chinchilla", "N", "loss", x2="D")).groups[0]
+    assert "sign" not in kinds(g)

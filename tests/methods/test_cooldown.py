@@ -64,6 +64,18 @@ def test_a_branch_equals_a_run_trained_straight_through_and_cooled_down(finished
     assert rows.loc["stable", "test_loss"] != branch["test_loss"]
 
 
+def test_a_branch_curve_goes_on_from_its_start_point(finished):
+    _, out, rows = finished
+    curves = ResultsStore(out / "results.sqlite").curves()
+    branch = curves[curves["run_id"] == rows.loc["branches", "run_id"]]
+    steps, tokens = branch["step"].tolist(), branch["tokens"].tolist()
+    assert steps == sorted(steps) and tokens == sorted(tokens)  # no jump back to 0
+    assert tokens[-1] == 20 * B * T and steps[-1] == 20
+    assert any(s <= 16 for s in steps)  # the stable run's points up to the branch point
+    straight = curves[curves["run_id"] == rows.loc["straight", "run_id"]]
+    assert straight["tokens"].tolist()[-1] == tokens[-1]
+
+
 def test_the_stable_run_keeps_a_state_per_branch_as_a_product(finished):
     _, out, rows = finished
     stable = rows.loc["stable"]
@@ -97,6 +109,7 @@ def test_a_missing_stable_state_fails_the_branch_and_nothing_is_stored_as_done(f
          "params.tokens: 4096 is not a branch of stable run"),
         ({"branches": {"seeds": [0]}}, "stages.branches.seeds: method 'cooldown' continues"),
         ({"branches": {"models": "gpt-d1"}}, "a cooldown branch continues a stable run"),
+        ({"branches": {"models": "@straight"}}, "keeps no cooldown branches: a stable run needs"),
         ({"stable": {"params": {"tokens": 40 * B * T, "branch_tokens": [20 * B * T]}}},
          "params.branch_tokens needs params.schedule: wsd"),
         ({"stable": {"params": {"tokens": 40 * B * T, "schedule": "wsd",

@@ -12,7 +12,9 @@ Every fit `api.fit_table` returns is checked for five signs that they do not:
 - `flat`: accuracy does not change with the task loss (an F-test against a constant), so
   no curve is identified and the fitter returned the constant instead;
 - `spread`: the second size variable (D of L(N, D)) varies less than `MIN_SPREAD`-fold
-  across the points, so its term (B, beta) is not identified, bootstrap or not.
+  across the points, so its term (B, beta) is not identified, bootstrap or not;
+- `sign`: a power or Chinchilla exponent (alpha, beta) fitted at or below 0: the loss does
+  not fall with that size in these points.
 
 Bounds and free parameters come from each fitter (`FitResult.extras["bounds"]`, `["free"]`,
 and `["steps"]` for a chain); nothing here refits.
@@ -47,7 +49,7 @@ class Thresholds:
 @dataclass(frozen=True)
 class Flag:
     """One reason to distrust a fit. `kind`: few_points | bound | interval | holdout | flat |
-    spread."""
+    spread | sign."""
 
     kind: str
     message: str
@@ -86,6 +88,7 @@ def flags(
         )
     skip = _STEP2_PARAMS if flat else frozenset()
     out.extend(_on_bound(fit, th.bound_rtol, skip))
+    out.extend(_wrong_sign(fit))
     if boot is not None and not boot.too_few:
         out.extend(_wide(fit, boot.ci(level), th.ci_factor, skip, level))
     if holdout is not None:
@@ -124,6 +127,26 @@ def _few_points(fit: Any) -> list[Flag]:
                     f"tell whether the points constrain the fit (need parameters + 2 = {need})",
                 )
             )
+    return out
+
+
+# Exponents of laws in which the loss falls with scale (Kaplan et al. 2020; Hoffmann et al.
+# 2022, Eq. 2): a fitted value at or below 0 says these points do not fall with that size.
+_FALLING = {"power": ("alpha",), "chinchilla": ("alpha", "beta")}
+
+
+def _wrong_sign(fit: Any) -> list[Flag]:
+    out = []
+    for name in _FALLING.get(fit.law, ()):
+        v = fit.params.get(name)
+        if v is not None and v <= 0:
+            size = "N" if name == "alpha" else "D"
+            out.append(Flag(
+                "sign",
+                f"{name} = {v:.4g} <= 0: in these points the loss does not fall with {size}; "
+                "the law (and any compute-optimal allocation from it) describes nothing",
+                name,
+            ))  # fmt: skip
     return out
 
 

@@ -33,7 +33,8 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
                 ci = r["ci"].get(k)
                 ci_s = f"   95% CI [{ci[0]:.5g}, {ci[1]:.5g}]" if ci else ""
                 lines.append(f"  {k:<7} = {r[k]:<12.6g}{ci_s}")
-        if "compute_optimal" in r:
+        signs = {f.get("param") for f in r.get("flags", []) if f.get("kind") == "sign"}
+        if "compute_optimal" in r and not signs:  # an exponent <= 0 makes it meaningless
             co = r["compute_optimal"]
             lines.append(
                 f"  N_opt ∝ C^{co['N_opt_exponent']:.4f}, D_opt ∝ C^{co['D_opt_exponent']:.4f}"

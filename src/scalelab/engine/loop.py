@@ -189,8 +189,10 @@ class _Run:
             why = problems[0] if problems else f"checkpoint {folder}: not found"
             raise ScalelabError(f"cannot start from {why.split('; ')[0]}")
         state = dict(loaded[3])
-        for key in ("train_s", "wall_s", "peak_mb", "examples", "tokens"):
-            state[key] = 0.0 if key in ("train_s", "wall_s", "peak_mb") else 0
+        state.update(train_s=0.0, wall_s=0.0, peak_mb=0.0)  # this run's own time from here
+        # Tokens and examples keep counting (the curve's x axis goes on from the start
+        # point); throughput counts only what this run trains.
+        state.update(start_tokens=state["tokens"], start_examples=state["examples"])
         return (*loaded[:3], state)
 
     def checkpoint(self) -> None:
@@ -367,10 +369,12 @@ def train(recipe: Recipe, ctx):
     st = run.state
     m = result.metrics
     m["steps"] = st["step"]
-    if st["tokens"]:
-        m["tokens_per_s"] = st["tokens"] / max(st["train_s"], 1e-9)
-    if st["examples"]:
-        m["examples_per_s"] = st["examples"] / max(st["train_s"], 1e-9)
+    tokens = st["tokens"] - st.get("start_tokens", 0)  # trained by this run (start_from)
+    examples = st["examples"] - st.get("start_examples", 0)
+    if tokens:
+        m["tokens_per_s"] = tokens / max(st["train_s"], 1e-9)
+    if examples:
+        m["examples_per_s"] = examples / max(st["train_s"], 1e-9)
     m["peak_mem_mb"] = _peak_mb(device, st["peak_mb"])
     m["wall_s"] = st["wall_s"] + time.perf_counter() - t_fin
     bad = first_nonfinite(m, result.curve)

@@ -46,8 +46,7 @@ class Plan:
     that step is saved as a checkpoint and kept (a product: cooldown branches start from
     one); start_from: a checkpoint folder to start from when the run has none of its own
     (a cooldown branch starts from its stable run's snapshot: its weights, optimizer state,
-    step, losses and curve; the time and throughput counters start again at zero, so they
-    measure this run's own work)."""
+    step, losses, curve and token count; time and throughput count this run's own work)."""
 
     model: Any
     phases: list[Phase]

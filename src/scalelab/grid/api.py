@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -139,6 +140,12 @@ def label(run: RunSpec) -> str:
     return f"{run.run_id[:8]} {run.model.name} {method} seed={run.seed}"
 
 
+def _dump(model: Any, fallback: Any) -> dict:
+    """A validated config model as JSON values (the config's own dict for anything else)."""
+    dump = getattr(model, "model_dump", None)
+    return dump(mode="json") if dump is not None else (fallback or {})
+
+
 def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     """run id -> `label(run)` plus the stage (when not `main`, and `stage`) and every task or
     params field whose value differs between runs of the same method
@@ -150,7 +157,11 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     from scalelab.config import flatten
 
     def fields(r: RunSpec) -> dict:
-        out = flatten({k: r.config.get(k) or {} for k in ("task", "params")})
+        # Full values, defaults included: a field a spec sets on some runs of an entry and
+        # leaves at its default on others (parametrization: [standard, mup]) reads apart.
+        dumped = {"task": _dump(r.task, r.config.get("task")),
+                  "params": _dump(r.params, r.config.get("params"))}  # fmt: skip
+        out = flatten(dumped)
         for k, refs in r.inputs.items():  # other runs' products by name, not by hash
             out[f"params.{k}"] = ",".join(ref.name for ref in refs)
         return out

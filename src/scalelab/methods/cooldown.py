@@ -64,11 +64,15 @@ def check_run(task, params: CooldownParams, model, inputs: dict) -> None:
             "`pretrain` run with schedule: wsd"
         )
     offered = up.params.branch_tokens or []
+    if not offered:
+        raise ScalelabError(
+            f"models: {model.name} (run {up.run_id[:8]}) keeps no cooldown branches: a stable "
+            "run needs schedule: wsd and params.branch_tokens"
+        )
     if params.tokens not in offered:
-        keeps = f"keeps branches at {offered}" if offered else "keeps no branches"
         raise ScalelabError(
             f"params.tokens: {params.tokens} is not a branch of stable run {up.run_id[:8]} "
-            f"({model.name}), which {keeps} (its params.branch_tokens)"
+            f"({model.name}), which keeps branches at {offered} (its params.branch_tokens)"
         )
     if up.config["task"] != identity(task):
         raise ScalelabError(

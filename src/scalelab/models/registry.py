@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scalelab.config import check_path_text, stat_or_none
 from scalelab.errors import ScalelabError, shown
-from scalelab.models.ladder import MAX_DEPTH, WIDTH_NAMES, ladder_names, ladder_rung
+from scalelab.models.ladder import ladder_names, ladder_rung
 from scalelab.registry import Registry
 
 
@@ -101,12 +101,10 @@ def resolve_model(name: str) -> ModelRef:
         check_hub_available(ref)
         return ref
     named = [n for n in ladder_names() if not n.startswith("gpt-d")]
-    ladder = f"gpt-d1..gpt-d{MAX_DEPTH}, {WIDTH_NAMES}" + (
-        f", {named[0]}..{named[-1]}" if named else ""
-    )
+    ladder = "gpt-d{depth}, gpt-d{depth}w{width}" + (f", {named[0]}..{named[-1]}" if named else "")
     raise ScalelabError(
-        f"unknown model {shown(name)}: not a ladder name ({ladder}), a registered one "
-        f"({', '.join(PRETRAINED) or 'none'}), a local folder, an org/name Hub id, "
+        f"unknown model {shown(name)}: not a ladder name ({ladder}), registered "
+        f"({', '.join(PRETRAINED) or 'none'}), a local folder, a Hub id, "
         "http://host/v1#model or @stage"
     )
 
