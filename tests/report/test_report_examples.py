@@ -111,8 +111,7 @@ EXPECT = {
     "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
                       "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights"],
     "sweep_trec": ["Classification", "Sweep", "the best cell on validation"],
-    # (the report does not yet draw the max_train_tokens axis apart: issue 18, open)
-    "data_budget": ["Loss vs model size", "Learning curves"],
+    "data_budget": ["Loss vs model size", "Learning curves", "max_train_tokens=2000"],
     "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",
                                "Classification (stage tuned)", "Learning curves (stage base)"],
     "distill_wikitext": ["<h2>The answer: the smallest model that beats gpt-d6/pretrain</h2>",
@@ -120,7 +119,7 @@ EXPECT = {
                          "blocks [0, 4, 7]",
                          "one panel per method, shared axes",
                          "Loss vs model size (stage kd)"],
-    "fair_ladder": ["Best lr per model (the sweep", "Learning-rate transfer (stage sweep)",
+    "fair_ladder": ["Best params.lr per model (the sweep", "Learning-rate transfer (stage sweep)",
                     "Cooldown branches vs cosine", "fewer tokens than the cosine grid"],
     "distill_law": ["The answer: the smallest model that beats gpt-d3 tokens=",
                     "When to distill: the distillation scaling law"],
