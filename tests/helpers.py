@@ -40,6 +40,19 @@ def tiny_lm_spec(path: Path, corpus: Path, out: Path, **over) -> Path:
     return write_spec(path, **fields)
 
 
+def run_stages(tmp_path: Path, corpus: Path, stages: dict, capsys) -> pd.DataFrame:
+    """Run a staged spec on the test corpus (byte tokens, seq 32) and return its table."""
+    from scalelab.grid.api import load_experiment_tables
+
+    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
+            "eval": {"max_tokens": 1000}}  # fmt: skip
+    spec = write_spec(tmp_path / "stages.yaml", name="staged", output_dir=str(tmp_path / "out"),
+                      tasks=task, stages=stages, runtime={"threads": 1})  # fmt: skip
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0, out
+    return load_experiment_tables(spec)[0]
+
+
 def cli(*args: str, capsys=None) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     if capsys is None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 
-from helpers import cli, write_spec
+from helpers import cli, run_stages, write_spec
 
 from scalelab.grid.api import load_experiment_tables
 
 
 def test_students_learn_from_a_teacher_run_and_alpha_zero_is_pretraining(tmp_path, corpus, capsys):
-    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
-            "eval": {"max_tokens": 1000}}  # fmt: skip
     budget = {"tokens": 8 * 32 * 20, "batch_size": 8, "lr": 3e-3}
     stages = {
         "teacher": {"models": "gpt-d2", "methods": "pretrain",
@@ -21,11 +19,7 @@ def test_students_learn_from_a_teacher_run_and_alpha_zero_is_pretraining(tmp_pat
             {"name": "distill", "teachers": ["@teacher"], "alpha": [0.0, 0.7]},
         ], "params": budget},
     }  # fmt: skip
-    spec = write_spec(tmp_path / "kd.yaml", name="kd", output_dir=str(tmp_path / "out"),
-                      tasks=task, stages=stages, runtime={"threads": 1})  # fmt: skip
-    code, out, _ = cli("run", spec, capsys=capsys)
-    assert code == 0, out
-    table, _ = load_experiment_tables(spec)
+    table = run_stages(tmp_path, corpus, stages, capsys)
     rows = {
         (r["stage"], r["method"], r["params.alpha"] if r["method"] == "distill" else None): r
         for r in table.to_dict("records")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import cli, tiny_lm_spec, write_spec
+from helpers import cli, run_stages, tiny_lm_spec, write_spec
 
 from scalelab.engine.args import identity
 from scalelab.engine.optim import decay_groups
@@ -184,21 +184,13 @@ def load_spec_task(path):
 
 
 def test_a_mup_student_distills_from_a_standard_teacher(tmp_path, corpus, capsys):
-    from scalelab.grid.api import load_experiment_tables
-
-    task = {"dataset": str(corpus), "kind": "lm", "seq_len": 32, "tokenizer": {"kind": "byte"},
-            "eval": {"max_tokens": 1000}}  # fmt: skip
     budget = {"tokens": 8 * 32 * 10, "batch_size": 8, "lr": 1e-2}
     stages = {
         "teacher": {"models": "gpt-d1", "methods": "pretrain", "params": budget},
         "student": {"models": "gpt-d1w64", "methods": {"name": "distill",
                     "teachers": ["@teacher"], "parametrization": "mup"}, "params": budget},
     }  # fmt: skip
-    spec = write_spec(tmp_path / "kd.yaml", name="kd", output_dir=str(tmp_path / "out"),
-                      tasks=task, stages=stages, runtime={"threads": 1})  # fmt: skip
-    code, out, _ = cli("run", spec, capsys=capsys)
-    assert code == 0, out
-    table, _ = load_experiment_tables(spec)
+    table = run_stages(tmp_path, corpus, stages, capsys)
     student = table[table["stage"] == "student"].iloc[0]
     assert student["status"] == "done" and math.isfinite(student["train_kd"])
     assert student["params.parametrization"] == "mup"
