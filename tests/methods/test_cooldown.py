@@ -38,7 +38,8 @@ def branch_spec(path: Path, corpus: Path, out: Path, **over) -> Path:
     }  # fmt: skip
     for name, changes in over.items():
         stages[name] = {**stages[name], **changes}
-    return write_spec(path, name="wsd", output_dir=str(out), tasks={**TASK, "dataset": str(corpus)},
+    return write_spec(path, name="wsd-branches", output_dir=str(out),
+                      tasks={**TASK, "dataset": str(corpus)},
                       seeds=[3], stages=stages, runtime={"threads": 1})  # fmt: skip
 
 
@@ -160,4 +161,5 @@ def test_the_report_shows_the_branches_against_cosine(finished, tmp_path):
     assert cli("report", spec, "--out", tmp_path / "r")[0] == 0
     page = (tmp_path / "r" / "report.html").read_text()
     assert "Cooldown branches vs cosine" in page and "1.36x" in page
+    assert "<title>scalelab report: wsd-branches</title>" in page  # the spec's name
     assert (tmp_path / "r" / "wsd_branches.png").stat().st_size > 10_000

@@ -114,7 +114,7 @@ def report_command(
         metric = metric or exp.spec.report.metric
         margin = exp.spec.report.margin if margin is None else margin
         out = out or Path(exp.spec.output_dir) / f"{exp.spec.name}-report"
-        title = f"scalelab report: {experiment.stem}"
+        title = f"scalelab report: {exp.spec.name}"
     else:
         runs, curves = _load_csvs(csv)
         where, required, axes_required = {}, True, True
