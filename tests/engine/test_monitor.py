@@ -59,9 +59,7 @@ def test_layer_of_names_blocks_embeddings_and_head_of_gpt2_bert_and_lora(tmp_pat
     assert {v for n, v in trained.items() if "classifier" in n} == {"head"}
 
 
-def test_monitor_points_hold_the_schedule_and_norms_and_change_no_result(
-    tmp_path, corpus, capsys
-):
+def test_monitor_points_hold_the_schedule_and_norms_and_change_no_result(tmp_path, corpus, capsys):
     from scalelab.engine.schedules import lr_at
     from scalelab.methods.pretrain import PretrainParams
 
