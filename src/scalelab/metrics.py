@@ -117,6 +117,7 @@ LOSS_SPIKES = _info("loss_spikes", "training-loss spikes (events.json; engine/mo
 NONFINITE_GRAD_NORMS = _info(
     "nonfinite_grad_norms", "steps with a NaN or infinite gradient norm (events.json)"
 )
+EVENT_COUNTS = (LOSS_SPIKES, NONFINITE_GRAD_NORMS)  # every run of the training engine
 
 SHARED: tuple[MetricDef, ...] = (
     NON_EMBEDDING_PARAMS,

@@ -1,8 +1,8 @@
 """What the engine records inside a run: monitor points and events.
 
 A *monitor point* is taken after optimizer step s (1-based: s steps done) when s is a
-multiple of `every` (runtime.monitor_every; auto: about MONITOR_POINTS points per run), at
-every epoch end and at the last step. It holds (keys of the curve row at step s):
+multiple of `every` (runtime.monitor_every; unset: `resolve_every`, at most about
+MONITOR_POINTS points per run), at every epoch end and at the last step. It holds (keys of the curve row at step s):
 
 - `lr/<i>`: the learning rate parameter group i used for step s (groups as
   `engine/optim.py` makes them, sorted by lr multiplier, then weight-decay multiplier, then
@@ -36,7 +36,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-MONITOR_POINTS = 100  # auto cadence: about this many points per run
+MONITOR_POINTS = 100  # auto cadence: at most about this many points per run,
+MIN_EVERY = 10  # and at least this many steps apart (benchmarks/monitor_overhead.py)
 SPIKE_WINDOW = 20
 SPIKE_FACTOR = 2.0
 SPIKE_MIN_NATS = 0.5
@@ -83,10 +84,10 @@ def layer_groups(names: Iterable[str]) -> dict[str, list[int]]:
 
 def resolve_every(every: int | None, total_steps: int) -> int:
     """Steps between monitor points: `every` when given (0: monitoring off), else
-    max(1, total_steps // MONITOR_POINTS)."""
+    max(MIN_EVERY, total_steps // MONITOR_POINTS)."""
     if every is not None:
         return every
-    return max(1, total_steps // MONITOR_POINTS)
+    return max(MIN_EVERY, total_steps // MONITOR_POINTS)
 
 
 def loss_spike(loss: float, previous: Sequence[float]) -> float | None:
