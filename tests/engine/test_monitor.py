@@ -215,3 +215,17 @@ def test_loss_spike_rule_and_merging_points_into_the_curve():
                           [{"step": 2, "lr/0": 0.1}, {"step": 4, "lr/0": 0.2}])  # fmt: skip
     assert merged == [{"step": 0, "val_loss": 3.0}, {"step": 2, "lr/0": 0.1},
                       {"step": 4, "lr/0": 0.2, "val_loss": 2.0}]  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_monitor_points_on_cuda_hold_gpu_memory_and_the_clipping_norm(tmp_path, corpus, capsys):
+    """On a GPU clipping runs torch's own clip_grad_norm_ (its norm is read after the
+    optimizer step is queued); memory is the allocator's."""
+    _, row, curves = _pretrain(tmp_path, corpus, capsys, "gpu", monitor_every=5, device="cuda")
+    pts = curves[curves["grad_norm"].notna()]
+    assert pts["step"].tolist() == [5, 10, 15, 20, 25, 30]
+    squares = sum(pts[f"grad_norm/{k}"] ** 2 for k in ["embed", "block.0", "block.1", "head"])
+    assert squares.to_numpy() == pytest.approx((pts["grad_norm"] ** 2).to_numpy(), rel=1e-4)
+    assert (pts["mem/allocated_mb"] > 0).all() and (pts["mem/reserved_mb"] > 0).all()
+    assert (pts["mem/peak_allocated_mb"] >= pts["mem/allocated_mb"]).all()
+    assert "mem/rss_mb" not in pts and row["nonfinite_grad_norms"] == 0
