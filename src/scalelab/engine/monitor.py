@@ -43,6 +43,9 @@ SPIKE_FACTOR = 2.0
 SPIKE_MIN_NATS = 0.5
 EVENT_KINDS = ("loss_spike", "nonfinite_grad_norm")
 EVENTS_FILE = "events.json"  # in the run folder: every event of the run, also when it failed
+# Point keys that measure the machine rather than the training (they differ between two
+# runs of one config; everything else replays exactly on resume).
+MACHINE_KEYS = ("mem/", "sys/", "tokens_per_s", "examples_per_s", "epoch_s")
 
 _BLOCK = re.compile(r"(?:^|\.)(?:h|layer|layers|block|blocks)\.(\d+)\.")
 _EMBED = re.compile(r"(?:^|\.)(?:wte|wpe|embed\w*)(?:\.|$)")
