@@ -143,3 +143,11 @@ def test_distill_cache(tmp_path, corpus, monkeypatch):
     report = json.loads(out.read_text())
     assert report["ratio_cached_over_live"] > 0 and set(report["val_loss_by_target"]) == {
         "plain (alpha 0)", "full distribution", "top-4"}  # fmt: skip
+
+
+def test_monitor_overhead(tmp_path, capsys):
+    out = tmp_path / "monitor.json"
+    load("monitor_overhead").main(["--quick", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["size"] == "gpt-d1" and row["point_ms"] > 0 and row["default_every"] == 10
+    assert "every step" in capsys.readouterr().out

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from helpers import cli, write_spec
 
+from scalelab.engine.monitor import MACHINE_KEYS
 from scalelab.grid.api import labels
 from scalelab.grid.executors.base import ATTEMPTS
 from scalelab.grid.spec import ExperimentSpec, expand, load_spec
@@ -168,7 +169,9 @@ def resume_and_compare(spec: Path, out: Path, clean_out: Path) -> None:
     pd.testing.assert_frame_equal(stored_rows(out), stored_rows(clean_out), rtol=1e-6)
     a = ResultsStore(out / "results.sqlite").curves()
     b = ResultsStore(clean_out / "results.sqlite").curves()
-    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+    assert list(a.columns) == list(b.columns) and "grad_norm" in a
+    same = [c for c in a.columns if not c.startswith(MACHINE_KEYS)]  # timings, memory vary
+    pd.testing.assert_frame_equal(a[same], b[same], rtol=1e-6)
 
 
 @pytest.mark.slow

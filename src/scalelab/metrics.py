@@ -113,6 +113,11 @@ EXAMPLES_PER_S = _cost("examples_per_s", "training throughput, examples per seco
 PEAK_MEM_MB = _cost("peak_mem_mb", "peak memory in MiB (accelerator allocations, else RSS)")
 WALL_S = _cost("wall_s", "wall-clock seconds of the run, loading and evaluation included")
 STEPS = _info("steps", "optimizer steps taken")
+LOSS_SPIKES = _info("loss_spikes", "training-loss spikes (events.json; engine/monitor.py)")
+NONFINITE_GRAD_NORMS = _info(
+    "nonfinite_grad_norms", "steps with a NaN or infinite gradient norm (events.json)"
+)
+EVENT_COUNTS = (LOSS_SPIKES, NONFINITE_GRAD_NORMS)  # every run of the training engine
 
 SHARED: tuple[MetricDef, ...] = (
     NON_EMBEDDING_PARAMS,
@@ -129,6 +134,8 @@ SHARED: tuple[MetricDef, ...] = (
     PEAK_MEM_MB,
     WALL_S,
     STEPS,
+    LOSS_SPIKES,
+    NONFINITE_GRAD_NORMS,
 )
 
 

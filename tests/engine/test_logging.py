@@ -120,3 +120,39 @@ def test_a_non_numeric_scalar_is_a_clear_error(tmp_path):
     with open_run_logger(["tensorboard"], run_dir, run_dir.name, CONFIG) as logger:
         with pytest.raises(ValueError, match="lr='fast' at step 7 is not a number"):
             logger.log(7, {"lr": "fast"})
+
+
+def test_mlflow_collects_system_metrics_with_its_own_monitor(tmp_path, monkeypatch):
+    """MLflow's SystemMetricsMonitor runs beside the run: `system/*` metrics appear."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    run_dir = _run_dir(tmp_path)
+    with open_run_logger(["mlflow"], run_dir, run_dir.name, CONFIG) as logger:
+        logger.log(1, {"train_loss": 3.0})
+        time.sleep(1.0)
+    client = MlflowClient(tracking_uri=(tmp_path / "out" / "mlruns").resolve().as_uri())
+    exp = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    assert "system/disk_usage_percentage" in run.data.metrics
+
+
+def test_a_run_sends_its_monitor_points_to_tensorboard(tmp_path, corpus, capsys):
+    from helpers import cli, tiny_lm_spec
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out", models=["gpt-d1"],
+                        params={"tokens": 8 * 32 * 6, "batch_size": 8},
+                        runtime={"threads": 1, "monitor_every": 3,
+                                 "log_to": ["tensorboard"]})  # fmt: skip
+    assert cli("run", spec, "--quiet", capsys=capsys)[0] == 0
+    (folder,) = (tmp_path / "out" / "runs").glob("*/tensorboard")
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"grad_norm", "grad_norm/block.0", "weight_norm/head", "lr/0", "mem/rss_mb"} <= tags
+    assert [e.step for e in acc.Scalars("grad_norm/block.0")] == [3, 6]

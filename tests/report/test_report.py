@@ -130,3 +130,12 @@ def test_curve_legends_name_models_and_colours_follow_size():
     curves = pd.DataFrame({"run_id": ["a9e2"] * 3, "step": [0, 5, 10],
                            "tokens": [0, 500, 1000], "val_loss": [5.5, 3.0, 2.6]})  # fmt: skip
     assert final_points(runs, curves, "val_loss") == {"a9e2": (1000.0, 2.5)}
+
+
+def test_report_notes_runs_with_training_events(tmp_path):
+    runs = runs_table()
+    runs["loss_spikes"], runs["nonfinite_grad_norms"] = 0, 0
+    runs.loc[2, ["loss_spikes", "nonfinite_grad_norms"]] = [2, 1]
+    html = build_report(runs, None, tmp_path, ReportSpec(bootstrap=0)).read_text()
+    assert "run full-2 (None full seed None): events: 2 loss spikes, 1 non-finite grad " in html
+    assert "runs/full-2/events.json" in html and html.count("events: ") == 1

@@ -138,14 +138,24 @@ def _kept_failed(exp, rerun) -> list[str]:
 def results(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    curves: bool = typer.Option(
+        False,
+        "--curves",
+        help="The learning curves instead: one row per (run, step) with every recorded "
+        "column (validation metrics, and the engine's lr, grad/weight norms, memory, "
+        "throughput), as CSV (JSON with --format json).",
+    ),
     output_dir: Path | None = OutputDir,
 ) -> None:
     """Print one row per run: config fields and metrics as columns."""
     from scalelab.grid.api import load_experiment_tables
 
-    table, _ = load_experiment_tables(spec, output_dir)
+    table, curve_table = load_experiment_tables(spec, output_dir)
     if table.empty:
         typer.echo("no results yet (run `scalelab run` first)", err=True)
+        return
+    if curves:
+        _print_curves(curve_table, format)
         return
     if format is not Format.table:  # the files other tools read: the law's columns too
         from scalelab.analysis.distill_grid import with_teacher_columns
@@ -157,6 +167,15 @@ def results(
         sys.stdout.write(table.to_json(orient="records", indent=2) + "\n")
     else:
         typer.echo(summary_table(table).to_string(index=False))
+
+
+def _print_curves(curves, format: Format) -> None:
+    """The curves table (run_id, step, then its columns in order of first appearance) as
+    CSV, or as JSON records (NaN -> null) with `--format json`."""
+    if format is Format.json:
+        sys.stdout.write(curves.to_json(orient="records", indent=2) + "\n")
+    else:
+        sys.stdout.write(curves.to_csv(index=False))
 
 
 def summary_table(table):

@@ -1,4 +1,5 @@
-"""Live scalars of a run (loss, learning rate, validation metrics) to TensorBoard and MLflow.
+"""Live scalars of a run (loss, learning rate, validation metrics, monitor points) to
+TensorBoard and MLflow (which also collects system metrics, `system/*`, itself).
 
 `runtime.log_to` names the backends; the training loop opens one logger per run and calls
 `logger.log(step, {"train_loss": ..., "lr": ...})` as it goes. What the store keeps (the final
@@ -30,6 +31,7 @@ from scalelab.errors import ScalelabError
 BACKENDS = ("tensorboard", "mlflow")
 RUN_ID_TAG = "scalelab.run_id"
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value in its older 2.x releases
+SYSTEM_SAMPLING_S = 10.0  # MLflow system metrics: seconds between samples
 
 
 class _Backend(Protocol):
@@ -177,6 +179,7 @@ class _MLflow:
         if resume_step is not None and previous:
             self.run_id = previous[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            self._start_system_metrics(store, resume=True)
             return
         for old in previous:  # a fresh start replaces earlier attempts (soft delete)
             self.client.delete_run(old.info.run_id)
@@ -187,6 +190,19 @@ class _MLflow:
         params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i : i + 100])
+        self._start_system_metrics(store, resume=False)
+
+    def _start_system_metrics(self, store: Path, resume: bool) -> None:
+        """MLflow's own system-metrics collector (a thread: CPU, memory, disk, network; GPU
+        when pynvml is installed) as `system/*` metrics of this run, every
+        SYSTEM_SAMPLING_S seconds (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides)."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.system = SystemMetricsMonitor(
+            self.run_id, sampling_interval=SYSTEM_SAMPLING_S, resume_logging=resume,
+            tracking_uri=store.as_uri(),
+        )  # fmt: skip
+        self.system.start()
 
     def _experiment(self, name: str) -> str:
         """The id of experiment `name`, created (or restored) as needed; two processes may
@@ -213,4 +229,5 @@ class _MLflow:
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self, failed: bool) -> None:
+        self.system.finish()
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from scalelab.engine import distributed
+from scalelab.engine import monitor as mon
 from scalelab.engine.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from scalelab.engine.devices import prepare_device
 from scalelab.engine.optim import make_optimizer
@@ -89,17 +90,18 @@ def _size(batch: Any) -> int:
     return len(batch)
 
 
-def _clip_grad_norm(params: list, max_norm: float, cpu: bool) -> None:
+def _clip_grad_norm(params: list, max_norm: float, cpu: bool):
     """`torch.nn.utils.clip_grad_norm_`, bit for bit, without its no-op multiply: torch
     always scales every gradient by min(1, max_norm / (norm + 1e-6)) to avoid a host-device
     sync, a full pass over the gradients that changes nothing when the factor is 1
-    (x * 1.0 == x). On the CPU the test costs nothing, so that pass is skipped."""
+    (x * 1.0 == x). On the CPU the test costs nothing, so that pass is skipped. Returns the
+    total norm before clipping (a 0-d tensor; read it after the optimizer step is queued)."""
     if not cpu:
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
     total = torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
     if not (max_norm / (total + 1e-6)).item() >= 1.0:  # a nan norm scales, as in torch
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
 
 
 def _peak_mb(device: torch.device, current: float) -> float:
@@ -125,9 +127,12 @@ class _Run:
         self.state: dict[str, Any] = {
             "step": 0, "losses": [], "since_eval": [], "curve": [], "best_value": None,
             "best_step": 0, "bad_evals": 0, "stopped": False, "train_s": 0.0, "wall_s": 0.0,
-            "peak_mb": 0.0, "examples": 0, "tokens": 0, "opt_phase": -1,
+            "peak_mb": 0.0, "examples": 0, "tokens": 0, "opt_phase": -1, "monitor": [],
+            "events": [],
         }  # fmt: skip
         self.opt, self.phase_idx, self.opt_state = None, -1, None
+        self.monitor = None  # a mon.Monitor on rank 0 unless runtime.monitor_every is 0 (fit)
+        self.norms: tuple[float | None, dict | None] = (None, None)  # of the last step
 
     # --- phases and optimizer ---
 
@@ -219,7 +224,11 @@ class _Run:
     # --- one optimizer step ---
 
     def step(self, step: int, phase: Phase, first: int) -> float:
+        """Optimizer step `step` (0-based); its mean loss, which may be non-finite (`fit`
+        checks). Sets `self.norms`: the global gradient norm before clipping (when
+        clipping ran) and the monitor's per-layer norms (at monitor points)."""
         a = self.args
+        watch = self.monitor is not None and self.monitor.due(step + 1)
         batch = self.r.batch(step)
         torch.manual_seed(self.ctx.seed * 7919 + step)  # dropout noise, replayable on resume
         for g in self.opt.param_groups:
@@ -237,17 +246,19 @@ class _Run:
             loss_sum += loss.item() * weight
             self.state["examples"] += int(logs.get("examples", 0)) * self.world
             self.state["tokens"] += int(logs.get("tokens", 0)) * self.world
+        norm = layers = None
+        if a.grad_clip > 0 or watch:
+            self.scaler.unscale_(self.opt)  # scaler.step then does not unscale again
+        if watch:
+            layers = self.monitor.grad_norms()
         if a.grad_clip > 0:
-            self.scaler.unscale_(self.opt)
             params = [q for q in self.module.parameters() if q.requires_grad]
-            _clip_grad_norm(params, a.grad_clip, self.device.type == "cpu")
+            norm = _clip_grad_norm(params, a.grad_clip, self.device.type == "cpu")
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
-        loss_value = distributed.mean(loss_sum) if self.world > 1 else loss_sum
-        if not math.isfinite(loss_value):
-            raise ScalelabError(f"training diverged: the loss is {loss_value} at step {step + 1}")
-        return loss_value
+        self.norms = (None if norm is None else float(norm), layers)
+        return distributed.mean(loss_sum) if self.world > 1 else loss_sum
 
     # --- validation, best weights, early stopping ---
 
@@ -284,6 +295,9 @@ class _Run:
     def fit(self, logger) -> None:
         plan, st, rt = self.plan, self.state, self.ctx.runtime
         total = plan.total_steps
+        every = mon.resolve_every(getattr(rt, "monitor_every", None), total)
+        if every and self.rank == 0:
+            self.monitor = mon.Monitor(self.module, every, plan, self.ctx.run_dir, st)
         last_ckpt = t_seg = time.perf_counter()
         if plan.eval_at_start and st["step"] == 0 and not st["curve"]:
             self.on_eval(self.phase_at(0)[1], logger)  # where the curve starts from
@@ -296,6 +310,12 @@ class _Run:
             loss = self.step(st["step"], phase, first)
             st["train_s"] += time.perf_counter() - t0
             st["step"] = step = st["step"] + 1
+            if self.rank == 0:
+                self.watch(step, loss, logger)
+            if not math.isfinite(loss):
+                raise ScalelabError(
+                    f"training diverged: the loss is {loss} at step {step}{self.events_note()}"
+                )
             st["losses"].append(loss)
             st["since_eval"].append(loss)
             self.ctx.report({"step": step, "total": total, "loss": loss})
@@ -316,6 +336,53 @@ class _Run:
                 t_seg = last_ckpt = time.perf_counter()
                 self.checkpoint()
         st["wall_s"] += time.perf_counter() - t_seg
+
+    # --- monitoring and events ---
+
+    def watch(self, step: int, loss: float, logger) -> None:
+        """Events of step `step` (1-based; before its loss joins `state["losses"]`) and,
+        when due, its monitor point (kept in the state, sent to the live loggers)."""
+        st, clip = self.state, self.args.grad_clip
+        norm, layers = self.norms
+        if norm is None and layers is not None:
+            norm = layers["grad_norm"]
+        new = []
+        med = mon.loss_spike(loss, st["losses"])
+        if med is not None:
+            new.append(mon.event(step, "loss_spike", loss, median=med))
+        if norm is not None and not math.isfinite(norm):
+            new.append(mon.event(step, "nonfinite_grad_norm", norm))
+        if new:
+            kinds = {e["kind"] for e in st["events"]}
+            st["events"].extend(new)
+            self.write_events()
+            for e in new:
+                if e["kind"] not in kinds:  # the first of each kind, live
+                    self.warn(f"{mon.events_text([e])} (all events: {self.events_path})")
+                    kinds.add(e["kind"])
+        if layers is None:
+            return
+        grads = {**layers, "grad_norm": norm}
+        grads["clipped"] = int(clip > 0 and not clip / (norm + 1e-6) >= 1.0)  # torch's test
+        point = self.monitor.point(step, loss, grads, st, self.opt)
+        st["monitor"].append(point)
+        logger.log(step, {k: v for k, v in point.items() if k != "step"})
+
+    def write_events(self) -> None:
+        from scalelab.io import atomic_write_json
+
+        atomic_write_json(self.ctx.run_dir / mon.EVENTS_FILE, self.state["events"])
+
+    def events_note(self) -> str:
+        """ " (events: ...)" for an error line, "" when the run had none."""
+        events = self.state["events"]
+        return f" (events: {mon.events_text(events)}; {self.events_path})" if events else ""
+
+    @property
+    def events_path(self) -> str:
+        """The events file as the user finds it: `runs/<id>/events.json`."""
+        d = self.ctx.run_dir
+        return f"{d.parent.name}/{d.name}/{mon.EVENTS_FILE}"
 
     def restore_best(self) -> None:
         """Best weights back in place; requires_grad as in the last phase (trainable count)."""
@@ -348,7 +415,9 @@ def _logger(log_to: list[str], ctx, resume_step: int):
 def train(recipe: Recipe, ctx):
     """Run `recipe` to completion (resuming from `ctx.run_dir/checkpoint` if present);
     returns the recipe's RunResult with the engine's metrics added: steps, wall_s,
-    peak_mem_mb, and tokens_per_s / examples_per_s when the recipe counts them."""
+    peak_mem_mb, tokens_per_s / examples_per_s when the recipe counts them, and the event
+    counts (loss_spikes, nonfinite_grad_norms); the monitor points (engine/monitor.py) are
+    merged into its curve by step."""
     t_start = time.perf_counter()  # wall time counts data preparation and loading too
     device = prepare_device(ctx.runtime)
     distributed.init(device.type)
@@ -377,6 +446,8 @@ def train(recipe: Recipe, ctx):
         m["examples_per_s"] = examples / max(st["train_s"], 1e-9)
     m["peak_mem_mb"] = _peak_mb(device, st["peak_mb"])
     m["wall_s"] = st["wall_s"] + time.perf_counter() - t_fin
+    m.update(mon.event_counts(st["events"]))
+    result.curve = mon.merge_points(result.curve, st["monitor"])
     bad = first_nonfinite(m, result.curve)
     if bad is not None:  # never stored as done; the checkpoint stays for a post-mortem
         raise ScalelabError(f"non-finite result: {bad}")

@@ -197,7 +197,11 @@ def _outcome_line(o: Outcome, label: str) -> str:
     from scalelab.metrics import summary_line
 
     row = o.row or {}
-    detail = summary_line(o.run.method, row.get("metrics") or {})
+    from scalelab.engine.monitor import EVENTS_FILE, events_note
+
+    metrics = row.get("metrics") or {}
+    events = events_note(metrics, f"runs/{o.run.run_id}/{EVENTS_FILE}")
+    detail = "  ".join(p for p in (summary_line(o.run.method, metrics), events) if p)
     if o.status == "failed":
         detail = f"FAILED: {row.get('error')}"
     return f"{o.status:>7}  {label}  {detail}  ({row.get('wall_s') or 0:.1f} s)"

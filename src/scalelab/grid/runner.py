@@ -66,11 +66,14 @@ def execute(
     the file with the details (`runs/<id>/error.txt`)."""
     from scalelab.builtins import load_builtins
     from scalelab.engine.loop import first_nonfinite
+    from scalelab.engine.monitor import EVENTS_FILE
 
     load_builtins()
     run_dir = Path(runs_dir) / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"experiment": run.experiment, **run.config})
+    if not (run_dir / "checkpoint").exists():  # a fresh start: no events of an old attempt
+        (run_dir / EVENTS_FILE).unlink(missing_ok=True)
     t0 = time.perf_counter()
     row = base_row(run)
     ctx = RunContext(
@@ -97,7 +100,8 @@ def execute(
         bad = first_nonfinite(result.metrics, result.curve)  # whatever the method or launcher
         if bad is not None:
             raise ScalelabError(f"non-finite result: {bad}")
-        products = {p: f"runs/{run.run_id}/{p}" for p in method.products if (run_dir / p).exists()}
+        kept = (*method.products, EVENTS_FILE)  # events.json: the engine's, when any
+        products = {p: f"runs/{run.run_id}/{p}" for p in kept if (run_dir / p).exists()}
         row.update(status="done", metrics=result.metrics, error=None, products=products)
         curve = result.curve
         (run_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's, now stale

@@ -78,6 +78,9 @@ class Runtime(Strict):
     # >1: each run is one torchrun job of N DDP processes
     nproc_per_node: PositiveInt = Field(1, le=MAX_PARALLEL)
     log_to: list[Literal["tensorboard", "mlflow"]] = []  # live scalars, one log per run
+    # steps between monitor points (lr per group, grad/weight norms per layer, memory,
+    # throughput; engine/monitor.py); None: about 100 per run; 0: off
+    monitor_every: int | None = Field(None, ge=0)
 
 
 STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")

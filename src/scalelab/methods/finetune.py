@@ -430,6 +430,7 @@ CLASSIFICATION_METRICS = (
     mx.MetricDef("best_step", None, ",d", "step whose weights were kept", "info"),
     mx.MetricDef("epochs_run", None, ",d", "epochs run (fewer after early stopping)", "info"),
     mx.STEPS,
+    *mx.EVENT_COUNTS,
     mx.TRAIN_EXAMPLES,
     mx.EXAMPLES_PER_S,
     mx.WALL_S,

@@ -351,6 +351,7 @@ PRETRAIN_METRICS = (
     mx.MetricDef("val_tokens_scored", None, ",d", "validation tokens scored", "info"),
     mx.MetricDef("test_tokens_scored", None, ",d", "test tokens scored", "info"),
     mx.STEPS,
+    *mx.EVENT_COUNTS,
 )
 
 register_method(

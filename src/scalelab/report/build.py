@@ -154,6 +154,20 @@ def _failed_notes(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def _event_notes(runs: pd.DataFrame) -> list[str]:
+    """One note per run with training events (loss spikes, non-finite gradient norms;
+    engine/monitor.py), naming its events file."""
+    from scalelab.engine.monitor import EVENTS_FILE, events_note
+
+    notes = []
+    for _, r in runs.iterrows():
+        note = events_note(r.to_dict(), f"runs/{r.get('run_id')}/{EVENTS_FILE}")
+        if note:
+            notes.append(f"run {str(r.get('run_id'))[:8]} ({r.get('model')} {r.get('method')} "
+                         f"seed {r.get('seed')}): {note}")  # fmt: skip
+    return notes
+
+
 def _sweep_axes(runs: pd.DataFrame) -> list[str]:
     """The numeric params.* columns that vary (a sweep when there are exactly two)."""
     from scalelab.analysis.seeds import varying_columns
@@ -258,7 +272,7 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
     """`build_report`'s body (numpy's overflow messages off: flags say it in words)."""
     if runs.empty:
         raise ScalelabError("no runs to report on")
-    notes = _failed_notes(runs)
+    notes = _failed_notes(runs) + _event_notes(runs)
     done = runs[runs["status"] == "done"] if "status" in runs else runs
     if done.empty:
         raise ScalelabError(f"no finished runs to report on ({len(runs)} failed)")
