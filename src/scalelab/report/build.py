@@ -25,7 +25,7 @@ from scalelab.analysis.distill_grid import lm_distill
 from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
-from scalelab.report import classification, html, scaling, setup
+from scalelab.report import classification, html, monitor, scaling, setup
 from scalelab.report import curves as curve_figs
 from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
@@ -242,6 +242,8 @@ def _stage_sections(
         if len(cur) and "val_loss" in cur and cur["val_loss"].notna().any():
             fig = curve_figs.lm_curves(runs, cur, out, prefix, models, scaling.per_of(runs))
             sections.append(("Learning curves", fig))
+        if inside := monitor.monitor_section(runs, cur, out, prefix, models):
+            sections.append(("Inside training", inside))
     return sections
 
 
