@@ -107,9 +107,11 @@ def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
 
 # What each example's report must show, beyond the set-up block.
 EXPECT = {
-    "quickstart": ["Loss vs model size", "Learning curves", "Fitted laws", "training tokens a run"],
+    "quickstart": ["Loss vs model size", "Learning curves", "Fitted laws", "training tokens a run",
+                   "Inside training", "gradient norm"],
     "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
-                      "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights"],
+                      "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights",
+                      "Inside training"],
     "sweep_trec": ["Classification", "Sweep", "the best cell on validation"],
     "data_budget": ["Loss vs model size", "Learning curves", "max_train_tokens=2000"],
     "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",

@@ -201,6 +201,14 @@ def _sweep_section(runs: pd.DataFrame, out: Path, prefix: str) -> str:
     )
 
 
+def _own(curves: pd.DataFrame | None, runs: pd.DataFrame) -> pd.DataFrame | None:
+    """The curve rows of `runs` (all of them for a table without run ids)."""
+    if curves is None or not len(curves):
+        return curves
+    table.require_columns(curves, ["run_id", "step"], "learning curves")
+    return curves[curves["run_id"].isin(runs["run_id"])] if "run_id" in runs else curves
+
+
 def _stage_sections(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None,
@@ -223,6 +231,8 @@ def _stage_sections(
         sweep = _sweep_section(runs, out, prefix)
         if sweep:
             sections.append(("Sweep", sweep))
+        if inside := monitor.monitor_section(runs, _own(curves, runs), out, prefix, models):
+            sections.append(("Inside training", inside))
         return sections
     sweep = _sweep_section(runs, out, prefix)
     if sweep:
@@ -237,8 +247,7 @@ def _stage_sections(
     if body:
         sections.append(("Loss vs model size", body))
     if curves is not None and len(curves):
-        table.require_columns(curves, ["run_id", "step"], "learning curves")
-        cur = curves[curves["run_id"].isin(runs["run_id"])] if "run_id" in runs else curves
+        cur = _own(curves, runs)
         if len(cur) and "val_loss" in cur and cur["val_loss"].notna().any():
             fig = curve_figs.lm_curves(runs, cur, out, prefix, models, scaling.per_of(runs))
             sections.append(("Learning curves", fig))
