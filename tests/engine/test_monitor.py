@@ -210,7 +210,8 @@ def test_loss_spike_rule_and_merging_points_into_the_curve():
     flat = [2.0] * 20
     assert loss_spike(4.1, flat) == 2.0 and loss_spike(3.9, flat) is None  # > 2 x median
     assert loss_spike(0.25, [0.1] * 20) is None  # 2.5 x, but less than 0.5 nats above
-    assert loss_spike(9.0, flat[:19]) is None  # too little history
+    assert loss_spike(9.0, flat[:2]) is None  # too little history
+    assert loss_spike(248.8, [5.5, 5.4, 5.3]) == 5.4  # a blow-up in the first steps (lr too high)
     merged = merge_points([{"step": 0, "val_loss": 3.0}, {"step": 4, "val_loss": 2.0}],
                           [{"step": 2, "lr/0": 0.1}, {"step": 4, "lr/0": 0.2}])  # fmt: skip
     assert merged == [{"step": 0, "val_loss": 3.0}, {"step": 2, "lr/0": 0.1},

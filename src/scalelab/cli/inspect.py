@@ -24,6 +24,11 @@ def _model_ref(model: str, experiment: Path | None, output_dir: Path | None):
 
     exp = open_experiment(experiment, output_dir)
     runs, _ = exp.tables()
+    if runs.empty:
+        raise ScalelabError(
+            f"no results for {experiment} in {exp.spec.output_dir} (output_dir is relative to "
+            "where scalelab runs; run it from there or pass --output-dir)"
+        )
     ids = (
         [] if runs.empty else [i for i in runs["run_id"] if len(model) >= 6 and i.startswith(model)]
     )

@@ -22,10 +22,10 @@ MONITOR_POINTS points per run), at every epoch end and at the last step. It hold
 
 *Events* are checked at every step: `loss_spike` when the step's loss exceeds
 SPIKE_FACTOR x the median of the previous SPIKE_WINDOW steps' losses and that median by at
-least SPIKE_MIN_NATS (needs SPIKE_WINDOW earlier steps in the run); `nonfinite_grad_norm`
-when the global gradient norm (computed at every step when clipping is on, else at monitor
-points) is NaN or infinite (an fp16 run's scaler then skips the step; in fp32 the weights
-go bad and the run fails).
+least SPIKE_MIN_NATS (early in a run the window is what there is, from SPIKE_MIN_HISTORY
+steps on); `nonfinite_grad_norm` when the global gradient norm (computed at every step
+when clipping is on, else at monitor points) is NaN or infinite (an fp16 run's scaler
+then skips the step; in fp32 the weights go bad and the run fails).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Any
 MONITOR_POINTS = 100  # auto cadence: at most about this many points per run,
 MIN_EVERY = 10  # and at least this many steps apart (benchmarks/monitor_overhead.py)
 SPIKE_WINDOW = 20
+SPIKE_MIN_HISTORY = 3
 SPIKE_FACTOR = 2.0
 SPIKE_MIN_NATS = 0.5
 EVENT_KINDS = ("loss_spike", "nonfinite_grad_norm")
@@ -95,8 +96,10 @@ def resolve_every(every: int | None, total_steps: int) -> int:
 
 def loss_spike(loss: float, previous: Sequence[float]) -> float | None:
     """The median of the last SPIKE_WINDOW of `previous` losses when `loss` is a spike over
-    it (see the module docstring), else None (also with fewer than SPIKE_WINDOW losses)."""
-    if len(previous) < SPIKE_WINDOW or not math.isfinite(loss):
+    it (see the module docstring), else None (also with fewer than SPIKE_MIN_HISTORY
+    losses: early in a run the window is what there is, so a blow-up in the first steps,
+    the usual sign of too high a learning rate, is caught too)."""
+    if len(previous) < SPIKE_MIN_HISTORY or not math.isfinite(loss):
         return None
     med = statistics.median(previous[-SPIKE_WINDOW:])
     return med if loss > SPIKE_FACTOR * med and loss - med >= SPIKE_MIN_NATS else None
@@ -251,7 +254,8 @@ class Monitor:
                 pass
         else:
             out["mem/rss_mb"] = self.proc.memory_info().rss / 2**20
-            out["mem/peak_rss_mb"] = _peak_rss_mb()
+            # two sources (getrusage, psutil) sampled apart: the peak is never below now
+            out["mem/peak_rss_mb"] = max(_peak_rss_mb(), out["mem/rss_mb"])
         out["sys/cpu_percent"] = self.proc.cpu_percent(None)
         out["sys/disk_used_pct"] = psutil.disk_usage(str(self.run_dir)).percent
         return out

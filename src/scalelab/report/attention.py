@@ -19,9 +19,12 @@ def attention_figure(maps, max_heads: int = 12):
     text has at most 24 tokens. Returns the matplotlib figure."""
     weights = maps.weights
     layers, heads = weights.shape[0], min(weights.shape[1], max_heads)
-    fig, axes = style.figure(1.6 * heads + 0.8, 1.6 * layers + 0.8, nrows=layers, ncols=heads,
-                             squeeze=False)  # fmt: skip
     label = len(maps.tokens) <= 24
+    # Panels big enough for their token labels, whatever the number of heads and layers.
+    side = max(1.6, 0.16 * len(maps.tokens) if label else 1.6, 6.0 / heads)
+    fig, axes = style.figure(side * heads + 1.0, side * layers + 1.2, nrows=layers, ncols=heads,
+                             squeeze=False)  # fmt: skip
+    tokens = [t.replace(" ", "␣") or "∅" for t in maps.tokens]  # spaces and empties visible
     for i in range(layers):
         for j in range(heads):
             ax = axes[i][j]
@@ -32,11 +35,11 @@ def attention_figure(maps, max_heads: int = 12):
             if j == 0:
                 ax.set_ylabel(f"layer {i}", fontsize=8)
                 if label:
-                    ax.set_yticks(range(len(maps.tokens)), maps.tokens, fontsize=5)
+                    ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
             if i == 0:
                 ax.set_title(f"head {j}", fontsize=8)
             if i == layers - 1 and label:
-                ax.set_xticks(range(len(maps.tokens)), maps.tokens, fontsize=5, rotation=90)
+                ax.set_xticks(range(len(tokens)), tokens, fontsize=6, rotation=90)
     shown = (
         f"first {heads} of {weights.shape[1]} heads" if heads < weights.shape[1] else "all heads"
     )
