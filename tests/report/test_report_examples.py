@@ -108,7 +108,7 @@ def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
 # What each example's report must show, beyond the set-up block.
 EXPECT = {
     "quickstart": ["Loss vs model size", "Learning curves", "Fitted laws", "training tokens a run",
-                   "Inside training", "gradient norm"],
+                   "Inside training", "L2 norm of each layer"],
     "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
                       "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights",
                       "Inside training"],
