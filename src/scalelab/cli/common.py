@@ -58,3 +58,13 @@ def output_folder(path: Path, what: str = "--out") -> Path:
     except ValueError as err:
         raise ScalelabError(f"{what}: {err} (got {shown(str(path))})") from None
     return path
+
+
+def stored_tables(exp: Any, spec: Path) -> tuple[Any, Any]:
+    """(runs, curves) of an opened experiment (`grid.api.open_experiment`). Raises
+    ScalelabError when nothing is stored yet (never run, or run with another output_dir:
+    a relative one is relative to where scalelab runs)."""
+    runs, curves = exp.tables()
+    if runs.empty:
+        raise ScalelabError(f"no results yet for {spec} (run `scalelab run {spec}` first)")
+    return runs, curves

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from scalelab.cli.common import output_folder
+from scalelab.cli.common import output_folder, stored_tables
 from scalelab.errors import ScalelabError, shown
 
 
@@ -27,8 +27,8 @@ def _done_runs(spec: Path, output_dir: Path | None, metric: str, needed: list[st
     from scalelab.grid.api import open_experiment
 
     exp = open_experiment(spec, output_dir)
-    table, _ = exp.tables()
-    if table.empty or "status" not in table.columns:
+    table, _ = stored_tables(exp, spec)
+    if "status" not in table.columns:
         raise ScalelabError(f"no results yet for {spec} (run `scalelab run {spec}` first)")
     table = table[table["status"] == "done"].reset_index(drop=True)
     if table.empty:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.common import input_file, output_folder
+from scalelab.cli.common import input_file, output_folder, stored_tables
 from scalelab.errors import ScalelabError, shown
 
 
@@ -23,12 +23,7 @@ def _model_ref(model: str, experiment: Path | None, output_dir: Path | None):
     from scalelab.grid.api import open_experiment
 
     exp = open_experiment(experiment, output_dir)
-    runs, _ = exp.tables()
-    if runs.empty:
-        raise ScalelabError(
-            f"no results for {experiment} in {exp.spec.output_dir} (output_dir is relative to "
-            "where scalelab runs; run it from there or pass --output-dir)"
-        )
+    runs, _ = stored_tables(exp, experiment)
     ids = (
         [] if runs.empty else [i for i in runs["run_id"] if len(model) >= 6 and i.startswith(model)]
     )

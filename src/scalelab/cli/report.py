@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from scalelab.cli.common import input_file, output_folder
+from scalelab.cli.common import input_file, output_folder, stored_tables
 from scalelab.errors import ScalelabError, shown
 
 
@@ -101,11 +101,7 @@ def report_command(
         from scalelab.grid.api import open_experiment
 
         exp = open_experiment(experiment, output_dir)
-        runs, curves = exp.tables()
-        if runs.empty:
-            raise ScalelabError(
-                f"no results yet for {experiment} (run `scalelab run {experiment}` first)"
-            )
+        runs, curves = stored_tables(exp, experiment)
         where = {"runs_dir": exp.runs_dir, "planned": exp.planned()}
         required = beats is not None
         axes_required = bool(best_over)

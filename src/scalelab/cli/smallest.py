@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.common import input_file
+from scalelab.cli.common import input_file, stored_tables
 from scalelab.errors import ScalelabError
 
 
@@ -38,9 +38,7 @@ def smallest(
         raise ScalelabError(
             "name the reference: --beats MODEL/METHOD (or report.beats in the spec)"
         )
-    table, _ = exp.tables()
-    if table.empty:
-        raise ScalelabError(f"no results yet for {spec} (run `scalelab run {spec}` first)")
+    table, _ = stored_tables(exp, spec)
     margin = exp.spec.report.margin if margin is None else margin
     metric = metric or exp.spec.report.metric
     env = None

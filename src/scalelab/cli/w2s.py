@@ -10,8 +10,7 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.common import input_file, jsonable, output_folder
-from scalelab.errors import ScalelabError
+from scalelab.cli.common import input_file, jsonable, output_folder, stored_tables
 
 
 def _pm(value: float, lo: float, hi: float) -> str:
@@ -61,9 +60,7 @@ def w2s_command(
     from scalelab.report.w2s import load_correct, write_figures
 
     exp = open_experiment(experiment, output_dir)
-    runs, _ = exp.tables()
-    if runs.empty:
-        raise ScalelabError(f"no results yet for {experiment} (run `scalelab run` first)")
+    runs, _ = stored_tables(exp, experiment)
     correct = load_correct(runs, exp.runs_dir)
     summary = summarize_pgr(runs, correct, n_boot=n_boot, seed=seed)
     acc = accuracy_table(runs, summary)
