@@ -137,5 +137,9 @@ def test_report_notes_runs_with_training_events(tmp_path):
     runs["loss_spikes"], runs["nonfinite_grad_norms"] = 0, 0
     runs.loc[2, ["loss_spikes", "nonfinite_grad_norms"]] = [2, 1]
     html = build_report(runs, None, tmp_path, ReportSpec(bootstrap=0)).read_text()
-    assert "run full-2 (None full seed None): events: 2 loss spikes, 1 non-finite grad " in html
-    assert "runs/full-2/events.json" in html and html.count("events: ") == 1
+    assert "run full-2: events: 2 loss spikes, 1 non-finite grad norm (events.json in " in html
+    assert html.count("events: ") == 1
+    named = runs.assign(model="gpt-d2", seed=0, **{"params.lr": [1e-3] * 6 + [3e-3] * 6})
+    html = build_report(named, None, tmp_path / "named", ReportSpec(bootstrap=0)).read_text()
+    # named by model, method and the setting that differs, never by a hash
+    assert "gpt-d2 full lr=0.001 seed=0: events: 2 loss spikes" in html

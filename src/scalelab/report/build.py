@@ -156,15 +156,21 @@ def _failed_notes(runs: pd.DataFrame) -> list[str]:
 
 def _event_notes(runs: pd.DataFrame) -> list[str]:
     """One note per run with training events (loss spikes, non-finite gradient norms;
-    engine/monitor.py), naming its events file."""
+    engine/monitor.py), the run named by its model, method and every setting that varies
+    (two learning rates read apart), never by a hash; the events are in its folder's
+    events.json."""
+    from scalelab.analysis.seeds import label_columns
     from scalelab.engine.monitor import EVENTS_FILE, events_note
 
+    models = table.model_names(runs)
+    fields = [c for c in label_columns(runs) if c != "params.keep_layers"]
     notes = []
     for _, r in runs.iterrows():
-        note = events_note(r.to_dict(), f"runs/{r.get('run_id')}/{EVENTS_FILE}")
+        note = events_note(r.to_dict(), f"{EVENTS_FILE} in the run's folder")
         if note:
-            notes.append(f"run {str(r.get('run_id'))[:8]} ({r.get('model')} {r.get('method')} "
-                         f"seed {r.get('seed')}): {note}")  # fmt: skip
+            name = (table.run_name(r, [*fields, "seed"] if "seed" in r else fields, models)
+                    if "model" in runs else f"run {r.get('run_id')}")  # fmt: skip
+            notes.append(f"{name}: {note}")
     return notes
 
 
