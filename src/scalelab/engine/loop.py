@@ -200,20 +200,14 @@ class _Run:
         state.update(start_tokens=state["tokens"], start_examples=state["examples"])
         return (*loaded[:3], state)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, folder=None) -> None:
+        """The full training state after this step: the run's own resumable checkpoint, or
+        (`folder`) a snapshot kept as a product, written once (no `.prev` beside it)."""
         if self.rank == 0:
             params = dict(self.module.named_parameters())
             tensors = {n: params[n] for n in self.tracked}
-            save_checkpoint(self.ctx.run_dir / "checkpoint", tensors, self.best,
-                            self.opt.state_dict(), self.state)  # fmt: skip
-        distributed.barrier()
-
-    def snapshot(self, folder) -> None:
-        """The full training state after this step, kept in `folder` (a product)."""
-        if self.rank == 0:
-            params = dict(self.module.named_parameters())
-            save_checkpoint(folder, {n: params[n] for n in self.tracked}, self.best,
-                            self.opt.state_dict(), self.state, keep_prev=False)  # fmt: skip
+            save_checkpoint(folder or self.ctx.run_dir / "checkpoint", tensors, self.best,
+                            self.opt.state_dict(), self.state, keep_prev=folder is None)  # fmt: skip
         distributed.barrier()
 
     def warn(self, line: str) -> None:
@@ -327,7 +321,7 @@ class _Run:
             ):
                 self.on_eval(phase, logger)
             if step in plan.snapshots:
-                self.snapshot(plan.snapshots[step])
+                self.checkpoint(plan.snapshots[step])
             due = (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or (
                 time.perf_counter() - last_ckpt > rt.checkpoint_every_s
             )
@@ -381,8 +375,7 @@ class _Run:
     @property
     def events_path(self) -> str:
         """The events file as the user finds it: `runs/<id>/events.json`."""
-        d = self.ctx.run_dir
-        return f"{d.parent.name}/{d.name}/{mon.EVENTS_FILE}"
+        return mon.events_file(self.ctx.run_dir.name)
 
     def restore_best(self) -> None:
         """Best weights back in place; requires_grad as in the last phase (trainable count)."""

@@ -77,13 +77,16 @@ def layer_groups(names: Iterable[str]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     for i, n in enumerate(names):
         groups.setdefault(layer_of(n), []).append(i)
+    return {k: groups[k] for k in sorted(groups, key=layer_rank)}
 
-    def rank(layer: str) -> tuple[int, int]:
-        if layer.startswith("block."):
-            return 1, int(layer[6:])
-        return {"embed": 0, "head": 2}.get(layer, 3), 0
 
-    return {k: groups[k] for k in sorted(groups, key=rank)}
+def layer_rank(layer: str) -> tuple[int, int, str]:
+    """Sort key of a layer in model order: embed, block.0, block.1, ... (numerically, so
+    block.10 follows block.9), head, then anything else by name."""
+    if layer.startswith("block."):
+        idx = layer[6:]
+        return 1, int(idx) if idx.isdigit() else 0, layer
+    return {"embed": 0, "head": 2}.get(layer, 3), 0, layer
 
 
 def resolve_every(every: int | None, total_steps: int) -> int:
@@ -103,6 +106,11 @@ def loss_spike(loss: float, previous: Sequence[float]) -> float | None:
         return None
     med = statistics.median(previous[-SPIKE_WINDOW:])
     return med if loss > SPIKE_FACTOR * med and loss - med >= SPIKE_MIN_NATS else None
+
+
+def events_file(run_id: str) -> str:
+    """A run's events file as the user finds it from the output folder."""
+    return f"runs/{run_id}/{EVENTS_FILE}"
 
 
 def event(step: int, kind: str, value: float, **more: Any) -> dict[str, Any]:

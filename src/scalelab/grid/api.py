@@ -197,10 +197,10 @@ def _outcome_line(o: Outcome, label: str) -> str:
     from scalelab.metrics import summary_line
 
     row = o.row or {}
-    from scalelab.engine.monitor import EVENTS_FILE, events_note
+    from scalelab.engine.monitor import events_file, events_note
 
     metrics = row.get("metrics") or {}
-    events = events_note(metrics, f"runs/{o.run.run_id}/{EVENTS_FILE}")
+    events = events_note(metrics, events_file(o.run.run_id))
     detail = "  ".join(p for p in (summary_line(o.run.method, metrics), events) if p)
     if o.status == "failed":
         detail = f"FAILED: {row.get('error')}"

@@ -18,6 +18,7 @@ import pandas as pd
 
 from scalelab.analysis import table
 from scalelab.analysis.seeds import label_columns
+from scalelab.engine.monitor import layer_rank
 from scalelab.report import html
 from scalelab.report.curves import SIZE_COLUMNS, size_order
 from scalelab.report.style import axis_label, figure, save, size_colors
@@ -43,15 +44,6 @@ HEATMAP_CAPTION = (
     "scale; blank: no value, or a zero norm as of a frozen layer). The largest model of its "
     "method (lowest seed)."
 )
-
-
-def layer_rank(layer: str) -> tuple[int, int, str]:
-    """Sort key of a layer in model order: embed, block.0, block.1, ... (numerically, so
-    block.10 follows block.9), head, then anything else by name."""
-    if layer.startswith("block."):
-        idx = layer[6:]
-        return 1, int(idx) if idx.isdigit() else 0, layer
-    return {"embed": 0, "head": 2}.get(layer, 3), 0, layer
 
 
 def grad_layers(curves: pd.DataFrame) -> list[str]:
