@@ -36,13 +36,16 @@ class BranchSavings:
     cosine `metric` means over seeds, their seed counts, diff (wsd - cosine), band (2 x the
     pooled seed sd x sqrt(1/n_wsd + 1/n_cos): ~95% for a difference of means; NaN without
     two seeds of anything) and within (|diff| <= band); ratio: total cosine tokens / total
-    wsd tokens over every model; sd: the pooled seed sd (NaN without repeats)."""
+    wsd tokens over every model; sd: the pooled seed sd (NaN without repeats); points: one
+    row per (model, budget) of the wsd runs with a value: model, tokens, wsd (`metric`,
+    mean over seeds), cosine run or not."""
 
     per_model: pd.DataFrame
     matched: pd.DataFrame
     ratio: float
     sd: float
     metric: str
+    points: pd.DataFrame
 
 
 def has_branches(runs: pd.DataFrame) -> bool:
@@ -71,7 +74,7 @@ def branch_savings(runs: pd.DataFrame, metric: str = "val_loss") -> BranchSaving
     stable_ids = {m[4:] for m in as_text(done.loc[done["method"] == "cooldown", "model"])}
     stables = done[done["run_id"].isin(stable_ids)]
     cosine = done[(done["method"] == "pretrain") & (_schedule(done) == "cosine")]
-    per_model, matched = [], []
+    per_model, matched, points = [], [], []
     for model, group in stables.groupby(as_text(stables["model"]), sort=False):
         first = group.iloc[0]
         branches = done[as_text(done["model"]).isin([f"run:{i}" for i in group["run_id"]])]
@@ -92,6 +95,8 @@ def branch_savings(runs: pd.DataFrame, metric: str = "val_loss") -> BranchSaving
         for d in budgets:
             w = wsd.loc[wsd["tokens"].astype(int) == d, metric].dropna()
             c = cos.loc[cos["tokens"].astype(int) == d, metric].dropna()
+            if len(w):
+                points.append({"model": model, "tokens": d, "wsd": w.mean()})
             if len(w) and len(c):
                 matched.append({"model": model, "tokens": d, "wsd": w.mean(), "n_wsd": len(w),
                                 "cosine": c.mean(), "n_cosine": len(c),
@@ -104,7 +109,14 @@ def branch_savings(runs: pd.DataFrame, metric: str = "val_loss") -> BranchSaving
         del m["_w"], m["_c"]
     table = pd.DataFrame(per_model)
     total = table["cosine_tokens"].sum() / table["wsd_tokens"].sum() if len(table) else math.nan
-    return BranchSavings(table, pd.DataFrame(matched), float(total), sd, metric)
+    return BranchSavings(
+        table,
+        pd.DataFrame(matched),
+        float(total),
+        sd,
+        metric,
+        pd.DataFrame(points, columns=["model", "tokens", "wsd"]),
+    )
 
 
 def _pooled_sd(groups: list[np.ndarray]) -> float:

@@ -34,7 +34,12 @@ from scalelab.config import Strict
 from scalelab.engine.args import identity
 from scalelab.errors import ScalelabError
 from scalelab.methods.base import MethodDef, register_method
-from scalelab.methods.pretrain import PRETRAIN_METRICS, PretrainParams, PretrainRecipe
+from scalelab.methods.pretrain import (
+    PRETRAIN_METRICS,
+    PretrainParams,
+    PretrainRecipe,
+    branch_folder,
+)
 
 COOLDOWN_TOKENS = mx.MetricDef(
     "cooldown_tokens", None, ",d", "tokens this branch trained itself (its cooldown)", "info"
@@ -101,7 +106,7 @@ class CooldownRecipe(PretrainRecipe):
 
         folder, config = stable_run(ctx.model)
         stable = PretrainParams.model_validate(config["params"])
-        self.branch = folder / "branches" / str(ctx.params.tokens)
+        self.branch = branch_folder(folder, ctx.params.tokens)
         params = stable.model_copy(update={"tokens": ctx.params.tokens, "branch_tokens": None})
         name = config["model"]
         model = (ModelRef.for_run(name[4:], folder.parent) if name.startswith("run:")

@@ -8,6 +8,7 @@ final metrics score the whole validation and test splits with a sliding window
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
@@ -112,6 +113,11 @@ def branch_steps(task, params: PretrainParams) -> dict[int, int]:
     batch_tokens = params.batch_size * task.seq_len
     return {d: cooldown_start(d // batch_tokens, params.cooldown_frac)
             for d in params.branch_tokens or ()}  # fmt: skip
+
+
+def branch_folder(run_dir: Path, tokens: int) -> Path:
+    """Where a stable run keeps the training state of its branch at `tokens`."""
+    return Path(run_dir) / "branches" / str(tokens)
 
 
 def _check_branches(task, params: PretrainParams) -> None:
@@ -258,8 +264,7 @@ class PretrainRecipe(Recipe):
         self.loss_fn = make_loss_fn(model, p.dtype, ctx.runtime.compile)
         total = p.tokens // (B * T)
         self.total = total
-        branches = ctx.run_dir / "branches"
-        snapshots = {step: branches / str(d) for d, step in branch_steps(task, p).items()}
+        snapshots = {s: branch_folder(ctx.run_dir, d) for d, s in branch_steps(task, p).items()}
         return Plan(model=model, phases=[Phase("train", total)], eval_at_start=True,
                     eval_every=p.eval_every or max(1, total // 10),
                     snapshots=snapshots, lr_mults=mup and mup.lr_mults,

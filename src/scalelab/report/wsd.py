@@ -8,49 +8,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from scalelab.analysis.table import as_text
 from scalelab.analysis.wsd import BranchSavings, branch_savings, savings_text
 from scalelab.report import html, style
 
 
-def plot_branches(runs: pd.DataFrame, savings: BranchSavings, path: Path) -> Path:
+def plot_branches(savings: BranchSavings, path: Path) -> Path:
     """`metric` vs tokens (log x), one colour per model (size order): filled circles joined
     for the wsd runs (the stable run and its branches), open squares for cosine runs at the
     same budgets (means over seeds)."""
     fig, ax = style.figure()
     per = savings.per_model.sort_values("non_embedding_params")
     colors = style.size_colors(list(per["model"]))
-    metric = savings.metric
-    done = runs[runs["status"] == "done"] if "status" in runs else runs
-    for _, m in per.iterrows():
-        wsd = _wsd_rows(done, m["model"]).groupby("tokens")[metric].mean()
-        ax.plot(wsd.index, wsd.values, "o-", color=colors[m["model"]],
-                label=f"{m['model']} wsd")  # fmt: skip
-        got = savings.matched
+    pts, got = savings.points, savings.matched
+    for model in per["model"]:
+        wsd = pts[pts["model"] == model].sort_values("tokens")
+        ax.plot(wsd["tokens"], wsd["wsd"], "o-", color=colors[model], label=f"{model} wsd")
         if len(got):
-            cos = got[got["model"] == m["model"]]
-            ax.plot(cos["tokens"], cos["cosine"], "s", mfc="none", color=colors[m["model"]],
-                    label=f"{m['model']} cosine")  # fmt: skip
-    style.log_axis(ax, "x", list(done["tokens"].dropna()))
+            cos = got[got["model"] == model]
+            ax.plot(cos["tokens"], cos["cosine"], "s", mfc="none", color=colors[model],
+                    label=f"{model} cosine")  # fmt: skip
+    style.log_axis(ax, "x", [t for b in per["budgets"] for t in b])
     style.plain_axis(ax, "y")
     ax.set_xlabel(style.axis_label("tokens"))
-    ax.set_ylabel(style.axis_label(metric))
+    ax.set_ylabel(style.axis_label(savings.metric))
     ax.legend(fontsize=7, ncol=2)
     return style.save(fig, path)
-
-
-def _wsd_rows(done: pd.DataFrame, model: str) -> pd.DataFrame:
-    """The stable runs of `model` and their branches."""
-    stable = done[(as_text(done["model"]) == model) & done["method"].eq("pretrain")]
-    stable = stable[stable["run_id"].isin({m[4:] for m in as_text(done["model"])})]
-    branches = done[as_text(done["model"]).isin([f"run:{i}" for i in stable["run_id"]])]
-    return pd.concat([stable, branches])
 
 
 def wsd_section(runs: pd.DataFrame, out: Path) -> str:
     """The section's HTML: the verdicts, the figure and the per-model compute table."""
     savings = branch_savings(runs)
-    png = plot_branches(runs, savings, out / "wsd_branches.png")
+    png = plot_branches(savings, out / "wsd_branches.png")
     rows = [
         {"model": r["model"], "N": style.human(r["non_embedding_params"]),
          "budgets": ", ".join(style.human(b) for b in r["budgets"]),
