@@ -60,6 +60,12 @@ class MethodDef:
 METHODS: Registry[MethodDef] = Registry("method")
 
 
+def is_run_reference(value: str) -> bool:
+    """Whether a param value names other runs: `@stage[...]` as written, or `run:<id>` as
+    the grid resolves it (params that take run products validate with this)."""
+    return value.startswith(("@", "run:"))
+
+
 def register_method(method: MethodDef) -> MethodDef:
     """Add a method to the registry. Raises ValueError when its params model would accept
     NaN or infinity (derive it from `config.Strict` or `engine.args.TrainArgs`), or when

@@ -24,7 +24,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from scalelab import metrics as mx
 from scalelab.config import Strict
 from scalelab.errors import ScalelabError
-from scalelab.methods.base import MethodDef, register_method
+from scalelab.methods.base import MethodDef, is_run_reference, register_method
 from scalelab.methods.finetune import CLASSIFICATION_METRICS, FinetuneRecipe, FullParams
 from scalelab.methods.finetune import _check as _check_finetune
 from scalelab.methods.pretrain import PRETRAIN_METRICS, PretrainParams, PretrainRecipe
@@ -58,7 +58,7 @@ class KDArgs(Strict):
     @field_validator("teachers")
     @classmethod
     def _references(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if not (t.startswith("@") or t.startswith("run:"))]
+        bad = [t for t in v if not is_run_reference(t)]
         if bad:
             raise ValueError(
                 f"{bad[0]!r} is not a reference to an earlier stage's runs: write "

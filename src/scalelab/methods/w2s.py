@@ -46,7 +46,7 @@ from pydantic import Field, field_validator
 
 from scalelab import metrics as mx
 from scalelab.errors import ScalelabError
-from scalelab.methods.base import MethodDef, register_method
+from scalelab.methods.base import MethodDef, is_run_reference, register_method
 from scalelab.methods.finetune import CLASSIFICATION_METRICS, PRODUCTS, FinetuneRecipe, FullParams
 from scalelab.methods.finetune import _check as _check_finetune
 
@@ -74,7 +74,7 @@ class W2SParams(FullParams):
     @field_validator("labels")
     @classmethod
     def _reference(cls, v: str) -> str:
-        if not (v.startswith("@") or v.startswith("run:")):
+        if not is_run_reference(v):
             raise ValueError(
                 f"{v!r} is not a reference to an earlier stage's runs: write @stage (the weak "
                 "model's fine-tuning stage, on the other half of the training split)"
