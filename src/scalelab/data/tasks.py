@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from scalelab.config import Strict, check_path_text, path_error, stat_or_none, validate
 from scalelab.data.tokenizer_spec import TokenizerSpec
@@ -33,6 +33,7 @@ SNIFF_BYTES = 65_536  # bytes of a local text file checked for UTF-8 at spec tim
 _BINARY_SUFFIXES = (".gz", ".bz2", ".parquet")
 # Up to this size a local LM file is split at spec time to check each split's length.
 _SPLIT_CHECK_BYTES = 16 * 2**20
+MC_TASK_SUFFIXES = (".yaml", ".yml")  # a local dataset that is a multiple-choice task file
 
 
 def register_task_kind(kind: str, model: type[Strict]) -> type[Strict]:
@@ -194,15 +195,44 @@ def _file_split_bytes(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, i
 register_task_kind("lm", LMTask)
 
 
+class MultipleChoiceTask(Strict):
+    """A multiple-choice task defined by one YAML in lm-eval's terms
+    (`data/multiple_choice.py`): `dataset` is a built-in task name (`piqa`, `mmlu`, ...)
+    or the path of a task YAML. Shots and a doc limit are the evaluating method's params.
+    Checked at spec time: the YAML, its keys, templates and dataset (no data is read)."""
+
+    kind: Literal["multiple_choice"] = "multiple_choice"
+    dataset: str
+
+    @field_validator("dataset")
+    @classmethod
+    def _loads(cls, value: str) -> str:
+        from scalelab.data.multiple_choice import load_mc_task
+
+        try:
+            load_mc_task(value)
+        except ScalelabError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+
+register_task_kind("multiple_choice", MultipleChoiceTask)
+
+
 def local_data_identity(task) -> str | None:
     """What a run id records of a local dataset's content (None for a registered dataset,
     whose archive is pinned, or a Hub one, keyed by its revision): the sha256 of the file or
     of every file under the folder, plus the files `task.files` names outside it. So editing
-    a corpus in place reruns the runs that read it (`sources.local_data_digest`)."""
+    a corpus in place reruns the runs that read it (`sources.local_data_digest`). A
+    multiple-choice task: its fingerprint (the task YAML, built-in or not, and its data)."""
     from scalelab.data.catalog import DATASETS
     from scalelab.data.sources import local_data_digest, sha256_file_cached
 
     dataset = task.dataset
+    if getattr(task, "kind", None) == "multiple_choice":  # its YAML and data, or pins
+        from scalelab.data.multiple_choice import load_mc_task
+
+        return load_mc_task(dataset).fingerprint
     if dataset in DATASETS or dataset.startswith("hub:"):
         return None
     folder = Path(dataset)
@@ -315,6 +345,8 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     except ScalelabError as err:
         raise ScalelabError(f"{where}.dataset: {err}") from None
     kind = raw.get("kind") or inferred
+    if kind is None and str(raw["dataset"]).endswith(MC_TASK_SUFFIXES):
+        kind = "multiple_choice"  # a task YAML names its dataset itself
     if kind is None:
         raise ScalelabError(
             f"{where}.kind: required for a local dataset (one of {', '.join(TASK_KINDS)})"
