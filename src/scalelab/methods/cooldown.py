@@ -63,6 +63,11 @@ def check_run(task, params: CooldownParams, model, inputs: dict) -> None:
             f"as the model, not {model.name!r}"
         )
     up = ups[0]
+    if model.revision:
+        raise ScalelabError(
+            f"models: {model.name}: a cooldown branch continues its stable run's training "
+            "state (params.branch_tokens), not a kept revision; name the stage (@stage)"
+        )
     if up.method != "pretrain":
         raise ScalelabError(
             f"models: {model.name} is a {up.method!r} run; cooldown branches continue a "
