@@ -11,9 +11,11 @@ products with a reference string, in `models` or as a method param value:
 is an axis, one dependent per matching run. `@teacher[model=gpt-d2,seed=0]` keeps the runs
 whose config matches (keys: model, method, seed, or a column such as params.lr or
 task.dataset). In `models`, `@teacher@2000000` (or `@teacher[...]@2000000`) names the model
-each run kept at 2,000,000 tokens (pretrain's `keep_checkpoints`: `runs/<id>/revisions/`). A dependent's config records its input as `run:<id>`, so its run id hashes
-its inputs' ids: changing a teacher reruns its students and nothing else. Stages may be
-written in any order; a cycle or a reference to a stage that does not exist is a spec error.
+each run kept at 2,000,000 tokens (pretrain's `keep_checkpoints`: `runs/<id>/revisions/`).
+A dependent's config records its input as `run:<id>` (`run:<id>@<tokens>`), so its run id
+hashes its inputs' ids: changing a teacher reruns its students and nothing else. Stages may
+be written in any order; a cycle or a reference to a stage that does not exist is a spec
+error.
 """
 
 from __future__ import annotations

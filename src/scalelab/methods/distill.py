@@ -330,6 +330,7 @@ register_method(
         check=_check,
         check_run=check_run,
         variants={"classification": DISTILL_CLASSIFIER},
+        products=("model", "revisions"),
         metrics=(
             *PRETRAIN_METRICS,
             *(m for m in CLASSIFICATION_METRICS if m not in PRETRAIN_METRICS),

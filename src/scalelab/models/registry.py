@@ -38,7 +38,7 @@ def register_pretrained(entry: PretrainedEntry) -> PretrainedEntry:
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-_REVISION = re.compile(r"[\w.-]+")
+_REVISION = re.compile(r"[0-9]+")  # a run's kept model: a token count
 _HTTP = re.compile(r"^https?://[^#\s]+#\S+$")
 KINDS = ("ladder", "registered", "local", "hub", "run", "http")
 
