@@ -22,13 +22,14 @@ TASK = {"kind": "lm", "seq_len": T, "tokenizer": {"kind": "byte"}, "eval": {"max
 
 def branch_spec(path: Path, corpus: Path, out: Path, **over) -> Path:
     """Stable gpt-d1 run of 40 steps (warmup 4, cooldown from 32) keeping branches at 12 and
-    20 steps; the 20-step branch; a 20-step wsd run trained straight through with the same
+    20 steps (and a revision at 30, which its branches do not inherit); the 20-step branch; a 20-step wsd run trained straight through with the same
     4 warmup steps (warmup_frac 0.2 of 20) for comparison."""
     common = {"batch_size": B, "lr": 3e-3, "schedule": "wsd", "cooldown_frac": 0.2}
     stages = {
         "stable": {"models": "gpt-d1", "methods": "pretrain",
                    "params": {**common, "tokens": 40 * B * T, "warmup_frac": 0.1,
-                              "branch_tokens": [12 * B * T, 20 * B * T]}},
+                              "branch_tokens": [12 * B * T, 20 * B * T],
+                              "keep_checkpoints": [30 * B * T]}},
         "branches": {"models": "@stable", "methods": "cooldown",
                      "params": {"tokens": [20 * B * T]}},
         "straight": {"models": "gpt-d1", "methods": "pretrain",
@@ -119,6 +120,11 @@ def test_a_missing_stable_state_fails_the_branch_and_nothing_is_stored_as_done(f
         ({"stable": {"params": {"tokens": 40 * B * T, "schedule": "wsd", "warmup_frac": 0.5,
                                 "branch_tokens": [20 * B * T]}}},
          "inside the warmup (10 steps)"),
+        ({"stable": {"params": {"batch_size": B, "schedule": "wsd", "tokens": 40 * B * T,
+                                "warmup_frac": 0.1, "branch_tokens": [20 * B * T],
+                                "keep_checkpoints": [20 * B * T]}},
+          "branches": {"models": f"@stable@{20 * B * T}"}},
+         "a cooldown branch continues its stable run's training state"),
     ],
 )  # fmt: skip
 def test_bad_branch_declarations_are_one_line_spec_errors(tmp_path, corpus, over, message):

@@ -87,9 +87,15 @@ def model_names(runs: pd.DataFrame) -> dict[str, str]:
     out = {}
     for _, r in runs.iterrows():
         stage = f" (stage {r['stage']})" if "stage" in r and pd.notna(r["stage"]) else ""
-        model = str(r["model"])
-        out[f"run:{r['run_id']}"] = f"{out.get(model, model)}{stage}"
+        out[f"run:{r['run_id']}"] = f"{_named(str(r['model']), out)}{stage}"
     return out
+
+
+def _named(model: str, names: Mapping[str, str]) -> str:
+    """`names[model]`; a run's kept revision (`run:<id>@<tokens>`) as its run's name with
+    `@<tokens>`; anything else as it is."""
+    base, at, revision = model.partition("@") if model.startswith("run:") else (model, "", "")
+    return names.get(base, base) + (f"@{revision}" if at else "")
 
 
 def shown_models(table: pd.DataFrame, names: Mapping[str, str] | None = None) -> pd.Series:
@@ -97,7 +103,7 @@ def shown_models(table: pd.DataFrame, names: Mapping[str, str] | None = None) ->
     (`names`, default `model_names(table)`: pass the whole table's when `table` is a part
     of it), a cut model with its kept blocks ("gpt-d8 (stage teacher) blocks [0, 7]")."""
     names = model_names(table) if names is None else names
-    shown = as_text(table["model"]).map(lambda m: names.get(m, m))
+    shown = as_text(table["model"]).map(lambda m: _named(m, names))
     if "params.keep_layers" in table:
         cut = table["params.keep_layers"].map(lambda v: "" if pd.isna(v) else f" blocks {v}")
         shown = shown + cut

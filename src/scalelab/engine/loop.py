@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -210,6 +211,13 @@ class _Run:
                             self.opt.state_dict(), self.state, keep_prev=folder is None)  # fmt: skip
         distributed.barrier()
 
+    def save_revision(self, folder) -> None:
+        """The model after this step as a product (`plan.revisions`), by the recipe; one
+        saved before a resume is kept as it is."""
+        if self.rank == 0 and not Path(folder).exists():
+            self.r.save_revision(self.module, Path(folder))
+        distributed.barrier()
+
     def warn(self, line: str) -> None:
         """A warning the user must see, sent as an event: the grid's progress display prints
         it with the run's label, a run started alone prints it to stderr."""
@@ -322,6 +330,8 @@ class _Run:
                 self.on_eval(phase, logger)
             if step in plan.snapshots:
                 self.checkpoint(plan.snapshots[step])
+            if step in plan.revisions:
+                self.save_revision(plan.revisions[step])
             due = (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or (
                 time.perf_counter() - last_ckpt > rt.checkpoint_every_s
             )

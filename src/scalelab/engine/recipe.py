@@ -44,7 +44,9 @@ class Plan:
     first step (the curve's step-0 point: where training starts from; never selected as the
     best weights); snapshots: optimizer step -> folder where the full training state after
     that step is saved as a checkpoint and kept (a product: cooldown branches start from
-    one); start_from: a checkpoint folder to start from when the run has none of its own
+    one); revisions: optimizer step -> folder where the model after that step is saved by
+    `Recipe.save_revision` (a product: a model folder, evaluable like the final model; one
+    already there, from before a resume, is kept); start_from: a checkpoint folder to start from when the run has none of its own
     (a cooldown branch starts from its stable run's snapshot: its weights, optimizer state,
     step, losses, curve and token count; time and throughput count this run's own work)."""
 
@@ -58,6 +60,7 @@ class Plan:
     wd_mults: dict[str, float] | None = None
     eval_at_start: bool = False
     snapshots: dict[int, Any] = field(default_factory=dict)
+    revisions: dict[int, Any] = field(default_factory=dict)
     start_from: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +94,11 @@ class Recipe:
     def evaluate(self, model) -> dict[str, float]:
         """Validation metrics (e.g. {"val_loss": ..., "val_accuracy": ...})."""
         return {}
+
+    def save_revision(self, model, folder) -> None:
+        """Save `model` (as training has it now, left unchanged) as a from_pretrained
+        folder at `folder`, atomically: what `Plan.revisions` asks for."""
+        raise NotImplementedError
 
     def finish(self, model, state: dict[str, Any]):
         """Final evaluation, saved products; returns the RunResult."""

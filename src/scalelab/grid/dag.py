@@ -10,9 +10,12 @@ products with a reference string, in `models` or as a method param value:
 `@teacher` means the model product (`runs/<id>/model`) of every run of stage `teacher`: it
 is an axis, one dependent per matching run. `@teacher[model=gpt-d2,seed=0]` keeps the runs
 whose config matches (keys: model, method, seed, or a column such as params.lr or
-task.dataset). A dependent's config records its input as `run:<id>`, so its run id hashes
-its inputs' ids: changing a teacher reruns its students and nothing else. Stages may be
-written in any order; a cycle or a reference to a stage that does not exist is a spec error.
+task.dataset). In `models`, `@teacher@2000000` (or `@teacher[...]@2000000`) names the model
+each run kept at 2,000,000 tokens (pretrain's `keep_checkpoints`: `runs/<id>/revisions/`).
+A dependent's config records its input as `run:<id>` (`run:<id>@<tokens>`), so its run id
+hashes its inputs' ids: changing a teacher reruns its students and nothing else. Stages may
+be written in any order; a cycle or a reference to a stage that does not exist is a spec
+error.
 """
 
 from __future__ import annotations
@@ -30,15 +33,19 @@ from scalelab.grid.spec import ExperimentSpec, RunSpec, Stage, expand_axes, run_
 from scalelab.methods.base import METHODS
 from scalelab.models.registry import ModelRef, resolve_model
 
-_REF = re.compile(r"^@(?P<stage>[A-Za-z0-9_-]+)(?:\[(?P<filters>[^\]]*)\])?$")
+_REF = re.compile(
+    r"^@(?P<stage>[A-Za-z0-9_-]+)(?:\[(?P<filters>[^\]]*)\])?(?:@(?P<revision>[0-9]+))?$"
+)
 
 
 @dataclass(frozen=True)
 class StageRef:
-    """A parsed `@stage[key=value,...]` reference to another stage's model products."""
+    """A parsed `@stage[key=value,...]@revision` reference to another stage's model
+    products (revision: a token count the runs kept their model at, or None)."""
 
     stage: str
     filters: tuple[tuple[str, str], ...] = ()
+    revision: str | None = None
 
     def matches(self, run: RunSpec) -> bool:
         return all(_config_value(run, k) == v or _same_number(_config_value(run, k), v)
@@ -52,7 +59,8 @@ def parse_ref(value: Any, where: str) -> StageRef | None:
     m = _REF.match(value.strip())
     if not m:
         raise ScalelabError(
-            f"{where}: bad stage reference {shown(value)} (write @stage or @stage[key=value,...])"
+            f"{where}: bad stage reference {shown(value)} (write @stage, "
+            "@stage[key=value,...] or @stage@<tokens> for a kept revision)"
         )
     filters = []
     for part in filter(None, (p.strip() for p in (m["filters"] or "").split(","))):
@@ -60,7 +68,7 @@ def parse_ref(value: Any, where: str) -> StageRef | None:
         if not eq or not key.strip():
             raise ScalelabError(f"{where}: bad filter {shown(part)} (write key=value)")
         filters.append((key.strip(), val.strip()))
-    return StageRef(m["stage"], tuple(filters))
+    return StageRef(m["stage"], tuple(filters), m["revision"])
 
 
 def _config_value(run: RunSpec, key: str) -> str:
@@ -207,9 +215,24 @@ def _models(stage, prefix, produced, runs_dir) -> list[tuple[ModelRef, RunSpec |
                 raise ScalelabError(f"{where}: {err}") from None
             continue
         for up in _matching(ref, produced, where):
-            name = f"@{ref.stage}:{up.model.name}"
-            out.append((ModelRef.for_run(up.run_id, runs_dir, name), up))
+            at = f"@{ref.revision}" if ref.revision else ""
+            if ref.revision:
+                _check_revision(up, ref, where)
+            name = f"@{ref.stage}:{up.model.name}{at}"
+            out.append((ModelRef.for_run(up.run_id, runs_dir, name, ref.revision), up))
     return out
+
+
+def _check_revision(up: RunSpec, ref: StageRef, where: str) -> None:
+    """A run of the referenced stage keeps its model at the revision's token count
+    (`keep_checkpoints`). Raises ScalelabError naming the counts it keeps."""
+    kept = getattr(up.params, "keep_checkpoints", None) or []
+    if int(ref.revision) not in kept:
+        have = ", ".join(map(str, kept)) or "none (params.keep_checkpoints keeps some)"
+        raise ScalelabError(
+            f"{where}: @{ref.stage}@{ref.revision}: run {up.model.name} of stage "
+            f"{ref.stage!r} keeps no revision {ref.revision} (revisions: {have})"
+        )
 
 
 def _seeds(spec, name: str, stage: Stage, method, inputs: dict) -> list[int]:
@@ -261,6 +284,11 @@ def _expand_refs(items: list, where: str, produced, found: dict) -> list:
         if ref is None:
             values.append(item)
             continue
+        if ref.revision:
+            raise ScalelabError(
+                f"{where}: {shown(item)}: a revision (@<tokens>) names a model in `models`, "
+                "not a param's run"
+            )
         for up in _matching(ref, produced, where):
             values.append(f"run:{up.run_id}")
             found[up.run_id] = up

@@ -63,6 +63,11 @@ def check_run(task, params: CooldownParams, model, inputs: dict) -> None:
             f"as the model, not {model.name!r}"
         )
     up = ups[0]
+    if model.revision:
+        raise ScalelabError(
+            f"models: {model.name}: a cooldown branch continues its stable run's training "
+            "state (params.branch_tokens), not a kept revision; name the stage (@stage)"
+        )
     if up.method != "pretrain":
         raise ScalelabError(
             f"models: {model.name} is a {up.method!r} run; cooldown branches continue a "
@@ -107,10 +112,13 @@ class CooldownRecipe(PretrainRecipe):
         folder, config = stable_run(ctx.model)
         stable = PretrainParams.model_validate(config["params"])
         self.branch = branch_folder(folder, ctx.params.tokens)
-        params = stable.model_copy(update={"tokens": ctx.params.tokens, "branch_tokens": None})
+        params = stable.model_copy(
+            update={"tokens": ctx.params.tokens, "branch_tokens": None, "keep_checkpoints": None}
+        )
         name = config["model"]
-        model = (ModelRef.for_run(name[4:], folder.parent) if name.startswith("run:")
-                 else resolve_model(name))  # fmt: skip
+        run_id, _, revision = name[4:].partition("@")  # run:<id>, run:<id>@<tokens>
+        model = (ModelRef.for_run(run_id, folder.parent, revision=revision or None)
+                 if name.startswith("run:") else resolve_model(name))  # fmt: skip
         super().__init__(replace(ctx, model=model, params=params))
 
     def setup(self, device):

@@ -180,11 +180,12 @@ class DistillRecipe(PretrainRecipe):
         from scalelab.engine.precision import autocast_for
         from scalelab.methods.teacher_outputs import TeacherOutputs
         from scalelab.models.backends.fingerprint import folder_fingerprint
+        from scalelab.models.registry import model_path
         from scalelab.paths import cache_dir
 
         p = self.args
         root = cache_dir("teacher_outputs") if p.cache_teacher_outputs else None
-        fingerprint = folder_fingerprint(ref.path) if root else ""
+        fingerprint = folder_fingerprint(model_path(ref)[0]) if root else ""
         return TeacherOutputs(module, fingerprint, p.temperature, p.top_k, root,
                               autocast_for(p.dtype, self.device), p.dtype)  # fmt: skip
 
@@ -329,6 +330,7 @@ register_method(
         check=_check,
         check_run=check_run,
         variants={"classification": DISTILL_CLASSIFIER},
+        products=("model", "revisions"),
         metrics=(
             *PRETRAIN_METRICS,
             *(m for m in CLASSIFICATION_METRICS if m not in PRETRAIN_METRICS),

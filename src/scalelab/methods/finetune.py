@@ -361,10 +361,11 @@ class FinetuneRecipe(Recipe):
         """run_dir/model: the full model (or the LoRA adapter + head) and the tokenizer,
         plus scalelab.json naming the base model, so `load_finetuned` can rebuild it."""
         from scalelab.engine.checkpoint import save_pretrained_atomic
+        from scalelab.models.registry import model_path
 
         ref = self.ctx.model
         info = {
-            "base_model": ref.path if ref.kind in ("local", "run") else ref.name,
+            "base_model": model_path(ref)[0] if ref.kind in ("local", "run") else ref.name,
             "method": "lora" if self.lora else "full",
             "label_names": self.data.label_names,
             "lora": self.lora,

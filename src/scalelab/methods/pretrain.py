@@ -3,7 +3,8 @@
 The batch at step s is `batch_size` random windows of `seq_len + 1` tokens drawn by a
 generator seeded with (seed, s); the loss is the mean next-token cross-entropy (nats). The
 final metrics score the whole validation and test splits with a sliding window
-(eval/lm.py). Products: `model/` (a save_pretrained folder with its tokenizer).
+(eval/lm.py). Products: `model/` (a save_pretrained folder with its tokenizer), and with
+`keep_checkpoints` the same folder at earlier token counts, `revisions/<tokens>/`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class PretrainParams(TrainArgs):
     for: the training state at the first cooldown step of a D-token wsd run (the lr is
     still constant there) is kept in `branches/<D>/`, and a `cooldown` run in a later
     stage finishes it (Hägele et al. 2024, Sec. 4: one stable run, short cooldowns).
+    keep_checkpoints: token counts at which the model is also kept, as a revision of the
+    run's model: at the first optimizer step whose trained tokens reach each count, the
+    model (not the optimizer state) is saved like `model/` in `revisions/<count>/` (name it
+    `@stage@<count>` in a later stage, or `runs/<id>/model@<count>`); how ability grows
+    during training, like Pythia's step revisions.
     parametrization: "standard" (GPT-2's init, one lr) or "mup" (ladder models only: muP's
     init, per-layer Adam lr and weight decay, logit multiplier and attention scale, Yang
     et al. 2022 Tables 3/8, `models/mup.py`), so that the best lr found at one width holds
@@ -49,6 +55,7 @@ class PretrainParams(TrainArgs):
     ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = TrainArgs.ID_OMIT_DEFAULTS | {
         "keep_layers",
         "branch_tokens",
+        "keep_checkpoints",
         "parametrization",
         "mup_base_width",
     }
@@ -67,6 +74,7 @@ class PretrainParams(TrainArgs):
     eval_tokens: PositiveInt = 32768
     keep_layers: list[int] | Literal["every_other"] | None = None
     branch_tokens: list[PositiveInt] | None = None
+    keep_checkpoints: list[PositiveInt] | None = None
     parametrization: Literal["standard", "mup"] = "standard"
     mup_base_width: PositiveInt = 32
 
@@ -98,6 +106,7 @@ def _check(task, params: PretrainParams) -> None:
             f"(batch_size {params.batch_size} x seq_len {task.seq_len} = {batch_tokens})"
         )
     _check_branches(task, params)
+    revision_steps(task, params)
     if params.batch_size < params.grad_accum_steps:
         raise ScalelabError(
             f"params.grad_accum_steps ({params.grad_accum_steps}) exceeds "
@@ -118,6 +127,41 @@ def branch_steps(task, params: PretrainParams) -> dict[int, int]:
 def branch_folder(run_dir: Path, tokens: int) -> Path:
     """Where a stable run keeps the training state of its branch at `tokens`."""
     return Path(run_dir) / "branches" / str(tokens)
+
+
+def revision_steps(task, params: PretrainParams) -> dict[int, int]:
+    """Kept token count -> the optimizer step (1-based) after which its model is saved: the
+    first step whose trained tokens reach the count. Raises ScalelabError (naming
+    params.keep_checkpoints) for a count below one batch or beyond the tokens the run
+    trains, and for two counts on one step."""
+    batch_tokens = params.batch_size * task.seq_len
+    total = params.tokens // batch_tokens
+    out: dict[int, int] = {}
+    by_step: dict[int, int] = {}
+    for n in params.keep_checkpoints or ():
+        if n < batch_tokens:
+            raise ScalelabError(
+                f"params.keep_checkpoints: {n} is less than one batch (batch_size "
+                f"{params.batch_size} x seq_len {task.seq_len} = {batch_tokens} tokens)"
+            )
+        if n > total * batch_tokens:
+            raise ScalelabError(
+                f"params.keep_checkpoints: {n} is more than the run trains (params.tokens "
+                f"{params.tokens}: {total} steps of {batch_tokens} = {total * batch_tokens} tokens)"
+            )
+        step = -(-n // batch_tokens)
+        if step in by_step:
+            raise ScalelabError(
+                f"params.keep_checkpoints: {by_step[step]} and {n} are both saved at step "
+                f"{step} ({batch_tokens} tokens a step)"
+            )
+        by_step[step], out[n] = n, step
+    return out
+
+
+def revision_folder(run_dir: Path, tokens: int) -> Path:
+    """Where a run keeps its model at `tokens` (`keep_checkpoints`)."""
+    return Path(run_dir) / "revisions" / str(tokens)
 
 
 def _check_branches(task, params: PretrainParams) -> None:
@@ -265,9 +309,11 @@ class PretrainRecipe(Recipe):
         total = p.tokens // (B * T)
         self.total = total
         snapshots = {s: branch_folder(ctx.run_dir, d) for d, s in branch_steps(task, p).items()}
+        revisions = {s: revision_folder(ctx.run_dir, n)
+                     for n, s in revision_steps(task, p).items()}  # fmt: skip
         return Plan(model=model, phases=[Phase("train", total)], eval_at_start=True,
-                    eval_every=p.eval_every or max(1, total // 10),
-                    snapshots=snapshots, lr_mults=mup and mup.lr_mults,
+                    eval_every=p.eval_every or max(1, total // 10), snapshots=snapshots,
+                    revisions=revisions, lr_mults=mup and mup.lr_mults,
                     wd_mults=mup and mup.wd_mults)  # fmt: skip
 
     def batch(self, step: int):
@@ -286,11 +332,24 @@ class PretrainRecipe(Recipe):
                                    max_tokens=self.args.eval_tokens)  # fmt: skip
         return {"val_loss": val.loss}
 
+    def save_revision(self, model, folder: Path) -> None:
+        """`model` as a plain GPT-2 (muP's multipliers folded into a copy's weights) with
+        its tokenizer, a save_pretrained folder written atomically: the final `model/` and
+        each revision alike."""
+        import copy
+
+        from scalelab.engine.checkpoint import save_pretrained_atomic
+        from scalelab.models.mup import fold_mup, mup_of
+
+        if mup_of(model) is not None:  # folding changes the weights: training goes on
+            model = copy.deepcopy(model)
+            fold_mup(model)
+        save_pretrained_atomic(folder, model, self.data.tokenizer)
+
     def finish(self, model, state) -> RunResult:
         """Final sliding-window evaluation, the saved model folder, and the metrics."""
         import torch
 
-        from scalelab.engine.checkpoint import save_pretrained_atomic
         from scalelab.eval.lm import sliding_window_score
         from scalelab.models.build import count_params
         from scalelab.models.mup import fold_mup
@@ -305,7 +364,7 @@ class PretrainRecipe(Recipe):
             for split in ("validation", "test")
         }  # fmt: skip
         fold_mup(model)  # muP's multipliers into the weights: a plain GPT-2 is saved
-        save_pretrained_atomic(self.ctx.run_dir / "model", model, data.tokenizer)
+        self.save_revision(model, self.ctx.run_dir / "model")
         # The curve's last point becomes the evaluation the table reports (the periodic
         # passes score the first `eval_tokens` tokens in non-overlapping windows: cheaper,
         # and biased upwards); the periodic estimate at that step is kept beside it.
@@ -369,6 +428,6 @@ register_method(
         check=_check,
         check_run=check_run,
         metrics=PRETRAIN_METRICS,
-        products=("model", "branches"),
+        products=("model", "branches", "revisions"),
     )
 )

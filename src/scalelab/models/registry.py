@@ -38,6 +38,7 @@ def register_pretrained(entry: PretrainedEntry) -> PretrainedEntry:
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+_REVISION = re.compile(r"[0-9]+")  # a run's kept model: a token count
 _HTTP = re.compile(r"^https?://[^#\s]+#\S+$")
 KINDS = ("ladder", "registered", "local", "hub", "run", "http")
 
@@ -51,7 +52,9 @@ class ModelRef:
     run (the `model/` product of another run of the grid) | http (an OpenAI-compatible
     endpoint, written `http://host:port/v1#model-name`).
     `name` is what the spec wrote (for display); `path` the folder, Hub id or base URL;
-    `revision` a Hub revision; `run_id` the producing run; `remote` the endpoint's model.
+    `revision` a Hub revision, or for a run product or local folder one of the run's kept
+    models (`revisions/<revision>/` beside `model/`: `runs/<id>/model@2000000`,
+    `@stage@2000000`); `run_id` the producing run; `remote` the endpoint's model.
     """
 
     name: str
@@ -66,16 +69,24 @@ class ModelRef:
             raise ValueError(f"unknown model reference kind {self.kind!r}")
 
     @classmethod
-    def for_run(cls, run_id: str, runs_dir: Path, name: str | None = None) -> ModelRef:
-        """The model product (`runs/<run_id>/model`) of another run."""
+    def for_run(
+        cls, run_id: str, runs_dir: Path, name: str | None = None, revision: str | None = None
+    ) -> ModelRef:
+        """The model product (`runs/<run_id>/model`) of another run, or with `revision` the
+        model it kept at that many tokens (`runs/<run_id>/revisions/<revision>`)."""
         folder = Path(runs_dir) / run_id / "model"
-        return cls(name or f"run:{run_id}", "run", path=str(folder), run_id=run_id)
+        at = f"@{revision}" if revision else ""
+        return cls(name or f"run:{run_id}{at}", "run", path=str(folder), run_id=run_id,
+                   revision=revision)  # fmt: skip
 
     @property
     def config_name(self) -> str:
-        """What a run's config (and so its id) records for this model: the written name,
-        except a run product, which is recorded by its producing run's id."""
-        return f"run:{self.run_id}" if self.kind == "run" else self.name
+        """What a run's config (and so its id) records for this model: the written name
+        (with its `@revision`), except a run product, which is recorded by its producing
+        run's id (`run:<id>`, `run:<id>@<revision>`)."""
+        if self.kind != "run":
+            return self.name
+        return f"run:{self.run_id}" + (f"@{self.revision}" if self.revision else "")
 
 
 def resolve_model(name: str) -> ModelRef:
@@ -95,6 +106,11 @@ def resolve_model(name: str) -> ModelRef:
         return ModelRef(name, "http", path=base.rstrip("/"), remote=remote)
     if (local := _local_folder(name)) is not None:
         return ModelRef(name, "local", path=str(local))
+    base, at, revision = name.rpartition("@")
+    if at and _REVISION.fullmatch(revision) and (local := _local_folder(base)) is not None:
+        ref = ModelRef(name, "local", path=str(local), revision=revision)
+        revision_folder(ref)  # a revision that is not there fails now, naming those that are
+        return ref
     if _HUB_ID.match(name):
         hub_id, _, revision = name.partition("@")
         ref = ModelRef(name, "hub", path=hub_id, revision=revision or None)
@@ -140,14 +156,35 @@ def as_ref(model: str | ModelRef) -> ModelRef:
     return model if isinstance(model, ModelRef) else resolve_model(model)
 
 
+def revision_folder(ref: ModelRef) -> Path:
+    """The folder of a run's kept model (`keep_checkpoints`) that a run or local reference
+    with a revision names: `<run folder>/revisions/<revision>`, where the run folder is the
+    producing run's (kind run), or the local folder itself when it has `revisions/`, else
+    the folder above it (a run's `model/`). Raises ScalelabError naming the revisions that
+    exist when this one does not."""
+    path = Path(str(ref.path))
+    run_dir = path if (path / "revisions").is_dir() else path.parent
+    folder = run_dir / "revisions" / str(ref.revision)
+    if not folder.is_dir():
+        kept = run_dir / "revisions"
+        have = sorted((p.name for p in kept.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda n: (len(n), n)) if kept.is_dir() else []  # fmt: skip
+        raise ScalelabError(
+            f"model {shown(ref.name)}: no revision {shown(str(ref.revision))} in {kept} "
+            f"(revisions: {', '.join(have) or 'none; pretrain keeps them with keep_checkpoints'})"
+        )
+    return folder
+
+
 def model_path(ref: ModelRef) -> tuple[str, dict]:
-    """The `from_pretrained` argument and extra kwargs for a non-ladder local model."""
+    """The `from_pretrained` argument and extra kwargs for a non-ladder local model (a run
+    or local reference with a revision: that revision's folder, `revision_folder`)."""
     if ref.kind == "registered":
         entry = PRETRAINED.get(ref.name)
         kwargs = {"gguf_file": entry.gguf_file} if entry.gguf_file else {}
         return str(entry.locate()), kwargs
     if ref.kind in ("local", "run"):
-        return str(ref.path), {}
+        return str(revision_folder(ref) if ref.revision else ref.path), {}
     if ref.kind == "hub":
         check_hub_available(ref)  # the network may have gone since the spec was checked
         return str(ref.path), ({"revision": ref.revision} if ref.revision else {})
