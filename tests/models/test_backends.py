@@ -94,7 +94,7 @@ def loaded(folder: Path) -> tuple:
     return backend.module, backend.tokenizer
 
 
-def manual(model, tok, context: str, continuation: str) -> tuple[float, bool]:
+def manual(model, tok, context: str, continuation: str) -> tuple[float, bool, int]:
     """log p(continuation | context) from one unbatched forward pass and log_softmax."""
     ctx = tok(context)["input_ids"] if context else [tok.eos_token_id]
     ids = (
@@ -112,7 +112,7 @@ def manual(model, tok, context: str, continuation: str) -> tuple[float, bool]:
     targets = range(first, len(ids))
     total = sum(logp[i - 1, ids[i]].item() for i in targets)
     greedy = all(logp[i - 1].argmax().item() == ids[i] for i in targets)
-    return total, greedy
+    return total, greedy, len(targets)
 
 
 def test_loglikelihood_equals_manual_log_softmax(tiny):
@@ -120,12 +120,12 @@ def test_loglikelihood_equals_manual_log_softmax(tiny):
     backend = open_backend(str(folder))
     assert isinstance(backend, LocalBackend)  # local backends are not cached by default
     got = backend.loglikelihood(PAIRS)
-    for (context, continuation), (logprob, greedy) in zip(PAIRS, got, strict=True):
-        want, want_greedy = manual(model, tok, context, continuation)
+    for (context, continuation), (logprob, greedy, n) in zip(PAIRS, got, strict=True):
+        want, want_greedy, want_n = manual(model, tok, context, continuation)
         assert logprob == pytest.approx(want, abs=1e-5), (context, continuation)
-        assert greedy == want_greedy
+        assert greedy == want_greedy and n == want_n
         assert logprob < 0
-    assert backend.loglikelihood([("the cat", "")]) == [(0.0, True)]
+    assert backend.loglikelihood([("the cat", "")]) == [(0.0, True, 0)]
 
 
 def test_batched_equals_unbatched(tiny):
@@ -168,7 +168,7 @@ def test_rolling_equals_manual_and_long_texts_use_windows(tiny):
     folder, model, tok = tiny
     backend = open_backend(str(folder))
     text = "the cat sat on the mat"
-    want, _ = manual(model, tok, "", text)
+    want, _, _ = manual(model, tok, "", text)
     long = sentences(20)  # several 64-token windows
     short_lp, long_lp = backend.loglikelihood_rolling([text, long])
     assert short_lp == pytest.approx(want, abs=1e-5)
@@ -294,3 +294,30 @@ def test_caching_backend_reruns_free_and_never_serves_another_model(tiny, tmp_pa
     swapped = CachingBackend(Counting(open_backend(str(other))), cache)
     fresh = swapped.loglikelihood(PAIRS)
     assert swapped.inner.calls == len(PAIRS) and fresh != first[0][: len(PAIRS)]
+
+
+def test_choices_sharing_a_long_context_score_as_alone(tiny, monkeypatch):
+    """A question's choices run their shared context once (spans.score_shared): each score
+    must equal the independent log_softmax of that request alone."""
+    from scalelab.models.backends import spans
+
+    folder, model, tok = tiny
+    context = sentences(4, seed=3)
+    # The tiny model's 64-token window: a lower bar for "long", and count the shared calls.
+    monkeypatch.setattr(spans, "SHARE_MIN_TOKENS", 16)
+    assert len(tok(context)["input_ids"]) >= 16
+    calls = []
+    real = spans.score_shared
+    monkeypatch.setattr(spans, "score_shared", lambda *a: calls.append(a) or real(*a))
+    choices = [" the cat sat", " the cat ran to the big red house", " a", "", " the big dog"]
+    pairs = [(context, c) for c in choices] + [("a dog", " ran")]  # plus a short request
+    backend = open_backend(str(folder), batch_size=3)  # the choices split over two chunks
+    got = backend.loglikelihood(pairs)
+    for (ctx, cont), (logprob, greedy, n) in zip(pairs, got, strict=True):
+        if not cont:
+            assert (logprob, greedy, n) == (0.0, True, 0)
+            continue
+        want, want_greedy, want_n = manual(model, tok, ctx, cont)
+        assert logprob == pytest.approx(want, abs=1e-4), cont
+        assert (greedy, n) == (want_greedy, want_n)
+    assert [len(c[1]) for c in calls] == [3, 1]  # four choices (one empty) in chunks of 3

@@ -106,6 +106,7 @@ def report_command(
         required = beats is not None
         axes_required = bool(best_over)
         best_over = best_over or exp.spec.report.best_over
+        pairs = pairs or [tuple(p.split(":")) for p in exp.spec.report.loss_to_loss]
         beats = beats or exp.spec.report.beats
         metric = metric or exp.spec.report.metric
         margin = exp.spec.report.margin if margin is None else margin

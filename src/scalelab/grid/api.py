@@ -42,7 +42,8 @@ class Experiment:
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(runs table, curves table) for the runs this spec expands to, in grid order."""
         ids = [r.run_id for r in self.runs]
-        return with_variants(self.store.table(ids), self.runs), self.store.curves(ids)
+        table = with_evaluations(with_variants(self.store.table(ids), self.runs), self.runs)
+        return table, self.store.curves(ids)
 
     def planned(self) -> pd.DataFrame:
         """Every run the spec plans, done or not: run_id, stage, then the flattened config
@@ -97,14 +98,19 @@ def open_experiment(
     dependency outside the grid, a cycle, or something at the store path that is not a
     results database (a directory, an empty or garbage file).
     """
-    from scalelab.grid.executors import check_executor
-
     spec = load_spec(spec_path)
     if output_dir is not None:
         spec = spec.model_copy(update={"output_dir": str(output_dir)})
     if executor is not None:
         runtime = spec.runtime.model_copy(update={"executor": executor})
         spec = spec.model_copy(update={"runtime": runtime})
+    return experiment_of(spec)
+
+
+def experiment_of(spec: ExperimentSpec) -> Experiment:
+    """`open_experiment` for a spec already loaded (e.g. one a command generated)."""
+    from scalelab.grid.executors import check_executor
+
     check_executor(spec.runtime)
     store = ResultsStore(spec.store_path, readonly_reads=True)
     exp = Experiment(spec=spec, runs=expand(spec), store=store)
@@ -131,6 +137,44 @@ def with_variants(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
     at = list(out.columns).index("method") + 1 if "method" in out else len(out.columns)
     out.insert(at, "variant", out["run_id"].map(by_id))
     return out
+
+
+def with_evaluations(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
+    """`table` where each run whose model other runs evaluated gains their results: for
+    every done `evaluate` run of its product (the final model, not a revision), each
+    quality metric as `<metric>@<task>` (`val_loss@news2017`, `acc@piqa`,
+    `task_loss@piqa-5shot`). So one row holds a model's losses on every corpus and task,
+    as loss-to-loss fits need (`fit --law loss-to-loss --x val_loss@wikitext2 --y
+    val_loss@news2017`). Unchanged when nothing is evaluated."""
+    from scalelab.metrics import metrics_for
+
+    evals = [r for r in runs if r.method == "evaluate" and r.model.kind == "run"
+             and not r.model.revision]  # fmt: skip
+    if table.empty or not evals:
+        return table
+    quality = [d.name for d in metrics_for(["evaluate"]) if d.is_quality]
+    rows = table.set_index("run_id")
+    found: dict[str, dict[str, float]] = {}
+    for r in evals:
+        if r.run_id not in rows.index or r.model.run_id not in rows.index:
+            continue
+        row = rows.loc[r.run_id]
+        if row.get("status") != "done":
+            continue
+        shots = getattr(r.params, "shots", 0)
+        where = evaluation_name(r.task.dataset) + (f"-{shots}shot" if shots else "")
+        for m in quality:
+            if m in row and pd.notna(row[m]):
+                found.setdefault(r.model.run_id, {})[f"{m}@{where}"] = float(row[m])
+    if not found:
+        return table
+    return table.join(pd.DataFrame.from_dict(found, orient="index"), on="run_id")
+
+
+def evaluation_name(dataset: str) -> str:
+    """A task's short name in evaluation columns: a registered name as is, a file or
+    folder by its stem (`corpora/news.txt` -> `news`)."""
+    return Path(dataset).stem if ("/" in dataset or "." in dataset) else dataset
 
 
 def label(run: RunSpec) -> str:

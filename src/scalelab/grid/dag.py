@@ -456,6 +456,11 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
     data = local_data_identity(task)
     if data is not None:  # a local corpus: its content, so an edit in place reruns
         config["data"] = data
+    if model.kind == "local":  # a model folder: its files, so a changed checkpoint reruns
+        from scalelab.models.backends.fingerprint import folder_fingerprint
+        from scalelab.models.registry import model_path
+
+        config["model_files"] = folder_fingerprint(model_path(model)[0])
     param_inputs = {
         k: tuple(
             ModelRef.for_run(i, spec.runs_dir, f"@{inputs[i].stage}:{inputs[i].model.name}")

@@ -124,12 +124,23 @@ class ReportOptions(Strict):
     (`params.lr`, `task.*`), each one that varies in the grid: per model (and every other
     config) only the best setting over them counts, chosen on validation
     (`analysis/envelope.py`), and the scaling section draws that envelope beside the runs
-    at each single value."""
+    at each single value. loss_to_loss: "LX:LY" pairs of columns the report fits and draws
+    as loss-to-loss (e.g. `val_loss@wikitext2:val_loss@news2017`, columns that `evaluate`
+    runs of the models add; grid/api.py `with_evaluations`)."""
 
     beats: str | None = Field(None, max_length=MAX_NAME_LEN * 2)
     metric: str | None = Field(None, max_length=MAX_NAME_LEN)
     margin: FiniteFloat = Field(0.0, ge=0)
     best_over: list[str] = Field([], max_length=8)
+    loss_to_loss: list[str] = Field([], max_length=16)
+
+    @field_validator("loss_to_loss")
+    @classmethod
+    def _pairs(cls, v: list[str]) -> list[str]:
+        for pair in v:
+            if pair.count(":") != 1 or not all(pair.split(":")):
+                raise ValueError(f"{shown(pair)}: write LX:LY, e.g. val_loss@a:val_loss@b")
+        return v
 
     @field_validator("best_over", mode="before")
     @classmethod

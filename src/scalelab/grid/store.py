@@ -25,6 +25,7 @@ import math
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path, PurePath
@@ -175,18 +176,31 @@ class ResultsStore:
             build_once(self.path, self._create)
             self.check()  # whatever another process put there meanwhile must be a store too
         with self._sqlite_errors():
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            try:
-                self._require_runs_table(conn)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    _migrate(conn)
-            except BaseException:
-                conn.close()
-                raise
-        return conn
+            for attempt in range(6):
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                try:
+                    self._setup(conn)
+                    return conn
+                except sqlite3.OperationalError as err:
+                    conn.close()
+                    # SQLite answers "locked" at once, without waiting out the timeout, where
+                    # waiting could deadlock (a rollback-journal database, before WAL, that
+                    # several processes open and migrate together): its advice is to retry.
+                    if "locked" not in str(err) or attempt == 5:
+                        raise
+                    time.sleep(0.05 * 2**attempt)
+                except BaseException:
+                    conn.close()
+                    raise
+        raise AssertionError("unreachable")
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        self._require_runs_table(conn)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            _migrate(conn)
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection | None]:

@@ -2,9 +2,10 @@
 
 Tasks are data (pairs of strings, prompts); a backend turns them into numbers and text:
 
-* `loglikelihood([(context, continuation), ...]) -> [(logprob, is_greedy), ...]`: the sum of
-  the natural-log probabilities of the continuation's tokens given the context, and whether
-  every one of those tokens is the model's argmax (greedy) choice.
+* `loglikelihood([(context, continuation), ...]) -> [(logprob, is_greedy, n_tokens), ...]`:
+  the sum of the natural-log probabilities of the continuation's tokens given the context,
+  whether every one of those tokens is the model's argmax (greedy) choice, and how many
+  tokens the continuation is (per-token losses divide by it).
 * `loglikelihood_rolling([text, ...]) -> [logprob, ...]`: the whole text, every token scored.
 * `generate([GenRequest, ...]) -> [text, ...]`: the completion only (prompt not repeated).
 * `fingerprint`: a string that changes whenever the answers may change (weights digest,
@@ -32,10 +33,11 @@ from scalelab.errors import ScalelabError
 
 
 class Loglikelihood(NamedTuple):
-    """One loglikelihood answer; unpacks as `(logprob, is_greedy)`."""
+    """One loglikelihood answer; unpacks as `(logprob, is_greedy, n_tokens)`."""
 
     logprob: float  # natural log, summed over the continuation's tokens (<= 0)
     is_greedy: bool  # every continuation token was the argmax given what precedes it
+    n_tokens: int  # tokens of the continuation (see the module docstring for which)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def continuation_score(
 ) -> Loglikelihood:
     """Sum the logprobs of the tokens from `span_start` on; the text ends at `text_len`."""
     if ctx_len >= text_len:  # empty continuation: log 1, and nothing to be greedy about
-        return Loglikelihood(0.0, True)
+        return Loglikelihood(0.0, True, 0)
     i = span_start(scores.starts, ctx_len)
     span = scores.logprobs[i:]
     if i == 0 or any(lp is None for lp in span):
@@ -120,7 +122,7 @@ def continuation_score(
             "one-token context, or context + continuation longer than the model's window)"
         )
     logprob = float(sum(span))  # python floats: float64 sums, whatever the model dtype
-    return Loglikelihood(logprob, all(bool(g) for g in scores.greedy[i:]))
+    return Loglikelihood(logprob, all(bool(g) for g in scores.greedy[i:]), len(span))
 
 
 def as_pairs(requests: Sequence) -> list[tuple[str, str]]:
@@ -158,10 +160,11 @@ class Backend(ABC):
 
     @abstractmethod
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Loglikelihood]:
-        """[(context, continuation)] -> [(sum of continuation token logprobs, is_greedy)].
+        """[(context, continuation)] -> [(sum of continuation token logprobs, is_greedy,
+        continuation tokens)].
 
         An empty context conditions on the tokenizer's BOS (or EOS) token; an empty
-        continuation scores (0.0, True).
+        continuation scores (0.0, True, 0).
         """
 
     @abstractmethod

@@ -171,11 +171,11 @@ class CachingBackend(Backend):
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Loglikelihood]:
         reqs = list(requests)
         out = self._cached(
-            "loglikelihood",
+            "loglikelihood.v2",  # v2: answers carry n_tokens (v1 rows are not read)
             [list(r) for r in reqs],
             lambda idx: [list(x) for x in self.inner.loglikelihood([reqs[i] for i in idx])],
         )
-        return [Loglikelihood(float(lp), bool(g)) for lp, g in out]
+        return [Loglikelihood(float(lp), bool(g), int(n)) for lp, g, n in out]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         texts = list(texts)

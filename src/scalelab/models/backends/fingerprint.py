@@ -20,10 +20,11 @@ def folder_fingerprint(folder: str | Path, only: str | None = None) -> str:
     """The digest ("sha256:<hex>") of the files that decide a model's answers: every top-level
     file of a `save_pretrained` folder (weights, config, tokenizer), or just `only` (GGUF).
 
-    Files are hashed streaming, and each digest is remembered per process by (path, size,
-    mtime), so asking again for an unchanged 135M model costs a few stat calls.
+    Files are hashed streaming, and each digest is remembered by (path, size, mtime), in
+    the process and under `$SCALELAB_HOME/digests/`, so asking again for an unchanged 135M
+    model costs a few stat calls.
     """
-    from scalelab.data.sources import sha256_file
+    from scalelab.data.sources import sha256_file_cached
 
     folder = Path(folder)
     if only:
@@ -38,7 +39,7 @@ def folder_fingerprint(folder: str | Path, only: str | None = None) -> str:
         st = f.stat()
         memo = (str(f.resolve()), st.st_size, st.st_mtime_ns)
         if memo not in _FILE_DIGESTS:
-            _FILE_DIGESTS[memo] = sha256_file(f)
+            _FILE_DIGESTS[memo] = sha256_file_cached(f)
         total.update(f"{f.name}\t{_FILE_DIGESTS[memo]}\n".encode())
     return "sha256:" + total.hexdigest()
 

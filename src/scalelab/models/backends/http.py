@@ -213,7 +213,7 @@ class HttpBackend(Backend):
         contexts = [c or prefix for c, _ in pairs]
         todo = [i for i, (_, x) in enumerate(pairs) if x]  # an empty continuation needs no call
         scores = self._echo([contexts[i] + pairs[i][1] for i in todo])
-        out = [Loglikelihood(0.0, True)] * len(pairs)
+        out = [Loglikelihood(0.0, True, 0)] * len(pairs)
         for i, s in zip(todo, scores, strict=True):
             full = len(contexts[i]) + len(pairs[i][1])
             out[i] = continuation_score(s, len(contexts[i]), full, f"loglikelihood request {i}")

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from scalelab.errors import ScalelabError
+from scalelab.models.backends import spans
 from scalelab.models.backends.base import (
     Backend,
     Generation,
@@ -24,7 +25,6 @@ from scalelab.models.backends.base import (
     Loglikelihood,
     TokenScores,
     as_pairs,
-    continuation_score,
     span_start,
 )
 from scalelab.models.backends.fingerprint import folder_fingerprint, weights_digest
@@ -182,17 +182,7 @@ class LocalBackend(Backend):
 
     def _batches(self, seqs: list[list[int]]) -> Iterator[list[int]]:
         """Indices of `seqs`, longest first, in batches within batch_size and batch_tokens."""
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        batch: list[int] = []
-        for i in order:
-            width = len(seqs[batch[0]]) if batch else len(seqs[i])
-            full = len(batch) >= self.batch_size or (len(batch) + 1) * width > self.batch_tokens
-            if batch and full:
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+        return spans.batches([len(s) for s in seqs], self.batch_size, self.batch_tokens)
 
     def score_ids(self, seqs: list[list[int]], top_k: int = 0) -> list[dict[str, list]]:
         """Per sequence, for positions 1..n-1: "logprobs" (log p(token | before)), "greedy"
@@ -253,17 +243,46 @@ class LocalBackend(Backend):
         return result
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Loglikelihood]:
+        """Continuation scores (see Backend). Only the continuations' logits are computed,
+        and requests with one long context (a question's choices) run it once
+        (`spans.py`); a text longer than the window keeps its last `max_length` tokens."""
         pairs = as_pairs(requests)
-        texts, ctx_lens = [], []
-        for context, continuation in pairs:
+        seqs, firsts = [], []
+        for i, (context, continuation) in enumerate(pairs):
             context = context or self._prefix("loglikelihood")
-            texts.append(context + continuation)
-            ctx_lens.append(len(context))
-        scores = self.token_scores(texts)
-        return [
-            continuation_score(s, n, len(t), f"loglikelihood request {i}")
-            for i, (s, n, t) in enumerate(zip(scores, ctx_lens, texts, strict=True))
-        ]
+            ids, starts = self.encode(context + continuation)
+            cut = max(len(ids) - self.max_length, 0)
+            first = span_start(starts, len(context)) if continuation else len(ids)
+            if continuation and first - cut < 1:
+                raise ScalelabError(
+                    f"loglikelihood request {i}: the continuation has no scored context "
+                    "before it (an empty or one-token context, or context + continuation "
+                    "longer than the model's window)"
+                )
+            seqs.append(ids[cut:])
+            firsts.append(first - cut)
+        scored = self._score_spans(seqs, firsts)
+        return [Loglikelihood(float(sum(lp)), all(g), len(lp)) for lp, g in scored]
+
+    def _score_spans(self, seqs: list[list[int]], firsts: list[int]) -> list[spans.Span]:
+        todo = [i for i, (s, f) in enumerate(zip(seqs, firsts, strict=True)) if f < len(s)]
+        out: list[spans.Span] = [([], [])] * len(seqs)  # empty continuations: (0.0, True)
+        shared, rest = spans.plan_groups([seqs[i] for i in todo], [firsts[i] for i in todo])
+        pad = self.tokenizer.pad_token_id or 0
+        with self._inference():
+            for first, members in shared:
+                for k in range(0, len(members), self.batch_size):
+                    idx = [todo[m] for m in members[k : k + self.batch_size]]
+                    got = spans.score_shared(self.module, [seqs[i] for i in idx], first)
+                    out = _put(out, idx, got)
+            rest = [todo[m] for m in rest]
+            for batch in self._batches([seqs[i] for i in rest]):
+                idx = [rest[b] for b in batch]
+                got = spans.score_batch(
+                    self.module, [seqs[i] for i in idx], [firsts[i] for i in idx], pad
+                )
+                out = _put(out, idx, got)
+        return out
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         """Whole-text log-likelihoods. A text longer than the window is cut into windows of
@@ -297,3 +316,9 @@ class LocalBackend(Backend):
         from scalelab.models.backends.generation import run_generation
 
         return run_generation(self, list(requests))
+
+
+def _put(out: list, idx: list[int], got: list) -> list:
+    for i, g in zip(idx, got, strict=True):
+        out[i] = g
+    return out

@@ -1,0 +1,218 @@
+"""evaluate: score a model on a task without training it.
+
+* multiple_choice tasks (`data/multiple_choice.py`): each question's choices scored by
+  log-likelihood through the model's backend (local weights or an OpenAI-compatible
+  endpoint), reporting lm-evaluation-harness's acc, acc_norm and acc_bytes, and the task
+  loss of Mayilvahanan et al. 2025 (`eval/multiple_choice.py`). Product: `scores.parquet`,
+  one row per question with every choice's log-likelihood and token count. Scores are
+  appended to `scores.partial.jsonl` chunk by chunk, so a killed run resumes where it was
+  and loses at most the chunk in flight.
+* lm tasks: the corpus loss of any causal LM on the task's validation and test splits,
+  tokenized with the model's own tokenizer and scored with the sliding window pretraining
+  uses (`eval/lm.py`), so a ladder model's loss on another corpus is measured the way its
+  own validation loss was (loss-to-loss fits, Brandfonbrener et al. 2024).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, PositiveInt
+
+from scalelab import metrics as mx
+from scalelab.config import Strict
+from scalelab.errors import ScalelabError
+from scalelab.methods.base import MethodDef, RunContext, RunResult, register_method
+
+PARTIAL = "scores.partial.jsonl"
+SCORES = "scores.parquet"
+
+
+class EvaluateParams(Strict):
+    """shots: few-shot examples before each question (lm-eval's num_fewshot); limit: only
+    the first `limit` questions of the evaluation split (lm-eval's --limit); dtype: the
+    weights' dtype for local models (None: the checkpoint's); batch_size: sequences per
+    forward pass (local) or per request (HTTP), left out of run ids (it moves nothing but
+    float rounding)."""
+
+    ID_OMIT: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+
+    shots: int = Field(0, ge=0, le=64)
+    limit: PositiveInt | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    batch_size: PositiveInt = 16
+
+
+def _open(ctx: RunContext):
+    from transformers.utils import logging as hf_logging
+
+    from scalelab.engine.devices import prepare_device
+    from scalelab.models.backends import open_backend
+
+    hf_logging.disable_progress_bar()  # the grid's display shows progress
+    p = ctx.params
+    if ctx.model.kind == "http":  # cached by default: a rerun asks the server nothing again
+        return open_backend(ctx.model, batch_size=p.batch_size)
+    device = prepare_device(ctx.runtime)
+    return open_backend(ctx.model, device=str(device), dtype=p.dtype, batch_size=p.batch_size)
+
+
+def _read_partial(path: Path, repair: bool = False) -> dict[int, dict]:
+    """doc_id -> saved score row. A torn last line (a kill mid-write) ends the reading;
+    with `repair` the file is cut back to the last whole line, so appends follow it."""
+    rows: dict[int, dict] = {}
+    if not path.exists():
+        return rows
+    good = 0  # bytes of whole, valid lines
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
+                row = json.loads(line)
+                rows[int(row["doc_id"])] = row
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(line)
+    if repair and good < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def run_multiple_choice(ctx: RunContext) -> RunResult:
+    """Score the task's questions (resuming from saved chunks), write the product, return
+    the metrics. Raises ScalelabError for zero questions or a non-finite score."""
+    import time
+
+    import pandas as pd
+
+    from scalelab.data.multiple_choice import load_mc_task
+    from scalelab.eval.multiple_choice import QuestionScore, mc_metrics, score_questions
+    from scalelab.io import atomic_write
+
+    t0 = time.perf_counter()
+    p = ctx.params
+    task = load_mc_task(ctx.task.dataset)
+    questions = task.questions(p.shots, p.limit)
+    partial = ctx.run_dir / PARTIAL
+    saved = _read_partial(partial, repair=True)
+    known = {q.doc_id for q in questions}
+    if not set(saved) <= known:  # another task or shot count wrote here: start again
+        saved = {}
+        partial.unlink(missing_ok=True)
+    todo = [q for q in questions if q.doc_id not in saved]
+    ctx.report({"step": len(saved), "total": len(questions), "info": "questions scored"})
+
+    def keep(chunk: list[QuestionScore]) -> None:
+        with partial.open("a", encoding="utf-8") as f:
+            for s in chunk:
+                f.write(json.dumps(s.as_row()) + "\n")
+            f.flush()
+        keep.n += len(chunk)
+        ctx.report({"step": keep.n, "total": len(questions), "info": "questions scored"})
+
+    keep.n = len(saved)
+    with _open(ctx) as backend:
+        score_questions(backend, todo, done=keep)
+    rows = _read_partial(partial)
+    scores = [_from_row(rows[q.doc_id]) for q in questions]
+    bad = [s.doc_id for s in scores if not all(math.isfinite(x) for x in s.ll)]
+    if bad:
+        raise ScalelabError(f"non-finite log-likelihoods for questions {bad[:5]}: not stored")
+    metrics = mc_metrics(scores)
+    frame = pd.DataFrame([s.as_row() for s in scores])
+    atomic_write(ctx.run_dir / SCORES, lambda tmp: frame.to_parquet(tmp, index=False))
+    partial.unlink(missing_ok=True)
+    metrics.update(shots=p.shots, wall_s=time.perf_counter() - t0)
+    return RunResult(metrics)
+
+
+def _from_row(row: dict):
+    from scalelab.eval.multiple_choice import QuestionScore
+
+    return QuestionScore(
+        int(row["doc_id"]), int(row["gold"]), tuple(row["choices"]), tuple(row["ll"]),
+        tuple(row["n_tokens"]), tuple(row["greedy"]),
+    )  # fmt: skip
+
+
+def run_lm(ctx: RunContext) -> RunResult:
+    """The model's loss on the task's validation and test text (sliding window)."""
+    import time
+
+    from scalelab.data.lm_tokens import prepare_lm_data
+    from scalelab.eval.lm import sliding_window_score
+    from scalelab.models.build import count_params
+
+    t0 = time.perf_counter()
+    if ctx.model.kind == "http":
+        raise ScalelabError(
+            f"model {ctx.model.name!r}: corpus loss needs local weights (an HTTP model "
+            "can evaluate multiple_choice tasks)"
+        )
+    task = ctx.task
+    with _open(ctx) as backend:
+        model, tokenizer = backend.module, backend.tokenizer
+        data = prepare_lm_data(task, tokenizer=tokenizer, report=ctx.report)
+        window = min(task.eval.window or task.seq_len, backend.max_length)
+        stride = min(task.eval.stride or window // 2, window)
+        metrics: dict[str, float] = {}
+        for split, prefix in (("validation", "val"), ("test", "test")):
+            score = sliding_window_score(
+                model, data.ids[split], window, stride, task.eval.max_tokens,
+                batch_size=max(1, ctx.params.batch_size // 2),
+            )  # fmt: skip
+            metrics[f"{prefix}_loss"], metrics[f"{prefix}_ppl"] = score.loss, score.ppl
+        non_emb, total = count_params(model)
+    metrics.update(non_embedding_params=non_emb, total_params=total,
+                   wall_s=time.perf_counter() - t0)  # fmt: skip
+    return RunResult(metrics)
+
+
+UNIT = (0.0, 1.0)
+MC_METRICS = (
+    mx.MetricDef("acc", True, ".4f", "accuracy: the most likely choice is the gold one",
+                 bounds=UNIT),
+    mx.MetricDef("acc_norm", True, ".4f", "accuracy, log-likelihood per character of the "
+                 "choice (lm-eval's acc_norm)", bounds=UNIT),
+    mx.MetricDef("acc_bytes", True, ".4f", "accuracy, log-likelihood per UTF-8 byte",
+                 bounds=UNIT),
+    mx.MetricDef("task_loss", False, ".4f", "gold choice's negative log-likelihood per "
+                 "token, nats (LLMs on the Line's task loss)"),
+    mx.MetricDef("acc_stderr", None, ".4f", "standard error of acc over questions", "info"),
+    mx.MetricDef("acc_norm_stderr", None, ".4f", "standard error of acc_norm", "info"),
+    mx.MetricDef("acc_bytes_stderr", None, ".4f", "standard error of acc_bytes", "info"),
+    mx.MetricDef("n_questions", None, ",d", "questions scored", "info"),
+    mx.MetricDef("shots", None, ",d", "few-shot examples per question", "info"),
+    mx.WALL_S,
+)  # fmt: skip
+LM_METRICS = (
+    mx.VAL_LOSS,
+    mx.MetricDef("val_ppl", False, ".2f", "validation perplexity, exp(val_loss)"),
+    mx.TEST_LOSS,
+    mx.MetricDef("test_ppl", False, ".2f", "test perplexity, exp(test_loss)"),
+    mx.NON_EMBEDDING_PARAMS,
+    mx.TOTAL_PARAMS,
+    mx.WALL_S,
+)
+
+_DESCRIPTION = "score a model without training (multiple choice, or corpus loss)"
+register_method(
+    MethodDef(
+        name="evaluate",
+        params=EvaluateParams,
+        entry="scalelab.methods.evaluate:run_multiple_choice",
+        task_kinds=("multiple_choice", "lm"),
+        description=_DESCRIPTION,
+        metrics=MC_METRICS + tuple(m for m in LM_METRICS if m not in MC_METRICS),
+        products=(SCORES,),
+        variants={
+            "lm": MethodDef("evaluate", EvaluateParams, "scalelab.methods.evaluate:run_lm",
+                            ("lm",), _DESCRIPTION, metrics=LM_METRICS, products=())
+        },
+    )
+)  # fmt: skip

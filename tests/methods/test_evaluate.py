@@ -1,0 +1,147 @@
+"""The `evaluate` method: multiple-choice scores through the grid, resume, a changed
+checkpoint evaluated again, an HTTP model, and corpus loss of a run's model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import WORDS, cli, run_stages, save_tiny, write_spec
+
+from scalelab.data.multiple_choice import load_mc_task
+from scalelab.eval.multiple_choice import mc_metrics, score_questions
+from scalelab.grid.api import load_experiment_tables
+from scalelab.models.backends import open_backend
+
+
+def write_task(folder: Path, n: int = 30) -> Path:
+    """A task file and its data: which of three words ends a short sentence."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test.jsonl", "w") as f:
+        for _ in range(n):
+            words = rng.sample(WORDS, 7)
+            doc = {"text": " ".join(words[:4]), "options": words[4:], "label": rng.randrange(3)}
+            f.write(json.dumps(doc) + "\n")
+    (folder / "task.yaml").write_text(
+        "task: tiny_words\ndataset: test.jsonl\ntest_split: test\n"
+        "doc_to_text: '{{text}}'\ndoc_to_choice: '{{options}}'\ndoc_to_target: label\n"
+    )
+    return folder / "task.yaml"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    model = save_tiny(tmp_path / "model", "gpt2")
+    return model, write_task(tmp_path / "task")
+
+
+def spec_for(tmp_path, model, task, **params) -> Path:
+    return write_spec(tmp_path / "eval.yaml", name="ev", output_dir=str(tmp_path / "out"),
+                      models=[str(model)], tasks=[{"dataset": str(task)}], methods="evaluate",
+                      params=params, runtime={"threads": 1})  # fmt: skip
+
+
+def test_scores_equal_the_backend_and_a_rerun_skips(setup, tmp_path, capsys):
+    model, task = setup
+    spec = spec_for(tmp_path, model, task, shots=[0, 2])
+    assert cli("run", spec, capsys=capsys)[0] == 0
+    runs = load_experiment_tables(spec)[0].sort_values("params.shots")
+    assert list(runs["params.shots"]) == [0, 2] and set(runs.status) == {"done"}
+    for _, row in runs.iterrows():
+        questions = load_mc_task(str(task)).questions(int(row["params.shots"]))
+        want = mc_metrics(score_questions(open_backend(str(model)), questions))
+        for key in ("acc", "acc_norm", "acc_bytes", "task_loss", "n_questions"):
+            assert row[key] == pytest.approx(want[key], abs=1e-6), key
+        scores = pd.read_parquet(tmp_path / "out" / "runs" / row.run_id / "scores.parquet")
+        assert len(scores) == 30 and list(scores.doc_id) == list(range(30))
+        assert all(len(ll) == 3 for ll in scores.ll)
+        assert not (tmp_path / "out" / "runs" / row.run_id / "scores.partial.jsonl").exists()
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0 and "0 done" in out and "2 already done" in out
+
+
+def test_a_changed_checkpoint_under_the_same_name_is_evaluated_again(setup, tmp_path, capsys):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    model, task = setup
+    spec = spec_for(tmp_path, model, task)
+    assert cli("run", spec, capsys=capsys)[0] == 0
+    before = load_experiment_tables(spec)[0].iloc[0]
+    m = GPT2LMHeadModel.from_pretrained(model)
+    with torch.no_grad():
+        m.lm_head.weight.mul_(3.0)  # other weights, same folder and name
+    m.save_pretrained(model)
+    code, out, _ = cli("run", spec, capsys=capsys)
+    assert code == 0 and "1 done" in out
+    after = load_experiment_tables(spec)[0].iloc[0]
+    assert after.run_id != before.run_id and after.task_loss != before.task_loss
+
+
+def test_resume_keeps_the_saved_chunks_and_drops_a_torn_line(setup, tmp_path):
+    """What a killed run left (complete chunks, then half a line) is read back; only the
+    questions not saved are scored."""
+    from scalelab.grid.spec import Runtime
+    from scalelab.methods.base import RunContext
+    from scalelab.methods.evaluate import EvaluateParams, run_multiple_choice
+    from scalelab.models.registry import resolve_model
+
+    model, task = setup
+    questions = load_mc_task(str(task)).questions(0)
+    saved = score_questions(open_backend(str(model)), questions[:10])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "scores.partial.jsonl", "w") as f:
+        for s in saved:  # saved answers made all wrong: proof they are not scored again
+            row = s.as_row()
+            row["ll"] = [0.0 if i != s.gold else -50.0 for i in range(3)]
+            f.write(json.dumps(row) + "\n")
+        f.write('{"doc_id": 10, "gold": 1, "ll": [-1.0')  # the kill hit mid-line
+    task_model = type("T", (), {"dataset": str(task), "kind": "multiple_choice"})()
+    ctx = RunContext("r", resolve_model(str(model)), task_model, EvaluateParams(), 0, run_dir,
+                     Runtime(threads=1))  # fmt: skip
+    got = run_multiple_choice(ctx).metrics
+    fresh = score_questions(open_backend(str(model)), questions[10:])
+    want = sum(s.pick() == s.gold for s in fresh) / 30  # the 10 saved ones count as wrong
+    assert got["acc"] == pytest.approx(want) and got["n_questions"] == 30
+    assert not (run_dir / "scores.partial.jsonl").exists()
+    assert len(pd.read_parquet(run_dir / "scores.parquet")) == 30
+
+
+@pytest.mark.slow
+def test_an_http_model_through_scalelab_serve_scores_like_local(setup, tmp_path, capsys):
+    from scalelab.testing import ServeProcess
+
+    model, task = setup
+    server = ServeProcess(model, tmp_path / "serve.log", name="tiny", home=tmp_path / "h")
+    try:
+        server.wait(600)
+        spec = write_spec(tmp_path / "both.yaml", name="both", output_dir=str(tmp_path / "o"),
+                          models=[str(model), f"{server.url}#tiny"],
+                          tasks=[{"dataset": str(task)}], methods="evaluate",
+                          params={"shots": 2}, runtime={"threads": 1})  # fmt: skip
+        assert cli("run", spec, capsys=capsys)[0] == 0
+    finally:
+        server.stop()
+    runs = load_experiment_tables(spec)[0]
+    local, http = (runs[runs.model.str.startswith("http") == flag].iloc[0] for flag in (0, 1))
+    for key in ("acc", "acc_norm", "acc_bytes", "task_loss"):
+        assert http[key] == pytest.approx(local[key], abs=1e-4), key
+
+
+def test_corpus_loss_of_a_run_model_equals_its_own_validation_loss(tmp_path, corpus, capsys):
+    """evaluate on the corpus a model was trained on measures what pretraining reported."""
+    stages = {
+        "train": {"models": ["gpt-d1"], "methods": ["pretrain"],
+                  "params": {"tokens": 8 * 32 * 20, "batch_size": 8}},
+        "score": {"models": ["@train"], "methods": ["evaluate"]},
+    }  # fmt: skip
+    runs = run_stages(tmp_path, corpus, stages, capsys)
+    train, score = (runs[runs.method == m].iloc[0] for m in ("pretrain", "evaluate"))
+    assert score.val_loss == pytest.approx(train.val_loss, rel=1e-5)
+    assert score.test_loss == pytest.approx(train.test_loss, rel=1e-5)
+    assert score.non_embedding_params == train.non_embedding_params
