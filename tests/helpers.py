@@ -154,3 +154,20 @@ def sweep_table() -> pd.DataFrame:
                              "non_embedding_params": n, "val_loss": val,
                              "test_loss": test})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def write_mc_task(folder: Path, name: str = "task", n: int = 30) -> Path:
+    """A multiple-choice task file `<name>.yaml` and its data: which of three words ends a
+    short sentence (the label is random: a tiny model is near chance, as it should be)."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.jsonl", "w") as f:
+        for _ in range(n):
+            words = rng.sample(WORDS, 7)
+            doc = {"text": " ".join(words[:4]), "options": words[4:], "label": rng.randrange(3)}
+            f.write(json.dumps(doc) + "\n")
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset: {name}.jsonl\ntest_split: test\n"
+        "doc_to_text: '{{text}}'\ndoc_to_choice: '{{options}}'\ndoc_to_target: label\n"
+    )
+    return folder / f"{name}.yaml"

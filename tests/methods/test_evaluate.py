@@ -4,12 +4,11 @@ checkpoint evaluated again, an HTTP model, and corpus loss of a run's model."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import WORDS, cli, run_stages, save_tiny, write_spec
+from helpers import cli, run_stages, save_tiny, write_mc_task, write_spec
 
 from scalelab.data.multiple_choice import load_mc_task
 from scalelab.eval.multiple_choice import mc_metrics, score_questions
@@ -17,26 +16,10 @@ from scalelab.grid.api import load_experiment_tables
 from scalelab.models.backends import open_backend
 
 
-def write_task(folder: Path, n: int = 30) -> Path:
-    """A task file and its data: which of three words ends a short sentence."""
-    rng = random.Random(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "test.jsonl", "w") as f:
-        for _ in range(n):
-            words = rng.sample(WORDS, 7)
-            doc = {"text": " ".join(words[:4]), "options": words[4:], "label": rng.randrange(3)}
-            f.write(json.dumps(doc) + "\n")
-    (folder / "task.yaml").write_text(
-        "task: tiny_words\ndataset: test.jsonl\ntest_split: test\n"
-        "doc_to_text: '{{text}}'\ndoc_to_choice: '{{options}}'\ndoc_to_target: label\n"
-    )
-    return folder / "task.yaml"
-
-
 @pytest.fixture
 def setup(tmp_path):
     model = save_tiny(tmp_path / "model", "gpt2")
-    return model, write_task(tmp_path / "task")
+    return model, write_mc_task(tmp_path / "task")
 
 
 def spec_for(tmp_path, model, task, **params) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from browser import chromium, probe, screenshot
-from helpers import cli, save_tiny, write_dataset
+from helpers import cli, save_tiny, write_dataset, write_mc_task
 
 from scalelab.grid.api import open_experiment
 
@@ -30,9 +30,35 @@ def _is_lm(section: dict) -> bool:
     return "seq_len" in tasks or bool({"pretrain", "cooldown"} & _method_names(section))
 
 
+def _named_tasks(section: dict, assets: dict) -> bool:
+    """Several tasks in one section (corpora, multiple-choice tasks): each becomes a tiny
+    one of the same name (`val_loss@news2017` columns keep their names); True if done."""
+    tasks = section.get("tasks")
+    if not (isinstance(tasks, list) and len(tasks) > 1 or "evaluate" in _method_names(section)):
+        return False
+    tiny = []
+    for t in tasks if isinstance(tasks, list) else [tasks]:
+        name = t["dataset"] if isinstance(t, dict) else t
+        if isinstance(t, dict) and "seq_len" in t:
+            tiny.append({"dataset": str(assets["corpus_named"](name)), "kind": "lm",
+                         "seq_len": 32, "tokenizer": {"kind": "byte"},
+                         "eval": {"max_tokens": 2000}})  # fmt: skip
+        else:
+            tiny.append({"dataset": str(assets["mc_task_named"](name))})
+    section["tasks"] = tiny
+    params = section.setdefault("params", {})
+    if "evaluate" in _method_names(section):
+        params.update(limit=8) if "limit" in params else None
+    else:
+        params.update(tokens=8 * 32 * 12, batch_size=8, eval_tokens=512)
+    return True
+
+
 def _shrink(section: dict, assets: dict[str, Path]) -> None:
     """Tiny settings in place: same methods, models (ladder) and sweep axes."""
     params = section.setdefault("params", {})
+    if _named_tasks(section, assets):
+        return
     if _is_lm(section):
         budgets = (section.get("tasks") or {}).get("max_train_tokens")
         section["tasks"] = {"dataset": str(assets["corpus"]), "kind": "lm", "seq_len": 32,
@@ -80,7 +106,10 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     from scalelab.testing import make_corpus
 
     root = tmp_path_factory.mktemp("assets")
+    seeds = iter(range(1, 100))  # each named corpus its own sentences
     return {"corpus": make_corpus(root / "corpus", n_lines=600),
+            "corpus_named": lambda name: make_corpus(root / name, 600, seed=next(seeds)),
+            "mc_task_named": lambda name: write_mc_task(root / "mc", name, n=8),
             "bert": save_tiny(root / "bert", "bert"),
             "bert6": save_tiny(root / "bert6", "bert", n_layer=6),
             "data": write_dataset(root / "data.jsonl", n=90)}  # fmt: skip
@@ -127,6 +156,9 @@ EXPECT = {
                     "When to distill: the distillation scaling law"],
     "distill_trec": ["The answer: the smallest model that comes within 0.01 of", "cut-minilm-kd",
                      "ladder-kd", "Classification (stage cut)"],
+    "loss_to_loss": ["loss-to-loss: val_loss@news2017 vs val_loss@wikitext2",
+                     "Evaluations (stage corpus_loss)", "trained on news2017",
+                     "loss-to-loss: task_loss@openbookqa vs val_loss@wikitext2"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],

@@ -401,6 +401,14 @@ def _problem(
 
         return Problem(inputs, y, inputs[0] * inputs[1], fit_chin), [], None
     e_x, e_y, notes = _irreducible(spec, df, inputs[0], y)
+    if (e_x is None or e_y is None) and len(y) < table.MIN_POINTS["loss-to-loss-free"]:
+        # Too few points to fit the offsets too: the pure power law L_y = K * L_x^kappa
+        # (E_x = E_y = 0), said in words rather than refused.
+        notes.append(
+            f"E_x, E_y set to 0: {len(y)} points cannot fit them beside K and kappa "
+            f"(need {table.MIN_POINTS['loss-to-loss-free']}); L_y = K * L_x^kappa"
+        )
+        e_x, e_y = e_x or 0.0, e_y or 0.0
 
     def fit_l2l(inp, yy, warm):
         return fitting.fit_loss_to_loss(inp[0], yy, e_x=e_x, e_y=e_y)

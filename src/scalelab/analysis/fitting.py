@@ -6,6 +6,7 @@ fitters assume positive, finite inputs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,7 +222,9 @@ def fit_loss_to_loss(
             )
     if e_x is not None and e_y is not None:
         gx, gy = np.log(lx - e_x), np.log(ly - e_y)
-        kappa, log_k = np.polyfit(gx, gy, 1)
+        with warnings.catch_warnings():  # a bootstrap draw of few points may repeat one x
+            warnings.simplefilter("ignore", np.exceptions.RankWarning)
+            kappa, log_k = np.polyfit(gx, gy, 1)
         params = {"K": float(np.exp(log_k)), "kappa": float(kappa), "E_x": e_x, "E_y": e_y}
         sse = float(np.sum((gy - (log_k + kappa * gx)) ** 2))
         return _result("loss-to-loss", params, (lx,), ly, sse, free=("K", "kappa"))

@@ -100,8 +100,10 @@ def build_spec(models: ModelsFile, tasks: TasksFile, name: str, output_dir: Path
                 **params, "shots": entry.shots, **({"limit": entry.limit} if entry.limit else {})}}  # fmt: skip
             stages[f"m{i}-{_slug(m.name)}__{_slug(task)}"] = stage
         for corpus, c in tasks.validation_configs.items():
-            task = {"kind": "lm", "dataset": c.path, "seq_len": c.max_seq_len,
-                    "files": {"validation": c.path, "test": c.path}}  # fmt: skip
+            path = Path(c.path).expanduser().absolute()
+            # The whole file is scored as validation and test (evaluate reads no train).
+            task = {"kind": "lm", "dataset": str(path.parent), "seq_len": c.max_seq_len,
+                    "files": dict.fromkeys(("train", "validation", "test"), path.name)}  # fmt: skip
             if c.max_steps and c.batch_size:
                 task["eval"] = {"max_tokens": c.max_steps * c.batch_size * c.max_seq_len}
             stages[f"m{i}-{_slug(m.name)}__{_slug(corpus)}"] = {
@@ -161,7 +163,8 @@ def _print_table(exp) -> None:
     runs, _ = stored_tables(exp, exp.spec)
     if runs.empty:
         return
-    cols = [c for c in ("model", "task.dataset", "params.shots", "acc", "acc_norm", "acc_bytes",
+    runs = runs.assign(task=runs["stage"].str.split("__").str[-1])  # as tasks.yaml names it
+    cols = [c for c in ("model", "task", "params.shots", "acc", "acc_norm", "acc_bytes",
                         "task_loss", "val_loss", "n_questions", "status") if c in runs]  # fmt: skip
     typer.echo(runs[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 

@@ -117,6 +117,9 @@ def report_command(
         where, required, axes_required = {}, True, True
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
+    from scalelab.analysis.table import require_columns
+
+    require_columns(runs, [c for pair in pairs for c in pair], "--loss-to-loss")
     from scalelab.report.build import ReportSpec, build_report  # heavy: after the checks
 
     spec = ReportSpec(

@@ -222,8 +222,8 @@ register_task_kind("multiple_choice", MultipleChoiceTask)
 def local_data_identity(task) -> str | None:
     """What a run id records of a local dataset's content (None for a registered dataset,
     whose archive is pinned, or a Hub one, keyed by its revision): the sha256 of the file or
-    of every file under the folder, plus the files `task.files` names outside it. So editing
-    a corpus in place reruns the runs that read it (`sources.local_data_digest`). A
+    of every file under the folder, or with `task.files` of the files its globs match. So
+    editing a corpus in place reruns the runs that read it (`sources.local_data_digest`). A
     multiple-choice task: its fingerprint (the task YAML, built-in or not, and its data)."""
     from scalelab.data.catalog import DATASETS
     from scalelab.data.sources import local_data_digest, sha256_file_cached
@@ -236,13 +236,17 @@ def local_data_identity(task) -> str | None:
     if dataset in DATASETS or dataset.startswith("hub:"):
         return None
     folder = Path(dataset)
-    parts = [local_data_digest(folder)]
-    for split, pattern in sorted((getattr(task, "files", None) or {}).items()):
-        if Path(pattern).is_absolute():
-            from scalelab.data.lm_sources import glob_files
+    files = getattr(task, "files", None)
+    if not files:
+        return hashlib.sha256(local_data_digest(folder).encode()).hexdigest()
+    # `files:` globs: the files they match and nothing else in the folder (results written
+    # beside a corpus must not change the ids of the runs that read it).
+    from scalelab.data.lm_sources import glob_files
 
-            found = glob_files(folder, pattern, f"task.files.{split}")
-            parts += [f"{f}:{sha256_file_cached(f)}" for f in found]
+    parts = []
+    for split, pattern in sorted(files.items()):
+        found = glob_files(folder, pattern, f"task.files.{split}")
+        parts += [f"{split}\t{f.name}\t{sha256_file_cached(f)}" for f in found]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

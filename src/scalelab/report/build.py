@@ -25,7 +25,7 @@ from scalelab.analysis.distill_grid import lm_distill
 from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
-from scalelab.report import classification, html, monitor, scaling, setup
+from scalelab.report import classification, evaluations, html, monitor, scaling, setup
 from scalelab.report import curves as curve_figs
 from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
@@ -228,6 +228,9 @@ def _stage_sections(
     """(heading, html) sections for one stage's finished runs."""
     sections = []
     models = ctx["models"]
+    if evaluations.is_evaluation(runs) and spec.x is None and spec.y is None:
+        body = evaluations.evaluations_section(runs, ctx["every"], models)
+        return [("Evaluations", body)] if body else []
     if classification.is_classification(runs) and spec.x is None and spec.y is None:
         reports = setup.read_eval_reports(runs, ctx["runs_dir"])
         planned = ctx["planned"]
@@ -293,7 +296,12 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
     done = runs[runs["status"] == "done"] if "status" in runs else runs
     if done.empty:
         raise ScalelabError(f"no finished runs to report on ({len(runs)} failed)")
-    ctx = {"runs_dir": runs_dir, "models": table.model_names(runs), "planned": planned}
+    ctx = {
+        "runs_dir": runs_dir,
+        "models": table.model_names(runs),
+        "planned": planned,
+        "every": runs,
+    }
     stages = _stages(done)
     rows: list = []
     with _staged(out_dir) as tmp:

@@ -267,6 +267,8 @@ def _loss_to_loss(runs, y, group, spec, out, prefix, rows, notes) -> list[str]:
     # runs, the obvious default, is a straight line that says nothing.
     parts = []
     for i, (lx, ly) in enumerate(spec.loss_to_loss):
+        if not ({lx, ly} <= set(runs) and runs[[lx, ly]].notna().all(axis=1).any()):
+            continue  # a stage without both losses (e.g. the evaluate runs that made them)
         l2l = _fits(runs, FitSpec("loss-to-loss", lx, ly, group=group), notes)
         rows.extend({"title": f"{ly} vs {lx}", **g.as_dict()} for g in l2l)
         fitted = {g.group: g.fit.params for g in l2l}
