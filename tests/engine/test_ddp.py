@@ -17,7 +17,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, corpus, capsys):
         out = tmp_path / f"n{n}"
         spec = tiny_lm_spec(tmp_path / f"n{n}.yaml", corpus, out, models=["gpt-d2"],
                             params=params, runtime={"threads": 1, "nproc_per_node": n,
-                                                       "device": "cpu"})  # fmt: skip
+                                                       "device": "cpu", "monitor_every": 5})  # fmt: skip
         code, stdout, _ = cli("run", spec, "--quiet", capsys=capsys)
         assert code == 0, stdout
         store = ResultsStore(out / "results.sqlite")
@@ -32,6 +32,12 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, corpus, capsys):
     assert list(curves[0]["step"]) == list(curves[1]["step"])
     for a, b in zip(curves[0]["train_loss"], curves[1]["train_loss"], strict=True):
         assert b == pytest.approx(a, rel=1e-4, nan_ok=True)  # step 0: no training loss yet
+    # Monitoring under DDP (rank 0, after the all-reduce): the same gradient norms, global
+    # and per layer, at the same steps as the one-process run.
+    points = [c[c["grad_norm"].notna()].set_index("step") for c in curves]
+    assert list(points[0].index) == list(points[1].index) == [5, 10, 15, 20, 25, 30, 35, 40]
+    for col in ("grad_norm", "grad_norm/block.1", "weight_norm/head", "lr/0"):
+        assert points[1][col].to_numpy() == pytest.approx(points[0][col].to_numpy(), rel=1e-3)
     # only rank 0 wrote the products; the launcher left its log
     run_dir = tmp_path / "n2" / "runs" / two["run_id"]
     assert (run_dir / "model" / "model.safetensors").exists() and (run_dir / "ddp.log").exists()

@@ -80,13 +80,20 @@ def test_monitor_points_hold_the_schedule_and_norms_and_change_no_result(tmp_pat
         assert (pts[col] > 0).all(), col
     assert row["loss_spikes"] == 0 and row["nonfinite_grad_norms"] == 0
 
-    # `results --curves` exports the same table as CSV.
-    code, out, _ = cli("results", spec, "--curves", capsys=capsys)
+    # `results --curves --format csv` exports the same table, each row naming its run.
+    code, out, _ = cli("results", spec, "--curves", "--format", "csv", capsys=capsys)
     exported = pd.read_csv(io.StringIO(out))
-    assert code == 0 and exported.shape == curves.shape
+    assert code == 0 and len(exported) == len(curves)
+    assert set(curves.columns) <= set(exported.columns)
+    assert (exported["model"] == "gpt-d2").all() and (exported["method"] == "pretrain").all()
     assert exported["grad_norm/block.1"].tolist() == pytest.approx(
         curves["grad_norm/block.1"].tolist(), nan_ok=True
     )
+    code, out, _ = cli("results", spec, "--curves", capsys=capsys)  # a table to read
+    head = out.splitlines()[0].split()
+    assert code == 0 and head[:5] == ["run_id", "stage", "model", "method", "seed"]
+    assert "val_loss" in head and "grad_norm/block.1" not in head
+    assert len(out.splitlines()) == len(curves) + 1
 
     # Monitoring reads the gradients and weights only: the same run without it (runtime is
     # not part of the run id) ends on exactly the same numbers, and its curve has no points.
@@ -127,7 +134,8 @@ def test_a_forced_nan_is_an_event_and_a_failed_run(tmp_path, corpus, capsys):
     NaN. The event is in events.json, in the stored error and printed as a warning."""
     spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out", models=["gpt-d1"],
                         params={"tokens": 8 * 32 * 10, "batch_size": 8, "lr": 1e30,
-                                "eval_every": 50})  # fmt: skip
+                                "eval_every": 50},
+                        runtime={"threads": 1, "monitor_every": 1})  # fmt: skip
     code, out, err = cli("run", spec, capsys=capsys)
     row = ResultsStore(tmp_path / "out" / "results.sqlite").table().iloc[0]
     assert code == 1 and row["status"] == "failed"
@@ -135,6 +143,12 @@ def test_a_forced_nan_is_an_event_and_a_failed_run(tmp_path, corpus, capsys):
     assert events[0]["kind"] == "nonfinite_grad_norm" and events[0]["step"] == 2
     assert "the loss is nan at step 2 (events: non-finite grad norm at step 2" in row["error"]
     assert "warning: run" in err and "non-finite grad norm at step 2" in err
+    # The failed run keeps its curve up to the fault: the untrained model's evaluation and
+    # the monitor point of step 1 (finite), and the NaN gradient norm of step 2.
+    curve = ResultsStore(tmp_path / "out" / "results.sqlite").curves([row["run_id"]])
+    assert curve["step"].tolist()[:1] == [0] and 1 in curve["step"].tolist()
+    at1 = curve[curve["step"] == 1].iloc[0]
+    assert at1["grad_norm"] > 0 and at1["lr/0"] > 0
 
 
 class _Spiky:

@@ -141,9 +141,10 @@ def results(
     curves: bool = typer.Option(
         False,
         "--curves",
-        help="The learning curves instead: one row per (run, step) with every recorded "
-        "column (validation metrics, and the engine's lr, grad/weight norms, memory, "
-        "throughput), as CSV (JSON with --format json).",
+        help="The learning curves instead: one row per (run, step), the run's model, method "
+        "and varying settings first; CSV and JSON carry every recorded column (validation "
+        "metrics, the engine's lr, grad/weight norms, memory, throughput), the table the "
+        "losses and validation metrics.",
     ),
     output_dir: Path | None = OutputDir,
 ) -> None:
@@ -155,7 +156,7 @@ def results(
         typer.echo("no results yet (run `scalelab run` first)", err=True)
         return
     if curves:
-        _print_curves(curve_table, format)
+        _print_curves(_named_curves(curve_table, table), format)
         return
     if format is not Format.table:  # the files other tools read: the law's columns too
         from scalelab.analysis.distill_grid import with_teacher_columns
@@ -169,13 +170,39 @@ def results(
         typer.echo(summary_table(table).to_string(index=False))
 
 
+def _named_curves(curves, table):
+    """The curves with each run's identity after run_id: stage, model, method, seed and the
+    task/params fields that vary between runs (as `summary_table` picks them), so an
+    exported curve says which run it is without a join."""
+    if curves.empty:
+        return curves
+    from scalelab.analysis.table import as_text
+
+    config = [c for c in table.columns
+              if c in ("stage", "model", "method", "variant", "seed")
+              or (c.startswith(("task.", "params.")) and as_text(table[c]).nunique() > 1)]  # fmt: skip
+    ids = table[["run_id", *config]]
+    named = curves.merge(ids, on="run_id", how="left")
+    first = ["run_id", *config]
+    return named[first + [c for c in named.columns if c not in first]]
+
+
 def _print_curves(curves, format: Format) -> None:
-    """The curves table (run_id, step, then its columns in order of first appearance) as
-    CSV, or as JSON records (NaN -> null) with `--format json`."""
+    """The curves table (run_id, the run's identity, step, then its columns in order of
+    first appearance) as CSV, JSON records (NaN -> null) with `--format json`, or with
+    `--format table` the learning-curve columns as text (CSV and JSON carry every column)."""
     if format is Format.json:
         sys.stdout.write(curves.to_json(orient="records", indent=2) + "\n")
-    else:
+    elif format is Format.csv:
         sys.stdout.write(curves.to_csv(index=False))
+    else:
+        keep = [c for c in curves.columns
+                if c in ("run_id", "stage", "model", "method", "variant", "seed", "step",
+                         "tokens", "train_loss")
+                or c.startswith(("task.", "params.", "val_"))]  # fmt: skip
+        shown = curves[keep].copy()
+        shown["run_id"] = shown["run_id"].str[:8]
+        typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}"))
 
 
 def summary_table(table):

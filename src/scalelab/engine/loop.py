@@ -430,11 +430,17 @@ def train(recipe: Recipe, ctx):
     run.state["wall_s"] += time.perf_counter() - t_start
     rank0 = run.rank == 0
     log_to = ctx.runtime.log_to if rank0 else []
-    with _logger(log_to, ctx, run.state["step"]) as logger:
-        run.fit(logger)
-        t_fin = time.perf_counter()
-        run.restore_best()
-        result = recipe.finish(run.module, run.state) if rank0 else None
+    try:
+        with _logger(log_to, ctx, run.state["step"]) as logger:
+            run.fit(logger)
+            t_fin = time.perf_counter()
+            run.restore_best()
+            result = recipe.finish(run.module, run.state) if rank0 else None
+    except Exception as err:
+        # A failed run keeps the curve it got so far (the grid stores it with the failed
+        # row): where the loss went, and the monitor points up to the fault.
+        err.curve = mon.merge_points(list(run.state["curve"]), run.state["monitor"])  # type: ignore[attr-defined]
+        raise
     distributed.barrier()
     if not rank0:
         return None

@@ -111,6 +111,7 @@ def execute(
         atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
         where = f"{Path(runs_dir).name}/{run.run_id}/{ERROR_FILE}"
         row.update(status="failed", metrics={}, error=f"{line} (see {where})")
+        curve = list(getattr(err, "curve", None) or [])  # the engine's, up to the fault
     row.update(
         runtime=numerics(runtime),
         finished_at=_now(),
