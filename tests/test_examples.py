@@ -1,4 +1,5 @@
-"""Every YAML file in the repo is an experiment spec that loads and expands."""
+"""Every YAML file in the repo loads: experiment specs expand into runs, multiple-choice
+task files (`mc_tasks/`) build their questions."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def test_the_repo_has_examples():
 
 @pytest.mark.parametrize("path", YAMLS, ids=[str(p.relative_to(REPO)) for p in YAMLS])
 def test_yaml_loads_and_expands(path):
+    if "mc_tasks" in path.parts:  # a task file, not an experiment
+        from scalelab.data.multiple_choice import load_mc_task
+
+        questions = load_mc_task(str(path)).questions(2, limit=3)
+        assert len(questions) == 3 and all(0 <= q.gold < len(q.choices) for q in questions)
+        return
     runs = expand(load_spec(path))
     assert runs and len({r.run_id for r in runs}) == len(runs)
 
