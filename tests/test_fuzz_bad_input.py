@@ -194,7 +194,8 @@ def _spec_cases(files: dict[str, Path]) -> list[Case]:
 
 def _first_task(spec: dict) -> dict:
     first = spec["stages"][next(iter(spec["stages"]))] if "stages" in spec else spec
-    return first.get("tasks") or spec["tasks"]  # a stage without tasks takes the top level's
+    tasks = first.get("tasks") or spec["tasks"]  # a stage without tasks takes the top level's
+    return tasks[0] if isinstance(tasks, list) else tasks  # a list: its first task
 
 
 def _text_cases(base: str) -> list[Case]:
