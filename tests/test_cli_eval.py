@@ -71,4 +71,44 @@ def test_dry_run_lists_the_runs_and_writes_nothing(files, capsys):
     models, tasks, out = files
     code, text, _ = cli("eval", "--models", models, "--tasks", tasks, "--output-dir", out,
                         "--dry-run", capsys=capsys)  # fmt: skip
-    assert code == 0 and text.count("shots=") == 3 and not out.exists()
+    assert code == 0 and text.count("pending") == 3 and "3 to run" in text
+    assert not out.exists()
+
+
+def test_llm_line_task_names_and_all_unknown_ones_at_once(files, capsys):
+    models, tasks, out = files
+    tasks.write_text(yaml.safe_dump({"task_configs": {
+        "social_iqa": {"shots": [0]}, "hellaswag": {}, "winogrande": {}}}))  # fmt: skip
+    code, _, err = cli("eval", "--models", models, "--tasks", tasks, "--output-dir", out,
+                       capsys=capsys)  # fmt: skip
+    assert code == 2 and "'hellaswag', 'winogrande'" in err and "social_iqa" not in err
+    assert err.startswith("error: tasks file: task_configs")
+
+
+def test_a_failed_run_stays_failed_exits_1_until_retried(files, tmp_path, capsys):
+    models, tasks, out = files
+    broken = save_tiny(tmp_path / "broken", "gpt2")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    models.write_text(yaml.safe_dump({"models": [{"name": str(broken)}]}))
+    tasks.write_text(yaml.safe_dump({"task_configs": {str(tmp_path / "tasks" / "words.yaml"): {}}}))
+    args = ("eval", "--models", models, "--tasks", tasks, "--output-dir", out, "--quiet")
+    code, text, _ = cli(*args, capsys=capsys)
+    assert code == 1 and "1 failed" in text
+    code, text, _ = cli(*args, capsys=capsys)  # a rerun says so and exits 1 again
+    assert code == 1 and "1 failed before (kept; --retry-failed reruns)" in text
+    code, text, _ = cli(*args, "--retry-failed", capsys=capsys)
+    assert code == 1 and "1 failed," in text and "failed before" not in text
+
+
+def test_another_evaluation_under_the_same_name_is_refused(files, tmp_path, capsys):
+    models, tasks, out = files
+    assert cli("eval", "--models", models, "--tasks", tasks, "--output-dir", out, "--quiet",
+               capsys=capsys)[0] == 0  # fmt: skip
+    other = save_tiny(tmp_path / "other", "gpt2", n_layer=1)
+    models.write_text(yaml.safe_dump({"models": [{"name": str(other)}]}))
+    code, _, err = cli("eval", "--models", models, "--tasks", tasks, "--output-dir", out,
+                       capsys=capsys)  # fmt: skip
+    assert code == 2 and "holds another evaluation" in err and "--name" in err
+    code, _, _ = cli("eval", "--models", models, "--tasks", tasks, "--output-dir", out,
+                     "--name", "other", "--quiet", capsys=capsys)  # fmt: skip
+    assert code == 0 and (out / "other.yaml").exists()

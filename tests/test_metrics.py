@@ -149,3 +149,12 @@ def _metric_keys(tmp_path) -> set[str]:
     with closing(sqlite3.connect(tmp_path / "out" / "results.sqlite")) as conn:
         (blob,) = conn.execute("SELECT metrics FROM runs").fetchone()
     return set(json.loads(blob))
+
+
+def test_an_evaluation_column_is_declared_as_its_metric():
+    from scalelab.metrics import metric_def
+
+    acc = metric_def("acc@piqa-5shot")
+    assert acc is not None and acc.name == "acc@piqa-5shot" and acc.higher_is_better
+    assert metric_def("val_loss@news2017").higher_is_better is False
+    assert metric_def("no_such_metric@piqa") is None and metric_def("acc@") is None

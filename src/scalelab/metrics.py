@@ -169,8 +169,16 @@ def metrics_for(method_names: Iterable[Any], *, skip_unknown: bool = False) -> l
 def metric_def(name: str, method_names: Iterable[Any] | None = None) -> MetricDef | None:
     """The declaration of `name`: from `method_names` first (the methods of a results table;
     unregistered ones skipped), then any registered method (registry order), then a shared
-    constant; None when nothing declares it."""
+    constant; None when nothing declares it. An evaluation column `<metric>@<task>` (an
+    `evaluate` run's result on the evaluated run's row) is declared as its metric."""
+    from dataclasses import replace
+
     from scalelab.methods.base import METHODS
+
+    base, at, task = name.partition("@")
+    if at and task:
+        found = metric_def(base, ["evaluate"])
+        return replace(found, name=name) if found is not None else None
 
     if method_names is not None:
         found = [d for d in metrics_for(method_names, skip_unknown=True) if d.name == name]

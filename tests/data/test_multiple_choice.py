@@ -271,7 +271,7 @@ def test_task_kind_entries(tmp_path, monkeypatch):
     assert str(err.value).startswith("tasks[0].dataset: ") and "shots: unknown key" in str(
         err.value
     )
-    with pytest.raises(ScalelabError, match="tasks.0..dataset: unknown multiple-choice task"):
+    with pytest.raises(ScalelabError, match="tasks.0..kind: dataset 'wikitext2' is a lm"):
         parse_task({"kind": "multiple_choice", "dataset": "wikitext2"}, "tasks[0]")
 
 

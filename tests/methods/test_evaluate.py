@@ -128,3 +128,55 @@ def test_corpus_loss_of_a_run_model_equals_its_own_validation_loss(tmp_path, cor
     assert score.val_loss == pytest.approx(train.val_loss, rel=1e-5)
     assert score.test_loss == pytest.approx(train.test_loss, rel=1e-5)
     assert score.non_embedding_params == train.non_embedding_params
+
+
+def test_questions_longer_than_the_window_are_counted_and_answers_that_cannot_fit_skipped(
+    setup, tmp_path, capsys
+):
+    """The tiny model's window is 64 tokens: 12 shots cut every context; one answer of 80
+    words cannot be scored at all."""
+    model, task = setup
+    data = task.parent / "task.jsonl"
+    lines = data.read_text().splitlines()
+    doc = json.loads(lines[0])
+    doc["options"][doc["label"]] = " ".join(["cat"] * 80)
+    data.write_text("\n".join([json.dumps(doc), *lines[1:]]) + "\n")
+    spec = spec_for(tmp_path, model, task, shots=12)
+    code, _, err = cli("run", spec, capsys=capsys)
+    assert code == 0, err
+    row = load_experiment_tables(spec)[0].iloc[0]
+    assert row.n_skipped == 1 and row.n_questions == 29 and row.n_truncated == 29
+    assert "have an answer longer than the model's window (64 tokens)" in err
+    assert "29 of 30 questions are longer than the model's window" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"template": "doc_to_text: '{{txet}}'"}, "txet"),  # a field no document has
+        ({"target": "doc_to_target: 7"}, "7"),  # a gold index outside the choices
+        ({"params": {"shots": 40}}, "40 shots"),  # more shots than the split holds
+        ({"task": {"dataset": "piqa", "kind": "lm"}}, "is a multiple_choice dataset"),
+        ({"model": "gpt-d1"}, "untrained ladder"),
+        ({"task": "corpus", "params": {"shots": 2}}, "params.shots"),
+    ],
+)
+def test_bad_evaluations_are_one_line_at_spec_time(setup, tmp_path, corpus, capsys, change,
+                                                   expect):  # fmt: skip
+    model, task = setup
+    text = task.read_text()
+    if "template" in change:
+        text = text.replace("doc_to_text: '{{text}}'", change["template"])
+    if "target" in change:
+        text = text.replace("doc_to_target: label", change["target"])
+    task.write_text(text)
+    entry = change.get("task", {"dataset": str(task)})
+    if entry == "corpus":
+        entry = {"dataset": str(corpus), "kind": "lm", "seq_len": 32,
+                 "tokenizer": {"kind": "byte"}}  # fmt: skip
+    spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
+                      models=[change.get("model", str(model))], tasks=[entry],
+                      methods="evaluate", params=change.get("params", {}))  # fmt: skip
+    code, _, err = cli("run", spec, capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and expect in err, err
+    assert not (tmp_path / "out").exists()

@@ -157,7 +157,7 @@ EXPECT = {
     "distill_trec": ["The answer: the smallest model that comes within 0.01 of", "cut-minilm-kd",
                      "ladder-kd", "Classification (stage cut)"],
     "loss_to_loss": ["loss-to-loss: val_loss@news2017 vs val_loss@wikitext2",
-                     "Evaluations (stage corpus_loss)", "trained on news2017",
+                     "<h2>Evaluations</h2>", "trained on news2017", "(n=8)",
                      "loss-to-loss: task_loss@openbookqa vs val_loss@wikitext2"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",

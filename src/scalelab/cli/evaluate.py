@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from scalelab.config import Strict, load_yaml, validate
 from scalelab.errors import ScalelabError, clip
@@ -54,7 +54,7 @@ class ModelsFile(Strict):
 
 
 class TaskEntry(Strict):
-    shots: list[int] = Field([0], min_length=1)
+    shots: list[NonNegativeInt] = Field([0], min_length=1)
     limit: PositiveInt | None = None
 
 
@@ -70,10 +70,14 @@ class TasksFile(Strict):
     validation_configs: dict[str, CorpusEntry] = {}
 
 
-def _read(path: Path, model: type[Strict]) -> Any:
+def _read(path: Path, model: type[Strict], role: str) -> Any:
     from scalelab.grid.spec import read_spec_text
 
-    raw = load_yaml(read_spec_text(path), clip(path))
+    try:
+        text = read_spec_text(path)
+    except ScalelabError as err:
+        raise ScalelabError(str(err).replace("spec file", f"{role} file", 1)) from None
+    raw = load_yaml(text, clip(path))
     try:
         return validate(model, raw if raw is not None else {})
     except ScalelabError as err:
@@ -91,14 +95,16 @@ def build_spec(models: ModelsFile, tasks: TasksFile, name: str, output_dir: Path
     devices = {m.device for m in models.models if m.device}
     if len(devices) > 1:
         raise ScalelabError(f"models file: one device for all models, not {sorted(devices)}")
+    labels = _check_names(models, tasks)
     stages: dict[str, dict] = {}
     for i, m in enumerate(models.models):
         model = f"{m.name}@{m.revision}" if m.revision else m.name
         params = {"batch_size": m.batch_size, **({"dtype": m.dtype} if m.dtype else {})}
         for task, entry in tasks.task_configs.items():
-            stage = {"models": [model], "tasks": [{"dataset": task}], "params": {
-                **params, "shots": entry.shots, **({"limit": entry.limit} if entry.limit else {})}}  # fmt: skip
-            stages[f"m{i}-{_slug(m.name)}__{_slug(task)}"] = stage
+            stage = {"models": [model], "tasks": [{"dataset": ALIASES.get(task, task)}],
+                     "params": {**params, "shots": entry.shots,
+                                **({"limit": entry.limit} if entry.limit else {})}}  # fmt: skip
+            stages[f"m{i}-{_slug(m.name)}__{_slug(labels[task])}"] = stage
         for corpus, c in tasks.validation_configs.items():
             path = Path(c.path).expanduser().absolute()
             # The whole file is scored as validation and test (evaluate reads no train).
@@ -108,16 +114,48 @@ def build_spec(models: ModelsFile, tasks: TasksFile, name: str, output_dir: Path
                 task["eval"] = {"max_tokens": c.max_steps * c.batch_size * c.max_seq_len}
             stages[f"m{i}-{_slug(m.name)}__{_slug(corpus)}"] = {
                 "models": [model], "tasks": [task], "params": params}  # fmt: skip
-    labels = [f"{m.name}: " + ", ".join(f"{k}={getattr(m, k)}" for k in _LABELS
-                                        if getattr(m, k)) for m in models.models]  # fmt: skip
+    words = [f"{m.name}: " + ", ".join(f"{k}={getattr(m, k)}" for k in _LABELS
+                                       if getattr(m, k)) for m in models.models]  # fmt: skip
     return {
         "name": name,
-        "description": "; ".join(x for x in labels if not x.endswith(": ")),
+        "description": "; ".join(x for x in words if not x.endswith(": ")),
         "output_dir": str(output_dir),
         "methods": ["evaluate"],
         "stages": stages,
         "runtime": {"device": devices.pop() if devices else "auto"},
     }
+
+
+# lm-evaluation-harness task names (as LLMs on the Line's tasks.yaml writes them) of the
+# built-in tasks that scalelab names otherwise.
+ALIASES = {"social_iqa": "siqa"}
+
+
+def _check_names(models: ModelsFile, tasks: TasksFile) -> dict[str, str]:
+    """Every model and task name resolves (all unknown task names in one line, naming the
+    tasks file); returns each task's short name (a task file: its `task:`)."""
+    from scalelab.data.multiple_choice import list_mc_tasks, load_mc_task
+    from scalelab.models.registry import resolve_model
+
+    for i, m in enumerate(models.models):
+        try:
+            resolve_model(f"{m.name}@{m.revision}" if m.revision else m.name)
+        except ScalelabError as err:
+            raise ScalelabError(f"models file: models.{i}.name: {err}") from None
+    names, unknown = {}, []
+    for task in tasks.task_configs:
+        try:
+            names[task] = load_mc_task(ALIASES.get(task, task)).name
+        except ScalelabError as err:
+            if Path(task).suffix in (".yaml", ".yml"):  # a task file: its own error
+                raise ScalelabError(f"tasks file: task_configs.{task}: {err}") from None
+            unknown.append(task)
+    if unknown:
+        raise ScalelabError(
+            f"tasks file: task_configs: no multiple-choice task {', '.join(map(repr, unknown))} "
+            f"(built in: {', '.join(list_mc_tasks())}; or a task YAML file)"
+        )
+    return names
 
 
 def evaluate(
@@ -128,33 +166,58 @@ def evaluate(
     name: str = typer.Option("eval", "--name", help="Experiment name (the spec and report)."),
     output_dir: Path = typer.Option(Path("scalelab-results"), "--output-dir"),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel local processes."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs; score nothing."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Run the failed runs again (without it they stay failed)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the runs and their state; score nothing."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Evaluate every model on every task and shot count; skip what is stored; print acc,
-    acc_norm and task loss per (model, task, shots). Exits 1 when a run failed."""
-    import yaml
-
+    acc_norm and task loss per (model, task, shots). Exits 1 when a run failed (now, or
+    before and not retried)."""
+    from scalelab.cli.run import _kept_failed, _print_dry_run
     from scalelab.grid.api import experiment_of, run_experiment
+    from scalelab.grid.schedule import Rerun
     from scalelab.grid.spec import ExperimentSpec
     from scalelab.io import atomic_write_text
 
-    raw = build_spec(_read(models, ModelsFile), _read(tasks, TasksFile), name, output_dir)
+    raw = build_spec(_read(models, ModelsFile, "models"), _read(tasks, TasksFile, "tasks"),
+                     name, output_dir)  # fmt: skip
     exp = experiment_of(validate(ExperimentSpec, raw))  # all checks before anything is written
+    rerun = Rerun.of(False, retry_failed)
     if dry_run:
-        for run in exp.runs:
-            shots = getattr(run.params, "shots", "-")
-            typer.echo(f"{run.stage}\t{run.model.name}\tshots={shots}\t{run.run_id}")
+        _print_dry_run(exp, rerun)
         return
-    path = output_dir / f"{name}.yaml"
+    path, text = output_dir / f"{name}.yaml", _dump(raw)
+    if path.exists() and path.read_text(encoding="utf-8", errors="replace") != text:
+        raise ScalelabError(
+            f"{clip(path)} holds another evaluation (other models or tasks): give this one "
+            "its own --name, or remove that file (its results stay in the store)"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
-    counts = run_experiment(exp, workers=workers, show_progress=not quiet)
+    atomic_write_text(path, text)
+    kept = _kept_failed(exp, rerun)
+    counts = run_experiment(exp, workers=workers, retry_failed=retry_failed,
+                            show_progress=not quiet)  # fmt: skip
     _print_table(exp)
+    before = f", {len(kept)} failed before (kept; --retry-failed reruns)" if kept else ""
     typer.echo(f"{counts['done']} done, {counts['failed']} failed, {counts['already_done']} "
-               f"already done -> {exp.spec.store_path} (spec: {path})")  # fmt: skip
-    if counts["failed"] or counts["skipped"]:
+               f"already done{before} -> {exp.spec.store_path} (spec: {path})")  # fmt: skip
+    if counts["failed"] or counts["skipped"] or kept:
         raise typer.Exit(1)
+
+
+def _dump(raw: dict) -> str:
+    """The spec as YAML without anchors (`&id001`): every stage spells its own values."""
+    import yaml
+
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data):  # noqa: ARG002 - yaml's hook
+            return True
+
+    return yaml.dump(raw, Dumper=Plain, sort_keys=False, allow_unicode=True)
 
 
 def _print_table(exp) -> None:

@@ -210,7 +210,7 @@ def summary_table(table):
     runs' methods declare (SUMMARY_KINDS), as strings in their declared formats ("n/a" where
     a run lacks one). Metrics of methods no longer registered are left out."""
     from scalelab.analysis.table import as_text
-    from scalelab.metrics import format_value, metrics_for
+    from scalelab.metrics import format_value, metric_def, metrics_for
 
     config = [
         c
@@ -230,6 +230,8 @@ def summary_table(table):
         for d in declared
         if d.kind == kind and d.name in table.columns and table[d.name].notna().any()
     ]
+    evaluated = [metric_def(c) for c in table.columns if "@" in c and table[c].notna().any()]
+    defs += [d for d in evaluated if d is not None and d.is_quality]  # `acc@piqa`, ...
     out = table[["run_id", "status", *varying, *(d.name for d in defs)]].copy()
     out["run_id"] = out["run_id"].str[:8]
     for d in defs:

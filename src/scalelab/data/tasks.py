@@ -349,6 +349,11 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     except ScalelabError as err:
         raise ScalelabError(f"{where}.dataset: {err}") from None
     kind = raw.get("kind") or inferred
+    if inferred is not None and raw.get("kind") and kind != inferred:
+        raise ScalelabError(
+            f"{where}.kind: dataset {shown(raw['dataset'])} is a {inferred} dataset, "
+            f"not {shown(kind)} (leave kind out)"
+        )
     if kind is None and str(raw["dataset"]).endswith(MC_TASK_SUFFIXES):
         kind = "multiple_choice"  # a task YAML names its dataset itself
     if kind is None:

@@ -117,7 +117,14 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
 
     keep.n = len(saved)
     with _open(ctx) as backend:
-        score_questions(backend, todo, done=keep)
+        questions, n_cut, skipped = window_fit(backend, questions)
+        _warn_window(ctx, backend, len(questions) + len(skipped), n_cut, skipped)
+        if not questions:
+            raise ScalelabError(
+                f"no question fits the model's window of {backend.max_length} tokens "
+                "(an answer alone is longer): use a model with a longer context"
+            )
+        score_questions(backend, [q for q in todo if q.doc_id not in skipped], done=keep)
     rows = _read_partial(partial)
     scores = [_from_row(rows[q.doc_id]) for q in questions]
     bad = [s.doc_id for s in scores if not all(math.isfinite(x) for x in s.ll)]
@@ -127,8 +134,44 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
     frame = pd.DataFrame([s.as_row() for s in scores])
     atomic_write(ctx.run_dir / SCORES, lambda tmp: frame.to_parquet(tmp, index=False))
     partial.unlink(missing_ok=True)
-    metrics.update(shots=p.shots, wall_s=time.perf_counter() - t0)
+    metrics.update(shots=p.shots, n_truncated=n_cut, n_skipped=len(skipped),
+                   wall_s=time.perf_counter() - t0)  # fmt: skip
     return RunResult(metrics)
+
+
+def window_fit(backend, questions: list) -> tuple[list, int, set[int]]:
+    """(the questions a local model can score, how many of them lose the start of their
+    context to its window, doc ids of those whose answer alone does not fit). A local
+    backend keeps a request's last `max_length` tokens (lm-eval does the same); an answer
+    longer than that has no context left to be scored from. HTTP models: all kept."""
+    from scalelab.models.backends.base import span_start
+
+    limit, encode = getattr(backend, "max_length", None), getattr(backend, "encode", None)
+    if not limit or encode is None:
+        return questions, 0, set()
+    kept, n_cut, skipped = [], 0, set()
+    for q in questions:
+        lengths = []
+        for context, continuation in q.requests():
+            ids, starts = encode(context + continuation)
+            lengths.append((len(ids), len(ids) - span_start(starts, len(context))))
+        if max(n for _, n in lengths) >= limit:
+            skipped.add(q.doc_id)
+            continue
+        kept.append(q)
+        n_cut += max(total for total, _ in lengths) > limit
+    return kept, n_cut, skipped
+
+
+def _warn_window(ctx: RunContext, backend, n: int, n_cut: int, skipped: set[int]) -> None:
+    if n_cut:
+        ctx.report({"warning": f"{n_cut} of {n} questions are longer than the model's window "
+                    f"({backend.max_length} tokens): their context loses its start (with "
+                    "shots, the first examples); n_truncated counts them"})  # fmt: skip
+    if skipped:
+        ctx.report({"warning": f"{len(skipped)} of {n} questions have an answer longer than "
+                    f"the model's window ({backend.max_length} tokens) and are not scored; "
+                    "n_skipped counts them, the metrics are over the rest"})  # fmt: skip
 
 
 def _from_row(row: dict):
@@ -158,8 +201,7 @@ def run_lm(ctx: RunContext) -> RunResult:
     with _open(ctx) as backend:
         model, tokenizer = backend.module, backend.tokenizer
         data = prepare_lm_data(task, tokenizer=tokenizer, report=ctx.report)
-        window = min(task.eval.window or task.seq_len, backend.max_length)
-        stride = min(task.eval.stride or window // 2, window)
+        window, stride = eval_window(task, backend.max_length)
         metrics: dict[str, float] = {}
         for split, prefix in (("validation", "val"), ("test", "test")):
             score = sliding_window_score(
@@ -168,9 +210,51 @@ def run_lm(ctx: RunContext) -> RunResult:
             )  # fmt: skip
             metrics[f"{prefix}_loss"], metrics[f"{prefix}_ppl"] = score.loss, score.ppl
         non_emb, total = count_params(model)
-    metrics.update(non_embedding_params=non_emb, total_params=total,
-                   wall_s=time.perf_counter() - t0)  # fmt: skip
+    metrics.update(non_embedding_params=non_emb, total_params=total, eval_window=window,
+                   eval_stride=stride, wall_s=time.perf_counter() - t0)  # fmt: skip
     return RunResult(metrics)
+
+
+def eval_window(task, max_length: int) -> tuple[int, int]:
+    """(window, stride) of the sliding window: `task.eval.window`, else the task's seq_len
+    when the spec sets it (a pretraining task's window), else the model's own context up
+    to 1024 tokens; the stride `task.eval.stride`, else half the window (as pretraining's
+    final evaluation). Never more than the model's context."""
+    window = task.eval.window or (
+        task.seq_len if "seq_len" in task.model_fields_set else min(max_length, 1024)
+    )
+    window = min(window, max_length)
+    return window, min(task.eval.stride or max(window // 2, 1), window)
+
+
+def check(task, params: EvaluateParams) -> None:
+    """Spec-time: shots mean nothing for a corpus; a task file of the user's renders its
+    first question with the shots asked for (a template error, a bad gold index or too few
+    documents for the shots is one line now, not a failed run)."""
+    if task.kind == "lm":
+        if params.shots:
+            raise ScalelabError(
+                "params.shots: few-shot examples apply to multiple_choice tasks, not to a "
+                "corpus; put corpora in a stage of their own"
+            )
+        return
+    from scalelab.data.catalog import DATASETS
+    from scalelab.data.multiple_choice import load_mc_task
+
+    if task.dataset not in DATASETS:  # built-in tasks are tested; their data is fetched late
+        try:
+            load_mc_task(task.dataset).questions(params.shots, limit=1)
+        except ScalelabError as err:
+            raise ScalelabError(f"tasks.dataset: {err}") from None
+
+
+def check_run(task, params, model, inputs) -> None:
+    """Spec-time: the model must have weights (an untrained ladder name has none)."""
+    if model.kind == "ladder":
+        raise ScalelabError(
+            f"model {model.name!r} is an untrained ladder config: evaluate a trained one "
+            "(`@stage` of a pretraining stage, or a run's model folder)"
+        )
 
 
 UNIT = (0.0, 1.0)
@@ -188,10 +272,16 @@ MC_METRICS = (
     mx.MetricDef("acc_bytes_stderr", None, ".4f", "standard error of acc_bytes", "info"),
     mx.MetricDef("n_questions", None, ",d", "questions scored", "info"),
     mx.MetricDef("shots", None, ",d", "few-shot examples per question", "info"),
+    mx.MetricDef("n_truncated", None, ",d", "questions whose context the model's window cut "
+                 "(scored on what fits)", "info"),
+    mx.MetricDef("n_skipped", None, ",d", "questions not scored: an answer alone is longer "
+                 "than the model's window", "info"),
     mx.WALL_S,
 )  # fmt: skip
 LM_METRICS = (
     mx.VAL_LOSS,
+    mx.MetricDef("eval_window", None, ",d", "tokens of context per scoring window", "info"),
+    mx.MetricDef("eval_stride", None, ",d", "tokens the window advances", "info"),
     mx.MetricDef("val_ppl", False, ".2f", "validation perplexity, exp(val_loss)"),
     mx.TEST_LOSS,
     mx.MetricDef("test_ppl", False, ".2f", "test perplexity, exp(test_loss)"),
@@ -208,11 +298,14 @@ register_method(
         entry="scalelab.methods.evaluate:run_multiple_choice",
         task_kinds=("multiple_choice", "lm"),
         description=_DESCRIPTION,
+        check=check,
+        check_run=check_run,
         metrics=MC_METRICS + tuple(m for m in LM_METRICS if m not in MC_METRICS),
         products=(SCORES,),
         variants={
             "lm": MethodDef("evaluate", EvaluateParams, "scalelab.methods.evaluate:run_lm",
-                            ("lm",), _DESCRIPTION, metrics=LM_METRICS, products=())
+                            ("lm",), _DESCRIPTION, check=check, check_run=check_run,
+                            metrics=LM_METRICS, products=())
         },
     )
 )  # fmt: skip

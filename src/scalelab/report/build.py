@@ -228,9 +228,6 @@ def _stage_sections(
     """(heading, html) sections for one stage's finished runs."""
     sections = []
     models = ctx["models"]
-    if evaluations.is_evaluation(runs) and spec.x is None and spec.y is None:
-        body = evaluations.evaluations_section(runs, ctx["every"], models)
-        return [("Evaluations", body)] if body else []
     if classification.is_classification(runs) and spec.x is None and spec.y is None:
         reports = setup.read_eval_reports(runs, ctx["runs_dir"])
         planned = ctx["planned"]
@@ -263,6 +260,12 @@ def _stage_sections(
         if inside := monitor.monitor_section(runs, cur, out, prefix, models):
             sections.append(("Inside training", inside))
     return sections
+
+
+def _evaluations_only(runs: pd.DataFrame, spec: ReportSpec) -> bool:
+    """A stage of `evaluate` runs only (shown in the one Evaluations table), unless the
+    user asked for columns of their own."""
+    return evaluations.is_evaluation(runs) and spec.x is None and spec.y is None
 
 
 def build_report(
@@ -316,7 +319,10 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         if has_w2s(done):
             sections.append(_w2s(done, runs_dir, tmp, spec, notes))
+        evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]
         for stage, sub in stages:
+            if _evaluations_only(sub, spec):
+                continue  # every evaluate stage in one table, below
             where = f" (stage {stage})" if stage else ""
             plan = planned
             if planned is not None and stage and "stage" in planned:
@@ -328,6 +334,9 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             found = _stage_sections(sub, curves, tmp, spec, {**ctx, "planned": plan},
                                     f"{stage}_" if stage else "", rows, notes)  # fmt: skip
             sections.extend((f"{h}{where}", b) for h, b in found)
+        if evaluated and (body := evaluations.evaluations_section(
+                pd.concat(evaluated), runs, ctx["models"])):  # fmt: skip
+            sections.append(("Evaluations", body))
         for i, (loss, acc) in enumerate(spec.task_accuracy):
             fig = scaling.task_accuracy_section(done, loss, acc, spec, tmp, i, rows, notes)
             sections.append((f"Task accuracy: {acc} vs {loss}", fig))

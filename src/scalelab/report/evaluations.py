@@ -34,9 +34,21 @@ def _model_label(run: pd.Series, models: Mapping[str, str], producers: pd.DataFr
     return name
 
 
+def _cell(run: pd.Series, metric: str) -> str:
+    """`0.6200 ± 0.0488 (n=100)`: an accuracy with its standard error over the questions
+    (lm-eval's) and how many there were, so 0.40 vs 0.45 on 20 questions reads as noise."""
+    text = f"{float(run[metric]):.4f}"
+    err = run.get(f"{metric}_stderr")
+    if err is not None and pd.notna(err):
+        text += f" ± {float(err):.4f}"
+    n = run.get("n_questions")
+    return text + (f" (n={int(n)})" if n is not None and pd.notna(n) and metric == "acc" else "")
+
+
 def evaluations_section(runs: pd.DataFrame, every: pd.DataFrame, models: Mapping[str, str]) -> str:
-    """HTML: a table of this stage's evaluate runs (rows: models; columns: task metrics).
-    every: the whole experiment's runs (to name the producing runs)."""
+    """HTML: one table of `evaluate` runs (rows: models; columns: task metrics, accuracies
+    with their standard error and question count). every: the whole experiment's runs (to
+    name the producing runs)."""
     from scalelab.grid.api import evaluation_name
 
     producers = every.set_index("run_id") if "run_id" in every else pd.DataFrame()
@@ -52,12 +64,13 @@ def evaluations_section(runs: pd.DataFrame, every: pd.DataFrame, models: Mapping
                 col = f"{metric} {where}"
                 columns += [col] if col not in columns else []
                 row = cells.setdefault(_model_label(r, models, producers), {})
-                row[col] = f"{float(r[metric]):.4f}"
+                row[col] = _cell(r, metric)
     if not cells:
         return ""
     rows = [{"model": name, **vals} for name, vals in cells.items()]
-    caption = ("<p>Each cell: one `evaluate` run of that model on that task (val_loss: "
-               "nats per token on the corpus's validation split, scored with the model's own "
-               "tokenizer; acc and acc_norm: lm-eval's accuracies; task_loss: the gold "
-               "answer's negative log-likelihood per token).</p>")  # fmt: skip
+    caption = ("<p>Each cell: one <code>evaluate</code> run of that model on that task "
+               "(val_loss: nats per token on the corpus's validation split, scored with the "
+               "model's own tokenizer; acc and acc_norm: lm-eval's accuracies ± their standard "
+               "error over the n questions; task_loss: the gold answer's negative "
+               "log-likelihood per token).</p>")  # fmt: skip
     return caption + html.table(rows, ["model", *columns])
