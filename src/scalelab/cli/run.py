@@ -167,6 +167,10 @@ def results(
     elif format is Format.json:
         sys.stdout.write(table.to_json(orient="records", indent=2) + "\n")
     else:
+        from scalelab.analysis.table import shown_models
+
+        # a run product by its run's model and stage, not by its id
+        table = table.assign(model=shown_models(table))
         typer.echo(summary_table(table).to_string(index=False))
 
 
