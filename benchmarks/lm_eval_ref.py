@@ -232,6 +232,19 @@ def resolve_model_arg(model: str) -> dict:
     return {"pretrained": folder, **kwargs}
 
 
+def make_lm(
+    model_dir: str, batch_size: int, device: str = "cpu", dtype: str = "float32", **model_args
+):
+    """(lm-eval's HFLM for `model_dir` (what `resolve_model_arg` takes), seconds to load)."""
+    from lm_eval.models.huggingface import HFLM
+
+    args = {**resolve_model_arg(model_dir), "dtype": dtype, "device": device, **model_args}
+    t0 = time.perf_counter()
+    lm = HFLM(batch_size=batch_size, **args)
+    lm._scalelab_args = args
+    return lm, time.perf_counter() - t0
+
+
 def run_lm_eval(
     model_dir: str,
     include_path: str,
@@ -241,10 +254,18 @@ def run_lm_eval(
     batch_size: int,
     device: str = "cpu",
     dtype: str = "float32",
+    lm=None,
+    load_s: float = 0.0,
+    task_manager=None,
     **model_args,
 ) -> dict:
     """Run lm-eval's harness on `task` and return {"acc", "acc_norm", "wall_s", "requests",
     ...}; `requests` has one row per loglikelihood request in (doc_id, choice) order.
+
+    `lm`: an HFLM from `make_lm` to reuse across calls (its load time `load_s` is then
+    counted in each call's wall_s, as if it had been loaded for the call). `task_manager`:
+    a TaskManager to reuse (default: a new one per call, indexing lm-eval's own tasks and
+    `include_path`, as the lm_eval command does; that indexing is part of eval_s).
 
     `model_dir`: a save_pretrained folder, a .gguf file, or what `resolve_model_arg`
     takes; extra keyword arguments go to lm-eval's HFLM as model_args. wall_s covers
@@ -252,13 +273,13 @@ def run_lm_eval(
     `loglikelihood_s` is lm-eval's HFLM.loglikelihood: tokenizing + scoring the requests,
     the part scalelab's evaluator is compared against)."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    args = {**resolve_model_arg(model_dir), "dtype": dtype, "device": device, **model_args}
-    t0 = time.perf_counter()
-    lm = HFLM(batch_size=batch_size, **args)
+    if lm is None:
+        lm, load_s = make_lm(model_dir, batch_size, device, dtype, **model_args)
+    args = getattr(lm, "_scalelab_args", {})
     t1 = time.perf_counter()
+    t0 = t1 - load_s
     ll_s = [0.0]
     inner = lm.loglikelihood
 
@@ -270,15 +291,18 @@ def run_lm_eval(
             ll_s[0] += time.perf_counter() - start
 
     lm.loglikelihood = timed_loglikelihood
-    out = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=[task],
-        num_fewshot=shots,
-        limit=limit,
-        log_samples=True,
-        task_manager=TaskManager(include_path=str(include_path)),
-        bootstrap_iters=0,
-    )
+    try:
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[task],
+            num_fewshot=shots,
+            limit=limit,
+            log_samples=True,
+            task_manager=task_manager or TaskManager(include_path=str(include_path)),
+            bootstrap_iters=0,
+        )
+    finally:
+        del lm.loglikelihood  # back to the class's method (the lm may be reused)
     t2 = time.perf_counter()
     metrics = out["results"][task]
     requests = []

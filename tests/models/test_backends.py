@@ -312,6 +312,7 @@ def test_choices_sharing_a_long_context_score_as_alone(tiny, monkeypatch):
     choices = [" the cat sat", " the cat ran to the big red house", " a", "", " the big dog"]
     pairs = [(context, c) for c in choices] + [("a dog", " ran")]  # plus a short request
     backend = open_backend(str(folder), batch_size=3)  # the choices split over two chunks
+    backend._packing = False  # the key/value-cache path (packing is tested below)
     got = backend.loglikelihood(pairs)
     for (ctx, cont), (logprob, greedy, n) in zip(pairs, got, strict=True):
         if not cont:
@@ -321,3 +322,113 @@ def test_choices_sharing_a_long_context_score_as_alone(tiny, monkeypatch):
         assert logprob == pytest.approx(want, abs=1e-4), cont
         assert (greedy, n) == (want_greedy, want_n)
     assert [len(c[1]) for c in calls] == [3, 1]  # four choices (one empty) in chunks of 3
+
+
+def _packed_pairs():
+    """Three questions (one context each, choices of 1..8 tokens, one empty) and lone
+    requests, interleaved as score_questions never would."""
+    pairs = []
+    for seed, choices in (
+        (3, [" the cat sat", " the cat ran to the big red house", " a", "", " the big dog"]),
+        (5, [" it", " was"]),  # one-token choices: scored from the context's last logits
+        (7, [" on the mat.", " to the red tree.", " house"]),
+    ):
+        pairs += [(sentences(2, seed=seed), c) for c in choices]
+    return pairs + [("a dog", " ran"), ("", "the cat"), ("the red ho", "use was big")]
+
+
+def _check_against_manual(model, tok, pairs, got, tol=1e-4):
+    for (ctx, cont), (logprob, greedy, n) in zip(pairs, got, strict=True):
+        if not cont:
+            assert (logprob, greedy, n) == (0.0, True, 0)
+            continue
+        want, want_greedy, want_n = manual(model, tok, ctx, cont)
+        assert logprob == pytest.approx(want, abs=tol), (ctx, cont)
+        assert (greedy, n) == (want_greedy, want_n), (ctx, cont)
+
+
+def test_packed_questions_score_as_alone(tiny, monkeypatch):
+    """Several questions packed into one batch (spans.score_packed: context once, each
+    choice's tokens masked from the other choices, positions restarting per choice) give
+    each request the score of its own unbatched log_softmax, in one forward call."""
+    from scalelab.models.backends import spans
+
+    folder, model, tok = tiny
+    calls = []
+    real = spans.score_packed
+    monkeypatch.setattr(spans, "score_packed", lambda *a: calls.append(a) or real(*a))
+    pairs = _packed_pairs()
+    backend = open_backend(str(folder), batch_size=8)
+    got = backend.loglikelihood(pairs)
+    assert backend._packing is True  # the first group agreed with ordinary rows
+    _check_against_manual(model, tok, pairs, got)
+    # one call for the agreement check, then one for all three questions
+    assert [len(c[1]) for c in calls] == [1, 3]
+    assert sorted(len(item[1]) for item in calls[1][1]) == [2, 3, 4]  # the empty one skipped
+    # in batches of 2 questions: the same numbers
+    small = open_backend(str(folder), batch_size=2)
+    for a, b in zip(small.loglikelihood(pairs), got, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5) and a[1:] == b[1:]
+
+
+@pytest.mark.parametrize("failure", ["raises", "ignores the mask"])
+def test_packing_falls_back_when_the_model_does_not_honour_it(tiny, monkeypatch, failure):
+    """A model whose packed scores disagree with ordinary rows (or that rejects the packed
+    call) is scored through the key/value cache and ordinary batches, with right numbers."""
+    from scalelab.models.backends import spans
+
+    folder, model, tok = tiny
+
+    real = spans.score_packed
+
+    class MaskIgnored:  # what a model that drops the custom mask computes
+        def __init__(self, module):
+            self.module = module
+
+        def parameters(self):
+            return self.module.parameters()
+
+        def __call__(self, **kwargs):
+            kwargs.pop("attention_mask")
+            return self.module(**kwargs)
+
+    def broken(module, items, pad):
+        if failure == "raises":
+            raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
+        return real(MaskIgnored(module), items, pad)
+
+    monkeypatch.setattr(spans, "score_packed", broken)
+    monkeypatch.setattr(spans, "SHARE_MIN_TOKENS", 16)
+    pairs = _packed_pairs()
+    backend = open_backend(str(folder), batch_size=8)
+    one_token = [(sentences(2, seed=5), c) for c in (" it", " was")]
+    got = backend.loglikelihood(one_token)  # one-token choices: the mask cannot matter
+    assert backend._packing is (False if failure == "raises" else None)
+    _check_against_manual(model, tok, one_token, got)
+    got = backend.loglikelihood(pairs)
+    assert backend._packing is False
+    _check_against_manual(model, tok, pairs, got)
+
+
+def test_long_requests_keep_lm_evals_window(tiny):
+    """A request longer than the window keeps its last max_length + 1 tokens and feeds all
+    but the last (lm-eval's left truncation), on every path: alone, packed, via the cache."""
+    folder, model, tok = tiny
+    context = sentences(20, seed=1)  # several times the 64-token window
+    choices = [" the cat sat", " a dog ran to the big house", " it"]
+    pairs = [(context, c) for c in choices]
+    want = []
+    for c in choices:
+        ids = tok(context + c)["input_ids"]
+        n = len(tok(context + c)["input_ids"]) - len(tok(context)["input_ids"])
+        window = ids[-65:]  # n_positions + 1
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([window[:-1]])).logits[0], -1)
+        want.append(sum(logp[i - 1, window[i]].item() for i in range(65 - n, 65)))
+    for packing in (None, False):
+        backend = open_backend(str(folder), batch_size=4)
+        backend._packing = packing
+        got = [r.logprob for r in backend.loglikelihood(pairs)]
+        assert got == pytest.approx(want, abs=1e-4), packing
+        got = [backend.loglikelihood([p])[0].logprob for p in pairs]  # alone
+        assert got == pytest.approx(want, abs=1e-4)

@@ -30,6 +30,10 @@ from scalelab.models.backends.base import (
 from scalelab.models.backends.fingerprint import folder_fingerprint, weights_digest
 from scalelab.models.registry import ModelRef, model_path
 
+# A packed row may differ from ordinary rows by float rounding (another attention kernel);
+# a model that ignores the packed row's mask is off by far more.
+PACK_CHECK_TOL = 1e-3
+
 
 class LocalBackend(Backend):
     """A causal LM loaded in this process; `.module` is trainable, `.tokenizer` its tokenizer.
@@ -64,6 +68,7 @@ class LocalBackend(Backend):
         self.device, self.dtype = device, dtype
         self.batch_size, self.batch_tokens = max(1, batch_size), max(1, batch_tokens)
         self._fingerprint = fingerprint
+        self._packing: bool | None = None  # packed scoring works here (checked on first use)
         if module is not None:
             self._finish_tokenizer()
 
@@ -180,6 +185,18 @@ class LocalBackend(Backend):
         ids = tok(text)["input_ids"]  # slow tokenizers have no offsets: decode prefixes
         return ids, [len(tok.decode(ids[:i])) for i in range(len(ids))]
 
+    def encode_many(self, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """`encode` of each text; a fast tokenizer encodes them all in one batch call (the
+        same ids and offsets, a fraction of the per-call overhead)."""
+        tok = self.tokenizer
+        if not getattr(tok, "is_fast", False) or len(texts) < 2:
+            return [self.encode(t) for t in texts]
+        enc = tok(list(texts), return_offsets_mapping=True)
+        return [
+            (ids, [0] + [end for _, end in offsets[:-1]])
+            for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+        ]
+
     def _batches(self, seqs: list[list[int]]) -> Iterator[list[int]]:
         """Indices of `seqs`, longest first, in batches within batch_size and batch_tokens."""
         return spans.batches([len(s) for s in seqs], self.batch_size, self.batch_tokens)
@@ -244,14 +261,17 @@ class LocalBackend(Backend):
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Loglikelihood]:
         """Continuation scores (see Backend). Only the continuations' logits are computed,
-        and requests with one long context (a question's choices) run it once
-        (`spans.py`); a text longer than the window keeps its last `max_length` tokens."""
-        pairs = as_pairs(requests)
+        and requests with one context (a question's choices) run it once: packed into one
+        row per question, many questions a batch, else through the key/value cache
+        (`spans.py`). A text longer than the window keeps its last `max_length` + 1
+        tokens (lm-eval's rule: the last token is only scored, never fed)."""
+        pairs = [(c or self._prefix("loglikelihood"), x) for c, x in as_pairs(requests)]
+        encoded = self.encode_many([context + continuation for context, continuation in pairs])
         seqs, firsts = [], []
-        for i, (context, continuation) in enumerate(pairs):
-            context = context or self._prefix("loglikelihood")
-            ids, starts = self.encode(context + continuation)
-            cut = max(len(ids) - self.max_length, 0)
+        for i, ((context, continuation), (ids, starts)) in enumerate(
+            zip(pairs, encoded, strict=True)
+        ):
+            cut = max(len(ids) - self.max_length - 1, 0)  # the last token is no input
             first = span_start(starts, len(context)) if continuation else len(ids)
             if continuation and first - cut < 1:
                 raise ScalelabError(
@@ -267,15 +287,33 @@ class LocalBackend(Backend):
     def _score_spans(self, seqs: list[list[int]], firsts: list[int]) -> list[spans.Span]:
         todo = [i for i, (s, f) in enumerate(zip(seqs, firsts, strict=True)) if f < len(s)]
         out: list[spans.Span] = [([], [])] * len(seqs)  # empty continuations: (0.0, True)
-        shared, rest = spans.plan_groups([seqs[i] for i in todo], [firsts[i] for i in todo])
+        shared, rest = spans.plan_groups(
+            [seqs[i] for i in todo], [firsts[i] for i in todo], spans.PACK_MIN_TOKENS
+        )
+        shared = [(first, [todo[m] for m in members]) for first, members in shared]
+        rest = [todo[m] for m in rest]
         pad = self.tokenizer.pad_token_id or 0
         with self._inference():
-            for first, members in shared:
-                for k in range(0, len(members), self.batch_size):
-                    idx = [todo[m] for m in members[k : k + self.batch_size]]
+            packing = self._packing
+            if shared and packing is None:
+                # a group where two choices have tokens after their first: the mask matters
+                telling = [g for g in shared if sum(len(seqs[i]) > g[0] + 1 for i in g[1]) > 1]
+                packing = self._packing_agrees(seqs, (telling or shared)[0], pad)
+                if telling or not packing:
+                    self._packing = packing
+            if packing:
+                out = self._score_packed(seqs, shared, out, pad)
+                shared = []
+            else:  # the cache path pays for short contexts with an extra call each
+                rest = sorted(
+                    rest + [i for f, g in shared if f < spans.SHARE_MIN_TOKENS for i in g]
+                )
+                shared = [(f, g) for f, g in shared if f >= spans.SHARE_MIN_TOKENS]
+            for first, idx_all in shared:
+                for k in range(0, len(idx_all), self.batch_size):
+                    idx = idx_all[k : k + self.batch_size]
                     got = spans.score_shared(self.module, [seqs[i] for i in idx], first)
                     out = _put(out, idx, got)
-            rest = [todo[m] for m in rest]
             for batch in self._batches([seqs[i] for i in rest]):
                 idx = [rest[b] for b in batch]
                 got = spans.score_batch(
@@ -283,6 +321,41 @@ class LocalBackend(Backend):
                 )
                 out = _put(out, idx, got)
         return out
+
+    def _score_packed(self, seqs: list, groups: list, out: list, pad: int) -> list:
+        """Groups of requests sharing a context, one packed row per group, in batches
+        within batch_size rows and batch_tokens padded tokens."""
+        lengths = [spans.packed_length(f, [len(seqs[i]) for i in idx]) for f, idx in groups]
+        for batch in spans.batches(lengths, self.batch_size, self.batch_tokens):
+            items = [
+                (seqs[groups[g][1][0]][: groups[g][0]],
+                 [seqs[i][groups[g][0] :] for i in groups[g][1]])
+                for g in batch
+            ]  # fmt: skip
+            got = spans.score_packed(self.module, items, pad)
+            for g, spans_ in zip(batch, got, strict=True):
+                out = _put(out, groups[g][1], spans_)
+        return out
+
+    def _packing_agrees(self, seqs: list, group: tuple[int, list[int]], pad: int) -> bool:
+        """Whether this model scores a packed row (custom 4D mask, per-choice position
+        ids, boolean logits_to_keep) as it scores the same sequences one per row: checked
+        once per backend on a real group where the mask matters (until one comes, each
+        call checks its first group); a model that ignores or rejects the mask gets the
+        key/value-cache path instead."""
+        first, idx = group
+        idx = sorted(idx, key=lambda i: -len(seqs[i]))[:4]
+        try:
+            packed = self._score_packed(seqs, [(first, idx)], [None] * len(seqs), pad)
+        except (TypeError, ValueError, RuntimeError, IndexError):
+            return False
+        plain = spans.score_batch(self.module, [seqs[i] for i in idx], [first] * len(idx), pad)
+        for i, (lp, _) in zip(idx, plain, strict=True):
+            if len(packed[i][0]) != len(lp):
+                return False
+            if any(abs(a - b) > PACK_CHECK_TOL for a, b in zip(packed[i][0], lp, strict=True)):
+                return False
+        return True
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         """Whole-text log-likelihoods. A text longer than the window is cut into windows of
