@@ -133,7 +133,7 @@ def test_corpus_loss_of_a_run_model_equals_its_own_validation_loss(tmp_path, cor
 def test_questions_longer_than_the_window_are_counted_and_answers_that_cannot_fit_skipped(
     setup, tmp_path, capsys
 ):
-    """The tiny model's window is 64 tokens: 12 shots cut every context; one answer of 80
+    """The tiny model's window is 64 tokens: 20 shots cut every context; one answer of 80
     words cannot be scored at all."""
     model, task = setup
     data = task.parent / "task.jsonl"
@@ -141,7 +141,7 @@ def test_questions_longer_than_the_window_are_counted_and_answers_that_cannot_fi
     doc = json.loads(lines[0])
     doc["options"][doc["label"]] = " ".join(["cat"] * 80)
     data.write_text("\n".join([json.dumps(doc), *lines[1:]]) + "\n")
-    spec = spec_for(tmp_path, model, task, shots=12)
+    spec = spec_for(tmp_path, model, task, shots=20)
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 0, err
     row = load_experiment_tables(spec)[0].iloc[0]

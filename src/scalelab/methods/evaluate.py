@@ -142,24 +142,28 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
 def window_fit(backend, questions: list) -> tuple[list, int, set[int]]:
     """(the questions a local model can score, how many of them lose the start of their
     context to its window, doc ids of those whose answer alone does not fit). A local
-    backend keeps a request's last `max_length` tokens (lm-eval does the same); an answer
-    longer than that has no context left to be scored from. HTTP models: all kept."""
+    backend keeps a request's last `max_length` + 1 tokens (lm-eval's rule: the last one is
+    only scored); an answer longer than `max_length` tokens has no context left to be
+    scored from. HTTP models: all kept."""
     from scalelab.models.backends.base import span_start
 
-    limit, encode = getattr(backend, "max_length", None), getattr(backend, "encode", None)
+    limit, encode = getattr(backend, "max_length", None), getattr(backend, "encode_many", None)
     if not limit or encode is None:
         return questions, 0, set()
+    requests = [r for q in questions for r in q.requests()]
+    encoded = iter(encode([c + x for c, x in requests]))
     kept, n_cut, skipped = [], 0, set()
     for q in questions:
         lengths = []
-        for context, continuation in q.requests():
-            ids, starts = encode(context + continuation)
+        for (context, _), (ids, starts) in zip(
+            q.requests(), encoded, strict=False
+        ):  # shared iterator
             lengths.append((len(ids), len(ids) - span_start(starts, len(context))))
-        if max(n for _, n in lengths) >= limit:
+        if max(n for _, n in lengths) > limit:
             skipped.add(q.doc_id)
             continue
         kept.append(q)
-        n_cut += max(total for total, _ in lengths) > limit
+        n_cut += max(total for total, _ in lengths) > limit + 1
     return kept, n_cut, skipped
 
 
