@@ -151,3 +151,14 @@ def test_monitor_overhead(tmp_path, capsys):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["size"] == "gpt-d1" and row["point_ms"] > 0 and row["default_every"] == 10
     assert "every step" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_mc_eval_parity(tmp_path, capsys):
+    out = tmp_path / "parity.json"
+    code = load("mc_eval_parity").main(["--models", "tiny-gpt2", "--tasks", "piqa",
+                                        "--shots", "0", "--limit", "4", "--no-fp64",
+                                        "--out", str(out)])  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert code == 0 and row["acc_scalelab"] == row["acc_lm_eval"] and row["max_abs_dll"] <= 1e-4
+    assert "piqa" in capsys.readouterr().out
