@@ -85,6 +85,7 @@ How lm-eval 0.4.13 tokenizes and scores a loglikelihood request for an HF causal
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -92,9 +93,29 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline(func):
+    """Run `func` with the Hugging Face libraries told to stay offline, and put the
+    environment back after (set at import, the variables leaked into every test that ran
+    later in the same process)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        old = {k: os.environ.get(k) for k in OFFLINE}
+        os.environ.update(dict.fromkeys(OFFLINE, "1"))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return wrapper
+
 
 TINY_TASK = "scalelab_tiny_piqa"
 
@@ -232,6 +253,7 @@ def resolve_model_arg(model: str) -> dict:
     return {"pretrained": folder, **kwargs}
 
 
+@offline
 def make_lm(
     model_dir: str, batch_size: int, device: str = "cpu", dtype: str = "float32", **model_args
 ):
@@ -245,6 +267,7 @@ def make_lm(
     return lm, time.perf_counter() - t0
 
 
+@offline
 def run_lm_eval(
     model_dir: str,
     include_path: str,
@@ -340,6 +363,7 @@ def run_lm_eval(
     }
 
 
+@offline
 def plain_loglikelihoods(model_args: dict, requests: list[dict]) -> list[tuple[float, bool]]:
     """Rules 2-5 of the module docstring re-implemented with transformers alone (one
     request per forward, no lm-eval): a check that the summary is complete. Returns
@@ -421,6 +445,7 @@ def _table(res: dict, max_rows: int) -> str:
     return "\n".join(lines)
 
 
+@offline
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="folder, .gguf, tiny-gpt2 or scalelab name")

@@ -42,10 +42,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 HERE = Path(__file__).resolve().parent
 
 
@@ -217,6 +213,10 @@ def _lm_eval_further_off(row: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return _ref().offline(_main)(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="tiny-gpt2,smollm2-135m")
     p.add_argument("--tasks", default="piqa,commonsense_qa,openbookqa")

@@ -457,10 +457,10 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
     if data is not None:  # a local corpus: its content, so an edit in place reruns
         config["data"] = data
     if model.kind == "local":  # a model folder: its files, so a changed checkpoint reruns
-        from scalelab.models.backends.fingerprint import folder_fingerprint
-        from scalelab.models.registry import model_path
+        from scalelab.models.backends.fingerprint import model_files_identity
 
-        config["model_files"] = folder_fingerprint(model_path(model)[0])
+        if (files := model_files_identity(model)) is not None:
+            config["model_files"] = files
     param_inputs = {
         k: tuple(
             ModelRef.for_run(i, spec.runs_dir, f"@{inputs[i].stage}:{inputs[i].model.name}")

@@ -30,7 +30,9 @@ def _model_label(run: pd.Series, models: Mapping[str, str], producers: pd.DataFr
     name = models.get(model, model)
     run_id = model[4:].partition("@")[0] if model.startswith("run:") else None
     if run_id and "task.dataset" in producers and run_id in producers.index:
-        name += f" · trained on {producers.loc[run_id, 'task.dataset']}"
+        from scalelab.grid.api import evaluation_name
+
+        name += f" · trained on {evaluation_name(str(producers.loc[run_id, 'task.dataset']))}"
     return name
 
 

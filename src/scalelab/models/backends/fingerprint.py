@@ -44,6 +44,18 @@ def folder_fingerprint(folder: str | Path, only: str | None = None) -> str:
     return "sha256:" + total.hexdigest()
 
 
+def model_files_identity(ref: Any) -> str | None:
+    """What a run id records of a local model folder (`folder_fingerprint` of the folder,
+    or of the kept revision it names); None for a folder with no model files yet (the run
+    that loads it says what is missing)."""
+    from scalelab.models.registry import model_path
+
+    try:
+        return folder_fingerprint(model_path(ref)[0])
+    except ScalelabError:
+        return None
+
+
 _MODULE_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
