@@ -30,8 +30,10 @@ def run_dir(tmp_path) -> Path:
 def test_a_run_or_model_folder_at_a_revision_is_that_revisions_folder(run_dir):
     for name in (f"{run_dir}/model@3000", f"{run_dir}@3000"):
         ref = resolve_model(name)
-        assert (ref.kind, ref.revision, ref.config_name) == ("local", "3000", name)
+        assert (ref.kind, ref.revision, ref.name) == ("local", "3000", name)
         assert model_path(ref) == (str(run_dir / "revisions" / "3000"), {})
+        # both spellings are one model to the run id: the revision's folder
+        assert ref.config_name == str(run_dir / "revisions" / "3000")
     assert model_path(resolve_model(f"{run_dir}/model")) == (str(run_dir / "model"), {})
 
 

@@ -83,7 +83,10 @@ class ModelRef:
     def config_name(self) -> str:
         """What a run's config (and so its id) records for this model: the written name
         (with its `@revision`), except a run product, which is recorded by its producing
-        run's id (`run:<id>`, `run:<id>@<revision>`)."""
+        run's id (`run:<id>`, `run:<id>@<revision>`), and a local folder's revision, by
+        the revision's folder (`runs/<id>/model@N` and `runs/<id>@N` are one model)."""
+        if self.kind == "local" and self.revision:
+            return str(revision_folder(self))
         if self.kind != "run":
             return self.name
         return f"run:{self.run_id}" + (f"@{self.revision}" if self.revision else "")
