@@ -12,6 +12,21 @@ import yaml
 
 from scalelab.cli import main
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The module `benchmarks/<name>.py` (the folder is no package), registered in
+    sys.modules so dataclasses can look it up."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 def write_spec(path: Path, **fields) -> Path:
     path.write_text(yaml.safe_dump(fields, sort_keys=False))

@@ -3,25 +3,15 @@ measurement): tiny models and data written here, outputs under tmp_path."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark as load
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "analysis" / "data"  # published tables, in the repo
-BENCH = REPO / "benchmarks"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

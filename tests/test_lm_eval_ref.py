@@ -3,24 +3,16 @@ a tiny local multiple-choice task, and its logged requests are complete (issue 1
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 pytest.importorskip("lm_eval")
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_lm_eval_ref", BENCH / "lm_eval_ref.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lm_eval_ref")
 
 
 @pytest.mark.slow

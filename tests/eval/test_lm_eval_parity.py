@@ -11,26 +11,19 @@ the check has teeth. benchmarks/mc_eval_parity.py is the same comparison with ti
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 pytest.importorskip("lm_eval")
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 TASKS = ("piqa", "commonsense_qa", "openbookqa")
 LIMIT = 12
 TOL = 1e-4
 
 
 def _ref():
-    spec = importlib.util.spec_from_file_location("bench_lm_eval_ref", BENCH / "lm_eval_ref.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lm_eval_ref")
 
 
 def _by_key(rows):

@@ -73,11 +73,7 @@ class TasksFile(Strict):
 def _read(path: Path, model: type[Strict], role: str) -> Any:
     from scalelab.grid.spec import read_spec_text
 
-    try:
-        text = read_spec_text(path)
-    except ScalelabError as err:
-        raise ScalelabError(str(err).replace("spec file", f"{role} file", 1)) from None
-    raw = load_yaml(text, clip(path))
+    raw = load_yaml(read_spec_text(path, role), clip(path))
     try:
         return validate(model, raw if raw is not None else {})
     except ScalelabError as err:

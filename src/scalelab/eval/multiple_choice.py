@@ -69,6 +69,12 @@ class QuestionScore:
         return {**asdict(self), "choices": list(self.choices), "ll": list(self.ll),
                 "n_tokens": list(self.n_tokens), "greedy": list(self.greedy)}  # fmt: skip
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> QuestionScore:
+        """The score `as_row` wrote (JSON lists back to tuples)."""
+        return cls(int(row["doc_id"]), int(row["gold"]), tuple(row["choices"]),
+                   tuple(row["ll"]), tuple(row["n_tokens"]), tuple(row["greedy"]))  # fmt: skip
+
 
 def score_questions(
     backend: Any,

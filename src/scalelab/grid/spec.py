@@ -298,11 +298,12 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise ScalelabError(f"{shown_path}: {err}") from None
 
 
-def read_spec_text(path: str | Path) -> str:
-    """The text of a spec file, refusing anything but a regular UTF-8 file of at most
-    MAX_SPEC_BYTES (a FIFO would block forever, a device never end). Raises ScalelabError
-    naming the file."""
-    where = f"spec file {clip(path)}"
+def read_spec_text(path: str | Path, role: str = "spec") -> str:
+    """The text of a spec file (or another small YAML file: `role` names it in errors,
+    e.g. "models"), refusing anything but a regular UTF-8 file of at most MAX_SPEC_BYTES
+    (a FIFO would block forever, a device never end). Raises ScalelabError naming the
+    file."""
+    where = f"{role} file {clip(path)}"
     try:
         checked = check_path_text(str(path))
         info = stat_or_none(checked)

@@ -119,14 +119,14 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
     with _open(ctx) as backend:
         questions, n_cut, skipped = window_fit(backend, questions)
         _warn_window(ctx, backend, len(questions) + len(skipped), n_cut, skipped)
-        if not questions:
+        if not questions and skipped:
             raise ScalelabError(
                 f"no question fits the model's window of {backend.max_length} tokens "
                 "(an answer alone is longer): use a model with a longer context"
             )
         score_questions(backend, [q for q in todo if q.doc_id not in skipped], done=keep)
     rows = _read_partial(partial)
-    scores = [_from_row(rows[q.doc_id]) for q in questions]
+    scores = [QuestionScore.from_row(rows[q.doc_id]) for q in questions]
     bad = [s.doc_id for s in scores if not all(math.isfinite(x) for x in s.ll)]
     if bad:
         raise ScalelabError(f"non-finite log-likelihoods for questions {bad[:5]}: not stored")
@@ -141,29 +141,25 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
 
 def window_fit(backend, questions: list) -> tuple[list, int, set[int]]:
     """(the questions a local model can score, how many of them lose the start of their
-    context to its window, doc ids of those whose answer alone does not fit). A local
-    backend keeps a request's last `max_length` + 1 tokens (lm-eval's rule: the last one is
-    only scored); an answer longer than `max_length` tokens has no context left to be
-    scored from. HTTP models: all kept."""
+    context to its window, doc ids of those whose answer alone does not fit), by the
+    backend's own window rule (`LocalBackend.window_cut`, lm-eval's). HTTP models: all
+    kept."""
     from scalelab.models.backends.base import span_start
 
-    limit, encode = getattr(backend, "max_length", None), getattr(backend, "encode_many", None)
-    if not limit or encode is None:
+    window_cut = getattr(backend, "window_cut", None)
+    if window_cut is None:
         return questions, 0, set()
     requests = [r for q in questions for r in q.requests()]
-    encoded = iter(encode([c + x for c, x in requests]))
+    encoded = iter(backend.encode_many([c + x for c, x in requests]))
     kept, n_cut, skipped = [], 0, set()
-    for q in questions:
-        lengths = []
-        for (context, _), (ids, starts) in zip(
-            q.requests(), encoded, strict=False
-        ):  # shared iterator
-            lengths.append((len(ids), len(ids) - span_start(starts, len(context))))
-        if max(n for _, n in lengths) > limit:
+    for q in questions:  # `encoded` is one iterator: each question takes its own requests
+        cuts = [window_cut(len(ids), span_start(starts, len(context)))
+                for (context, _), (ids, starts) in zip(q.requests(), encoded, strict=False)]  # fmt: skip
+        if None in cuts:
             skipped.add(q.doc_id)
             continue
         kept.append(q)
-        n_cut += max(total for total, _ in lengths) > limit + 1
+        n_cut += max(cuts) > 0
     return kept, n_cut, skipped
 
 
@@ -176,15 +172,6 @@ def _warn_window(ctx: RunContext, backend, n: int, n_cut: int, skipped: set[int]
         ctx.report({"warning": f"{len(skipped)} of {n} questions have an answer longer than "
                     f"the model's window ({backend.max_length} tokens) and are not scored; "
                     "n_skipped counts them, the metrics are over the rest"})  # fmt: skip
-
-
-def _from_row(row: dict):
-    from scalelab.eval.multiple_choice import QuestionScore
-
-    return QuestionScore(
-        int(row["doc_id"]), int(row["gold"]), tuple(row["choices"]), tuple(row["ll"]),
-        tuple(row["n_tokens"]), tuple(row["greedy"]),
-    )  # fmt: skip
 
 
 def run_lm(ctx: RunContext) -> RunResult:

@@ -177,25 +177,31 @@ class LocalBackend(Backend):
     def encode(self, text: str) -> tuple[list[int], list[int]]:
         """(token ids, start offsets) of `text`; token i starts where token i-1 ended, so
         whitespace a tokenizer trims from its offsets stays with the token it precedes."""
-        tok = self.tokenizer
-        if getattr(tok, "is_fast", False):
-            enc = tok(text, return_offsets_mapping=True)
-            ids, offsets = enc["input_ids"], enc["offset_mapping"]
-            return ids, [0] + [end for _, end in offsets[:-1]]
-        ids = tok(text)["input_ids"]  # slow tokenizers have no offsets: decode prefixes
-        return ids, [len(tok.decode(ids[:i])) for i in range(len(ids))]
+        return self.encode_many([text])[0]
 
     def encode_many(self, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
         """`encode` of each text; a fast tokenizer encodes them all in one batch call (the
         same ids and offsets, a fraction of the per-call overhead)."""
         tok = self.tokenizer
-        if not getattr(tok, "is_fast", False) or len(texts) < 2:
-            return [self.encode(t) for t in texts]
+        if not getattr(tok, "is_fast", False):  # no offsets: decode each prefix instead
+            out = []
+            for text in texts:
+                ids = tok(text)["input_ids"]
+                out.append((ids, [len(tok.decode(ids[:i])) for i in range(len(ids))]))
+            return out
         enc = tok(list(texts), return_offsets_mapping=True)
         return [
             (ids, [0] + [end for _, end in offsets[:-1]])
             for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
         ]
+
+    def window_cut(self, n_tokens: int, first: int) -> int | None:
+        """lm-eval's window rule for a request of `n_tokens` tokens whose continuation starts
+        at token `first`: how many tokens are dropped from its start (the last
+        `max_length` + 1 are kept; the last one is only scored, never fed), or None when no
+        scored context is left before the continuation (it is too long for the window)."""
+        cut = max(n_tokens - self.max_length - 1, 0)
+        return cut if first - cut >= 1 else None
 
     def _batches(self, seqs: list[list[int]]) -> Iterator[list[int]]:
         """Indices of `seqs`, longest first, in batches within batch_size and batch_tokens."""
@@ -271,9 +277,9 @@ class LocalBackend(Backend):
         for i, ((context, continuation), (ids, starts)) in enumerate(
             zip(pairs, encoded, strict=True)
         ):
-            cut = max(len(ids) - self.max_length - 1, 0)  # the last token is no input
             first = span_start(starts, len(context)) if continuation else len(ids)
-            if continuation and first - cut < 1:
+            cut = self.window_cut(len(ids), first)
+            if cut is None:
                 raise ScalelabError(
                     f"loglikelihood request {i}: the continuation has no scored context "
                     "before it (an empty or one-token context, or context + continuation "
