@@ -176,15 +176,11 @@ def results(
 
 def _named_curves(curves, table):
     """The curves with each run's identity after run_id: stage, model, method, seed and the
-    task/params fields that vary between runs (as `summary_table` picks them), so an
+    task/params fields that vary between runs (`identity_columns`), so an
     exported curve says which run it is without a join."""
     if curves.empty:
         return curves
-    from scalelab.analysis.table import as_text
-
-    config = [c for c in table.columns
-              if c in ("stage", "model", "method", "variant", "seed")
-              or (c.startswith(("task.", "params.")) and as_text(table[c]).nunique() > 1)]  # fmt: skip
+    config = identity_columns(table, always=IDENTITY)
     ids = table[["run_id", *config]]
     named = curves.merge(ids, on="run_id", how="left")
     first = ["run_id", *config]
@@ -209,24 +205,25 @@ def _print_curves(curves, format: Format) -> None:
         typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}"))
 
 
+IDENTITY = ("stage", "model", "method", "variant", "seed")
+
+
+def identity_columns(table, always=IDENTITY[1:]) -> list[str]:
+    """The config columns that tell runs apart: those of `always` the table has, and every
+    other identity, task and params column whose value differs between runs."""
+    from scalelab.analysis.table import as_text
+
+    config = [c for c in table.columns if c in IDENTITY or c.startswith(("task.", "params."))]
+    return [c for c in config if c in always or as_text(table[c]).nunique() > 1]
+
+
 def summary_table(table):
     """The columns worth reading at a glance: what varies across runs, then the metrics the
     runs' methods declare (SUMMARY_KINDS), as strings in their declared formats ("n/a" where
     a run lacks one). Metrics of methods no longer registered are left out."""
-    from scalelab.analysis.table import as_text
     from scalelab.metrics import format_value, metric_def, metrics_for
 
-    config = [
-        c
-        for c in table.columns
-        if c in ("stage", "model", "method", "variant", "seed")
-        or c.startswith(("task.", "params."))
-    ]
-    varying = [
-        c
-        for c in config
-        if c in ("model", "method", "variant", "seed") or as_text(table[c]).nunique() > 1
-    ]
+    varying = identity_columns(table)
     declared = metrics_for(table["method"] if "method" in table else [], skip_unknown=True)
     defs = [
         d

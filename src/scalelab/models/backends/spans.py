@@ -171,12 +171,11 @@ def _cache_arg(module: Any) -> str:
 
 
 def plan_groups(
-    seqs: Sequence[list[int]], firsts: Sequence[int], min_tokens: int | None = None
+    seqs: Sequence[list[int]], firsts: Sequence[int], min_tokens: int
 ) -> tuple[list, list[int]]:
     """([(first, [indices])] of requests worth scoring with a shared context, the indices
     scored in ordinary batches). Requests share a context when their tokens before the
-    span are identical and at least `min_tokens` (default SHARE_MIN_TOKENS) long."""
-    min_tokens = SHARE_MIN_TOKENS if min_tokens is None else min_tokens
+    span are identical and at least `min_tokens` long."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (s, f) in enumerate(zip(seqs, firsts, strict=True)):
         groups.setdefault(tuple(s[:f]), []).append(i)
