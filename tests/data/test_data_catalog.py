@@ -14,7 +14,10 @@ from scalelab.data.catalog import DatasetEntry, register_dataset
 from scalelab.data.sources import HubSource, LocalSource, PypiMember
 from scalelab.errors import ScalelabError
 
-REQUIRED = {"wikitext2", "trec", "sarcasm", "rotten_tomatoes", "sms_spam", "ag_news", "imdb"}
+REQUIRED = {
+    "wikitext2", "trec", "sarcasm", "rotten_tomatoes", "sms_spam", "ag_news", "imdb",
+    "gsm8k", "gsm_symbolic",
+}  # fmt: skip
 
 
 def test_required_entries_are_registered():

