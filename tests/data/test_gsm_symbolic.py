@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import ast
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from scalelab.config import validate
 from scalelab.data import gsm_symbolic, safe_eval
-from scalelab.data.gsm_functions import number_value, same_number
+from scalelab.data.gsm_functions import canonical_answer, number_value, same_number, show
 from scalelab.data.gsm_symbolic import (
     TemplateError,
     default_values,
@@ -21,6 +22,7 @@ from scalelab.data.gsm_symbolic import (
     render_question,
     sample_instance,
     screen,
+    strip_marks,
 )
 from scalelab.data.math_data import MathTask, load_math_splits
 from scalelab.data.safe_eval import ExpressionError, evaluate
@@ -64,7 +66,8 @@ def test_safe_eval_evaluates_template_arithmetic():
     assert evaluate("7 if t == 'week' else 30", env) == 7
     assert evaluate("divides(k*y, 12) and not is_int(5/2) and 1 < k <= 3", env) is True
     assert evaluate("-max(1, 2) + round(2.5) + len([1, 2]) + pair[1]", env) == -2 + 2 + 2 + 2
-    assert evaluate("Fraction(0.25)", env) == "1/4"
+    functions = gsm_symbolic.sampling_functions(random.Random(0))
+    assert evaluate("Fraction(0.25) + str(ensure_int(2.0))", env, functions) == "1/42"
 
 
 @pytest.mark.parametrize(
@@ -115,6 +118,18 @@ def test_safe_eval_uses_no_python_eval():
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
               and isinstance(n.func, ast.Name)}  # fmt: skip
     assert not called & {"eval", "exec", "compile", "__import__", "getattr"}
+
+
+def test_answers_and_rationales_are_canonical():
+    assert [canonical_answer(v) for v in (1200, -3.0, 2.5, Fraction(5, 2), "1,200", 2.9999999)] == [
+        "1200", "-3", "2.5", "2.5", "1200", "3"
+    ]  # fmt: skip
+    assert [show(v) for v in (0.1 + 0.2, 3.0, Fraction(1, 4), "2.0")] == ["0.3", "3", "1/4", "2.0"]
+    assert [number_value(v) for v in ("1/4", "0.5", "12", "New York", 4.0)] == [
+        Fraction(1, 4), 0.5, 12, "New York", 4
+    ]  # fmt: skip
+    text = "Half is 10/2 = <<10/2=5>>5 apples.\nThen 5*2 = <<5*2=10>>10.\n#### 10"
+    assert strip_marks(text) == "Half is 10/2 = 5 apples.\nThen 5*2 = 10."
 
 
 # --- templates -----------------------------------------------------------------------

@@ -17,9 +17,26 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from scalelab.data.safe_eval import SAFE_FUNCTIONS
+from scalelab.data.safe_eval import SAFE_FUNCTIONS, is_int
 
 MAX_DOMAIN = 1_000_000  # values one `range`/`arange` may choose among
+
+
+def ensure_int(value: Any) -> int:
+    """`value` as an int; ValueError when it is not whole (`is_int`)."""
+    if not is_int(value):
+        raise ValueError(f"{value!r} is not a whole number")
+    return round(value)
+
+
+def fraction_text(value: Any) -> str:
+    """A float as `p/q` in lowest terms (`0.25` -> `1/4`, `2.0` -> `2`); other values as str."""
+    if isinstance(value, float):
+        frac = Fraction(value).limit_denominator()
+        return (
+            str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+        )
+    return str(value)
 
 
 def number_value(value: Any) -> Any:
@@ -41,9 +58,12 @@ def number_value(value: Any) -> Any:
 
 
 def show(value: Any) -> str:
-    """A value as a solution shows it: whole floats without `.0`, Fractions as `p/q`."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    """A value as a solution shows it: floats rounded to 10 decimals (`0.1 + 0.2` shows
+    `0.3`, float noise that the package prints), whole ones without `.0`; Fractions as
+    `p/q`; anything else as `str`."""
+    if isinstance(value, float) and math.isfinite(value):
+        value = round(value, 10)
+        return str(int(value)) if value.is_integer() else str(value)
     return str(value)
 
 
@@ -69,6 +89,13 @@ def same_number(a: str, b: str) -> bool:
     except ValueError:
         return a.strip() == b.strip()
     return math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6)
+
+
+# The functions of conditions, `#answer:` and solution slots: no drawing.
+PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    **SAFE_FUNCTIONS, "ensure_int": ensure_int, "Fraction": fraction_text, "str": str,
+    "list": list,
+}  # fmt: skip
 
 
 def _grid(start: Any, end: Any, step: Any, inclusive: bool) -> range:
@@ -110,7 +137,11 @@ def sampling_functions(rng: random.Random) -> dict[str, Callable[..., Any]]:
         return str(round(start + (end - start) * k / max(count - 1, 1), decimals))
 
     return {
-        **SAFE_FUNCTIONS, "sample": sample, "range": range_, "range_str": range_str,
+        **PURE_FUNCTIONS, "sample": sample, "range": range_, "range_str": range_str,
         "range_list": lambda a, b, s=1: list(_grid(a, b, s, inclusive=False)),
-        "sample_sequential": sample_sequential, "arange": arange, "str": str, "list": list,
+        "sample_sequential": sample_sequential, "arange": arange,
     }  # fmt: skip
+
+
+# Every function name an expression may call (for telling variables from functions).
+FUNCTION_NAMES = frozenset(sampling_functions(random.Random(0)))

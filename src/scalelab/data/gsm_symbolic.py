@@ -39,6 +39,8 @@ from typing import Any
 import tomllib
 
 from scalelab.data.gsm_functions import (
+    FUNCTION_NAMES,
+    PURE_FUNCTIONS,
     canonical_answer,
     number_value,
     same_number,
@@ -46,7 +48,7 @@ from scalelab.data.gsm_functions import (
     show,
 )
 from scalelab.data.math_data import Problem
-from scalelab.data.safe_eval import SAFE_FUNCTIONS, ExpressionError, evaluate, parse
+from scalelab.data.safe_eval import ExpressionError, evaluate, parse
 from scalelab.errors import ScalelabError
 
 MAX_TRIES = 20_000  # draws per instance before giving up on a template's conditions
@@ -227,14 +229,18 @@ def _capitalize(text: str) -> str:
 
 def render_question(template: Template, values: dict[str, Any]) -> str:
     """The question with each `{var,default}` slot replaced by `values[var]` (as drawn)."""
-    text = _SLOT.sub(lambda m: str(values.get(m[1], m[0])), template.question_template)
+    text = _SLOT.sub(
+        lambda m: show(values[m[1]]) if m[1] in values else m[0], template.question_template
+    )
     return _capitalize(_english_numbers(text))
 
 
 def render_answer(template: Template, values: dict[str, Any]) -> str:
     """The worked solution with every `{expr}` slot evaluated. Raises ExpressionError."""
     env = {**template.words, **{k: number_value(v) for k, v in values.items()}}
-    text = _EXPR_SLOT.sub(lambda m: show(evaluate(m[1], env)), template.answer_template)
+    text = _EXPR_SLOT.sub(
+        lambda m: show(evaluate(m[1], env, PURE_FUNCTIONS)), template.answer_template
+    )
     return _capitalize(_english_numbers(text))
 
 
@@ -260,7 +266,7 @@ def _schedule(template: Template) -> tuple[tuple[InitRule, tuple[str, ...]], ...
             early.insert(0, rule)
             wanted |= _names_in(rule.expr)
     order = early + [r for r in template.init if r not in early]
-    known = set(template.words) | set(SAFE_FUNCTIONS)
+    known = set(template.words) | FUNCTION_NAMES
     pending, out = list(template.conditions), []
     for rule in order:
         known |= set(rule.names)

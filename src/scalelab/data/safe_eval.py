@@ -84,23 +84,6 @@ def divides(a: Any, b: Any) -> bool:
     return b != 0 and a % b == 0
 
 
-def ensure_int(value: Any) -> int:
-    """`value` as an int; ValueError when it is not whole (`is_int`)."""
-    if not is_int(value):
-        raise ValueError(f"{value!r} is not a whole number")
-    return round(value)
-
-
-def fraction_text(value: Any) -> str:
-    """A float as `p/q` in lowest terms (`0.25` -> `1/4`, `2.0` -> `2`); other values as str."""
-    if isinstance(value, float):
-        frac = Fraction(value).limit_denominator()
-        return (
-            str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
-        )
-    return str(value)
-
-
 SAFE_FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "int": int,
     "float": float,
@@ -112,8 +95,6 @@ SAFE_FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "len": len,
     "divides": divides,
     "is_int": is_int,
-    "ensure_int": ensure_int,
-    "Fraction": fraction_text,  # GSM-Symbolic's name for its fraction formatter
 }
 
 
