@@ -103,6 +103,7 @@ def test_safe_eval_refuses(source, why):
         ("9 ** 999 ** 2", "exponent 998001 is over"),
         ("(10 ** 900) ** 900", "more than"),
         ("'a' * 10 ** 6", "repetition longer than"),
+        ("[[1] * 9999] * 9999", "only strings and lists of numbers may be repeated"),
         ("1 / 0", "ZeroDivisionError"),
         ("x[5]", "only a list, tuple or string indexed by an int"),
     ],

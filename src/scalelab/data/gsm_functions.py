@@ -1,11 +1,11 @@
 """The value rules and init-line functions of GSM-Symbolic template expressions.
 
-Re-implemented from the semantics of `multilingual-gsm-symbolic==0.5.5`
-(`_helpers.py`: `parse_value`, `build_eval_context`), read, never imported: its code needs
-Python 3.12. Differences, chosen: `range(a, b, step)` draws from Python's `range` (end
-excluded) everywhere, as the package enumerates constrained variables (its unconstrained
-sampler includes `b`; the templates' defaults all lie inside the end-excluded range), and
-every domain is capped at `MAX_DOMAIN` values.
+Re-implemented from the semantics of `multilingual-gsm-symbolic==0.5.5` (`_helpers.py`:
+`parse_value`, `build_eval_context`), read, never imported: its code needs Python 3.12.
+Chosen differences: `range(a, b, step)` and `range_str` draw from Python's `range` (end
+excluded) everywhere, as the package enumerates constrained variables (its sampler of free
+ones includes `b`; every template default lies inside the end-excluded range); every
+domain is capped at `MAX_DOMAIN` values; solution floats are shown rounded (`show`).
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ def number_value(value: Any) -> Any:
     text = value.strip()
     if re.fullmatch(r"-?\d+", text):
         return int(text)
-    if re.fullmatch(r"-?\d+/\d+", text) and not text.endswith("/0"):
-        return Fraction(text)
     try:
-        return float(text) if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", text) else value
-    except ValueError:
+        if re.fullmatch(r"-?\d+/\d+", text):
+            return Fraction(text)
+        return float(text) if re.fullmatch(r"-?\d*\.\d+", text) else value
+    except (ValueError, ZeroDivisionError):  # "1/0": a word, as the package leaves it
         return value
 
 
@@ -98,28 +98,41 @@ PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 }  # fmt: skip
 
 
-def _grid(start: Any, end: Any, step: Any, inclusive: bool) -> range:
+def _grid(start: Any, end: Any, step: Any) -> range:
+    """Python's `range(start, end, step)`; ValueError when empty or over `MAX_DOMAIN`."""
     if step == 0:
         raise ValueError("step is 0")
-    values = range(int(start), int(end) + (1 if inclusive else 0), int(step))
+    values = range(int(start), int(end), int(step))
+    if not values:
+        raise ValueError(f"range({start}, {end}, {step}) is empty")
     if len(values) > MAX_DOMAIN:
         raise ValueError(f"range of {len(values)} values is over {MAX_DOMAIN}")
     return values
 
 
 def sampling_functions(rng: random.Random) -> dict[str, Callable[..., Any]]:
-    """The init-line functions, drawing from `rng` (the package's `build_eval_context`)."""
+    """The init-line functions, drawing from `rng` (the package's `build_eval_context`):
+
+    `sample(items)` one item, `sample(items, n)` n distinct items in drawn order;
+    `range(a, b[, step])` one int of Python's `range`; `range_list(a, b[, step])` that
+    range as a list; `range_str(a, b, step, words)` a pair `(words[i - 1], i)` for i in
+    that range; `sample_sequential(items, n)` n items in a row from a random start,
+    wrapping around; `arange(a, b, step)` one of a, a+step, ..., b (b included) as a
+    string with the step's decimals. Each raises ValueError for an empty or too large
+    domain (over `MAX_DOMAIN`).
+    """
 
     def sample(items: list, n: int = 1) -> Any:
         return rng.choice(items) if n == 1 else rng.sample(list(items), n)
 
     def range_(start: int, end: int, step: int = 1) -> int:
-        # Python's range (end excluded), as the package enumerates constrained variables.
-        return rng.choice(_grid(start, end, step, inclusive=False))
+        # End excluded, as the package enumerates constrained variables (its sampler of
+        # free ones includes `end`): one rule for both, and every default fits it.
+        return rng.choice(_grid(start, end, step))
 
     def range_str(start: int, end: int, step: int, words: list) -> tuple:
-        # The package's sampler includes `end` here; word i is words[i - 1].
-        picks = [i for i in _grid(start, end, step, inclusive=True) if 0 < i <= len(words)]
+        # End excluded like `range` (the package differs between sampler and enumerator).
+        picks = [i for i in _grid(start, end, step) if 0 < i <= len(words)]
         i = rng.choice(picks)
         return words[i - 1], i
 
@@ -138,7 +151,7 @@ def sampling_functions(rng: random.Random) -> dict[str, Callable[..., Any]]:
 
     return {
         **PURE_FUNCTIONS, "sample": sample, "range": range_, "range_str": range_str,
-        "range_list": lambda a, b, s=1: list(_grid(a, b, s, inclusive=False)),
+        "range_list": lambda a, b, s=1: list(_grid(a, b, s)),
         "sample_sequential": sample_sequential, "arange": arange,
     }  # fmt: skip
 

@@ -15,7 +15,8 @@ slots of worked solutions) are data from a package, so their expressions are par
 Everything else (attributes, lambdas, comprehensions, f-strings, keyword arguments, calls
 of anything but a whitelisted name, ...) is refused when parsing, with `ExpressionError`.
 Resource caps: `**` with an exponent over `MAX_EXPONENT` or a result over `MAX_INT_BITS`
-bits, and sequence repetition past `MAX_SEQUENCE` items, are refused too.
+bits, and sequence repetition past `MAX_SEQUENCE` items (or of a list holding anything but
+numbers), are refused too.
 """
 
 from __future__ import annotations
@@ -226,6 +227,9 @@ def _binop(op: type, left: Any, right: Any) -> Any:
             if isinstance(seq, str | list | tuple) and isinstance(times, int):
                 if len(seq) * times > MAX_SEQUENCE:
                     raise ExpressionError(f"repetition longer than {MAX_SEQUENCE} items")
+                # Repeating a list of lists would multiply the cap: [[1]*10**4]*10**4.
+                if not isinstance(seq, str) and any(not isinstance(x, int | float) for x in seq):
+                    raise ExpressionError("only strings and lists of numbers may be repeated")
     return _BINOPS[op](left, right)
 
 
