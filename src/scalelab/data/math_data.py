@@ -260,8 +260,10 @@ _MAX_REPEATS = 20
 
 def _draw_round_robin(templates: list, size: int, data_seed: int) -> list[Problem]:
     """`size` distinct problems, one template at a time in turn; instance k of template t is
-    drawn from `Random("<data_seed>/<t>/<k>")`, so each is the same whatever the size."""
-    from scalelab.data.gsm_symbolic import instantiate
+    drawn from `Random("<data_seed>/<t>/<k>")`, so each is the same whatever the size (a
+    repeated question or a failing draw is passed over). Raises ScalelabError when the
+    templates run out of new problems first."""
+    from scalelab.data.gsm_symbolic import TemplateError, instantiate
 
     out: list[Problem] = []
     seen: set[str] = set()
@@ -275,13 +277,21 @@ def _draw_round_robin(templates: list, size: int, data_seed: int) -> list[Proble
                 k = next_k[template.id]
                 next_k[template.id] += 1
                 rng = random.Random(f"{data_seed}/{template.id}/{k}")
-                problem = instantiate(template, rng, index=k)
+                try:
+                    problem = instantiate(template, rng, index=k)
+                except TemplateError:  # a rare draw the template's solution gets wrong
+                    continue
                 if problem.question not in seen:
                     seen.add(problem.question)
                     out.append(problem)
                     break
             else:  # this template has no new instance left (or almost none)
                 live.remove(template)
+    if len(out) < size:
+        raise ScalelabError(
+            f"gsm_symbolic: {len(templates)} templates gave only {len(out)} distinct "
+            f"problems of the {size} asked for"
+        )
     return out
 
 
