@@ -5,8 +5,8 @@ offline model (`model_path(ref)` gives the folder and e.g. `gguf_file`), or a Hu
 optional revision (kind hub; needs the Hub). Scoring right-pads a batch and passes no
 attention mask: in a causal model no real token attends to the padding after it, and the
 unmasked kernel is the one an unbatched call uses, so batched and unbatched scores agree.
-Greedy generation batches only prompts of equal token length (no padding at all), so its
-text never depends on which other prompts shared the batch.
+Greedy generation batches prompts of any lengths, left-padded with an attention mask
+(`generation.py` says why a row's text is the same as alone).
 """
 
 from __future__ import annotations
