@@ -186,3 +186,49 @@ def write_mc_task(folder: Path, name: str = "task", n: int = 30) -> Path:
         "doc_to_text: '{{text}}'\ndoc_to_choice: '{{options}}'\ndoc_to_target: label\n"
     )
     return folder / f"{name}.yaml"
+
+
+NAMES = ["Tom", "Ana", "Raj", "Mia", "Leo", "Kim"]
+ITEMS = ["apples", "pens", "books", "coins", "cards"]
+
+
+def math_problem(rng: random.Random) -> dict:
+    """One GSM8K-format problem (question, answer with a rationale and `#### N`)."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b = rng.randrange(2, 20), rng.randrange(2, 20)
+    return {
+        "question": f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have?",
+        "answer": f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item}.\n#### {a + b}",
+    }
+
+
+def write_math_dataset(folder: Path, sizes=(("train", 24), ("validation", 8), ("test", 8))) -> Path:
+    """A folder of GSM8K-format train/validation/test `.jsonl` files of addition problems."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes:
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for _ in range(n):
+                f.write(json.dumps(math_problem(rng)) + "\n")
+    return folder
+
+
+def save_tiny_math_lm(folder: Path, seed: int = 0, n_layer: int = 2) -> Path:
+    """A random tiny GPT-2 with a byte-level BPE trained on math-problem text."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from scalelab.data.tokenizer import bpe_tokenizer
+    from scalelab.data.tokenizer_spec import TokenizerSpec
+
+    rng = random.Random(1)
+    text = "\n".join(json.dumps(math_problem(rng)) + " [answer] Answer: Explanation: The answer is"
+                     for _ in range(200))  # fmt: skip
+    tok = bpe_tokenizer(TokenizerSpec(kind="bpe", vocab_size=400), text)
+    eos = tok.eos_token_id
+    config = GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=256,
+                        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)  # fmt: skip
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

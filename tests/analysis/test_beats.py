@@ -80,6 +80,19 @@ def test_accuracies_beat_upwards_and_unpaired_seeds_use_welch():
     assert cell.beats
 
 
+def test_a_reference_of_one_run_is_a_fixed_value_for_a_one_sample_interval():
+    # A teacher's few-shot accuracy: one evaluation run, no training seed.
+    df = table({("evaluate", "big"): [0.30], ("kd", "m3"): [0.34, 0.36, 0.35],
+                ("kd", "m2"): [0.29, 0.33, 0.31]})  # fmt: skip
+    df = df.rename(columns={"val_loss": "acc"})
+    m2, m3 = verdicts(df, ("big", "evaluate"), "acc", True, "non_embedding_params")["kd"]
+    diffs = np.array([0.04, 0.06, 0.05])
+    half = 4.302653 * diffs.std(ddof=1) / math.sqrt(3)  # t(0.975, 2 df)
+    assert m3.test == "one-sample t, 3 seeds vs 1 reference run"
+    assert (m3.lo, m3.hi) == pytest.approx((0.05 - half, 0.05 + half))
+    assert m3.beats and not m2.beats  # m2's interval spans 0
+
+
 def test_a_reference_that_is_not_a_cell_is_named_with_the_cells_there_are():
     with pytest.raises(
         ScalelabError,

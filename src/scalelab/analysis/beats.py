@@ -8,7 +8,9 @@ method (or labelled method entry): its model and every other field that varies w
 method; its seeds are its replicates. A cell *beats* the reference when the 95% interval of its mean
 difference to the reference, in the better direction, lies above 0: a paired t interval
 over the seeds both cells ran (at least 2), else Welch's t interval (each with at least 2
-seeds); with fewer seeds nothing can be claimed and the answer says so.
+seeds), else, against a reference of one run (an evaluation with no training seed, such
+as a teacher's few-shot accuracy), a one-sample t interval of the cell's seeds around the
+reference's value; with fewer seeds nothing can be claimed and the answer says so.
 
 The crossover: the method's points (every seed) fitted with L(N) = E + A N^(-alpha)
 (accuracies as 1 - acc), inverted at the reference's mean, with a bootstrap interval
@@ -82,6 +84,14 @@ def _gain_interval(cell: pd.Series, ref: pd.Series, sign: float) -> tuple[float,
         ci = res.confidence_interval(0.95)
         lo, hi = sorted((sign * ci.low, sign * ci.high))
         return gain, lo, hi, f"Welch t, {len(cell)} vs {len(ref)} seeds"
+    if len(cell) >= 2 and len(ref) == 1:
+        # A reference that is one run (typically an evaluation, which has no training seed:
+        # a teacher's few-shot accuracy) is taken as a fixed value: a one-sample t interval
+        # of the cell's seeds around it. Its own seed-to-seed spread, if any, is not counted.
+        res = stats.ttest_1samp(cell.to_numpy() - float(ref.iloc[0]), 0.0)
+        ci = res.confidence_interval(0.95)
+        lo, hi = sorted((sign * ci.low, sign * ci.high))
+        return gain, lo, hi, f"one-sample t, {len(cell)} seeds vs 1 reference run"
     return gain, math.nan, math.nan, f"no test: {min(len(cell), len(ref))} seed(s)"
 
 

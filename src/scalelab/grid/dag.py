@@ -147,7 +147,12 @@ def _cycle(needs: dict[str, set[str]], placed: set[str]) -> str:
     return " -> ".join([*path[path.index(node) :], node])
 
 
-def _matching(ref: StageRef, produced: dict[str, list[RunSpec]], where: str) -> list[RunSpec]:
+def _matching(
+    ref: StageRef, produced: dict[str, list[RunSpec]], where: str, model: bool = True
+) -> list[RunSpec]:
+    """The runs of `ref`'s stage its filters keep. In `models` (model=True) each must save
+    a model; a param may name runs by any product they leave (labels, rationales): the
+    method that reads it checks which (`MethodDef.check_run`)."""
     runs = [r for r in produced[ref.stage] if ref.matches(r)]
     if not runs:
         filters = clip(",".join(f"{k}={v}" for k, v in ref.filters))
@@ -161,9 +166,11 @@ def _matching(ref: StageRef, produced: dict[str, list[RunSpec]], where: str) -> 
             )
         raise ScalelabError(f"{where}: @{ref.stage}[{filters}] matches no run of that stage")
     for r in runs:
-        if "model" not in METHODS.get(r.method).products:
+        products = METHODS.get(r.method).products
+        if (model and "model" not in products) or not products:
             raise ScalelabError(
-                f"{where}: method {r.method!r} of stage {ref.stage!r} saves no model"
+                f"{where}: method {r.method!r} of stage {ref.stage!r} saves no "
+                + ("model" if model else "product another run can read")
             )
     return runs
 
@@ -289,7 +296,7 @@ def _expand_refs(items: list, where: str, produced, found: dict) -> list:
                 f"{where}: {shown(item)}: a revision (@<tokens>) names a model in `models`, "
                 "not a param's run"
             )
-        for up in _matching(ref, produced, where):
+        for up in _matching(ref, produced, where, model=False):
             values.append(f"run:{up.run_id}")
             found[up.run_id] = up
     return values

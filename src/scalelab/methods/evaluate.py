@@ -46,6 +46,20 @@ class EvaluateParams(Strict):
     batch_size: PositiveInt = 16
 
 
+class EvaluateMathParams(EvaluateParams):
+    """`evaluate`'s params for math tasks: shots (None: the prompt's default), limit (the
+    first test problems only), dtype, batch_size, and prompt: a built-in prompt name or a
+    prompt YAML path (`data/prompts.py`); shot_seed: which training problems are the
+    examples; max_tokens: the most new tokens per answer (None: the prompt's default)."""
+
+    ID_OMIT: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+
+    shots: int | None = Field(None, ge=0, le=64)  # type: ignore[assignment]
+    prompt: str = "fewshot_cot"
+    shot_seed: int = Field(0, ge=0)
+    max_tokens: PositiveInt | None = Field(None, le=4096)
+
+
 def _open(ctx: RunContext):
     from transformers.utils import logging as hf_logging
 
@@ -239,6 +253,13 @@ def check(task, params: EvaluateParams) -> None:
             raise ScalelabError(f"tasks.dataset: {err}") from None
 
 
+def _check_math(task, params: EvaluateMathParams) -> None:
+    """Spec time: the prompt file loads."""
+    from scalelab.data.prompts import load_prompt
+
+    load_prompt(params.prompt)
+
+
 def check_run(task, params, model, inputs) -> None:
     """Spec-time: the model must have weights (an untrained ladder name has none)."""
     if model.kind == "ladder":
@@ -281,13 +302,31 @@ LM_METRICS = (
     mx.WALL_S,
 )
 
-_DESCRIPTION = "score a model without training (multiple choice, or corpus loss)"
+
+def _em(name: str, what: str) -> mx.MetricDef:
+    return mx.MetricDef(name, True, ".1%", what, bounds=UNIT)
+
+
+MATH_METRICS = (
+    _em("test_exact_match", "exact match of the final number on the test problems"),
+    _em("gsm8k_exact_match", "exact match on GSM8K questions no training template came from"),
+    mx.MetricDef("test_exact_match_stderr", None, ".4f", "its standard error", "info"),
+    mx.MetricDef("gsm8k_exact_match_stderr", None, ".4f", "its standard error", "info"),
+    mx.MetricDef("test_n", None, ",d", "test problems answered", "info"),
+    mx.MetricDef("gsm8k_n", None, ",d", "GSM8K questions answered", "info"),
+    mx.MetricDef("test_no_answer", None, ",d", "answers with no number in them", "info"),
+    mx.MetricDef("gsm8k_no_answer", None, ",d", "answers with no number in them", "info"),
+    mx.MetricDef("shots", None, ",d", "worked examples before each problem", "info"),
+    mx.WALL_S,
+)  # fmt: skip
+
+_DESCRIPTION = "score a model without training (multiple choice, corpus loss, math answers)"
 register_method(
     MethodDef(
         name="evaluate",
         params=EvaluateParams,
         entry="scalelab.methods.evaluate:run_multiple_choice",
-        task_kinds=("multiple_choice", "lm"),
+        task_kinds=("multiple_choice", "lm", "math"),
         description=_DESCRIPTION,
         check=check,
         check_run=check_run,
@@ -296,7 +335,11 @@ register_method(
         variants={
             "lm": MethodDef("evaluate", EvaluateParams, "scalelab.methods.evaluate:run_lm",
                             ("lm",), _DESCRIPTION, check=check, check_run=check_run,
-                            metrics=LM_METRICS, products=())
+                            metrics=LM_METRICS, products=()),
+            "math": MethodDef("evaluate", EvaluateMathParams,
+                              "scalelab.methods.evaluate_math:run_math", ("math",), _DESCRIPTION,
+                              check=_check_math, check_run=check_run, metrics=MATH_METRICS,
+                              products=("generations.jsonl",)),
         },
     )
 )  # fmt: skip

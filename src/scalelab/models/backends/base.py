@@ -84,6 +84,7 @@ class Generation:
     finish_reason: str  # "stop" (eos or a stop string) or "length" (max_tokens reached)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost: float = 0.0  # dollars, when the server reports them (e.g. OpenRouter's usage.cost)
 
 
 @dataclass
@@ -174,6 +175,11 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
         """[GenRequest] -> [completion text], stop strings and the prompt not included."""
+
+    def generate_full(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """[GenRequest] -> [Generation]: the text with why it ended and what it cost in
+        tokens. Backends that know those override this; the default knows only the text."""
+        return [Generation(t, "unknown") for t in self.generate(requests)]
 
     def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release connections or threads (a no-op for most backends)."""

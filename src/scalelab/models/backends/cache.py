@@ -16,11 +16,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from scalelab import paths
-from scalelab.models.backends.base import Backend, GenRequest, Loglikelihood, canonical_json
+from scalelab.models.backends.base import (
+    Backend,
+    Generation,
+    GenRequest,
+    Loglikelihood,
+    canonical_json,
+)
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS requests (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, digest TEXT NOT NULL,
@@ -132,6 +139,7 @@ class CachingBackend(Backend):
     def __init__(self, inner: Backend, cache: RequestCache | None = None) -> None:
         self.inner = inner
         self.cache = cache if cache is not None else RequestCache()  # an empty one is falsy
+        self.stats = {"hits": 0, "misses": 0}  # requests answered from the cache, and not
 
     def __getattr__(self, name: str) -> Any:  # only called for names not found here
         if name == "inner":  # not set yet (e.g. during unpickling): avoid recursion
@@ -160,6 +168,8 @@ class CachingBackend(Backend):
         for i, k in enumerate(keys):
             if k is None or k not in hits:
                 todo.setdefault(k if k is not None else i, i)
+        self.stats["hits"] += len(keys) - len(todo)
+        self.stats["misses"] += len(todo)
         if todo:
             fresh = compute([i for i in todo.values()])
             got = dict(zip(todo.keys(), fresh, strict=True))
@@ -193,6 +203,17 @@ class CachingBackend(Backend):
             [r.as_dict() if r.deterministic else None for r in reqs],
             lambda idx: self.inner.generate([reqs[i] for i in idx]),
         )
+
+    def generate_full(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """As `generate`, with each answer's finish reason and token counts (cached apart
+        from `generate`'s texts: a hit returns what the first computation reported)."""
+        reqs = list(requests)
+        out = self._cached(
+            "generate_full",
+            [r.as_dict() if r.deterministic else None for r in reqs],
+            lambda idx: [asdict(g) for g in self.inner.generate_full([reqs[i] for i in idx])],
+        )
+        return [Generation(**g) for g in out]
 
     def close(self) -> None:
         self.inner.close()

@@ -29,6 +29,7 @@ from typing import Any
 from scalelab.errors import ScalelabError
 from scalelab.models.backends.base import (
     Backend,
+    Generation,
     GenRequest,
     Loglikelihood,
     TokenScores,
@@ -234,8 +235,10 @@ class HttpBackend(Backend):
 
     # --- generation ----------------------------------------------------------------------
 
-    def _complete(self, reqs: list[GenRequest]) -> list[str]:
-        """One request for prompts that share their settings."""
+    def _complete(self, reqs: list[GenRequest]) -> list[Generation]:
+        """One request for prompts that share their settings. The server reports tokens
+        (and, some, dollars) for the whole request: they are shared out over its answers,
+        so totals are right and each answer carries its part."""
         r = reqs[0]
         extra: dict[str, Any] = {"stop": list(r.stop)} if r.stop else {}
         if r.seed is not None:
@@ -248,17 +251,30 @@ class HttpBackend(Backend):
                     max_tokens=r.max_tokens, temperature=r.temperature, **extra,
                 ),
             )  # fmt: skip
-            return [response.choices[0].message.content or ""]
-        response = self._call(
-            "a completion",
-            lambda: self.client.completions.create(
-                model=self.model, prompt=[q.prompt for q in reqs], max_tokens=r.max_tokens,
-                temperature=r.temperature, **extra,
-            ),
-        )  # fmt: skip
-        return [c.text for c in sorted(response.choices, key=lambda c: c.index)]
+            choices = [(response.choices[0].message.content or "", response.choices[0])]
+        else:
+            response = self._call(
+                "a completion",
+                lambda: self.client.completions.create(
+                    model=self.model, prompt=[q.prompt for q in reqs], max_tokens=r.max_tokens,
+                    temperature=r.temperature, **extra,
+                ),
+            )  # fmt: skip
+            choices = [(c.text, c) for c in sorted(response.choices, key=lambda c: c.index)]
+        usage = getattr(response, "usage", None)
+        n = len(choices)
+        shares = [_share(getattr(usage, f, None) or 0, n)
+                  for f in ("prompt_tokens", "completion_tokens")]  # fmt: skip
+        cost = float(getattr(usage, "cost", None) or 0.0)
+        return [
+            Generation(text or "", _finish(c), shares[0][i], shares[1][i], cost / n)
+            for i, (text, c) in enumerate(choices)
+        ]
 
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
+        return [g.text for g in self.generate_full(requests)]
+
+    def generate_full(self, requests: Sequence[GenRequest]) -> list[Generation]:
         reqs = list(requests)
         for r in reqs:
             if not isinstance(r, GenRequest):
@@ -273,14 +289,26 @@ class HttpBackend(Backend):
             for idx in groups.values()
             for k in range(0, len(idx), self.batch_size)
         ]
-        texts = self._map(lambda job: self._complete([reqs[i] for i in job]), jobs)
-        out = [""] * len(reqs)
-        for job, answers in zip(jobs, texts, strict=True):
-            for i, text in zip(job, answers, strict=True):
-                out[i] = text
+        answers = self._map(lambda job: self._complete([reqs[i] for i in job]), jobs)
+        out = [Generation("", "length") for _ in reqs]
+        for job, gens in zip(jobs, answers, strict=True):
+            for i, g in zip(job, gens, strict=True):
+                out[i] = g
         return out
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _share(total: int, n: int) -> list[int]:
+    """`total` split into n integer parts that sum to it (the first ones one larger)."""
+    base, extra = divmod(int(total), n)
+    return [base + (i < extra) for i in range(n)]
+
+
+def _finish(choice: Any) -> str:
+    """A choice's finish reason in `Generation`'s terms ("stop" or "length")."""
+    reason = getattr(choice, "finish_reason", None) or "stop"
+    return "length" if reason == "length" else "stop"

@@ -1,0 +1,113 @@
+"""evaluate on math word problems: a model's own few-shot chain-of-thought accuracy.
+
+The "larger model to beat" of rationale distillation: each teacher (any backend: local
+weights, a GGUF file, an OpenAI-compatible endpoint) answers the task's test problems
+after k worked examples from the training split (prompt `fewshot_cot`, a versioned data
+file; examples drawn with `shot_seed`, never the problem itself), greedy, and its final
+number is scored by exact match (`eval/math.py`: after `####`, "The answer is", else the
+last number). With a `gsm8k` split in the task (GSM-Symbolic's `gsm8k_size`), the GSM8K
+questions no training template came from are scored too.
+
+Generations are cached by the backend for HTTP models and appended to
+`generations.partial.jsonl` chunk by chunk, so a killed run resumes where it was.
+Product: `generations.jsonl` (split, id, output, found, gold, correct).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from scalelab.errors import ScalelabError
+from scalelab.methods.base import RunContext, RunResult
+from scalelab.methods.evaluate import EvaluateMathParams
+
+PRODUCT = "generations.jsonl"
+PARTIAL = "generations.partial.jsonl"
+CHUNK = 16
+
+
+def _requests(p: EvaluateMathParams, problems: list, pool: list) -> list:
+    from scalelab.data.prompts import choose_shots, load_prompt
+    from scalelab.models.backends import GenRequest
+
+    prompt = load_prompt(p.prompt)
+    k = prompt.shots if p.shots is None else p.shots
+    if k and len(pool) <= k:
+        raise ScalelabError(
+            f"params.shots: {k} examples need more than {len(pool)} training problems"
+        )
+    limit = p.max_tokens or prompt.max_tokens
+    return [
+        GenRequest(prompt.render(q, choose_shots(pool, k, p.shot_seed * 1_000_003 + i,
+                                                  exclude_id=q.id)), limit, stop=prompt.stop)
+        for i, q in enumerate(problems)
+    ]  # fmt: skip
+
+
+def _read(path) -> dict[str, dict]:
+    from scalelab.methods.rationales import _read_rows
+
+    return _read_rows(path, repair=True)
+
+
+def run_math(ctx: RunContext) -> RunResult:
+    """Answer every test (and gsm8k) problem, resuming from saved chunks; the metrics.
+    Raises ScalelabError for a task with no test problems."""
+    from scalelab.data.math_data import load_math_splits
+    from scalelab.eval.math import em_metrics, exact_match, extract_answer
+    from scalelab.io import atomic_write_text
+    from scalelab.methods.evaluate import _open
+
+    t0 = time.perf_counter()
+    p = ctx.params
+    splits = load_math_splits(ctx.task)
+    todo_splits = [(s, splits[s][: p.limit]) for s in ("test", "gsm8k") if splits.get(s)]
+    if not todo_splits:
+        raise ScalelabError("task: no test problems to answer")
+    pool = splits.get("train") or []
+    problems = [(s, q) for s, qs in todo_splits for q in qs]
+    requests = []
+    for _, qs in todo_splits:
+        requests += _requests(p, qs, pool)
+    partial = ctx.run_dir / PARTIAL
+    saved = _read(partial)
+    keys = [f"{s}/{q.id}" for s, q in problems]
+    if not set(saved) <= set(keys):
+        saved = {}
+        partial.unlink(missing_ok=True)
+    todo = [i for i, k in enumerate(keys) if k not in saved]
+    ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
+    with _open(ctx) as backend:
+        for c in range(0, len(todo), CHUNK):
+            chunk = todo[c : c + CHUNK]
+            texts = backend.generate([requests[i] for i in chunk])
+            with partial.open("a", encoding="utf-8") as f:
+                for i, text in zip(chunk, texts, strict=True):
+                    split, q = problems[i]
+                    found = extract_answer(text)
+                    row = {"id": keys[i], "split": split, "output": text, "found": found,
+                           "gold": q.answer, "correct": found is not None
+                           and exact_match(found, q.answer)}  # fmt: skip
+                    saved[keys[i]] = row
+                    f.write(json.dumps(row) + "\n")
+            ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
+    rows = [saved[k] for k in keys]
+    metrics: dict = {}
+    for split, _ in todo_splits:
+        mine = [r for r in rows if r["split"] == split]
+        em = em_metrics([r["found"] for r in mine], [r["gold"] for r in mine])
+        metrics[f"{split}_exact_match"] = em["exact_match"]
+        metrics[f"{split}_exact_match_stderr"] = em["exact_match_stderr"]
+        metrics[f"{split}_n"] = em["n_questions"]
+        metrics[f"{split}_no_answer"] = em["n_no_answer"]
+    atomic_write_text(ctx.run_dir / PRODUCT, "".join(json.dumps(r) + "\n" for r in rows))
+    partial.unlink(missing_ok=True)
+    metrics.update(shots=_shots(p), wall_s=time.perf_counter() - t0)
+    return RunResult(metrics)
+
+
+def _shots(p: EvaluateMathParams) -> int:
+    from scalelab.data.prompts import load_prompt
+
+    return load_prompt(p.prompt).shots if p.shots is None else p.shots

@@ -1,0 +1,290 @@
+"""rationales: a teacher model writes a worked solution for every training problem.
+
+The first half of rationale distillation (TinyLLM, Tian et al. 2024; "Distilling step by
+step", Hsieh et al. 2023): a teacher that does not hand over logits (another vocabulary,
+or behind an API) explains the gold answer of each training problem, and students learn
+from the text (`methods/rationale_distill.py`). One run per teacher:
+
+    stages:
+      teach:
+        models: [smollm2-135m, gemma-3-270m, "http://127.0.0.1:8000/v1#my-model"]
+        tasks: {dataset: gsm_symbolic, train_size: 200}
+        methods: {name: rationales, prompt: rationale_cot, shots: 4}
+
+- The prompt is a versioned data file (`data/prompts.py`, built-in `rationale_cot`:
+  teacher forcing, the gold answer is in the prompt, then "Let's think step by step");
+  its k in-context examples are other training problems with their gold rationales, drawn
+  with `shot_seed`. The prompt's fingerprint is in the run id (a new version reruns).
+- Generation is greedy, batched by the backend, and cached in the backend's SQLite
+  request cache (`models/backends/cache.py`, keyed by the model's fingerprint and the
+  exact request): rerunning the stage, or a second grid that asks the same teacher the
+  same thing, makes no model calls. Finished chunks are appended to
+  `rationales.partial.jsonl`, so a killed run resumes where it was.
+- Filters: the final answer a rationale reaches (`eval.math.extract_answer`) must equal
+  the gold answer, else the rationale is `inconsistent` (no final number counts as
+  inconsistent: nothing shows it agrees); `consistency: drop` leaves those out of what
+  students read, `flag` keeps them, marked. A rationale that only restates the answer (no
+  number besides the answer, fewer than RESTATE_WORDS words) is flagged `restates`.
+
+Product: `rationales.jsonl`, one row per training problem: {"id", "rationale", "found"
+(the answer it reached, or null), "consistent", "restates", "kept", "finish_reason"}.
+Metrics: how many survive (`rationales_kept`, `kept_frac`, `n_inconsistent`,
+`n_restates`) and the cost (`requests`, `cached_requests`, `prompt_tokens`,
+`completion_tokens`, `gen_seconds`, `gen_tokens_per_s`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, PositiveInt
+
+from scalelab import metrics as mx
+from scalelab.config import Strict
+from scalelab.errors import ScalelabError
+from scalelab.methods.base import MethodDef, RunContext, RunResult, register_method
+
+PRODUCT = "rationales.jsonl"
+PARTIAL = "rationales.partial.jsonl"
+CHUNK = 16  # problems per generate call: what a kill can lose
+RESTATE_WORDS = 12
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+class RationalesParams(Strict):
+    """prompt: a built-in prompt name or a prompt YAML path (`data/prompts.py`); shots:
+    in-context examples per request (None: the prompt's default); shot_seed: which
+    training problems are the examples; max_tokens: the most new tokens per rationale (None:
+    the prompt's default); consistency: `drop` rationales whose final answer is not the gold
+    one, or `flag` them and keep them; dtype: weights' dtype for a local teacher (None: the
+    checkpoint's); batch_size: requests per forward pass / HTTP batch (not in run ids: it
+    changes nothing but float rounding)."""
+
+    ID_OMIT: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+
+    prompt: str = "rationale_cot"
+    shots: int | None = Field(None, ge=0, le=16)
+    shot_seed: int = Field(0, ge=0)
+    max_tokens: PositiveInt | None = Field(None, le=2048)
+    consistency: Literal["drop", "flag"] = "drop"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    batch_size: PositiveInt = 16
+
+
+def restates_only(rationale: str, answer: str) -> bool:
+    """Whether a rationale only restates the answer: no number in it other than the answer
+    itself, and fewer than RESTATE_WORDS words (e.g. "The answer is 18.")."""
+    from scalelab.eval.math import exact_match
+
+    others = [n for n in _NUMBER.findall(rationale) if not exact_match(n, answer)]
+    return not others and len(rationale.split()) < RESTATE_WORDS
+
+
+def judge(rationale: str, gold: str) -> dict:
+    """{"found", "consistent", "restates"} of one rationale against the gold answer."""
+    from scalelab.eval.math import exact_match, extract_answer
+
+    found = extract_answer(rationale)
+    return {
+        "found": found,
+        "consistent": found is not None and exact_match(found, gold),
+        "restates": restates_only(rationale, gold),
+    }
+
+
+def _read_rows(path: Path, repair: bool = False) -> dict[str, dict]:
+    """id -> saved row; a torn last line ends the reading (cut off with `repair`)."""
+    rows: dict[str, dict] = {}
+    if not path.exists():
+        return rows
+    good = 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
+                row = json.loads(line)
+                rows[str(row["id"])] = row
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(line)
+    if repair and good < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def read_rationales(run_dir: Path) -> dict[str, dict]:
+    """The `rationales.jsonl` product of a `rationales` run: problem id -> row. Raises
+    ScalelabError when it is missing or unreadable."""
+    path = Path(run_dir) / PRODUCT
+    if not path.is_file():
+        raise ScalelabError(f"{path}: missing (the rationales run has not finished)")
+    rows = _read_rows(path)
+    if len(rows) != sum(1 for line in path.read_bytes().splitlines() if line.strip()):
+        raise ScalelabError(f"{path}: a line is not a rationale row (a damaged file)")
+    return rows
+
+
+def _open(ctx: RunContext):
+    """The teacher's backend, always behind the SQLite request cache."""
+    from scalelab.models.backends import open_backend
+
+    p = ctx.params
+    if ctx.model.kind == "http":
+        return open_backend(ctx.model, cache=True, batch_size=p.batch_size)
+    from transformers.utils import logging as hf_logging
+
+    from scalelab.engine.devices import prepare_device
+
+    hf_logging.disable_progress_bar()
+    device = prepare_device(ctx.runtime)
+    return open_backend(ctx.model, cache=True, device=str(device), dtype=p.dtype,
+                        batch_size=p.batch_size)  # fmt: skip
+
+
+def _requests(ctx: RunContext, train: list) -> list:
+    from scalelab.data.prompts import choose_shots, load_prompt
+    from scalelab.models.backends import GenRequest
+
+    p = ctx.params
+    prompt = load_prompt(p.prompt)
+    k = prompt.shots if p.shots is None else p.shots
+    limit = p.max_tokens or prompt.max_tokens
+    out = []
+    for i, problem in enumerate(train):
+        # One draw per problem, fixed by (shot_seed, its position): shots vary across
+        # problems (no single example dominates) but never between reruns.
+        shots = choose_shots(train, k, p.shot_seed * 1_000_003 + i, exclude_id=problem.id)
+        out.append(GenRequest(prompt.render(problem, shots), limit, stop=prompt.stop))
+    return out
+
+
+def run_rationales(ctx: RunContext) -> RunResult:
+    """Write every training problem's rationale (resuming from saved chunks); metrics."""
+    from scalelab.data.math_data import load_math_splits
+    from scalelab.io import atomic_write_text
+
+    t0 = time.perf_counter()
+    train = load_math_splits(ctx.task)["train"]
+    if not train:
+        raise ScalelabError("task: the training split has no problems to explain")
+    requests = _requests(ctx, train)
+    partial = ctx.run_dir / PARTIAL
+    saved = _read_rows(partial, repair=True)
+    if not set(saved) <= {q.id for q in train}:  # another task wrote here: start again
+        saved = {}
+        partial.unlink(missing_ok=True)
+    todo = [i for i, q in enumerate(train) if q.id not in saved]
+    ctx.report({"step": len(saved), "total": len(train), "info": "rationales written"})
+    cost = {"requests": 0, "cached_requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    gen_seconds = 0.0
+    with _open(ctx) as backend:
+        for k in range(0, len(todo), CHUNK):
+            chunk = todo[k : k + CHUNK]
+            t = time.perf_counter()
+            gens = _generate(backend, [requests[i] for i in chunk], cost)
+            gen_seconds += time.perf_counter() - t
+            with partial.open("a", encoding="utf-8") as f:
+                for i, g in zip(chunk, gens, strict=True):
+                    row = _row(train[i], g, ctx.params.consistency)
+                    saved[row["id"]] = row
+                    f.write(json.dumps(row) + "\n")
+            ctx.report({"step": len(saved), "total": len(train), "info": "rationales written"})
+    rows = [saved[q.id] for q in train]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write_text(ctx.run_dir / PRODUCT, text)
+    partial.unlink(missing_ok=True)
+    return RunResult(metrics=_metrics(rows, cost, gen_seconds, time.perf_counter() - t0))
+
+
+def _generate(backend, requests: list, cost: dict) -> list:
+    """Generations (text, finish_reason) for `requests`; counts cache hits and tokens."""
+    before = dict(getattr(backend, "stats", {}) or {})
+    gens = backend.generate_full(requests)
+    after = getattr(backend, "stats", {}) or {}
+    hits = after.get("hits", 0) - before.get("hits", 0)
+    cost["cached_requests"] += hits
+    cost["requests"] += len(requests) - hits
+    for g in gens:
+        cost["prompt_tokens"] += g.prompt_tokens
+        cost["completion_tokens"] += g.completion_tokens
+    return gens
+
+
+def _row(problem, gen, consistency: str) -> dict:
+    rationale = gen.text.strip()
+    verdict = judge(rationale, problem.answer)
+    kept = verdict["consistent"] or consistency == "flag"
+    return {"id": problem.id, "rationale": rationale, **verdict, "kept": kept,
+            "finish_reason": gen.finish_reason}  # fmt: skip
+
+
+def _metrics(rows: list[dict], cost: dict, gen_seconds: float, seconds: float) -> dict:
+    n = len(rows)
+    kept = sum(r["kept"] for r in rows)
+    if kept == 0:
+        raise ScalelabError(
+            f"no rationale of {n} survived the consistency filter (none reached the gold "
+            "answer): a student would learn nothing from this teacher; try consistency: flag, "
+            "more max_tokens or another prompt"
+        )
+    made = cost["completion_tokens"]
+    return {
+        "rationales_kept": kept,
+        "rationales_total": n,
+        "kept_frac": kept / n,
+        "n_inconsistent": sum(not r["consistent"] for r in rows),
+        "n_restates": sum(r["restates"] for r in rows),
+        "n_truncated": sum(r["finish_reason"] == "length" for r in rows),
+        **cost,
+        "gen_seconds": gen_seconds,
+        "gen_tokens_per_s": made / gen_seconds if gen_seconds > 0 and made else 0.0,
+        "wall_s": seconds,
+    }
+
+
+def check(task, params: RationalesParams) -> None:
+    """Spec time: the prompt file loads."""
+    from scalelab.data.prompts import load_prompt
+
+    load_prompt(params.prompt)
+
+
+METRICS = (
+    mx.MetricDef("kept_frac", True, ".1%", "fraction of rationales kept by the filters",
+                 bounds=(0.0, 1.0)),
+    mx.MetricDef("rationales_kept", None, ",d", "rationales students will read", kind="info"),
+    mx.MetricDef("rationales_total", None, ",d", "training problems explained", kind="info"),
+    mx.MetricDef("n_inconsistent", None, ",d", "rationales whose final answer is not the gold one",
+                 kind="info"),
+    mx.MetricDef("n_restates", None, ",d", "rationales that only restate the answer",
+                 kind="info"),
+    mx.MetricDef("n_truncated", None, ",d", "rationales cut at max_tokens", kind="info"),
+    mx.MetricDef("requests", None, ",d", "generation requests sent to the model (not cached)",
+                 kind="cost"),
+    mx.MetricDef("cached_requests", None, ",d", "requests answered from the request cache",
+                 kind="cost"),
+    mx.MetricDef("prompt_tokens", None, ",d", "prompt tokens of the requests", kind="cost"),
+    mx.MetricDef("completion_tokens", None, ",d", "tokens generated", kind="cost"),
+    mx.MetricDef("gen_seconds", None, ".1f", "seconds spent generating", kind="cost"),
+    mx.MetricDef("gen_tokens_per_s", None, ".1f", "generated tokens per second", kind="cost"),
+    mx.WALL_S,
+)  # fmt: skip
+
+register_method(
+    MethodDef(
+        name="rationales",
+        params=RationalesParams,
+        entry="scalelab.methods.rationales:run_rationales",
+        task_kinds=("math",),
+        description="a teacher model writes a rationale for every training problem (TinyLLM)",
+        check=check,
+        metrics=METRICS,
+        products=(PRODUCT,),
+    )
+)

@@ -1,0 +1,190 @@
+"""Rationale distillation: teachers' rationales (`rationales`), their filters, cache and
+resume; the student's multi-task loss (`rationale_distill`) against a hand computation;
+and the whole chain through the grid with a `scalelab serve` teacher over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import cli, save_tiny_math_lm, write_math_dataset, write_spec
+
+from scalelab.data.math_data import MathTask, load_math_splits
+from scalelab.grid.api import load_experiment_tables
+from scalelab.grid.spec import Runtime
+from scalelab.methods.base import RunContext
+from scalelab.methods.rationale_distill import (
+    RationaleDistillParams,
+    RationaleDistillRecipe,
+    explain_prompt,
+    predict_prompt,
+)
+from scalelab.methods.rationales import RationalesParams, judge, read_rationales, run_rationales
+from scalelab.models.registry import ModelRef, resolve_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("math")
+    return save_tiny_math_lm(root / "model"), write_math_dataset(root / "data")
+
+
+@pytest.mark.parametrize(
+    ("text", "gold", "consistent", "restates"),
+    [
+        ("Tom has 3 + 4 = 7 apples. The answer is 7.", "7", True, False),
+        ("The answer is 7.", "7", True, True),
+        ("3 + 4 = 8, so 8.", "7", False, False),
+        ("He has some apples.", "7", False, True),
+        ("1,200 - 200 = 1,000 #### 1,000", "1000", True, False),
+    ],
+)
+def test_the_consistency_filter_and_the_restatement_flag(text, gold, consistent, restates):
+    verdict = judge(text, gold)
+    assert verdict["consistent"] is consistent
+    assert verdict["restates"] is restates
+
+
+def _ctx(run_dir: Path, model: str, task, params, inputs=None) -> RunContext:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunContext("r", resolve_model(model), task, params, 0, run_dir, Runtime(threads=1),
+                      inputs=inputs or {})  # fmt: skip
+
+
+def test_a_killed_generation_resumes_without_asking_again(setup, tmp_path):
+    model, data = setup
+    task = MathTask(dataset=str(data))
+    params = RationalesParams(shots=1, max_tokens=8, consistency="flag")
+
+    class Killed(Exception):
+        pass
+
+    def die_after_first_chunk(event):
+        if event.get("step", 0) >= 16:
+            raise Killed
+
+    ctx = _ctx(tmp_path / "run", str(model), task, params)
+    ctx.report = die_after_first_chunk
+    with pytest.raises(Killed):
+        run_rationales(ctx)
+    saved = (ctx.run_dir / "rationales.partial.jsonl").read_text().splitlines()
+    assert len(saved) == 16
+    ctx.report = lambda event: None
+    metrics = run_rationales(ctx).metrics
+    # Only the 8 problems not saved were asked for at all (cached or not).
+    assert metrics["requests"] + metrics["cached_requests"] == 8
+    rows = read_rationales(ctx.run_dir)
+    assert [r["id"] for r in rows.values()] == [q.id for q in load_math_splits(task)["train"]]
+    assert not (ctx.run_dir / "rationales.partial.jsonl").exists()
+    # Another run asking the same teacher the same things is answered from the cache.
+    again = run_rationales(_ctx(tmp_path / "run2", str(model), task, params)).metrics
+    assert (again["requests"], again["cached_requests"]) == (0, 24)
+    assert [r["rationale"] for r in read_rationales(tmp_path / "run2").values()] == [
+        r["rationale"] for r in rows.values()
+    ]
+
+
+def _hand_loss(recipe, model, problems, rationales, weights) -> float:
+    """Each sequence alone (no padding): token CE of its target, token means per task."""
+    tok = recipe.tok
+    sums, counts = [0.0] * len(weights), [0] * len(weights)
+    for q in problems:
+        items = [(0, predict_prompt(q.question), " " + q.answer)]
+        items += [(k, explain_prompt(q.question, k), " " + r[q.id])
+                  for k, r in enumerate(rationales, 1) if q.id in r]  # fmt: skip
+        for task, prompt, target in items:
+            a = tok(prompt)["input_ids"]
+            b = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids = torch.tensor([a + b])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0]
+            ce = F.cross_entropy(logits[len(a) - 1 : -1], ids[0, len(a) :], reduction="sum")
+            sums[task] += float(ce)
+            counts[task] += len(b)
+    return sum(w * s / c for w, s, c in zip(weights, sums, counts, strict=True) if c)
+
+
+def test_the_loss_is_gamma_answer_ce_plus_alpha_weighted_rationale_ces(setup, tmp_path):
+    model, data = setup
+    task = MathTask(dataset=str(data))
+    train = load_math_splits(task)["train"]
+    runs = tmp_path / "runs"
+    teacher = {q.id: f"{q.question.split()[0]} counts {q.answer}." for q in train}
+    dropped = {train[1].id, train[2].id}  # the filter dropped two of the teacher's rationales
+    (runs / "abc").mkdir(parents=True)
+    (runs / "abc" / "rationales.jsonl").write_text("".join(
+        json.dumps({"id": i, "rationale": r, "found": None, "consistent": i not in dropped,
+                    "restates": False, "kept": i not in dropped, "finish_reason": "stop"}) + "\n"
+        for i, r in teacher.items()))  # fmt: skip
+    params = RationaleDistillParams(teachers=["run:abc", "gold"], gamma=0.7, alpha=[0.2, 0.5],
+                                    max_length=256)  # fmt: skip
+    ctx = _ctx(tmp_path / "run", str(model), task, params,
+               {"teachers": (ModelRef.for_run("abc", runs),)})  # fmt: skip
+    recipe = RationaleDistillRecipe(ctx)
+    plan = recipe.setup(torch.device("cpu"))
+    plan.model.eval()  # no dropout: the two computations must see the same network
+    batch = [0, 1, 2, 3, 5]
+    loss, logs = recipe.loss_step(plan.model, batch)
+    kept = {i: r for i, r in teacher.items() if i not in dropped}
+    gold = {q.id: q.rationale for q in train}
+    expected = _hand_loss(recipe, plan.model, [train[i] for i in batch], [kept, gold],
+                          [0.7, 0.2, 0.5])  # fmt: skip
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert logs["examples"] == 5
+    assert recipe.n_explain == [len(train) - 2, len(train)]
+
+
+def test_rationale_distillation_through_the_grid_with_an_http_teacher(setup, tmp_path, capsys):
+    from scalelab.testing import ServeProcess
+
+    model, data = setup
+    task = {"dataset": str(data), "kind": "math"}
+    server = ServeProcess(model, tmp_path / "serve.log", name="tiny", home=tmp_path / "h")
+    try:
+        server.wait(600)
+        teacher = f"{server.url}#tiny"
+        stages = {
+            "teach": {"models": [teacher], "methods": {"name": "rationales", "shots": 1,
+                      "max_tokens": 12, "consistency": "flag"}},
+            "base": {"models": [str(model)], "methods": {"name": "evaluate", "shots": 1,
+                     "max_tokens": 12}},
+            "students": {"models": [str(model)], "methods": [
+                {"name": "rationale_distill", "label": "answers_only", "teachers": [],
+                 "epochs": 1, "batch_size": 8, "max_length": 200},
+                {"name": "rationale_distill", "label": "tinyllm", "teachers": ["@teach", "gold"],
+                 "epochs": 1, "batch_size": 8, "max_length": 200}]},
+        }  # fmt: skip
+        spec = write_spec(tmp_path / "r.yaml", name="r", output_dir=str(tmp_path / "out"),
+                          tasks=[task], stages=stages, runtime={"threads": 1})  # fmt: skip
+        code, out, err = cli("run", spec, capsys=capsys)
+        assert code == 0, err
+        runs = load_experiment_tables(spec)[0].set_index("stage", append=True)
+        served = server.get_json("/metrics", timeout=30)["requests"]
+        # A second experiment asking the same teacher the same things makes no requests.
+        spec2 = write_spec(tmp_path / "r2.yaml", name="r2", output_dir=str(tmp_path / "out2"),
+                           tasks=[task], stages={"teach": stages["teach"]},
+                           runtime={"threads": 1})  # fmt: skip
+        assert cli("run", spec2, capsys=capsys)[0] == 0
+        after = server.get_json("/metrics", timeout=30)["requests"]
+        assert after.get("completions", 0) == served.get("completions", 0)
+    finally:
+        server.stop()
+    runs = runs.reset_index("stage")
+    teach = runs[runs.stage == "teach"].iloc[0]
+    assert (teach.rationales_total, teach.rationales_kept, teach.requests) == (24, 24, 24)
+    again = load_experiment_tables(spec2)[0].iloc[0]
+    assert (again.requests, again.cached_requests) == (0, 24)
+    students = runs[runs.stage == "students"]
+    assert sorted(students.variant) == ["answers_only", "tinyllm"]
+    for _, row in students.iterrows():
+        assert 0 <= row.test_exact_match <= 1 and row.test_n == 8
+        folder = Path(tmp_path / "out" / "runs" / row.run_id)
+        assert len((folder / "predictions.jsonl").read_text().splitlines()) == 8
+        assert (folder / "model" / "config.json").exists()
+    tiny = students[students.variant == "tinyllm"].iloc[0]
+    assert tiny.rationale_examples == 48  # 24 from the HTTP teacher, 24 gold
+    base = runs[runs.stage == "base"].iloc[0]
+    assert base.test_n == 8 and 0 <= base.test_exact_match <= 1
