@@ -1,5 +1,5 @@
 """Every YAML file in the repo loads: experiment specs expand into runs, multiple-choice
-task files (`mc_tasks/`) build their questions."""
+task files (`mc_tasks/`) build their questions, prompt files (`prompts/`) render."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def test_yaml_loads_and_expands(path):
 
         questions = load_mc_task(str(path)).questions(2, limit=3)
         assert len(questions) == 3 and all(0 <= q.gold < len(q.choices) for q in questions)
+        return
+    if "prompts" in path.parts:  # a prompt file: it renders a problem with its shots
+        from types import SimpleNamespace
+
+        from scalelab.data.prompts import load_prompt
+
+        q = SimpleNamespace(id="q", question="2 + 3?", rationale="2 + 3 = 5.", answer="5")
+        text = load_prompt(str(path)).render(q, [q])
+        assert text.count("2 + 3?") == 2
         return
     runs = expand(load_spec(path))
     assert runs and len({r.run_id for r in runs}) == len(runs)

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 from browser import chromium, probe, screenshot
-from helpers import cli, save_tiny, write_dataset, write_mc_task
+from helpers import (
+    cli,
+    save_tiny,
+    save_tiny_math_lm,
+    write_dataset,
+    write_math_dataset,
+    write_mc_task,
+)
 
 from scalelab.grid.api import open_experiment
 
@@ -81,9 +88,31 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
         params.update(epochs=2, batch_size=8)
 
 
-# Registered classifiers become tiny random BERTs with as many blocks (cut students need
-# them), wherever the spec names them: models, teacher filters, the report's reference.
-TINY_FOR = {"minilm-l6": "bert6", "mpnet-base": "bert"}
+# Registered models become tiny random ones with as many blocks (cut students need them),
+# wherever the spec names them: models, teacher filters, the report's reference.
+TINY_FOR = {"minilm-l6": "bert6", "mpnet-base": "bert", "smollm2-135m": "math30",
+            "gemma-3-270m": "math2"}  # fmt: skip
+MATH = ("gsm_symbolic", "gsm8k")
+
+
+def _shrink_math(raw: dict, assets: dict) -> bool:
+    """A math example: a tiny local dataset, short generations, one epoch; rationales are
+    kept whatever their answer (a random teacher reaches no gold answer). True if done."""
+    tasks = raw.get("tasks") or []
+    first = tasks[0] if isinstance(tasks, list) and tasks else tasks
+    if not (isinstance(first, dict) and first.get("dataset") in MATH):
+        return False
+    raw["tasks"] = [{"dataset": str(assets["math_data"]), "kind": "math"}]
+    for section in raw["stages"].values():
+        for m in section.get("methods") or []:
+            if isinstance(m, dict) and m.get("name") in ("rationales", "evaluate"):
+                m.update(
+                    max_tokens=12, **({"consistency": "flag"} if m["name"] == "rationales" else {})
+                )
+        if "rationale_distill" in _method_names(section):
+            section.setdefault("params", {}).update(epochs=1, batch_size=8, max_length=200,
+                                                    dtype="fp32")  # fmt: skip
+    return True
 
 
 def tiny_example(example: Path, tmp: Path, assets: dict[str, Path]) -> Path:
@@ -93,6 +122,10 @@ def tiny_example(example: Path, tmp: Path, assets: dict[str, Path]) -> Path:
         text = text.replace(name, str(assets[tiny]))
     raw = yaml.safe_load(text)
     raw.update(output_dir=str(tmp / "out"), runtime={"workers": 1, "threads": 1})
+    if _shrink_math(raw, assets):
+        path = tmp / example.name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
     raw.pop("tasks", None) if "stages" in raw else None
     for section in raw["stages"].values() if "stages" in raw else [raw]:
         _shrink(section, assets)
@@ -112,7 +145,10 @@ def assets(tmp_path_factory) -> dict[str, Path]:
             "mc_task_named": lambda name: write_mc_task(root / "mc", name, n=8),
             "bert": save_tiny(root / "bert", "bert"),
             "bert6": save_tiny(root / "bert6", "bert", n_layer=6),
-            "data": write_dataset(root / "data.jsonl", n=90)}  # fmt: skip
+            "data": write_dataset(root / "data.jsonl", n=90),
+            "math30": save_tiny_math_lm(root / "math30", n_layer=30),
+            "math2": save_tiny_math_lm(root / "math2", seed=1),
+            "math_data": write_math_dataset(root / "math_data")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +195,7 @@ EXPECT = {
     "loss_to_loss": ["loss-to-loss: val_loss@news2017 vs val_loss@wikitext2",
                      "<h2>Evaluations</h2>", "trained on news2017", "(n=8)",
                      "loss-to-loss: task_loss@openbookqa vs val_loss@wikitext2"],
+    "rationale_math": ["The answer: the smallest model that beats", "tinyllm", "answers_only"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],

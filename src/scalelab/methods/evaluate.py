@@ -317,6 +317,8 @@ MATH_METRICS = (
     mx.MetricDef("test_no_answer", None, ",d", "answers with no number in them", "info"),
     mx.MetricDef("gsm8k_no_answer", None, ",d", "answers with no number in them", "info"),
     mx.MetricDef("shots", None, ",d", "worked examples before each problem", "info"),
+    mx.NON_EMBEDDING_PARAMS,
+    mx.TOTAL_PARAMS,
     mx.WALL_S,
 )  # fmt: skip
 

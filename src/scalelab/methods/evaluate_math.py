@@ -92,6 +92,7 @@ def run_math(ctx: RunContext) -> RunResult:
                     saved[keys[i]] = row
                     f.write(json.dumps(row) + "\n")
             ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
+        sizes = _sizes(backend)
     rows = [saved[k] for k in keys]
     metrics: dict = {}
     for split, _ in todo_splits:
@@ -103,7 +104,7 @@ def run_math(ctx: RunContext) -> RunResult:
         metrics[f"{split}_no_answer"] = em["n_no_answer"]
     atomic_write_text(ctx.run_dir / PRODUCT, "".join(json.dumps(r) + "\n" for r in rows))
     partial.unlink(missing_ok=True)
-    metrics.update(shots=_shots(p), wall_s=time.perf_counter() - t0)
+    metrics.update(shots=_shots(p), wall_s=time.perf_counter() - t0, **sizes)
     return RunResult(metrics)
 
 
@@ -111,3 +112,13 @@ def _shots(p: EvaluateMathParams) -> int:
     from scalelab.data.prompts import load_prompt
 
     return load_prompt(p.prompt).shots if p.shots is None else p.shots
+
+
+def _sizes(backend) -> dict[str, int]:
+    """Parameter counts of a local model (an HTTP model's are unknown: none)."""
+    from scalelab.models.build import count_params
+
+    if backend.kind == "http":
+        return {}
+    non_embedding, total = count_params(backend.module)
+    return {"non_embedding_params": non_embedding, "total_params": total}
