@@ -22,4 +22,4 @@ def load_builtins() -> None:
     import scalelab.methods.evaluate  # noqa: F401  ("evaluate")
     import scalelab.methods.finetune  # noqa: F401  ("full", "lora")
     import scalelab.methods.w2s  # noqa: F401  ("w2s")
-    import scalelab.models.pretrained  # noqa: F401  (minilm-l6, mpnet-base, smollm2-135m)
+    import scalelab.models.pretrained  # noqa: F401  (minilm-l6, mpnet-base, smollm2-135m, ...)
