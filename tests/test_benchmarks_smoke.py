@@ -152,3 +152,14 @@ def test_mc_eval_parity(tmp_path, capsys):
     (row,) = json.loads(out.read_text())["rows"]
     assert code == 0 and row["acc_scalelab"] == row["acc_lm_eval"] and row["max_abs_dll"] <= 1e-4
     assert "piqa" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # fetches smollm2-135m (98 MB), loads it twice (transformers, llama.cpp)
+def test_gguf_generation(tmp_path, capsys):
+    pytest.importorskip("llama_cpp.server", reason="needs the optional scalelab[llama] extra")
+    out = tmp_path / "gguf.json"
+    assert load("gguf_generation").main(["--quick", "--threads", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "smollm2-135m" and len(row["llama.cpp"]["texts"]) == 2
+    assert row["transformers"]["seconds"] > 0 and row["llama.cpp"]["seconds"] > 0
+    assert "llama.cpp" in capsys.readouterr().out

@@ -276,3 +276,14 @@ def test_help_prints_bracketed_defaults_as_written(capsys):
     code, out, _ = cli("run", "--help", capsys=capsys)
     assert code == 0
     assert "[default: the spec's runtime.workers]" in " ".join(out.split())
+
+
+def test_models_path_prints_a_registered_models_local_file(tmp_path, monkeypatch, capsys):
+    from scalelab.models.registry import PRETRAINED, PretrainedEntry
+
+    entry = PretrainedEntry("tiny-gguf", "decoder", 0.1, "test", lambda: tmp_path, "m.gguf")
+    monkeypatch.setitem(PRETRAINED._entries, "tiny-gguf", entry)
+    code, out, _ = cli("models", "--path", "tiny-gguf", capsys=capsys)
+    assert code == 0 and out.strip() == str(tmp_path / "m.gguf")
+    code, _, err = cli("models", "--path", "no-such-model", capsys=capsys)
+    assert code == 2 and "unknown pretrained model 'no-such-model'" in err

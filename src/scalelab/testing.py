@@ -1,5 +1,6 @@
 """Small fixtures shared by the test suite and the benchmarks (benchmarks cannot import
-`tests/`): a learnable toy corpus, and `scalelab serve` run as a real subprocess.
+`tests/`): a learnable toy corpus, and `scalelab serve` and llama.cpp's server (for GGUF
+files) run as real subprocesses.
 
 Nothing here is used by scalelab itself; it is public so that a user's own tests of a
 method or a backend can use the same fixtures.
@@ -84,6 +85,63 @@ class ServeProcess:
         """GET `path` from the server's root (e.g. "/metrics"), parsed as JSON."""
         with urllib.request.urlopen(self.url.removesuffix("/v1") + path, timeout=timeout) as r:
             return json.load(r)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class LlamaCppServer:
+    """llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`, the optional
+    `scalelab[llama]` extra) on one GGUF file, in a subprocess, stderr to `log`.
+
+    It serves the file as model `name` at `url` (http://127.0.0.1:PORT/v1), so scalelab
+    reaches it as `{url}#{name}`. `threads` sets both its generation and its prompt threads
+    (its defaults differ: half the cores, all cores). `logits_all` keeps every prompt
+    position's logits: needed for echo + logprobs, a cost when only generating. `args` are
+    extra server options (e.g. `--n_batch 512`).
+    """
+
+    def __init__(self, gguf: Path, log: Path, *, name: str = "gguf", n_ctx: int = 2048,
+                 threads: int = 1, logits_all: bool = True, args: Sequence[str] = ()) -> None:  # fmt: skip
+        import socket
+
+        with socket.socket() as s:  # a free port (the server cannot report one it picked)
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.name, self.log = name, log
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+               "--model_alias", name, "--host", "127.0.0.1", "--port", str(self.port),
+               "--n_ctx", str(n_ctx), "--n_threads", str(threads),
+               "--n_threads_batch", str(threads), "--logits_all", str(logits_all), *args]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+    @property
+    def model(self) -> str:
+        """The scalelab model name of the served file: `http://127.0.0.1:PORT/v1#name`."""
+        return f"{self.url}#{self.name}"
+
+    def wait(self, timeout: float = 300) -> str:
+        """The base URL, once `/v1/models` answers. Raises RuntimeError (with the log's tail)
+        if the server exits first, TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/models", timeout=5) as r:
+                    if r.status == 200:
+                        return self.url
+            except OSError:  # not listening yet
+                time.sleep(0.5)
+        raise TimeoutError(f"llama_cpp.server did not answer in {timeout:.0f} s")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s."""

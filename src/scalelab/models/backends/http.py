@@ -11,6 +11,11 @@ base URL, `ref.remote` the served model's name).
 * Requests run on `concurrency` threads. Connection errors, timeouts, 429 and 5xx are
   retried with exponential backoff (longer if the server sends Retry-After); any other
   refusal is a ScalelabError naming the endpoint. The key is `OPENAI_API_KEY` if set.
+* llama.cpp's server (`python -m llama_cpp.server`, llama-cpp-python 0.3.36) generates but
+  cannot score: it takes one prompt per request (more is an HTTP 500: use batch_size=1),
+  reads max_tokens=0 as "no limit", and its echoed prompt logprobs are shifted by one token
+  for a model whose tokenizer adds no BOS (SmolLM2). A scoring answer whose text runs past
+  the prompt is refused as such (score with the local backend on the same GGUF instead).
 * fingerprint: what the server's `/models` entry reports (`scalelab serve` reports the
   weights digest), read on every access so a restarted server with new weights is noticed;
   else `url#model`, plus `@revision` when given (then the server is not asked).
@@ -100,8 +105,12 @@ class HttpBackend(Backend):
             pass
         return min(delay, 60.0)
 
-    def _call(self, what: str, fn: Callable[[], Any], missing_ok: bool = False) -> Any:
-        """Run one API call, retrying transient failures; errors name the endpoint."""
+    def _call(
+        self, what: str, fn: Callable[[], Any], missing_ok: bool = False, prompts: int = 1
+    ) -> Any:
+        """Run one API call, retrying transient failures; errors name the endpoint. A
+        request of several `prompts` that keeps failing with a 5xx says that some servers
+        (llama.cpp's) take one prompt per request."""
         import openai
 
         error: Exception | None = None
@@ -124,9 +133,15 @@ class HttpBackend(Backend):
                     f"{self.url} refused {what} for model {self.model!r}: "
                     f"HTTP {exc.status_code}: {message}"
                 ) from None
+        hint = ""
+        if prompts > 1 and isinstance(error, openai.InternalServerError):
+            hint = (
+                f" (the request held {prompts} prompts; servers such as llama.cpp's take one "
+                "prompt per request: pass batch_size=1)"
+            )
         raise ScalelabError(
             f"{self.url}: {what} failed after {self.max_retries + 1} tries: "
-            f"{type(error).__name__}: {error}"
+            f"{type(error).__name__}: {error}{hint}"
         ) from None
 
     def _map(self, fn: Callable[[Any], Any], items: list) -> list:
@@ -181,12 +196,22 @@ class HttpBackend(Backend):
                 model=self.model, prompt=prompts, echo=True, max_tokens=0,
                 logprobs=self.top_logprobs, temperature=0,
             ),
+            prompts=len(prompts),
         )  # fmt: skip
         choices = sorted(response.choices, key=lambda c: c.index)
         if len(choices) != len(prompts):
             raise ScalelabError(f"{self.url}: {len(choices)} answers to {len(prompts)} prompts")
         out = []
-        for c in choices:
+        for c, prompt in zip(choices, prompts, strict=True):
+            if c.text and len(c.text) > len(prompt) and c.text.startswith(prompt):
+                # Its logprobs then cover generated tokens too (and, in llama-cpp-python,
+                # are shifted by one token for a model without BOS): no score is trustworthy.
+                raise ScalelabError(
+                    f"{self.url}#{self.model} cannot score: asked to echo the text with "
+                    "max_tokens=0, it generated more after it (llama.cpp's server reads 0 as "
+                    "no limit); score with the local backend on the same weights (e.g. the "
+                    "registered GGUF model) and use this server to generate"
+                )
             lp = c.logprobs
             if lp is None or not lp.token_logprobs or lp.text_offset is None:
                 raise ScalelabError(
@@ -259,6 +284,7 @@ class HttpBackend(Backend):
                     model=self.model, prompt=[q.prompt for q in reqs], max_tokens=r.max_tokens,
                     temperature=r.temperature, **extra,
                 ),
+                prompts=len(reqs),
             )  # fmt: skip
             choices = [(c.text, c) for c in sorted(response.choices, key=lambda c: c.index)]
         usage = getattr(response, "usage", None)
