@@ -93,6 +93,20 @@ def test_a_reference_of_one_run_is_a_fixed_value_for_a_one_sample_interval():
     assert m3.beats and not m2.beats  # m2's interval spans 0
 
 
+def test_a_flat_metric_is_not_fitted_for_a_crossover():
+    df = table(
+        {("evaluate", "big"): [0.10], **{("kd", m): [0.0, 0.0] for m in SIZES if m != "big"}}
+    )
+    df = df.rename(columns={"val_loss": "acc"})
+    (kd,) = smallest_that_beats(df, ("big", "evaluate"), "acc", True, bootstrap=20)
+    assert all(
+        (c.lo, c.hi) == (-0.1, -0.1) and c.test.endswith("all seeds equal") for c in kd.cells
+    )
+    assert kd.crossover is None and kd.notes == (
+        "no crossover fit: every acc is 0 (a flat metric has no power law)",
+    )
+
+
 def test_a_reference_that_is_not_a_cell_is_named_with_the_cells_there_are():
     with pytest.raises(
         ScalelabError,

@@ -104,7 +104,8 @@ def _shrink_math(raw: dict, assets: dict) -> bool:
         return False
     raw["tasks"] = [{"dataset": str(assets["math_data"]), "kind": "math"}]
     for section in raw["stages"].values():
-        for m in section.get("methods") or []:
+        methods = section.get("methods") or []
+        for m in [methods] if isinstance(methods, dict) else methods:
             if isinstance(m, dict) and m.get("name") in ("rationales", "evaluate"):
                 m.update(
                     max_tokens=12, **({"consistency": "flag"} if m["name"] == "rationales" else {})
@@ -196,6 +197,7 @@ EXPECT = {
                      "<h2>Evaluations</h2>", "trained on news2017", "(n=8)",
                      "loss-to-loss: task_loss@openbookqa vs val_loss@wikitext2"],
     "rationale_math": ["The answer: the smallest model that beats", "tinyllm", "answers_only"],
+    "rationale_math_gpu": ["The answer: the smallest model that beats", "tinyllm", "gold"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],

@@ -88,10 +88,13 @@ def _gain_interval(cell: pd.Series, ref: pd.Series, sign: float) -> tuple[float,
         # A reference that is one run (typically an evaluation, which has no training seed:
         # a teacher's few-shot accuracy) is taken as a fixed value: a one-sample t interval
         # of the cell's seeds around it. Its own seed-to-seed spread, if any, is not counted.
+        test = f"one-sample t, {len(cell)} seeds vs 1 reference run"
+        if cell.nunique() == 1:  # no spread: the interval is the point (t is undefined)
+            return gain, gain, gain, f"{test}, all seeds equal"
         res = stats.ttest_1samp(cell.to_numpy() - float(ref.iloc[0]), 0.0)
         ci = res.confidence_interval(0.95)
         lo, hi = sorted((sign * ci.low, sign * ci.high))
-        return gain, lo, hi, f"one-sample t, {len(cell)} seeds vs 1 reference run"
+        return gain, lo, hi, test
     return gain, math.nan, math.nan, f"no test: {min(len(cell), len(ref))} seed(s)"
 
 
@@ -216,6 +219,10 @@ def _crossover(rows: pd.DataFrame, metric: str, higher: bool, size: str, target:
     """(SmallestN or None, flag messages, notes) from the method's power law at `target`."""
     from scalelab.analysis.api import FitSpec, fit_table
 
+    values = rows[metric].dropna()
+    if len(values) and values.nunique() == 1:  # e.g. every student at 0% exact match
+        return None, (), (f"no crossover fit: every {metric} is {values.iloc[0]:.4g} (a flat "
+                          "metric has no power law)",)  # fmt: skip
     spec = FitSpec("power", size, metric, bootstrap=boot, target=target, higher_is_better=higher)
     try:
         g = fit_table(rows, spec).groups[0]

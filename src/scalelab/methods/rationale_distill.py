@@ -204,16 +204,18 @@ class RationaleDistillRecipe(Recipe):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from scalelab.models.registry import model_path
+        from scalelab.models.registry import model_path, quiet_gguf
 
         p = self.args
         path, kwargs = model_path(self.ctx.model)
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        with quiet_gguf():
+            tok = AutoTokenizer.from_pretrained(path, **kwargs)
         if tok.eos_token_id is None:
             raise ScalelabError(f"model {self.ctx.model.name!r}: its tokenizer has no EOS token")
         # Weights train in fp32 whatever the checkpoint holds (bf16, or GGUF blocks, which
         # transformers dequantizes into plain fp32 tensors on load).
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+        with quiet_gguf():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
         if kwargs.get("gguf_file"):  # nothing is quantized any more: let it train and save
             model.hf_quantizer = None
             model.config.__dict__.pop("quantization_config", None)

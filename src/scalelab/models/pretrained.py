@@ -18,6 +18,7 @@ from scalelab.models.registry import (
     PretrainedEntry,
     as_ref,
     model_path,
+    quiet_gguf,
     register_pretrained,
 )
 
@@ -148,15 +149,18 @@ def load_classifier(model: str | ModelRef, label_names: list[str]):
             "(its folder runs/<run_id>/model), a registered pretrained model or a Hub id"
         )
     path, kwargs = model_path(ref)
-    tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    with quiet_gguf():
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
     if tok.pad_token is None:  # decoders (GPT-2): pad with eos, score the last non-pad token
         if tok.eos_token is None:
             raise ScalelabError(f"model {name!r}: its tokenizer has neither pad nor eos token")
         tok.pad_token = tok.eos_token
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-        label2id={n: i for i, n in enumerate(label_names)}, output_loading_info=True, **kwargs,
-    )  # fmt: skip
+    with quiet_gguf():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)}, output_loading_info=True,
+            **kwargs,
+        )  # fmt: skip
     model.config.pad_token_id = tok.pad_token_id
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     return model, tok, new_modules

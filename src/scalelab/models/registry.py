@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,22 @@ def revision_folder(ref: ModelRef) -> Path:
             f"(revisions: {', '.join(have) or 'none; pretrain keeps them with keep_checkpoints'})"
         )
     return folder
+
+
+@contextmanager
+def quiet_gguf() -> Iterator[None]:
+    """Silence transformers' GGUF reader while loading: it draws a tqdm bar per load that
+    its own progress-bar switch does not reach, and runs report their own progress."""
+    from functools import partial
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def model_path(ref: ModelRef) -> tuple[str, dict]:

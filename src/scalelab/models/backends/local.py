@@ -28,7 +28,7 @@ from scalelab.models.backends.base import (
     span_start,
 )
 from scalelab.models.backends.fingerprint import folder_fingerprint, weights_digest
-from scalelab.models.registry import ModelRef, model_path
+from scalelab.models.registry import ModelRef, model_path, quiet_gguf
 
 # A packed row may differ from ordinary rows by float rounding (another attention kernel);
 # a model that ignores the packed row's mask is off by far more.
@@ -89,8 +89,9 @@ class LocalBackend(Backend):
         extra = {"dtype": getattr(torch, self.dtype)} if self.dtype else {}
         where = "the Hugging Face Hub" if self.ref.kind == "hub" else path
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            module = AutoModelForCausalLM.from_pretrained(path, **kwargs, **extra)
+            with quiet_gguf():
+                tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+                module = AutoModelForCausalLM.from_pretrained(path, **kwargs, **extra)
         except (OSError, ValueError, ImportError, KeyError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ScalelabError(
