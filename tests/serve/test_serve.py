@@ -334,3 +334,54 @@ def test_http_backend_names_what_a_llama_cpp_like_server_cannot_do():
             one.loglikelihood([("a", " b")])
     finally:
         httpd.shutdown()
+
+
+def test_generations_carry_the_usage_and_dollars_an_endpoint_reports(tmp_path):
+    """A hosted API reports tokens (and, some, dollars) per request: shared over its answers
+    so totals stay right, kept through the request cache."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[int] = []
+
+    class Billing(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the model list: the backend's fingerprint)
+            self._send({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            hits.append(len(body["prompt"]))
+            answer = {"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                      "choices": [{"index": i, "text": f" a{i}", "logprobs": None,
+                                   "finish_reason": "length" if i else "stop"}
+                                  for i in range(len(body["prompt"]))],
+                      "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
+                                "cost": 0.002}}  # fmt: skip
+            self._send(answer)
+
+        def _send(self, answer: dict) -> None:
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Billing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+        backend = open_backend(url, cache=tmp_path / "requests.sqlite", batch_size=2)
+        reqs = [GenRequest("p0", 3), GenRequest("p1", 3)]
+        first = backend.generate_full(reqs)
+        again = backend.generate_full(reqs)
+    finally:
+        httpd.shutdown()
+    assert hits == [2]  # one request for both prompts; the second call is all cache hits
+    assert [(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for g in first] == [
+        (" a0", "stop", 4, 3), (" a1", "length", 3, 2)]  # fmt: skip
+    assert sum(g.cost for g in first) == pytest.approx(0.002)
+    assert again == first and backend.stats == {"hits": 2, "misses": 2}

@@ -181,7 +181,8 @@ def run_rationales(ctx: RunContext) -> RunResult:
         partial.unlink(missing_ok=True)
     todo = [i for i, q in enumerate(train) if q.id not in saved]
     ctx.report({"step": len(saved), "total": len(train), "info": "rationales written"})
-    cost = {"requests": 0, "cached_requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    cost = {"requests": 0, "cached_requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+            "cost_usd": 0.0}  # fmt: skip
     gen_seconds = 0.0
     with _open(ctx) as backend:
         for k in range(0, len(todo), CHUNK):
@@ -194,7 +195,8 @@ def run_rationales(ctx: RunContext) -> RunResult:
                     row = _row(train[i], g, ctx.params.consistency)
                     saved[row["id"]] = row
                     f.write(json.dumps(row) + "\n")
-            ctx.report({"step": len(saved), "total": len(train), "info": "rationales written"})
+            ctx.report({"step": len(saved), "total": len(train),
+                        "info": f"rationales written; {_cost_line(cost, gen_seconds)}"})  # fmt: skip
     rows = [saved[q.id] for q in train]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     atomic_write_text(ctx.run_dir / PRODUCT, text)
@@ -213,7 +215,15 @@ def _generate(backend, requests: list, cost: dict) -> list:
     for g in gens:
         cost["prompt_tokens"] += g.prompt_tokens
         cost["completion_tokens"] += g.completion_tokens
+        cost["cost_usd"] += g.cost
     return gens
+
+
+def _cost_line(cost: dict, seconds: float) -> str:
+    """What generation has cost so far, in one line (dollars only where reported)."""
+    line = (f"{cost['requests']} requests ({cost['cached_requests']} cached), "
+            f"{cost['prompt_tokens']:,} + {cost['completion_tokens']:,} tokens, {seconds:.0f} s")  # fmt: skip
+    return line + (f", ${cost['cost_usd']:.4f}" if cost["cost_usd"] else "")
 
 
 def _row(problem, gen, consistency: str) -> dict:
@@ -272,6 +282,8 @@ METRICS = (
     mx.MetricDef("prompt_tokens", None, ",d", "prompt tokens of the requests", kind="cost"),
     mx.MetricDef("completion_tokens", None, ",d", "tokens generated", kind="cost"),
     mx.MetricDef("gen_seconds", None, ".1f", "seconds spent generating", kind="cost"),
+    mx.MetricDef("cost_usd", None, ".4f", "dollars the endpoint reported (0: none reported)",
+                 kind="cost"),
     mx.MetricDef("gen_tokens_per_s", None, ".1f", "generated tokens per second", kind="cost"),
     mx.WALL_S,
 )  # fmt: skip
