@@ -201,3 +201,29 @@ def build_once(target: Path, build: Callable[[], None]) -> bool:
         remove_stale_temps(target)
         build()
     return True
+
+
+def read_jsonl_rows(path: Path, key: str, repair: bool = False) -> dict[Any, dict]:
+    """row[key] -> row for the JSON lines of a file appended to chunk by chunk (a run's
+    partial results). A torn or unreadable line (a kill mid-write) ends the reading; with
+    `repair` the file is cut back to the last whole line, so appends follow it. A missing
+    file reads as no rows."""
+    rows: dict[Any, dict] = {}
+    path = Path(path)
+    if not path.exists():
+        return rows
+    good = 0  # bytes of whole, valid lines
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
+                row = json.loads(line)
+                rows[row[key]] = row
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(line)
+    if repair and good < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good)
+    return rows

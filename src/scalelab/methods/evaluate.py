@@ -75,26 +75,10 @@ def _open(ctx: RunContext):
 
 
 def _read_partial(path: Path, repair: bool = False) -> dict[int, dict]:
-    """doc_id -> saved score row. A torn last line (a kill mid-write) ends the reading;
-    with `repair` the file is cut back to the last whole line, so appends follow it."""
-    rows: dict[int, dict] = {}
-    if not path.exists():
-        return rows
-    good = 0  # bytes of whole, valid lines
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("torn line")
-                row = json.loads(line)
-                rows[int(row["doc_id"])] = row
-            except (ValueError, KeyError, TypeError):
-                break
-            good += len(line)
-    if repair and good < path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(good)
-    return rows
+    """doc_id -> saved score row (`io.read_jsonl_rows`: a torn last line ends the reading)."""
+    from scalelab.io import read_jsonl_rows
+
+    return {int(k): row for k, row in read_jsonl_rows(path, "doc_id", repair).items()}
 
 
 def run_multiple_choice(ctx: RunContext) -> RunResult:

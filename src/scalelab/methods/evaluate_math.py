@@ -45,18 +45,12 @@ def _requests(p: EvaluateMathParams, problems: list, pool: list) -> list:
     ]  # fmt: skip
 
 
-def _read(path) -> dict[str, dict]:
-    from scalelab.methods.rationales import _read_rows
-
-    return _read_rows(path, repair=True)
-
-
 def run_math(ctx: RunContext) -> RunResult:
     """Answer every test (and gsm8k) problem, resuming from saved chunks; the metrics.
     Raises ScalelabError for a task with no test problems."""
     from scalelab.data.math_data import load_math_splits
     from scalelab.eval.math import em_metrics, exact_match, extract_answer
-    from scalelab.io import atomic_write_text
+    from scalelab.io import atomic_write_text, read_jsonl_rows
     from scalelab.methods.evaluate import _open
 
     t0 = time.perf_counter()
@@ -71,7 +65,7 @@ def run_math(ctx: RunContext) -> RunResult:
     for _, qs in todo_splits:
         requests += _requests(p, qs, pool)
     partial = ctx.run_dir / PARTIAL
-    saved = _read(partial)
+    saved = read_jsonl_rows(partial, "id", repair=True)
     keys = [f"{s}/{q.id}" for s, q in problems]
     if not set(saved) <= set(keys):
         saved = {}

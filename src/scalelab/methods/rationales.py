@@ -46,6 +46,7 @@ from pydantic import Field, PositiveInt
 from scalelab import metrics as mx
 from scalelab.config import Strict
 from scalelab.errors import ScalelabError
+from scalelab.io import read_jsonl_rows
 from scalelab.methods.base import MethodDef, RunContext, RunResult, register_method
 
 PRODUCT = "rationales.jsonl"
@@ -96,35 +97,13 @@ def judge(rationale: str, gold: str) -> dict:
     }
 
 
-def _read_rows(path: Path, repair: bool = False) -> dict[str, dict]:
-    """id -> saved row; a torn last line ends the reading (cut off with `repair`)."""
-    rows: dict[str, dict] = {}
-    if not path.exists():
-        return rows
-    good = 0
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("torn line")
-                row = json.loads(line)
-                rows[str(row["id"])] = row
-            except (ValueError, KeyError, TypeError):
-                break
-            good += len(line)
-    if repair and good < path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(good)
-    return rows
-
-
 def read_rationales(run_dir: Path) -> dict[str, dict]:
     """The `rationales.jsonl` product of a `rationales` run: problem id -> row. Raises
     ScalelabError when it is missing or unreadable."""
     path = Path(run_dir) / PRODUCT
     if not path.is_file():
         raise ScalelabError(f"{path}: missing (the rationales run has not finished)")
-    rows = _read_rows(path)
+    rows = read_jsonl_rows(path, "id")
     if len(rows) != sum(1 for line in path.read_bytes().splitlines() if line.strip()):
         raise ScalelabError(f"{path}: a line is not a rationale row (a damaged file)")
     return rows
@@ -175,7 +154,7 @@ def run_rationales(ctx: RunContext) -> RunResult:
         raise ScalelabError("task: the training split has no problems to explain")
     requests = _requests(ctx, train)
     partial = ctx.run_dir / PARTIAL
-    saved = _read_rows(partial, repair=True)
+    saved = read_jsonl_rows(partial, "id", repair=True)
     if not set(saved) <= {q.id for q in train}:  # another task wrote here: start again
         saved = {}
         partial.unlink(missing_ok=True)
