@@ -24,7 +24,7 @@ from scalelab.data.gsm_symbolic import (
     screen,
     strip_marks,
 )
-from scalelab.data.math_data import MathTask, _draw_round_robin, load_math_splits
+from scalelab.data.math_data import TEMPLATE_COUNT, MathTask, _draw_round_robin, load_math_splits
 from scalelab.data.safe_eval import ExpressionError, evaluate
 from scalelab.errors import ScalelabError
 
@@ -146,6 +146,7 @@ def test_every_template_parses(templates):
 def test_most_templates_instantiate(templates):
     ok, skipped = screen(templates)
     assert len(ok) >= 95 and set(skipped) == KNOWN_BROKEN
+    assert len(ok) == TEMPLATE_COUNT  # what spec-time checks count on
     assert "template 0024" in skipped[24] and "#answer: gives" in skipped[24]
 
 
@@ -248,6 +249,10 @@ def test_template_hold_out_and_determinism(templates):
     [
         ({"dataset": "gsm_symbolic", "validation_templates": 60, "test_templates": 40},
          "t: validation_templates \\+ test_templates \\(60 \\+ 40\\) leave no training"),
+        ({"dataset": "gsm_symbolic", "validation_templates": 40, "test_templates": 58},
+         "t: validation_templates \\+ test_templates \\(40 \\+ 58\\) leave no training "
+         "template of the 98 that instantiate"),
+        ({"dataset": "gsm_symbolic", "gsm8k_size": 5000}, "t: gsm8k_size: GSM8K has 1,319 test"),
         ({"dataset": "gsm8k", "train_size": 5}, "t: train_size: dataset 'gsm8k' has no train"),
         ({"dataset": "gsm8k", "gsm8k_size": 5}, "t: gsm8k_size is for dataset gsm_symbolic"),
         ({"dataset": "gsm8k", "test_templates": 5}, "t: test_templates is for dataset"),

@@ -5,6 +5,7 @@ and the whole chain through the grid with a `scalelab serve` teacher over real H
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,30 @@ def test_rationale_distillation_through_the_grid_with_an_http_teacher(setup, tmp
     assert tiny.rationale_examples == 48  # 24 from the HTTP teacher, 24 gold
     base = runs[runs.stage == "base"].iloc[0]
     assert base.test_n == 8 and 0 <= base.test_exact_match <= 1
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "message"),
+    [
+        ({"dataset": "gsm8k"}, {"name": "rationales"},
+         "tasks.dataset: 'gsm8k' has no train split .it has: test.; this method needs train"),
+        ({"dataset": "gsm8k"}, {"name": "rationale_distill", "teachers": []},
+         "'gsm8k' has no train split"),
+        ({"dataset": "gsm_symbolic"}, {"name": "evaluate", "prompt": "rationale_cot"},
+         "params.prompt: 'rationale_cot' shows each problem's own answer"),
+        ({"dataset": "gsm_symbolic", "train_size": 3}, {"name": "rationales", "shots": 3},
+         "params.shots: 3 examples need more than task.train_size .3."),
+        ({"dataset": "gsm_symbolic"}, {"name": "rationales", "prompt": "nope"},
+         "params.prompt: unknown prompt 'nope'"),
+        ({"dataset": "gsm_symbolic"}, {"name": "rationale_distill", "teachers": ["gold"],
+                                       "alpha": [0.5, 0.5]},
+         "params.alpha has 2 weights for 1 teacher"),
+    ],
+)  # fmt: skip
+def test_bad_math_experiments_are_one_line_at_spec_time(tmp_path, capsys, task, method, message):
+    spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
+                      models=["smollm2-135m"], tasks=[task], methods=[method])  # fmt: skip
+    code, out, err = cli("run", spec, "--dry-run", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()

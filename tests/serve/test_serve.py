@@ -340,6 +340,7 @@ def test_generations_carry_the_usage_and_dollars_an_endpoint_reports(tmp_path):
     """A hosted API reports tokens (and, some, dollars) per request: shared over its answers
     so totals stay right, kept through the request cache."""
     import threading
+    from dataclasses import replace
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     hits: list[int] = []
@@ -384,4 +385,6 @@ def test_generations_carry_the_usage_and_dollars_an_endpoint_reports(tmp_path):
     assert [(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for g in first] == [
         (" a0", "stop", 4, 3), (" a1", "length", 3, 2)]  # fmt: skip
     assert sum(g.cost for g in first) == pytest.approx(0.002)
-    assert again == first and backend.stats == {"hits": 2, "misses": 2}
+    assert not any(g.cached for g in first) and all(g.cached for g in again)
+    assert [replace(g, cached=False) for g in again] == first
+    assert backend.stats == {"hits": 2, "misses": 2}

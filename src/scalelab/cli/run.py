@@ -275,9 +275,13 @@ def methods_cmd() -> None:
 
     for name, m in METHODS.items():
         typer.echo(f"{name:<12} [{', '.join(m.task_kinds)}] {m.description}")
-        quality = [f"{d.name}{'+' if d.higher_is_better else '-'}" for d in m.metrics
-                   if d.higher_is_better is not None]  # fmt: skip
-        typer.echo(f"{'':<12} metrics: {' '.join(quality)}; products: {', '.join(m.products)}")
+        kinds = [k for k in m.task_kinds if k not in m.variants]
+        for label, d in [(", ".join(kinds), m), *m.variants.items()]:
+            quality = [f"{x.name}{'+' if x.higher_is_better else '-'}" for x in d.metrics
+                       if x.higher_is_better is not None]  # fmt: skip
+            where = f"{label}: " if m.variants else ""
+            typer.echo(f"{'':<12} {where}metrics: {' '.join(quality)}; products: "
+                       f"{', '.join(d.products) or 'none'}")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

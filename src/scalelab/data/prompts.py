@@ -82,6 +82,14 @@ class PromptTemplate(Strict):
         return value
 
     @property
+    def shows_answer(self) -> bool:
+        """Whether the template shows the asked problem's own answer (`{{ answer }}`): a
+        teacher-forcing prompt for writing rationales, never one for evaluating a model."""
+        from jinja2 import meta
+
+        return "answer" in meta.find_undeclared_variables(_jinja_env().parse(self.template))
+
+    @property
     def fingerprint(self) -> str:
         """sha256 (hex) of name, version, template, stop, max_tokens and shots as canonical
         JSON; the description is left out (it changes no output)."""

@@ -166,7 +166,7 @@ def _matching(
             )
         raise ScalelabError(f"{where}: @{ref.stage}[{filters}] matches no run of that stage")
     for r in runs:
-        products = METHODS.get(r.method).products
+        products = METHODS.get(r.method).for_kind(r.task.kind).products
         if (model and "model" not in products) or not products:
             raise ScalelabError(
                 f"{where}: method {r.method!r} of stage {ref.stage!r} saves no "

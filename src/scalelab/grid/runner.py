@@ -100,7 +100,9 @@ def execute(
         bad = first_nonfinite(result.metrics, result.curve)  # whatever the method or launcher
         if bad is not None:
             raise ScalelabError(f"non-finite result: {bad}")
-        kept = (*method.products, EVENTS_FILE)  # events.json: the engine's, when any
+        # The products of the definition that ran (a variant's for its task kind);
+        # events.json: the engine's, when any.
+        kept = (*method.for_kind(run.task.kind).products, EVENTS_FILE)
         products = {p: f"runs/{run.run_id}/{p}" for p in kept if (run_dir / p).exists()}
         row.update(status="done", metrics=result.metrics, error=None, products=products)
         curve = result.curve

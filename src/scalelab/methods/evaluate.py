@@ -238,10 +238,13 @@ def check(task, params: EvaluateParams) -> None:
 
 
 def _check_math(task, params: EvaluateMathParams) -> None:
-    """Spec time: the prompt file loads."""
-    from scalelab.data.prompts import load_prompt
+    """Spec time: the prompt loads and does not show the answer; the task has test problems
+    (and training problems for the shots)."""
+    from scalelab.methods.rationales import check_math_task, load_prompt_param
 
-    load_prompt(params.prompt)
+    prompt = load_prompt_param(params.prompt, evaluating=True)
+    shots = prompt.shots if params.shots is None else params.shots
+    check_math_task(task, ("test", "train") if shots else ("test",), shots)
 
 
 def check_run(task, params, model, inputs) -> None:

@@ -51,7 +51,7 @@ def run_math(ctx: RunContext) -> RunResult:
     from scalelab.data.math_data import load_math_splits
     from scalelab.eval.math import em_metrics, exact_match, extract_answer
     from scalelab.io import atomic_write_text, read_jsonl_rows
-    from scalelab.methods.evaluate import _open
+    from scalelab.methods.rationales import _open  # generation is cached for every model
 
     t0 = time.perf_counter()
     p = ctx.params
@@ -65,7 +65,7 @@ def run_math(ctx: RunContext) -> RunResult:
     for _, qs in todo_splits:
         requests += _requests(p, qs, pool)
     partial = ctx.run_dir / PARTIAL
-    saved = read_jsonl_rows(partial, "id", repair=True)
+    saved = read_jsonl_rows(partial, "key", repair=True)
     keys = [f"{s}/{q.id}" for s, q in problems]
     if not set(saved) <= set(keys):
         saved = {}
@@ -80,7 +80,7 @@ def run_math(ctx: RunContext) -> RunResult:
                 for i, text in zip(chunk, texts, strict=True):
                     split, q = problems[i]
                     found = extract_answer(text)
-                    row = {"id": keys[i], "split": split, "output": text, "found": found,
+                    row = {"key": keys[i], "split": split, "id": q.id, "output": text, "found": found,
                            "gold": q.answer, "correct": found is not None
                            and exact_match(found, q.answer)}  # fmt: skip
                     saved[keys[i]] = row

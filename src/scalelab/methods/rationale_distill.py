@@ -137,6 +137,9 @@ class RationaleDistillParams(TrainArgs):
 
 
 def _check(task, params: RationaleDistillParams) -> None:
+    from scalelab.methods.rationales import check_math_task
+
+    check_math_task(task, ("train", "validation", "test"))
     if isinstance(params.alpha, list) and len(params.alpha) != len(params.teachers):
         raise ScalelabError(
             f"params.alpha has {len(params.alpha)} weights for {len(params.teachers)} "
@@ -154,8 +157,8 @@ def check_run(task, params, model, inputs: dict) -> None:
     if model.kind in ("http", "ladder"):
         what = "an HTTP endpoint" if model.kind == "http" else "an untrained ladder config"
         raise ScalelabError(
-            f"model {model.name!r} is {what}: a student needs local weights (pretrain a "
-            "ladder model first and name @stage)"
+            f"models: {model.name!r} is {what}: a student needs local weights (a registered "
+            "or Hub model, a local folder, or @stage of a run that saved one)"
         )
     for up in inputs.get("teachers", ()):
         who = f"params.teachers: run {up.run_id[:8]} ({up.model.name}, {up.method})"
@@ -416,7 +419,11 @@ def _apply_lora(model, p: RationaleDistillParams):
         target_modules=list(target) if isinstance(target, list) else target,
     )  # fmt: skip
     try:
-        return get_peft_model(model, config)
+        import warnings
+
+        with warnings.catch_warnings():  # transformers' deprecation notes, reached from peft
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as err:  # e.g. target_modules matching nothing in this model
         raise ScalelabError(f"params.target_modules: {err}".splitlines()[0]) from None
 

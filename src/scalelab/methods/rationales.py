@@ -51,7 +51,6 @@ from scalelab.methods.base import MethodDef, RunContext, RunResult, register_met
 
 PRODUCT = "rationales.jsonl"
 PARTIAL = "rationales.partial.jsonl"
-CHUNK = 16  # problems per generate call: what a kill can lose
 RESTATE_WORDS = 12
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -149,7 +148,7 @@ def run_rationales(ctx: RunContext) -> RunResult:
     from scalelab.io import atomic_write_text
 
     t0 = time.perf_counter()
-    train = load_math_splits(ctx.task)["train"]
+    train = load_math_splits(ctx.task).get("train") or []
     if not train:
         raise ScalelabError("task: the training split has no problems to explain")
     requests = _requests(ctx, train)
@@ -164,8 +163,9 @@ def run_rationales(ctx: RunContext) -> RunResult:
             "cost_usd": 0.0}  # fmt: skip
     gen_seconds = 0.0
     with _open(ctx) as backend:
-        for k in range(0, len(todo), CHUNK):
-            chunk = todo[k : k + CHUNK]
+        step = ctx.params.batch_size  # problems per generate call: what a kill can lose
+        for k in range(0, len(todo), step):
+            chunk = todo[k : k + step]
             t = time.perf_counter()
             gens = _generate(backend, [requests[i] for i in chunk], cost)
             gen_seconds += time.perf_counter() - t
@@ -184,14 +184,14 @@ def run_rationales(ctx: RunContext) -> RunResult:
 
 
 def _generate(backend, requests: list, cost: dict) -> list:
-    """Generations (text, finish_reason) for `requests`; counts cache hits and tokens."""
-    before = dict(getattr(backend, "stats", {}) or {})
+    """Generations (text, finish_reason) for `requests`; counts what was asked of the model
+    (tokens and dollars of cached answers are not spent again: not counted)."""
     gens = backend.generate_full(requests)
-    after = getattr(backend, "stats", {}) or {}
-    hits = after.get("hits", 0) - before.get("hits", 0)
-    cost["cached_requests"] += hits
-    cost["requests"] += len(requests) - hits
     for g in gens:
+        if g.cached:
+            cost["cached_requests"] += 1
+            continue
+        cost["requests"] += 1
         cost["prompt_tokens"] += g.prompt_tokens
         cost["completion_tokens"] += g.completion_tokens
         cost["cost_usd"] += g.cost
@@ -222,31 +222,71 @@ def _metrics(rows: list[dict], cost: dict, gen_seconds: float, seconds: float) -
             "answer): a student would learn nothing from this teacher; try consistency: flag, "
             "more max_tokens or another prompt"
         )
-    made = cost["completion_tokens"]
+    made, paid = cost["completion_tokens"], cost.pop("cost_usd")
     return {
         "rationales_kept": kept,
         "rationales_total": n,
+        "consistent_frac": sum(r["consistent"] for r in rows) / n,
         "kept_frac": kept / n,
         "n_inconsistent": sum(not r["consistent"] for r in rows),
         "n_restates": sum(r["restates"] for r in rows),
         "n_truncated": sum(r["finish_reason"] == "length" for r in rows),
         **cost,
         "gen_seconds": gen_seconds,
-        "gen_tokens_per_s": made / gen_seconds if gen_seconds > 0 and made else 0.0,
+        # Only where the model was asked something: a rerun from the cache has no speed.
+        **({"gen_tokens_per_s": made / gen_seconds} if made and gen_seconds > 0 else {}),
+        **({"cost_usd": paid} if paid else {}),  # only what an endpoint reported
         "wall_s": seconds,
     }
 
 
-def check(task, params: RationalesParams) -> None:
-    """Spec time: the prompt file loads."""
+def check_math_task(task, needs: tuple[str, ...], shots: int = 0) -> None:
+    """Spec time: the task has the splits a method reads, and enough training problems for
+    `shots` examples besides the problem itself. Raises ScalelabError naming the field."""
+    from scalelab.data.math_data import DEFAULT_SIZES, task_splits
+
+    have = task_splits(task)
+    for split in needs:
+        if split not in have:
+            raise ScalelabError(
+                f"tasks.dataset: {task.dataset!r} has no {split} split (it has: "
+                f"{', '.join(have) or 'none'}); this method needs {', '.join(needs)}"
+            )
+    n = task.train_size or (DEFAULT_SIZES["train"] if task.dataset == "gsm_symbolic" else None)
+    if shots and n is not None and shots >= n:
+        raise ScalelabError(
+            f"params.shots: {shots} examples need more than task.train_size ({n}) training "
+            "problems (a problem is never its own example)"
+        )
+
+
+def load_prompt_param(name: str, evaluating: bool = False):
+    """`params.prompt` loaded; an evaluation prompt must not show the asked problem's answer."""
     from scalelab.data.prompts import load_prompt
 
-    load_prompt(params.prompt)
+    try:
+        prompt = load_prompt(name)
+    except ScalelabError as err:
+        raise ScalelabError(f"params.prompt: {err}") from None
+    if evaluating and prompt.shows_answer:
+        raise ScalelabError(
+            f"params.prompt: {name!r} shows each problem's own answer ({{{{ answer }}}}): a "
+            "prompt for writing rationales, not for evaluating (use fewshot_cot)"
+        )
+    return prompt
+
+
+def check(task, params: RationalesParams) -> None:
+    """Spec time: the prompt loads; the task has training problems for the shots."""
+    prompt = load_prompt_param(params.prompt)
+    check_math_task(task, ("train",), prompt.shots if params.shots is None else params.shots)
 
 
 METRICS = (
-    mx.MetricDef("kept_frac", True, ".1%", "fraction of rationales kept by the filters",
-                 bounds=(0.0, 1.0)),
+    mx.MetricDef("consistent_frac", True, ".1%", "fraction of rationales that reach the gold "
+                 "answer", bounds=(0.0, 1.0)),
+    mx.MetricDef("kept_frac", True, ".1%", "fraction of rationales students will read (all "
+                 "with consistency: flag)", bounds=(0.0, 1.0)),
     mx.MetricDef("rationales_kept", None, ",d", "rationales students will read", kind="info"),
     mx.MetricDef("rationales_total", None, ",d", "training problems explained", kind="info"),
     mx.MetricDef("n_inconsistent", None, ",d", "rationales whose final answer is not the gold one",

@@ -233,7 +233,8 @@ def _stage_sections(
         planned = ctx["planned"]
         body = classification.classification_section(runs, curves, reports, planned, out,
                                                      prefix, models)  # fmt: skip
-        sections.append(("Classification", body))
+        math = "task.kind" in runs and (runs["task.kind"] == "math").all()
+        sections.append(("Exact match (math answers)" if math else "Classification", body))
         sweep = _sweep_section(runs, out, prefix)
         if sweep:
             sections.append(("Sweep", sweep))

@@ -132,18 +132,20 @@ def classification_section(
     summaries = _summaries(runs, planned)
     per_class = per_class_table(runs, reports)
     worst = worst_classes(per_class) if len(per_class) else {}
+    classes = bool(len(per_class))  # classifiers; math answers have no classes
+    kept = ("Test metrics use the weights with the best validation accuracy." if classes else
+            "Test metrics use the weights each method keeps (see its select_by).")  # fmt: skip
     parts = [
         "<p>Mean ± standard deviation over seeds; 95% interval of the mean (Student t, cut to "
         "[0, 1]: an accuracy cannot leave it, so the cut interval covers the mean as often "
-        "as the uncut one). Test metrics use the weights with the best validation accuracy."
-        "</p>",
+        f"as the uncut one). {kept}</p>",
         html.table(
             _table_rows(summaries, worst),
             [
                 "configuration",
                 *[c for m in summaries for c in (m, f"{m} 95% CI")],
                 "seeds",
-                "worst class (test)",
+                *(["worst class (test)"] if classes else []),
             ],
         ),  # fmt: skip
     ]
@@ -151,7 +153,7 @@ def classification_section(
         values = {m: runs[["_label", m]].rename(columns={"_label": "label", m: "value"})
                   for m in summaries}  # fmt: skip
         png = plots.plot_metric_intervals(summaries, values, out / f"{prefix}metrics.png")
-        parts.append(html.figure(png, "Test accuracy and macro-F1 per configuration: mean "
+        parts.append(html.figure(png, f"{', '.join(summaries)} per configuration: mean "
                                  "(diamond), 95% interval (bar), each seed (dots)."))  # fmt: skip
     if len(per_class):
         png = plots.plot_per_class_f1(per_class, out / f"{prefix}per_class_f1.png")

@@ -16,7 +16,8 @@ import pandas as pd
 from scalelab.report import html
 
 # Per task kind, the metrics a reader compares first (the rest are in `results`).
-SHOWN = {"lm": ("val_loss",), "multiple_choice": ("acc", "acc_norm", "task_loss")}
+SHOWN = {"lm": ("val_loss",), "multiple_choice": ("acc", "acc_norm", "task_loss"),
+         "math": ("test_exact_match", "gsm8k_exact_match")}  # fmt: skip
 
 
 def is_evaluation(runs: pd.DataFrame) -> bool:
@@ -43,8 +44,9 @@ def _cell(run: pd.Series, metric: str) -> str:
     err = run.get(f"{metric}_stderr")
     if err is not None and pd.notna(err):
         text += f" ± {float(err):.4f}"
-    n = run.get("n_questions")
-    return text + (f" (n={int(n)})" if n is not None and pd.notna(n) and metric == "acc" else "")
+    count = {"acc": "n_questions", "test_exact_match": "test_n", "gsm8k_exact_match": "gsm8k_n"}
+    n = run.get(count.get(metric, ""))
+    return text + (f" (n={int(n)})" if n is not None and pd.notna(n) else "")
 
 
 def evaluations_section(runs: pd.DataFrame, every: pd.DataFrame, models: Mapping[str, str]) -> str:
@@ -74,5 +76,6 @@ def evaluations_section(runs: pd.DataFrame, every: pd.DataFrame, models: Mapping
                "(val_loss: nats per token on the corpus's validation split, scored with the "
                "model's own tokenizer; acc and acc_norm: lm-eval's accuracies ± their standard "
                "error over the n questions; task_loss: the gold answer's negative "
-               "log-likelihood per token).</p>")  # fmt: skip
+               "log-likelihood per token; test_exact_match: the share of math problems whose "
+               "final number is right, few-shot chain of thought, greedy).</p>")  # fmt: skip
     return caption + html.table(rows, ["model", *columns])

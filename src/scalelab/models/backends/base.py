@@ -85,6 +85,7 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0  # dollars, when the server reports them (e.g. OpenRouter's usage.cost)
+    cached: bool = False  # answered from the request cache (its counts are the first call's)
 
 
 @dataclass

@@ -140,6 +140,7 @@ class CachingBackend(Backend):
         self.inner = inner
         self.cache = cache if cache is not None else RequestCache()  # an empty one is falsy
         self.stats = {"hits": 0, "misses": 0}  # requests answered from the cache, and not
+        self.fresh: set[int] = set()
 
     def __getattr__(self, name: str) -> Any:  # only called for names not found here
         if name == "inner":  # not set yet (e.g. during unpickling): avoid recursion
@@ -170,6 +171,7 @@ class CachingBackend(Backend):
                 todo.setdefault(k if k is not None else i, i)
         self.stats["hits"] += len(keys) - len(todo)
         self.stats["misses"] += len(todo)
+        self.fresh = set(todo.values())  # indices computed by this call (the rest: hits)
         if todo:
             fresh = compute([i for i in todo.values()])
             got = dict(zip(todo.keys(), fresh, strict=True))
@@ -213,7 +215,7 @@ class CachingBackend(Backend):
             [r.as_dict() if r.deterministic else None for r in reqs],
             lambda idx: [asdict(g) for g in self.inner.generate_full([reqs[i] for i in idx])],
         )
-        return [Generation(**g) for g in out]
+        return [Generation(**{**g, "cached": i not in self.fresh}) for i, g in enumerate(out)]
 
     def close(self) -> None:
         self.inner.close()
