@@ -170,7 +170,7 @@ def _print_summary(name: str, defn, summary: pd.DataFrame) -> None:
         where = " ".join(str(r[c]) for c in cols) or "all runs"
         if r["seed_note"]:
             typer.echo(
-                f"  {where}: {r['seed_note']} have a value (the others failed or did not run)"
+                f"  {where}: {r['seed_note']} have a value (the others failed, did not run or do not report it)"
             )
         if r["ci_cut"]:
             typer.echo(f"  {where}: the t interval's {r['ci_cut']}")
