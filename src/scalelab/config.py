@@ -180,6 +180,23 @@ class _LimitedLoader(yaml.SafeLoader):
             first_line[key] = key_node.start_mark.line
 
 
+def read_yaml_model(path: Path, model: type[BaseModel], what: str) -> Any:
+    """The YAML file at `path` validated as `model` (a file of `what` keys: "task",
+    "prompt"). Raises ScalelabError naming the file: unreadable, invalid YAML, not a
+    mapping, or the first invalid field (`error_line`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScalelabError(f"cannot read {what} file {clip(path)}: {err}") from None
+    raw = load_yaml(text, clip(path))
+    if not isinstance(raw, dict):
+        raise ScalelabError(f"{clip(path)}: expected a mapping of {what} keys")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ScalelabError(f"{clip(path)}: {error_line(err)}") from None
+
+
 def load_yaml(text: str, source: str) -> Any:
     """Parse one YAML document with the limits above.
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -251,24 +252,23 @@ def test_serve_bad_model_is_one_error_line(capsys):
     assert len(err) == 1 and err[0].startswith("error: unknown model 'no-such-model-here'")
 
 
-def test_http_backend_retries_429_and_5xx_but_not_400():
-    """A stdlib server that fails twice (503, then 429) before answering."""
+@contextmanager
+def fake_endpoint(answer: Callable[[dict], tuple[int, dict]]) -> Iterator[str]:
+    """A stdlib HTTP server standing in for a remote OpenAI-compatible API (one behaviour a
+    real one has, on demand): `answer(body) -> (status, JSON)` for each completion request;
+    GET (the model list) names one model `m`. Yields the model reference `http://.../v1#m`."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    hits: list[str] = []
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            self._send(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
 
-    class Flaky(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (the stdlib's name)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            hits.append(body["prompt"][0])
-            status = {1: 503, 2: 429}.get(len(hits), 200)
-            if body["prompt"][0] == "bad":
-                status = 400
-            answer = {"id": "x", "object": "text_completion", "created": 0, "model": "m",
-                      "choices": [{"index": 0, "text": " ok", "finish_reason": "length",
-                                   "logprobs": None}]}  # fmt: skip
-            data = json.dumps(answer if status == 200 else {"error": {"message": "no"}}).encode()
+        def do_POST(self):  # noqa: N802
+            self._send(*answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+
+        def _send(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -278,53 +278,53 @@ def test_http_backend_retries_429_and_5xx_but_not_400():
         def log_message(self, *args):  # keep the test output quiet
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+    finally:
+        httpd.shutdown()
+
+
+def completion(texts: list[str], logprobs: dict | None = None, **extra) -> dict:
+    """An OpenAI completions response with one choice per text."""
+    return {"id": "x", "object": "text_completion", "created": 0, "model": "m", **extra,
+            "choices": [{"index": i, "text": t, "finish_reason": "length",
+                         "logprobs": logprobs} for i, t in enumerate(texts)]}  # fmt: skip
+
+
+def test_http_backend_retries_429_and_5xx_but_not_400():
+    """An endpoint that fails twice (503, then 429) before answering."""
+    hits: list[str] = []
+
+    def flaky(body: dict) -> tuple[int, dict]:
+        hits.append(body["prompt"][0])
+        status = 400 if body["prompt"][0] == "bad" else {1: 503, 2: 429}.get(len(hits), 200)
+        return status, completion([" ok"]) if status == 200 else {"error": {"message": "no"}}
+
+    with fake_endpoint(flaky) as url:
         backend = open_backend(url, cache=False, backoff=0.01, max_retries=3)
         assert backend.generate([GenRequest("hi", 2)]) == [" ok"] and len(hits) == 3
         with pytest.raises(ScalelabError, match="refused a completion.*HTTP 400"):
             backend.generate([GenRequest("bad", 2)])
         assert len(hits) == 4  # a 400 is not retried
-    finally:
-        httpd.shutdown()
 
 
 def test_http_backend_names_what_a_llama_cpp_like_server_cannot_do():
-    """A stdlib server that acts as llama-cpp-python's 0.3.36 server does: several prompts in
+    """An endpoint that acts as llama-cpp-python's 0.3.36 server does: several prompts in
     one request are a 500; echo with max_tokens=0 generates on after the prompt."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class LlamaLike(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (the stdlib's name)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-            status, text, logprobs = 200, " ok", None
-            if len(prompts) > 1:
-                status = 500
-            elif body.get("echo"):
-                text = prompts[0] + " and on"
-                logprobs = {"tokens": ["a", " b"], "text_offset": [0, 1],
-                            "token_logprobs": [None, -1.0], "top_logprobs": [None, {" b": -1.0}]}  # fmt: skip
-            answer = {"id": "x", "object": "text_completion", "created": 0, "model": "m",
-                      "choices": [{"index": 0, "text": text, "finish_reason": "length",
-                                   "logprobs": logprobs}]}  # fmt: skip
-            data = json.dumps(answer if status == 200 else {"error": {"message": ""}}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def llama_like(body: dict) -> tuple[int, dict]:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        if len(prompts) > 1:
+            return 500, {"error": {"message": ""}}
+        if body.get("echo"):
+            return 200, completion([prompts[0] + " and on"], {
+                "tokens": ["a", " b"], "text_offset": [0, 1], "token_logprobs": [None, -1.0],
+                "top_logprobs": [None, {" b": -1.0}]})  # fmt: skip
+        return 200, completion([" ok"])
 
-        def log_message(self, *args):  # keep the test output quiet
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), LlamaLike)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+    with fake_endpoint(llama_like) as url:
         batched = open_backend(url, cache=False, backoff=0.01, max_retries=1)
         with pytest.raises(ScalelabError, match="2 prompts.*pass batch_size=1"):
             batched.generate([GenRequest("hi", 2), GenRequest("ho", 2)])
@@ -332,55 +332,27 @@ def test_http_backend_names_what_a_llama_cpp_like_server_cannot_do():
         assert one.generate([GenRequest("hi", 2), GenRequest("ho", 2)]) == [" ok", " ok"]
         with pytest.raises(ScalelabError, match="cannot score.*max_tokens=0.*local backend"):
             one.loglikelihood([("a", " b")])
-    finally:
-        httpd.shutdown()
 
 
 def test_generations_carry_the_usage_and_dollars_an_endpoint_reports(tmp_path):
     """A hosted API reports tokens (and, some, dollars) per request: shared over its answers
     so totals stay right, kept through the request cache."""
-    import threading
     from dataclasses import replace
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     hits: list[int] = []
 
-    class Billing(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (the model list: the backend's fingerprint)
-            self._send({"object": "list", "data": [{"id": "m", "object": "model"}]})
+    def billing(body: dict) -> tuple[int, dict]:
+        hits.append(len(body["prompt"]))
+        answer = completion([f" a{i}" for i in range(len(body["prompt"]))], usage={
+            "prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12, "cost": 0.002})  # fmt: skip
+        answer["choices"][0]["finish_reason"] = "stop"
+        return 200, answer
 
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            hits.append(len(body["prompt"]))
-            answer = {"id": "x", "object": "text_completion", "created": 0, "model": "m",
-                      "choices": [{"index": i, "text": f" a{i}", "logprobs": None,
-                                   "finish_reason": "length" if i else "stop"}
-                                  for i in range(len(body["prompt"]))],
-                      "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
-                                "cost": 0.002}}  # fmt: skip
-            self._send(answer)
-
-        def _send(self, answer: dict) -> None:
-            data = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Billing)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1#m"
+    with fake_endpoint(billing) as url:
         backend = open_backend(url, cache=tmp_path / "requests.sqlite", batch_size=2)
         reqs = [GenRequest("p0", 3), GenRequest("p1", 3)]
         first = backend.generate_full(reqs)
         again = backend.generate_full(reqs)
-    finally:
-        httpd.shutdown()
     assert hits == [2]  # one request for both prompts; the second call is all cache hits
     assert [(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for g in first] == [
         (" a0", "stop", 4, 3), (" a1", "length", 3, 2)]  # fmt: skip

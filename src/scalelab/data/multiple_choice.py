@@ -63,9 +63,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from scalelab.config import Strict, error_line, load_yaml
+from scalelab.config import Strict, read_yaml_model
 from scalelab.errors import ScalelabError, clip, shown
 
 MC_TASKS_DIR = Path(__file__).parent / "mc_tasks"
@@ -443,17 +443,7 @@ def load_mc_task(name_or_path: str) -> McTask:
             f"unknown multiple-choice task {shown(name_or_path)} (built-in: "
             f"{', '.join(list_mc_tasks())}; or a path to a task YAML)"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScalelabError(f"cannot read task file {clip(path)}: {err}") from None
-    raw = load_yaml(text, clip(path))
-    if not isinstance(raw, dict):
-        raise ScalelabError(f"{clip(path)}: expected a mapping of task keys")
-    try:
-        config = McTaskConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ScalelabError(f"{clip(path)}: {error_line(err)}") from None
+    config = read_yaml_model(path, McTaskConfig, "task")
     task = McTask(config, str(path), path.parent)
     _check_dataset(task)
     return task

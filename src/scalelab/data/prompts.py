@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, StrictInt, ValidationError, field_validator
+from pydantic import Field, StrictInt, field_validator
 
-from scalelab.config import Strict, error_line, load_yaml
-from scalelab.errors import ScalelabError, clip, shown
+from scalelab.config import Strict, read_yaml_model
+from scalelab.errors import ScalelabError, shown
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 VARIABLES = frozenset({"question", "answer", "shots"})  # what a template is rendered with
@@ -157,17 +157,7 @@ def load_prompt(name_or_path: str) -> PromptTemplate:
             f"unknown prompt {shown(name_or_path)} (built-in: {', '.join(list_prompts())}; "
             "or a path to a prompt YAML)"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScalelabError(f"cannot read prompt file {clip(path)}: {err}") from None
-    raw = load_yaml(text, clip(path))
-    if not isinstance(raw, dict):
-        raise ScalelabError(f"{clip(path)}: expected a mapping of prompt keys")
-    try:
-        return PromptTemplate.model_validate(raw)
-    except ValidationError as err:
-        raise ScalelabError(f"{clip(path)}: {error_line(err)}") from None
+    return read_yaml_model(path, PromptTemplate, "prompt")
 
 
 def choose_shots(
