@@ -446,6 +446,7 @@ METRICS = (
     mx.MetricDef("rationale_examples", None, ",d", "teacher rationales trained on", kind="info"),
     mx.MetricDef("best_step", None, ",d", "step of the weights tested", kind="info"),
     mx.NON_EMBEDDING_PARAMS, mx.TOTAL_PARAMS, mx.TRAINABLE_PARAMS,
+    mx.STEPS, *mx.EVENT_COUNTS, mx.TOKENS_PER_S, mx.EXAMPLES_PER_S, mx.WALL_S, mx.PEAK_MEM_MB,
 )  # fmt: skip
 
 register_method(
