@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from scalelab.data.math_data import Problem
 from scalelab.data.prompts import (
     PROMPTS_DIR,
     PromptTemplate,
@@ -16,17 +16,6 @@ from scalelab.data.prompts import (
     load_prompt,
 )
 from scalelab.errors import ScalelabError
-
-
-@dataclass(frozen=True)
-class Problem:  # the attributes of scalelab.data.math_data.Problem
-    id: str
-    question: str
-    rationale: str
-    answer: str
-    template: int | None = None
-    id_orig: int | None = None
-
 
 SHOTS = [
     Problem("s1", "Tom has 2 cats and gets 3 more. How many?", "2 + 3 = 5.", "5"),
