@@ -60,7 +60,10 @@ class EvaluateMathParams(EvaluateParams):
     max_tokens: PositiveInt | None = Field(None, le=4096)
 
 
-def _open(ctx: RunContext):
+def _open(ctx: RunContext, cache: bool | None = None):
+    """The run's model as a backend (`params.dtype`, `params.batch_size`). cache: None
+    is the backend's default (HTTP cached: a rerun asks the server nothing again; local
+    not); True caches every model (teachers' generations, which experiments repeat)."""
     from transformers.utils import logging as hf_logging
 
     from scalelab.engine.devices import prepare_device
@@ -68,10 +71,11 @@ def _open(ctx: RunContext):
 
     hf_logging.disable_progress_bar()  # the grid's display shows progress
     p = ctx.params
-    if ctx.model.kind == "http":  # cached by default: a rerun asks the server nothing again
-        return open_backend(ctx.model, batch_size=p.batch_size)
+    if ctx.model.kind == "http":
+        return open_backend(ctx.model, cache=cache, batch_size=p.batch_size)
     device = prepare_device(ctx.runtime)
-    return open_backend(ctx.model, device=str(device), dtype=p.dtype, batch_size=p.batch_size)
+    return open_backend(ctx.model, cache=cache, device=str(device), dtype=p.dtype,
+                        batch_size=p.batch_size)  # fmt: skip
 
 
 def _read_partial(path: Path, repair: bool = False) -> dict[int, dict]:

@@ -27,31 +27,14 @@ PARTIAL = "generations.partial.jsonl"
 CHUNK = 16
 
 
-def _requests(p: EvaluateMathParams, problems: list, pool: list) -> list:
-    from scalelab.data.prompts import choose_shots, load_prompt
-    from scalelab.models.backends import GenRequest
-
-    prompt = load_prompt(p.prompt)
-    k = prompt.shots if p.shots is None else p.shots
-    if k and len(pool) <= k:
-        raise ScalelabError(
-            f"params.shots: {k} examples need more than {len(pool)} training problems"
-        )
-    limit = p.max_tokens or prompt.max_tokens
-    return [
-        GenRequest(prompt.render(q, choose_shots(pool, k, p.shot_seed * 1_000_003 + i,
-                                                  exclude_id=q.id)), limit, stop=prompt.stop)
-        for i, q in enumerate(problems)
-    ]  # fmt: skip
-
-
 def run_math(ctx: RunContext) -> RunResult:
     """Answer every test (and gsm8k) problem, resuming from saved chunks; the metrics.
     Raises ScalelabError for a task with no test problems."""
     from scalelab.data.math_data import load_math_splits
     from scalelab.eval.math import em_metrics, exact_match, extract_answer
     from scalelab.io import atomic_write_text, read_jsonl_rows
-    from scalelab.methods.rationales import _open  # generation is cached for every model
+    from scalelab.methods.evaluate import _open
+    from scalelab.methods.rationales import prompt_requests
 
     t0 = time.perf_counter()
     p = ctx.params
@@ -61,9 +44,8 @@ def run_math(ctx: RunContext) -> RunResult:
         raise ScalelabError("task: no test problems to answer")
     pool = splits.get("train") or []
     problems = [(s, q) for s, qs in todo_splits for q in qs]
-    requests = []
-    for _, qs in todo_splits:
-        requests += _requests(p, qs, pool)
+    # Shot draws are numbered within each split (the gsm8k split's first problem is 0).
+    requests = [r for _, qs in todo_splits for r in prompt_requests(p, qs, pool)]
     partial = ctx.run_dir / PARTIAL
     saved = read_jsonl_rows(partial, "key", repair=True)
     keys = [f"{s}/{q.id}" for s, q in problems]
@@ -72,7 +54,7 @@ def run_math(ctx: RunContext) -> RunResult:
         partial.unlink(missing_ok=True)
     todo = [i for i, k in enumerate(keys) if k not in saved]
     ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
-    with _open(ctx) as backend:
+    with _open(ctx, cache=True) as backend:  # generation is cached for every model
         for c in range(0, len(todo), CHUNK):
             chunk = todo[c : c + CHUNK]
             texts = backend.generate([requests[i] for i in chunk])

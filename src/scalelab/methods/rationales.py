@@ -48,6 +48,7 @@ from scalelab.config import Strict
 from scalelab.errors import ScalelabError
 from scalelab.io import read_jsonl_rows
 from scalelab.methods.base import MethodDef, RunContext, RunResult, register_method
+from scalelab.methods.evaluate import _open
 
 PRODUCT = "rationales.jsonl"
 PARTIAL = "rationales.partial.jsonl"
@@ -108,38 +109,23 @@ def read_rationales(run_dir: Path) -> dict[str, dict]:
     return rows
 
 
-def _open(ctx: RunContext):
-    """The teacher's backend, always behind the SQLite request cache."""
-    from scalelab.models.backends import open_backend
-
-    p = ctx.params
-    if ctx.model.kind == "http":
-        return open_backend(ctx.model, cache=True, batch_size=p.batch_size)
-    from transformers.utils import logging as hf_logging
-
-    from scalelab.engine.devices import prepare_device
-
-    hf_logging.disable_progress_bar()
-    device = prepare_device(ctx.runtime)
-    return open_backend(ctx.model, cache=True, device=str(device), dtype=p.dtype,
-                        batch_size=p.batch_size)  # fmt: skip
-
-
-def _requests(ctx: RunContext, train: list) -> list:
+def prompt_requests(p, problems: list, pool: list) -> list:
+    """One greedy GenRequest per problem from params `p` (prompt, shots, shot_seed,
+    max_tokens; None: the prompt's own): the prompt rendered after `shots` examples drawn
+    from `pool`, never the problem itself. One draw per problem, fixed by (shot_seed, its
+    position): shots vary across problems (no example dominates), never between reruns.
+    Raises ScalelabError when the pool is too small for the shots."""
     from scalelab.data.prompts import choose_shots, load_prompt
     from scalelab.models.backends import GenRequest
 
-    p = ctx.params
     prompt = load_prompt(p.prompt)
     k = prompt.shots if p.shots is None else p.shots
     limit = p.max_tokens or prompt.max_tokens
-    out = []
-    for i, problem in enumerate(train):
-        # One draw per problem, fixed by (shot_seed, its position): shots vary across
-        # problems (no single example dominates) but never between reruns.
-        shots = choose_shots(train, k, p.shot_seed * 1_000_003 + i, exclude_id=problem.id)
-        out.append(GenRequest(prompt.render(problem, shots), limit, stop=prompt.stop))
-    return out
+    return [
+        GenRequest(prompt.render(q, choose_shots(pool, k, p.shot_seed * 1_000_003 + i,
+                                                  exclude_id=q.id)), limit, stop=prompt.stop)
+        for i, q in enumerate(problems)
+    ]  # fmt: skip
 
 
 def run_rationales(ctx: RunContext) -> RunResult:
@@ -151,7 +137,7 @@ def run_rationales(ctx: RunContext) -> RunResult:
     train = load_math_splits(ctx.task).get("train") or []
     if not train:
         raise ScalelabError("task: the training split has no problems to explain")
-    requests = _requests(ctx, train)
+    requests = prompt_requests(ctx.params, train, train)
     partial = ctx.run_dir / PARTIAL
     saved = read_jsonl_rows(partial, "id", repair=True)
     if not set(saved) <= {q.id for q in train}:  # another task wrote here: start again
@@ -162,7 +148,7 @@ def run_rationales(ctx: RunContext) -> RunResult:
     cost = {"requests": 0, "cached_requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
             "cost_usd": 0.0}  # fmt: skip
     gen_seconds = 0.0
-    with _open(ctx) as backend:
+    with _open(ctx, cache=True) as backend:
         step = ctx.params.batch_size  # problems per generate call: what a kill can lose
         for k in range(0, len(todo), step):
             chunk = todo[k : k + step]
