@@ -232,3 +232,19 @@ def save_tiny_math_lm(folder: Path, seed: int = 0, n_layer: int = 2) -> Path:
     GPT2LMHeadModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def write_mcqa_file(path, n: int = 30, rationale: bool = False):
+    """n two-to-four-option questions as local mcqa JSONL (answers alternate letter/index)."""
+    rows = []
+    for i in range(n):
+        k = 2 + i % 3
+        gold = i % k
+        row = {"question": f"Which box holds ball {i}?",
+               "choices": [f"box {j} of {i}" for j in range(k)],
+               "answer": "ABCDEFGHIJ"[gold] if i % 2 else gold}  # fmt: skip
+        if rationale:
+            row["rationale"] = f"Ball {i} was put in box {gold}."
+        rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -16,6 +16,7 @@ def load_builtins() -> None:
     _LOADED = True
     import scalelab.data.classification  # noqa: F401  (task kind "classification")
     import scalelab.data.math_data  # noqa: F401  (task kind "math")
+    import scalelab.data.mcqa  # noqa: F401  (task kind "mcqa")
     import scalelab.data.tasks  # noqa: F401  (task kind "lm")
     import scalelab.methods  # noqa: F401  ("pretrain")
     import scalelab.methods.cooldown  # noqa: F401  ("cooldown")

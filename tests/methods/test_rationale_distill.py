@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import cli, save_tiny_math_lm, write_math_dataset, write_spec
 
-from scalelab.data.math_data import MathTask, load_math_splits
+from scalelab.data.math_data import MathTask, Problem, load_math_splits
 from scalelab.grid.api import load_experiment_tables
 from scalelab.grid.spec import Runtime
 from scalelab.methods.base import RunContext
@@ -33,18 +33,49 @@ def setup(tmp_path_factory):
     return save_tiny_math_lm(root / "model"), write_math_dataset(root / "data")
 
 
+OPTIONS = ("a tree", "a robot", "a house", "a car")
+
+
 @pytest.mark.parametrize(
-    ("text", "gold", "consistent", "restates"),
+    ("text", "gold", "options", "consistent", "restates"),
     [
-        ("Tom has 3 + 4 = 7 apples. The answer is 7.", "7", True, False),
-        ("The answer is 7.", "7", True, True),
-        ("3 + 4 = 8, so 8.", "7", False, False),
-        ("He has some apples.", "7", False, True),
-        ("1,200 - 200 = 1,000 #### 1,000", "1000", True, False),
+        ("Tom has 3 + 4 = 7 apples. The answer is 7.", "7", (), True, False),
+        ("The answer is 7.", "7", (), True, True),
+        ("3 + 4 = 8, so 8.", "7", (), False, False),
+        ("He has some apples.", "7", (), False, True),
+        ("1,200 - 200 = 1,000 #### 1,000", "1000", (), True, False),
+        # multiple choice: the letter the rationale settles on, not the first one it names
+        (
+            "Poison harms living things and only (A) is alive, not (B) or (D). So the answer "
+            "is (A).",
+            "A",
+            OPTIONS,
+            True,
+            False,
+        ),
+        ("So the answer is (A).", "A", OPTIONS, True, True),
+        (
+            "A robot is not alive, so poison cannot harm it; neither can it harm a house. So "
+            "the answer is (B).",
+            "A",
+            OPTIONS,
+            False,
+            False,
+        ),
+        (
+            "A tree is a living thing that poison can harm, unlike machines and buildings.",
+            "A",
+            OPTIONS,
+            False,
+            False,
+        ),  # no letter stated: nothing shows it agrees
+        ("The answer is (E) because it is the fifth.", "A", OPTIONS, False, True),  # past D
     ],
 )
-def test_the_consistency_filter_and_the_restatement_flag(text, gold, consistent, restates):
-    verdict = judge(text, gold)
+def test_the_consistency_filter_and_the_restatement_flag(text, gold, options, consistent,
+                                                         restates):  # fmt: skip
+    problem = Problem(id="p", question="Q", rationale="", answer=gold, options=options)
+    verdict = judge(text, problem)
     assert verdict["consistent"] is consistent
     assert verdict["restates"] is restates
 
@@ -216,3 +247,76 @@ def test_bad_math_experiments_are_one_line_at_spec_time(tmp_path, capsys, task, 
     assert code == 2 and err.count("\n") == 1, err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_multiple_choice_rationale_distillation_through_the_grid(setup, tmp_path, capsys):
+    """mcqa: an HTTP teacher explains the gold option, students learn letters and
+    rationales, the base model answers few-shot; every answer is a letter of its options."""
+    from helpers import write_mcqa_file
+
+    from scalelab.data.mcqa import McqaTask, load_mcqa_splits
+    from scalelab.testing import ServeProcess
+
+    model, _ = setup
+    data = write_mcqa_file(tmp_path / "qa.jsonl", 30, rationale=True)
+    task = {"kind": "mcqa", "dataset": str(data), "train_size": 16, "validation_size": 4,
+            "test_size": 6}  # fmt: skip
+    server = ServeProcess(model, tmp_path / "serve.log", name="tiny", home=tmp_path / "h")
+    try:
+        server.wait(600)
+        stages = {
+            "teach": {"models": [f"{server.url}#tiny"], "methods": {
+                "name": "rationales", "shots": 0, "max_tokens": 10, "consistency": "flag"}},
+            "base": {"models": [str(model)], "methods": {"name": "evaluate", "prompt": "direct_mc",
+                                                         "shots": 1}},
+            "students": {"models": [str(model)], "methods": [
+                {"name": "rationale_distill", "label": "tinyllm", "teachers": ["@teach", "gold"],
+                 "epochs": 1, "batch_size": 8, "max_length": 200, "answer_tokens": 3}]},
+        }  # fmt: skip
+        spec = write_spec(tmp_path / "r.yaml", name="r", output_dir=str(tmp_path / "out"),
+                          tasks=[task], stages=stages, runtime={"threads": 1})  # fmt: skip
+        code, out, err = cli("run", spec, capsys=capsys)
+        assert code == 0, err
+    finally:
+        server.stop()
+    runs = load_experiment_tables(spec)[0]
+    teach = runs[runs.stage == "teach"].iloc[0]
+    assert (teach.rationales_total, teach.rationales_kept, teach.requests) == (16, 16, 16)
+    splits = load_mcqa_splits(McqaTask(**{k: v for k, v in task.items() if k != "kind"}))
+    gold = {q.id: q for q in splits["test"]}
+    student = runs[runs.stage == "students"].iloc[0]
+    assert student.test_n == 6 and student.rationale_examples == 32
+    folder = tmp_path / "out" / "runs" / student.run_id
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows} == set(gold)
+    for r in rows:
+        q = gold[r["id"]]
+        assert r["gold"] == q.answer and r["found"] in (None, *"ABCD"[: len(q.options)])
+        assert r["correct"] == (r["found"] == q.answer)
+    assert student.test_exact_match == pytest.approx(sum(r["correct"] for r in rows) / 6)
+    base = runs[runs.stage == "base"].iloc[0]
+    assert base.test_n == 6 and base.shots == 1 and 0 <= base.test_exact_match <= 1
+
+
+def test_a_prompt_edit_gives_new_run_ids(tmp_path):
+    """The prompt's fingerprint is in the run id: a new version reruns, a description edit
+    does not."""
+    import yaml
+
+    from scalelab.data.prompts import load_prompt
+    from scalelab.grid.spec import expand, load_spec
+
+    prompt = load_prompt("fewshot_cot").model_dump(mode="json")
+    path = tmp_path / "p.yaml"
+
+    def run_id(**change):
+        path.write_text(yaml.safe_dump({**prompt, **change}))
+        spec = write_spec(tmp_path / "s.yaml", name="s", output_dir=str(tmp_path / "out"),
+                          models=["smollm2-135m"], tasks=[{"dataset": "gsm_symbolic"}],
+                          methods=[{"name": "evaluate", "prompt": str(path)}])  # fmt: skip
+        return expand(load_spec(spec))[0].run_id
+
+    first = run_id()
+    assert run_id(description="said otherwise") == first
+    assert run_id(version=2) != first
+    assert run_id(template=prompt["template"] + " ") != first

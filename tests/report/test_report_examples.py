@@ -17,6 +17,7 @@ from helpers import (
     write_dataset,
     write_math_dataset,
     write_mc_task,
+    write_mcqa_file,
 )
 
 from scalelab.grid.api import open_experiment
@@ -96,13 +97,18 @@ MATH = ("gsm_symbolic", "gsm8k")
 
 
 def _shrink_math(raw: dict, assets: dict) -> bool:
-    """A math example: a tiny local dataset, short generations, one epoch; rationales are
-    kept whatever their answer (a random teacher reaches no gold answer). True if done."""
+    """A math or mcqa example: a tiny local dataset, short generations (no written shots:
+    the tiny models' window is short), one epoch; rationales are kept whatever their answer
+    (a random teacher reaches no gold answer). True if done."""
     tasks = raw.get("tasks") or []
     first = tasks[0] if isinstance(tasks, list) and tasks else tasks
-    if not (isinstance(first, dict) and first.get("dataset") in MATH):
+    mcqa = isinstance(first, dict) and first.get("kind") == "mcqa"
+    if not (isinstance(first, dict) and (first.get("dataset") in MATH or mcqa)):
         return False
     raw["tasks"] = [{"dataset": str(assets["math_data"]), "kind": "math"}]
+    if mcqa:
+        raw["tasks"] = [{"dataset": str(assets["mcqa_data"]), "kind": "mcqa", "train_size": 16,
+                         "validation_size": 4, "test_size": 6}]  # fmt: skip
     for section in raw["stages"].values():
         methods = section.get("methods") or []
         for m in [methods] if isinstance(methods, dict) else methods:
@@ -110,6 +116,8 @@ def _shrink_math(raw: dict, assets: dict) -> bool:
                 m.update(
                     max_tokens=12, **({"consistency": "flag"} if m["name"] == "rationales" else {})
                 )
+                if mcqa:
+                    m["shots"] = 1 if m.get("prompt") == "direct_mc" else 0
         if "rationale_distill" in _method_names(section):
             section.setdefault("params", {}).update(epochs=1, batch_size=8, max_length=200,
                                                     dtype="fp32")  # fmt: skip
@@ -149,7 +157,8 @@ def assets(tmp_path_factory) -> dict[str, Path]:
             "data": write_dataset(root / "data.jsonl", n=90),
             "math30": save_tiny_math_lm(root / "math30", n_layer=30),
             "math2": save_tiny_math_lm(root / "math2", seed=1),
-            "math_data": write_math_dataset(root / "math_data")}  # fmt: skip
+            "math_data": write_math_dataset(root / "math_data"),
+            "mcqa_data": write_mcqa_file(root / "qa.jsonl", 30)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +209,8 @@ EXPECT = {
                        "Exact match (math answers) (stage students)", "test_exact_match math_data (4-shot)"],
     "rationale_math_gpu": ["The answer: the smallest model that beats", "tinyllm", "gold",
                            "Exact match (math answers)"],
+    "rationale_mc": ["The answer: the smallest model that beats", "tinyllm", "answers_only",
+                     "Exact match (written option letters) (stage students)", "direct"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],

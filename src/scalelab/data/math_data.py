@@ -43,7 +43,9 @@ class Problem:
     answer: the final answer without commas (`1200`, `-3`, `2.5`);
     template: the GSM-Symbolic template id (None for other problems);
     id_orig: the index of the GSM8K test question it derives from (a GSM8K test problem:
-    its own index; None when unknown, e.g. a local file).
+    its own index; None when unknown, e.g. a local file);
+    options: a multiple-choice question's option texts (`data/mcqa.py`; its answer is then
+    the gold option's letter and its rationale may be ""); () for a math problem.
     """
 
     id: str
@@ -52,6 +54,7 @@ class Problem:
     answer: str
     template: int | None = None
     id_orig: int | None = None
+    options: tuple[str, ...] = ()
 
 
 def parse_gsm8k(record: dict, where: str) -> Record:

@@ -11,6 +11,11 @@ A prompt file has exactly these keys (any other is an error naming the file and 
     stop: ["\\n\\nQuestion:"]      # strings that end a completion
     max_tokens: 256              # default new-token budget
     shots: 4                     # default number of few-shot examples
+    examples:                    # optional: the shots, written in the file (the first
+      - question: ...            #   `shots` of them, in order, for every problem), for
+        answer: ...              #   data with no gold rationales to draw shots from
+        rationale: ...           #   (multiple choice); without it shots are drawn from
+                                 #   the task's training problems (`choose_shots`)
 
 `PromptTemplate.fingerprint` hashes everything but the description, so it belongs in cache
 keys and run ids: any change to what is rendered or how generation stops gives another.
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, StrictInt, field_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from scalelab.config import Strict, read_yaml_model
 from scalelab.errors import ScalelabError, shown
@@ -45,6 +50,14 @@ def _jinja_env():
     return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
 
 
+class PromptExample(Strict):
+    """One worked example written in a prompt file."""
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    rationale: str = ""
+
+
 class PromptTemplate(Strict):
     """One prompt (the keys of its YAML file; see the module docstring). Frozen."""
 
@@ -55,6 +68,7 @@ class PromptTemplate(Strict):
     stop: tuple[str, ...] = ()
     max_tokens: StrictInt = Field(256, ge=1)
     shots: StrictInt = Field(4, ge=0)
+    examples: tuple[PromptExample, ...] = ()
 
     @field_validator("template")
     @classmethod
@@ -80,6 +94,30 @@ class PromptTemplate(Strict):
         if any(not s for s in value):
             raise ValueError("a stop string is empty (it would end every completion at once)")
         return value
+
+    @model_validator(mode="after")
+    def _enough_examples(self) -> PromptTemplate:
+        if self.examples and self.shots > len(self.examples):
+            raise ValueError(f"shots: {self.shots} but only {len(self.examples)} examples")
+        return self
+
+    def shots_for(self, k: int, pool: Sequence[Any], seed: int, exclude_id: str | None) -> list:
+        """The k shots of one request: the file's first k `examples` when it has them,
+        else k drawn from `pool` (`choose_shots`). Raises ScalelabError when there are too
+        few of either."""
+        if not self.examples:
+            return choose_shots(pool, k, seed, exclude_id=exclude_id)
+        if k > len(self.examples):
+            raise ScalelabError(
+                f"prompt {self.name!r}: {k} shots asked for, but it has {len(self.examples)} "
+                "examples"
+            )
+        return [e.model_dump() for e in self.examples[:k]]
+
+    @property
+    def uses_rationales(self) -> bool:
+        """Whether the template shows shots' rationales (then drawn shots need gold ones)."""
+        return "rationale" in self.template
 
     @property
     def shows_answer(self) -> bool:

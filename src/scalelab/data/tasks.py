@@ -24,6 +24,8 @@ from scalelab.errors import ScalelabError, clip, shown
 from scalelab.registry import Registry
 
 TASK_KINDS: Registry[type[Strict]] = Registry("task kind")
+# kind -> the catalog kinds whose datasets it also reads (mcqa reads multiple_choice data)
+READS_KINDS: dict[str, tuple[str, ...]] = {}
 
 # 128k tokens: the longest context of common open models; far beyond what a ladder model
 # trains on, and a bound on the memory one sequence's attention takes.
@@ -36,7 +38,10 @@ _SPLIT_CHECK_BYTES = 16 * 2**20
 MC_TASK_SUFFIXES = (".yaml", ".yml")  # a local dataset that is a multiple-choice task file
 
 
-def register_task_kind(kind: str, model: type[Strict]) -> type[Strict]:
+def register_task_kind(kind: str, model: type[Strict], reads: tuple[str, ...] = ()) -> type[Strict]:
+    """Register a task kind; `reads`: catalog dataset kinds it also takes (with `kind:`
+    given in the entry), besides its own."""
+    READS_KINDS[kind] = reads
     return TASK_KINDS.register(kind, model)
 
 
@@ -349,7 +354,8 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     except ScalelabError as err:
         raise ScalelabError(f"{where}.dataset: {err}") from None
     kind = raw.get("kind") or inferred
-    if inferred is not None and raw.get("kind") and kind != inferred:
+    if inferred is not None and raw.get("kind") and kind != inferred \
+            and inferred not in READS_KINDS.get(kind, ()):  # fmt: skip
         raise ScalelabError(
             f"{where}.kind: dataset {shown(raw['dataset'])} is a {inferred} dataset, "
             f"not {shown(kind)} (leave kind out)"

@@ -135,8 +135,12 @@ def exact_match(pred: str | None, gold: str) -> bool:
     return got == want or abs(got - want) <= REL_TOL * max(abs(got), abs(want))
 
 
-def em_metrics(preds: Sequence[str | None], golds: Sequence[str]) -> dict[str, float]:
-    """Exact match over questions: preds are extracted answers (None: no number found).
+def em_metrics(
+    preds: Sequence[str | None], golds: Sequence[str], hits: Sequence[bool] | None = None
+) -> dict[str, float]:
+    """Exact match over questions: preds are extracted answers (None: no number found);
+    hits: whether each is right, when another rule than `exact_match` judges (an option
+    letter, `eval/choice.py`).
 
     Returns exact_match (fraction right), exact_match_stderr (sample std over questions /
     sqrt(n), lm-eval's mean_stderr; NaN for one question), n_questions and n_no_answer.
@@ -147,8 +151,11 @@ def em_metrics(preds: Sequence[str | None], golds: Sequence[str]) -> dict[str, f
         raise ScalelabError(f"{len(preds)} predictions for {len(golds)} gold answers")
     if not golds:
         raise ScalelabError("exact match over zero questions: nothing was evaluated")
-    hits = [float(exact_match(p, g)) for p, g in zip(preds, golds, strict=True)]
-    mean, stderr = _mean_stderr(hits)
+    if hits is None:
+        hits = [exact_match(p, g) for p, g in zip(preds, golds, strict=True)]
+    elif len(hits) != len(golds):
+        raise ScalelabError(f"{len(hits)} verdicts for {len(golds)} gold answers")
+    mean, stderr = _mean_stderr([float(h) for h in hits])
     return {
         "exact_match": mean,
         "exact_match_stderr": stderr,

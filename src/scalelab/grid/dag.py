@@ -426,6 +426,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                     params = validate(method.params, p_raw, f"{prefix}params")
                     if method.check:
                         method.check(task, params)
+                    extra = method.data_identity(task, params) if method.data_identity else None
                     named = {k: tuple(inputs[i] for i in ids)
                              for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
                     for model, up in models:
@@ -436,7 +437,7 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                         for seed in _seeds(spec, name, stage, method, own):
                             runs.append(
                                 _run(spec, name, model, deps, task, method_name, params, seed,
-                                     p_raw, inputs, variant)
+                                     p_raw, inputs, variant, extra)
                             )  # fmt: skip
     return runs
 
@@ -452,7 +453,8 @@ def _named_inputs(p_raw: dict[str, Any], inputs: dict[str, Any]) -> dict[str, li
     return out
 
 
-def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs, variant):
+def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inputs, variant,
+         method_data=None):  # fmt: skip
     config = {
         "model": model.config_name,
         "task": identity(task),
@@ -460,6 +462,8 @@ def _run(spec, stage, model, model_deps, task, method, params, seed, p_raw, inpu
         "params": identity(params),
         "seed": seed,
     }
+    if method_data is not None:  # files the params name (a prompt): their content
+        config["method_data"] = method_data
     data = local_data_identity(task)
     if data is not None:  # a local corpus: its content, so an edit in place reruns
         config["data"] = data

@@ -46,6 +46,9 @@ class MethodDef:
     # stable run's batches) or a param naming one run (`labels: "@weak"`: a weak-to-strong
     # student pairs seed for seed with its weak run). None: the stage's seeds.
     seed_from: str | None = None
+    # Optional data_identity(task, params) -> dict: what a run id records of files its
+    # params name (a prompt file's fingerprint), so editing them gives new runs.
+    data_identity: Callable[[Any, Any], dict[str, Any]] | None = None
 
     def for_kind(self, kind: str) -> MethodDef:
         """The definition that runs tasks of `kind`: a variant's, else this one."""

@@ -47,15 +47,16 @@ class EvaluateParams(Strict):
 
 
 class EvaluateMathParams(EvaluateParams):
-    """`evaluate`'s params for math tasks: shots (None: the prompt's default), limit (the
-    first test problems only), dtype, batch_size, and prompt: a built-in prompt name or a
-    prompt YAML path (`data/prompts.py`); shot_seed: which training problems are the
+    """`evaluate`'s params for math and mcqa tasks: shots (None: the prompt's default),
+    limit (the first test problems only), dtype, batch_size, and prompt: a built-in prompt
+    name or a prompt YAML path (`data/prompts.py`; None: `fewshot_cot` for math,
+    `fewshot_mc` for mcqa); shot_seed: which training problems are the
     examples; max_tokens: the most new tokens per answer (None: the prompt's default)."""
 
     ID_OMIT: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     shots: int | None = Field(None, ge=0, le=64)  # type: ignore[assignment]
-    prompt: str = "fewshot_cot"
+    prompt: str | None = None
     shot_seed: int = Field(0, ge=0)
     max_tokens: PositiveInt | None = Field(None, le=4096)
 
@@ -243,12 +244,19 @@ def check(task, params: EvaluateParams) -> None:
 
 def _check_math(task, params: EvaluateMathParams) -> None:
     """Spec time: the prompt loads and does not show the answer; the task has test problems
-    (and training problems for the shots)."""
-    from scalelab.methods.rationales import check_math_task, load_prompt_param
+    (and training problems for drawn shots)."""
+    from scalelab.methods.rationales import check_problem_task, resolve_prompt
 
-    prompt = load_prompt_param(params.prompt, evaluating=True)
+    prompt = resolve_prompt(params, task, evaluating=True)
     shots = prompt.shots if params.shots is None else params.shots
-    check_math_task(task, ("test", "train") if shots else ("test",), shots)
+    drawn = shots and not prompt.examples
+    check_problem_task(task, ("test", "train") if drawn else ("test",), shots, prompt)
+
+
+def _prompt_identity(task, params: EvaluateMathParams) -> dict:
+    from scalelab.methods.rationales import prompt_identity
+
+    return prompt_identity(task, params, evaluating=True)
 
 
 def check_run(task, params, model, inputs) -> None:
@@ -299,13 +307,15 @@ def _em(name: str, what: str) -> mx.MetricDef:
 
 
 MATH_METRICS = (
-    _em("test_exact_match", "exact match of the final number on the test problems"),
+    _em("test_exact_match", "exact match of the final answer (number, or option letter) on "
+        "the test problems"),
     _em("gsm8k_exact_match", "exact match on GSM8K questions no training template came from"),
     mx.MetricDef("test_exact_match_stderr", None, ".4f", "its standard error", "info"),
     mx.MetricDef("gsm8k_exact_match_stderr", None, ".4f", "its standard error", "info"),
     mx.MetricDef("test_n", None, ",d", "test problems answered", "info"),
     mx.MetricDef("gsm8k_n", None, ",d", "GSM8K questions answered", "info"),
-    mx.MetricDef("test_no_answer", None, ",d", "answers with no number in them", "info"),
+    mx.MetricDef("test_no_answer", None, ",d", "answers with no number (option letter) in them",
+                 "info"),
     mx.MetricDef("gsm8k_no_answer", None, ",d", "answers with no number in them", "info"),
     mx.MetricDef("shots", None, ",d", "worked examples before each problem", "info"),
     mx.NON_EMBEDDING_PARAMS,
@@ -313,13 +323,20 @@ MATH_METRICS = (
     mx.WALL_S,
 )  # fmt: skip
 
-_DESCRIPTION = "score a model without training (multiple choice, corpus loss, math answers)"
+_DESCRIPTION = (
+    "score a model without training (multiple choice, corpus loss, written "
+    "answers to math and multiple-choice questions)"
+)
+_WRITTEN = MethodDef("evaluate", EvaluateMathParams, "scalelab.methods.evaluate_math:run_math",
+                     ("math", "mcqa"), _DESCRIPTION, check=_check_math, check_run=check_run,
+                     metrics=MATH_METRICS, products=("generations.jsonl",),
+                     data_identity=_prompt_identity)  # fmt: skip
 register_method(
     MethodDef(
         name="evaluate",
         params=EvaluateParams,
         entry="scalelab.methods.evaluate:run_multiple_choice",
-        task_kinds=("multiple_choice", "lm", "math"),
+        task_kinds=("multiple_choice", "lm", "math", "mcqa"),
         description=_DESCRIPTION,
         check=check,
         check_run=check_run,
@@ -329,10 +346,8 @@ register_method(
             "lm": MethodDef("evaluate", EvaluateParams, "scalelab.methods.evaluate:run_lm",
                             ("lm",), _DESCRIPTION, check=check, check_run=check_run,
                             metrics=LM_METRICS, products=()),
-            "math": MethodDef("evaluate", EvaluateMathParams,
-                              "scalelab.methods.evaluate_math:run_math", ("math",), _DESCRIPTION,
-                              check=_check_math, check_run=check_run, metrics=MATH_METRICS,
-                              products=("generations.jsonl",)),
+            "math": _WRITTEN,
+            "mcqa": _WRITTEN,
         },
     )
 )  # fmt: skip

@@ -1,11 +1,13 @@
-"""evaluate on math word problems: a model's own few-shot chain-of-thought accuracy.
+"""evaluate on math word problems and multiple choice in writing: few-shot accuracy.
 
 The "larger model to beat" of rationale distillation: each teacher (any backend: local
 weights, a GGUF file, an OpenAI-compatible endpoint) answers the task's test problems
 after k worked examples from the training split (prompt `fewshot_cot`, a versioned data
 file; examples drawn with `shot_seed`, never the problem itself), greedy, and its final
 number is scored by exact match (`eval/math.py`: after `####`, "The answer is", else the
-last number). With a `gsm8k` split in the task (GSM-Symbolic's `gsm8k_size`), the GSM8K
+last number). On an mcqa task (`data/mcqa.py`) the prompt is `fewshot_mc` (written
+examples, "So the answer is (X).") or `direct_mc` (the letter only), and the letter the
+model settles on is scored (`eval/choice.py`). With a `gsm8k` split in the task (GSM-Symbolic's `gsm8k_size`), the GSM8K
 questions no training template came from are scored too.
 
 Generations are cached by the backend for HTTP models and appended to
@@ -20,7 +22,6 @@ import time
 
 from scalelab.errors import ScalelabError
 from scalelab.methods.base import RunContext, RunResult
-from scalelab.methods.evaluate import EvaluateMathParams
 
 PRODUCT = "generations.jsonl"
 PARTIAL = "generations.partial.jsonl"
@@ -30,22 +31,23 @@ CHUNK = 16
 def run_math(ctx: RunContext) -> RunResult:
     """Answer every test (and gsm8k) problem, resuming from saved chunks; the metrics.
     Raises ScalelabError for a task with no test problems."""
-    from scalelab.data.math_data import load_math_splits
-    from scalelab.eval.math import em_metrics, exact_match, extract_answer
+    from scalelab.data.problems import load_problems
+    from scalelab.eval.choice import answer_of, is_correct, score_rows
     from scalelab.io import atomic_write_text, read_jsonl_rows
     from scalelab.methods.evaluate import _open
-    from scalelab.methods.rationales import prompt_requests
+    from scalelab.methods.rationales import prompt_requests, resolve_prompt
 
     t0 = time.perf_counter()
     p = ctx.params
-    splits = load_math_splits(ctx.task)
+    prompt = resolve_prompt(p, ctx.task, evaluating=True)
+    splits = load_problems(ctx.task)
     todo_splits = [(s, splits[s][: p.limit]) for s in ("test", "gsm8k") if splits.get(s)]
     if not todo_splits:
         raise ScalelabError("task: no test problems to answer")
     pool = splits.get("train") or []
     problems = [(s, q) for s, qs in todo_splits for q in qs]
     # Shot draws are numbered within each split (the gsm8k split's first problem is 0).
-    requests = [r for _, qs in todo_splits for r in prompt_requests(p, qs, pool)]
+    requests = [r for _, qs in todo_splits for r in prompt_requests(p, prompt, qs, pool)]
     partial = ctx.run_dir / PARTIAL
     saved = read_jsonl_rows(partial, "key", repair=True)
     keys = [f"{s}/{q.id}" for s, q in problems]
@@ -61,33 +63,26 @@ def run_math(ctx: RunContext) -> RunResult:
             with partial.open("a", encoding="utf-8") as f:
                 for i, text in zip(chunk, texts, strict=True):
                     split, q = problems[i]
-                    found = extract_answer(text)
+                    found = answer_of(q, text)
                     row = {"key": keys[i], "split": split, "id": q.id, "output": text, "found": found,
-                           "gold": q.answer, "correct": found is not None
-                           and exact_match(found, q.answer)}  # fmt: skip
+                           "gold": q.answer, "correct": is_correct(q, found)}  # fmt: skip
                     saved[keys[i]] = row
                     f.write(json.dumps(row) + "\n")
             ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
         sizes = _sizes(backend)
     rows = [saved[k] for k in keys]
     metrics: dict = {}
-    for split, _ in todo_splits:
-        mine = [r for r in rows if r["split"] == split]
-        em = em_metrics([r["found"] for r in mine], [r["gold"] for r in mine])
+    for split, qs in todo_splits:
+        em = score_rows(qs, [saved[f"{split}/{q.id}"]["found"] for q in qs])
         metrics[f"{split}_exact_match"] = em["exact_match"]
         metrics[f"{split}_exact_match_stderr"] = em["exact_match_stderr"]
         metrics[f"{split}_n"] = em["n_questions"]
         metrics[f"{split}_no_answer"] = em["n_no_answer"]
     atomic_write_text(ctx.run_dir / PRODUCT, "".join(json.dumps(r) + "\n" for r in rows))
     partial.unlink(missing_ok=True)
-    metrics.update(shots=_shots(p), wall_s=time.perf_counter() - t0, **sizes)
+    shots = prompt.shots if p.shots is None else p.shots
+    metrics.update(shots=shots, wall_s=time.perf_counter() - t0, **sizes)
     return RunResult(metrics)
-
-
-def _shots(p: EvaluateMathParams) -> int:
-    from scalelab.data.prompts import load_prompt
-
-    return load_prompt(p.prompt).shots if p.shots is None else p.shots
 
 
 def _sizes(backend) -> dict[str, int]:

@@ -9,8 +9,9 @@ al. 2024, Eq. 5) has one explain task per teacher. The loss of a batch is
 where each CE is the mean token cross-entropy of that task's targets in the batch (the
 prompt's tokens are not scored). At test time only the predict task runs: the student
 writes the answer directly (greedy, a few tokens), scored by exact match of the final
-number (`eval/math.py`), so a rationale-trained student costs no more to run than an
-answer-only one.
+number (`eval/math.py`) or, on multiple choice (task kind `mcqa`, `data/mcqa.py`), of the
+option letter it writes (`eval/choice.py`), so a rationale-trained student costs no more
+to run than an answer-only one.
 
     stages:
       teach: {models: [smollm2-135m, gemma-3-270m], tasks: *math, methods: rationales}
@@ -137,9 +138,15 @@ class RationaleDistillParams(TrainArgs):
 
 
 def _check(task, params: RationaleDistillParams) -> None:
-    from scalelab.methods.rationales import check_math_task
+    from scalelab.data.problems import has_gold_rationales
+    from scalelab.methods.rationales import check_problem_task
 
-    check_math_task(task, ("train", "validation", "test"))
+    check_problem_task(task, ("train", "validation", "test"))
+    if GOLD in params.teachers and not has_gold_rationales(task):
+        raise ScalelabError(
+            f"params.teachers: {task.dataset!r} has no gold rationales to learn from (drop "
+            f"{GOLD!r}, or give a local dataset a rationale field)"
+        )
     if isinstance(params.alpha, list) and len(params.alpha) != len(params.teachers):
         raise ScalelabError(
             f"params.alpha has {len(params.alpha)} weights for {len(params.teachers)} "
@@ -175,7 +182,7 @@ class RationaleDistillRecipe(Recipe):
         import torch
         from transformers.utils import logging as hf_logging
 
-        from scalelab.data.math_data import load_math_splits
+        from scalelab.data.problems import load_problems
         from scalelab.engine.precision import autocast_for
 
         hf_logging.disable_progress_bar()
@@ -183,7 +190,7 @@ class RationaleDistillRecipe(Recipe):
         ctx, p = self.ctx, self.args
         _check(ctx.task, p)
         self.device, self.amp = device, autocast_for(p.dtype, device)
-        self.splits = load_math_splits(ctx.task)
+        self.splits = load_problems(ctx.task)
         torch.manual_seed(ctx.seed)  # LoRA's initialisation
         self.model, self.tok = self._load_student()
         self.model.to(device)
@@ -240,7 +247,7 @@ class RationaleDistillRecipe(Recipe):
         out = []
         for t in self.args.teachers:
             if t == GOLD:
-                out.append({q.id: q.rationale for q in self.splits["train"]})
+                out.append({q.id: q.rationale for q in self.splits["train"] if q.rationale})
                 continue
             ref = next(refs)
             rows = read_rationales(Path(ref.path).parent)
@@ -331,7 +338,7 @@ class RationaleDistillRecipe(Recipe):
 
     def _answers(self, model, problems: list) -> list[dict]:
         """Greedy answers of the predict task, with the number found and whether it is right."""
-        from scalelab.eval.math import exact_match, extract_answer
+        from scalelab.eval.choice import answer_of, is_correct
         from scalelab.models.backends import GenRequest
         from scalelab.models.backends.local import LocalBackend
 
@@ -347,27 +354,27 @@ class RationaleDistillRecipe(Recipe):
             model.train(was)
         rows = []
         for q, text in zip(problems, texts, strict=True):
-            found = extract_answer(text)
+            found = answer_of(q, text)
             rows.append({"id": q.id, "output": text, "found": found, "gold": q.answer,
-                         "correct": found is not None and exact_match(found, q.answer)})  # fmt: skip
+                         "correct": is_correct(q, found)})  # fmt: skip
         return rows
 
     def evaluate(self, model) -> dict[str, float]:
         import torch
 
-        from scalelab.eval.math import em_metrics
+        from scalelab.eval.choice import score_rows
 
         with torch.no_grad(), self.amp():
             sums, counts = self.task_sums(model, self.val)
-        rows = self._answers(model, self.splits["validation"])
-        em = em_metrics([r["found"] for r in rows], [r["gold"] for r in rows])
+        problems = self.splits["validation"]
+        em = score_rows(problems, [r["found"] for r in self._answers(model, problems)])
         return {"val_loss": float(sums[0] / counts[0]), "val_exact_match": em["exact_match"]}
 
     def finish(self, model, state) -> RunResult:
         """Test the kept weights on test (and GSM8K's held-out questions); save products."""
         import json
 
-        from scalelab.eval.math import em_metrics
+        from scalelab.eval.choice import score_rows
         from scalelab.io import atomic_write_text
         from scalelab.models.build import count_params
 
@@ -378,7 +385,7 @@ class RationaleDistillRecipe(Recipe):
             if not problems:
                 continue
             rows = self._answers(model, problems)
-            em = em_metrics([r["found"] for r in rows], [r["gold"] for r in rows])
+            em = score_rows(problems, [r["found"] for r in rows])
             prefix = "test" if split == "test" else "gsm8k"
             metrics[f"{prefix}_exact_match"] = em["exact_match"]
             metrics[f"{prefix}_exact_match_stderr"] = em["exact_match_stderr"]
@@ -433,7 +440,8 @@ def _em(name: str, what: str) -> mx.MetricDef:
 
 
 METRICS = (
-    _em("test_exact_match", "exact match of the final number on the test problems (greedy)"),
+    _em("test_exact_match", "exact match of the final answer (number, or option letter) on the "
+        "test problems (greedy)"),
     mx.MetricDef("test_exact_match_stderr", None, ".4f", "standard error of test_exact_match",
                  kind="info"),
     _em("gsm8k_exact_match", "exact match on GSM8K test questions no training template came from"),
@@ -454,7 +462,7 @@ register_method(
         name="rationale_distill",
         params=RationaleDistillParams,
         entry="scalelab.methods.rationale_distill:RationaleDistillRecipe",
-        task_kinds=("math",),
+        task_kinds=("math", "mcqa"),
         description="student learns answers and teachers' rationales (distilling step by "
         "step, TinyLLM)",
         check=_check,

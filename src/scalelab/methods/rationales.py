@@ -57,7 +57,8 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 class RationalesParams(Strict):
-    """prompt: a built-in prompt name or a prompt YAML path (`data/prompts.py`); shots:
+    """prompt: a built-in prompt name or a prompt YAML path (`data/prompts.py`; None:
+    `rationale_cot` for math, `rationale_mc` for mcqa); shots:
     in-context examples per request (None: the prompt's default); shot_seed: which
     training problems are the examples; max_tokens: the most new tokens per rationale (None:
     the prompt's default); consistency: `drop` rationales whose final answer is not the gold
@@ -67,7 +68,7 @@ class RationalesParams(Strict):
 
     ID_OMIT: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
-    prompt: str = "rationale_cot"
+    prompt: str | None = None
     shots: int | None = Field(None, ge=0, le=16)
     shot_seed: int = Field(0, ge=0)
     max_tokens: PositiveInt | None = Field(None, le=2048)
@@ -85,16 +86,18 @@ def restates_only(rationale: str, answer: str) -> bool:
     return not others and len(rationale.split()) < RESTATE_WORDS
 
 
-def judge(rationale: str, gold: str) -> dict:
-    """{"found", "consistent", "restates"} of one rationale against the gold answer."""
-    from scalelab.eval.math import exact_match, extract_answer
+def judge(rationale: str, problem) -> dict:
+    """{"found", "consistent", "restates"} of one rationale against the problem's gold
+    answer (a number, or an option letter: `eval/choice.py`). A multiple-choice rationale
+    restates when it has fewer than RESTATE_WORDS words ("So the answer is (B).")."""
+    from scalelab.eval.choice import answer_of, is_correct
 
-    found = extract_answer(rationale)
-    return {
-        "found": found,
-        "consistent": found is not None and exact_match(found, gold),
-        "restates": restates_only(rationale, gold),
-    }
+    found = answer_of(problem, rationale)
+    if problem.options:
+        restates = len(rationale.split()) < RESTATE_WORDS
+    else:
+        restates = restates_only(rationale, problem.answer)
+    return {"found": found, "consistent": is_correct(problem, found), "restates": restates}
 
 
 def read_rationales(run_dir: Path) -> dict[str, dict]:
@@ -109,35 +112,34 @@ def read_rationales(run_dir: Path) -> dict[str, dict]:
     return rows
 
 
-def prompt_requests(p, problems: list, pool: list) -> list:
-    """One greedy GenRequest per problem from params `p` (prompt, shots, shot_seed,
-    max_tokens; None: the prompt's own): the prompt rendered after `shots` examples drawn
-    from `pool`, never the problem itself. One draw per problem, fixed by (shot_seed, its
-    position): shots vary across problems (no example dominates), never between reruns.
-    Raises ScalelabError when the pool is too small for the shots."""
-    from scalelab.data.prompts import choose_shots, load_prompt
+def prompt_requests(p, prompt, problems: list, pool: list) -> list:
+    """One greedy GenRequest per problem from params `p` (shots, shot_seed, max_tokens;
+    None: the prompt's own) and `prompt` (a PromptTemplate): the prompt rendered after
+    `shots` examples (the prompt's written ones, or drawn from `pool`, never the problem
+    itself: one draw per problem, fixed by (shot_seed, its position), so shots vary across
+    problems and never between reruns). Raises ScalelabError when there are too few."""
     from scalelab.models.backends import GenRequest
 
-    prompt = load_prompt(p.prompt)
     k = prompt.shots if p.shots is None else p.shots
     limit = p.max_tokens or prompt.max_tokens
     return [
-        GenRequest(prompt.render(q, choose_shots(pool, k, p.shot_seed * 1_000_003 + i,
-                                                  exclude_id=q.id)), limit, stop=prompt.stop)
+        GenRequest(prompt.render(q, prompt.shots_for(k, pool, p.shot_seed * 1_000_003 + i,
+                                                     exclude_id=q.id)), limit, stop=prompt.stop)
         for i, q in enumerate(problems)
     ]  # fmt: skip
 
 
 def run_rationales(ctx: RunContext) -> RunResult:
     """Write every training problem's rationale (resuming from saved chunks); metrics."""
-    from scalelab.data.math_data import load_math_splits
+    from scalelab.data.problems import load_problems
     from scalelab.io import atomic_write_text
 
     t0 = time.perf_counter()
-    train = load_math_splits(ctx.task).get("train") or []
+    train = load_problems(ctx.task).get("train") or []
     if not train:
         raise ScalelabError("task: the training split has no problems to explain")
-    requests = prompt_requests(ctx.params, train, train)
+    prompt = resolve_prompt(ctx.params, ctx.task)
+    requests = prompt_requests(ctx.params, prompt, train, train)
     partial = ctx.run_dir / PARTIAL
     saved = read_jsonl_rows(partial, "id", repair=True)
     if not set(saved) <= {q.id for q in train}:  # another task wrote here: start again
@@ -193,7 +195,7 @@ def _cost_line(cost: dict, seconds: float) -> str:
 
 def _row(problem, gen, consistency: str) -> dict:
     rationale = gen.text.strip()
-    verdict = judge(rationale, problem.answer)
+    verdict = judge(rationale, problem)
     kept = verdict["consistent"] or consistency == "flag"
     return {"id": problem.id, "rationale": rationale, **verdict, "kept": kept,
             "finish_reason": gen.finish_reason}  # fmt: skip
@@ -226,30 +228,55 @@ def _metrics(rows: list[dict], cost: dict, gen_seconds: float, seconds: float) -
     }
 
 
-def check_math_task(task, needs: tuple[str, ...], shots: int = 0) -> None:
-    """Spec time: the task has the splits a method reads, and enough training problems for
-    `shots` examples besides the problem itself. Raises ScalelabError naming the field."""
-    from scalelab.data.math_data import DEFAULT_SIZES, task_splits
+def check_problem_task(task, needs: tuple[str, ...], shots: int = 0, prompt=None) -> None:
+    """Spec time: the task (math or mcqa) has the splits a method reads, and, for shots
+    drawn from its training problems, enough of them besides the problem itself, with the
+    gold rationales `prompt` shows. Raises ScalelabError naming the field."""
+    from scalelab.data.problems import has_gold_rationales, problem_splits, train_size
 
-    have = task_splits(task)
+    have = problem_splits(task)
     for split in needs:
         if split not in have:
             raise ScalelabError(
                 f"tasks.dataset: {task.dataset!r} has no {split} split (it has: "
                 f"{', '.join(have) or 'none'}); this method needs {', '.join(needs)}"
             )
-    n = task.train_size or (DEFAULT_SIZES["train"] if task.dataset == "gsm_symbolic" else None)
-    if shots and n is not None and shots >= n:
+    if prompt is not None and prompt.examples:  # the prompt's own written shots
+        if shots > len(prompt.examples):
+            raise ScalelabError(
+                f"params.shots: {shots}, but prompt {prompt.name!r} has {len(prompt.examples)} "
+                "written examples"
+            )
+        return
+    if not shots:
+        return
+    n = train_size(task)
+    if n is not None and shots >= n:
         raise ScalelabError(
             f"params.shots: {shots} examples need more than task.train_size ({n}) training "
             "problems (a problem is never its own example)"
         )
+    if prompt is not None and prompt.uses_rationales and not has_gold_rationales(task):
+        raise ScalelabError(
+            f"params.prompt: {prompt.name!r} shows worked examples drawn from the training "
+            f"problems, but {task.dataset!r} has no gold rationales: use a prompt with written "
+            "examples (rationale_mc, fewshot_mc), direct_mc, or shots: 0"
+        )
 
 
-def load_prompt_param(name: str, evaluating: bool = False):
-    """`params.prompt` loaded; an evaluation prompt must not show the asked problem's answer."""
+# The built-in prompt of each method when params.prompt is None, per task kind.
+DEFAULT_PROMPTS = {
+    "rationales": {"math": "rationale_cot", "mcqa": "rationale_mc"},
+    "evaluate": {"math": "fewshot_cot", "mcqa": "fewshot_mc"},
+}
+
+
+def resolve_prompt(params, task, evaluating: bool = False):
+    """`params.prompt` loaded (None: the task kind's default); an evaluation prompt must not
+    show the asked problem's answer. Raises ScalelabError naming params.prompt."""
     from scalelab.data.prompts import load_prompt
 
+    name = params.prompt or DEFAULT_PROMPTS["evaluate" if evaluating else "rationales"][task.kind]
     try:
         prompt = load_prompt(name)
     except ScalelabError as err:
@@ -257,15 +284,22 @@ def load_prompt_param(name: str, evaluating: bool = False):
     if evaluating and prompt.shows_answer:
         raise ScalelabError(
             f"params.prompt: {name!r} shows each problem's own answer ({{{{ answer }}}}): a "
-            "prompt for writing rationales, not for evaluating (use fewshot_cot)"
+            "prompt for writing rationales, not for evaluating (use fewshot_cot or fewshot_mc)"
         )
     return prompt
 
 
+def prompt_identity(task, params, evaluating: bool = False) -> dict:
+    """What a run id records of its prompt: the fingerprint of the file it renders (a new
+    version, or an edited prompt YAML, gives new runs; the cache keys change with the text)."""
+    return {"prompt": resolve_prompt(params, task, evaluating).fingerprint}
+
+
 def check(task, params: RationalesParams) -> None:
     """Spec time: the prompt loads; the task has training problems for the shots."""
-    prompt = load_prompt_param(params.prompt)
-    check_math_task(task, ("train",), prompt.shots if params.shots is None else params.shots)
+    prompt = resolve_prompt(params, task)
+    shots = prompt.shots if params.shots is None else params.shots
+    check_problem_task(task, ("train",), shots, prompt)
 
 
 METRICS = (
@@ -298,9 +332,10 @@ register_method(
         name="rationales",
         params=RationalesParams,
         entry="scalelab.methods.rationales:run_rationales",
-        task_kinds=("math",),
+        task_kinds=("math", "mcqa"),
         description="a teacher model writes a rationale for every training problem (TinyLLM)",
         check=check,
+        data_identity=prompt_identity,
         metrics=METRICS,
         products=(PRODUCT,),
     )

@@ -233,8 +233,11 @@ def _stage_sections(
         planned = ctx["planned"]
         body = classification.classification_section(runs, curves, reports, planned, out,
                                                      prefix, models)  # fmt: skip
-        math = "task.kind" in runs and (runs["task.kind"] == "math").all()
-        sections.append(("Exact match (math answers)" if math else "Classification", body))
+        kinds = set(runs["task.kind"]) if "task.kind" in runs else set()
+        title = {frozenset({"math"}): "Exact match (math answers)",
+                 frozenset({"mcqa"}): "Exact match (written option letters)",
+                 frozenset({"math", "mcqa"}): "Exact match (written answers)"}  # fmt: skip
+        sections.append((title.get(frozenset(kinds), "Classification"), body))
         sweep = _sweep_section(runs, out, prefix)
         if sweep:
             sections.append(("Sweep", sweep))

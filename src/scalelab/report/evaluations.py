@@ -17,7 +17,8 @@ from scalelab.report import html
 
 # Per task kind, the metrics a reader compares first (the rest are in `results`).
 SHOWN = {"lm": ("val_loss",), "multiple_choice": ("acc", "acc_norm", "task_loss"),
-         "math": ("test_exact_match", "gsm8k_exact_match")}  # fmt: skip
+         "math": ("test_exact_match", "gsm8k_exact_match"),
+         "mcqa": ("test_exact_match",)}  # fmt: skip
 
 
 def is_evaluation(runs: pd.DataFrame) -> bool:
@@ -77,5 +78,6 @@ def evaluations_section(runs: pd.DataFrame, every: pd.DataFrame, models: Mapping
                "model's own tokenizer; acc and acc_norm: lm-eval's accuracies ± their standard "
                "error over the n questions; task_loss: the gold answer's negative "
                "log-likelihood per token; test_exact_match: the share of math problems whose "
-               "final number is right, few-shot chain of thought, greedy).</p>")  # fmt: skip
+               "final number is right, or of multiple-choice questions whose written option "
+               "letter is, few-shot, greedy).</p>")  # fmt: skip
     return caption + html.table(rows, ["model", *columns])
