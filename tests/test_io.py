@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -33,3 +34,22 @@ def test_atomic_writes_follow_the_umask(tmp_path, mask):
 def test_temp_folders_follow_the_umask(tmp_path, mask):
     folder = make_temp_dir(tmp_path / "model")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask
+
+
+def test_partial_rows_resume_cut_a_torn_line_and_restart_on_foreign_keys(tmp_path):
+    from scalelab.io import PartialRows
+
+    path = tmp_path / "p.jsonl"
+    rows = PartialRows(path, "id", ["a", "b", "c"])
+    rows.add([{"id": "a", "v": 1}, {"id": "b", "v": 2}])
+    with path.open("a") as f:
+        f.write('{"id": "c", "v"')  # killed mid-write
+    again = PartialRows(path, "id", ["a", "b", "c"])
+    assert len(again) == 2 and "c" not in again and again.rows["b"]["v"] == 2
+    again.add([{"id": "c", "v": 3}])  # appends after the last whole line
+    assert [json.loads(x)["id"] for x in path.read_text().splitlines()] == ["a", "b", "c"]
+    other = PartialRows(path, "id", ["x"])  # another task wrote here: start again
+    assert len(other) == 0 and not path.exists()
+    other.add([{"id": "x"}])
+    other.done()
+    assert not path.exists()

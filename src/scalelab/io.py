@@ -227,3 +227,37 @@ def read_jsonl_rows(path: Path, key: str, repair: bool = False) -> dict[Any, dic
         with path.open("r+b") as f:
             f.truncate(good)
     return rows
+
+
+class PartialRows:
+    """A run's partial results: rows appended chunk by chunk to a JSONL file, so a killed
+    run resumes where it was and loses at most the chunk in flight.
+
+    Opening reads the saved rows (`read_jsonl_rows` with repair: a torn last line is cut);
+    rows whose keys are not among `expected` mean another task or setting wrote here, so
+    the file starts again. `add` appends rows and flushes; `done` removes the file once the
+    run's product is written.
+    """
+
+    def __init__(self, path: Path, key: str, expected) -> None:
+        self.path, self.key = Path(path), key
+        self.rows = read_jsonl_rows(self.path, key, repair=True)
+        if not set(self.rows) <= set(expected):
+            self.rows = {}
+            self.path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.rows
+
+    def add(self, rows: list[dict]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+                self.rows[row[self.key]] = row
+            f.flush()
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)

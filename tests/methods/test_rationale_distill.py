@@ -54,6 +54,8 @@ OPTIONS = ("a tree", "a robot", "a house", "a car")
             False,
         ),
         ("So the answer is (A).", "A", OPTIONS, True, True),
+        ("(A) a tree. So the answer is (A).", "A", OPTIONS, True, True),  # the option's text
+        ("Trees are alive. So the answer is (A).", "A", OPTIONS, True, False),  # short, its own
         (
             "A robot is not alive, so poison cannot harm it; neither can it harm a house. So "
             "the answer is (B).",
@@ -70,6 +72,7 @@ OPTIONS = ("a tree", "a robot", "a house", "a car")
             False,
         ),  # no letter stated: nothing shows it agrees
         ("The answer is (E) because it is the fifth.", "A", OPTIONS, False, True),  # past D
+        ("It is (E): the fifth. So the answer is (E).", "A", OPTIONS, False, False),
     ],
 )
 def test_the_consistency_filter_and_the_restatement_flag(text, gold, options, consistent,

@@ -15,9 +15,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
@@ -79,13 +77,6 @@ def _open(ctx: RunContext, cache: bool | None = None):
                         batch_size=p.batch_size)  # fmt: skip
 
 
-def _read_partial(path: Path, repair: bool = False) -> dict[int, dict]:
-    """doc_id -> saved score row (`io.read_jsonl_rows`: a torn last line ends the reading)."""
-    from scalelab.io import read_jsonl_rows
-
-    return {int(k): row for k, row in read_jsonl_rows(path, "doc_id", repair).items()}
-
-
 def run_multiple_choice(ctx: RunContext) -> RunResult:
     """Score the task's questions (resuming from saved chunks), write the product, return
     the metrics. Raises ScalelabError for zero questions or a non-finite score."""
@@ -95,30 +86,21 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
 
     from scalelab.data.multiple_choice import load_mc_task
     from scalelab.eval.multiple_choice import QuestionScore, mc_metrics, score_questions
-    from scalelab.io import atomic_write
+    from scalelab.io import PartialRows, atomic_write
 
     t0 = time.perf_counter()
     p = ctx.params
     task = load_mc_task(ctx.task.dataset)
     questions = task.questions(p.shots, p.limit)
-    partial = ctx.run_dir / PARTIAL
-    saved = _read_partial(partial, repair=True)
-    known = {q.doc_id for q in questions}
-    if not set(saved) <= known:  # another task or shot count wrote here: start again
-        saved = {}
-        partial.unlink(missing_ok=True)
+    # another task or shot count wrote the partial file: it starts again
+    saved = PartialRows(ctx.run_dir / PARTIAL, "doc_id", [q.doc_id for q in questions])
     todo = [q for q in questions if q.doc_id not in saved]
     ctx.report({"step": len(saved), "total": len(questions), "info": "questions scored"})
 
     def keep(chunk: list[QuestionScore]) -> None:
-        with partial.open("a", encoding="utf-8") as f:
-            for s in chunk:
-                f.write(json.dumps(s.as_row()) + "\n")
-            f.flush()
-        keep.n += len(chunk)
-        ctx.report({"step": keep.n, "total": len(questions), "info": "questions scored"})
+        saved.add([s.as_row() for s in chunk])
+        ctx.report({"step": len(saved), "total": len(questions), "info": "questions scored"})
 
-    keep.n = len(saved)
     with _open(ctx) as backend:
         questions, n_cut, skipped = window_fit(backend, questions)
         _warn_window(ctx, backend, len(questions) + len(skipped), n_cut, skipped)
@@ -128,15 +110,14 @@ def run_multiple_choice(ctx: RunContext) -> RunResult:
                 "(an answer alone is longer): use a model with a longer context"
             )
         score_questions(backend, [q for q in todo if q.doc_id not in skipped], done=keep)
-    rows = _read_partial(partial)
-    scores = [QuestionScore.from_row(rows[q.doc_id]) for q in questions]
+    scores = [QuestionScore.from_row(saved.rows[q.doc_id]) for q in questions]
     bad = [s.doc_id for s in scores if not all(math.isfinite(x) for x in s.ll)]
     if bad:
         raise ScalelabError(f"non-finite log-likelihoods for questions {bad[:5]}: not stored")
     metrics = mc_metrics(scores)
     frame = pd.DataFrame([s.as_row() for s in scores])
     atomic_write(ctx.run_dir / SCORES, lambda tmp: frame.to_parquet(tmp, index=False))
-    partial.unlink(missing_ok=True)
+    saved.done()
     metrics.update(shots=p.shots, n_truncated=n_cut, n_skipped=len(skipped),
                    wall_s=time.perf_counter() - t0)  # fmt: skip
     return RunResult(metrics)

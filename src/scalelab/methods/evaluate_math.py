@@ -33,7 +33,7 @@ def run_math(ctx: RunContext) -> RunResult:
     Raises ScalelabError for a task with no test problems."""
     from scalelab.data.problems import load_problems
     from scalelab.eval.choice import answer_of, is_correct, score_rows
-    from scalelab.io import atomic_write_text, read_jsonl_rows
+    from scalelab.io import PartialRows, atomic_write_text
     from scalelab.methods.evaluate import _open
     from scalelab.methods.rationales import prompt_requests, resolve_prompt
 
@@ -48,38 +48,33 @@ def run_math(ctx: RunContext) -> RunResult:
     problems = [(s, q) for s, qs in todo_splits for q in qs]
     # Shot draws are numbered within each split (the gsm8k split's first problem is 0).
     requests = [r for _, qs in todo_splits for r in prompt_requests(p, prompt, qs, pool)]
-    partial = ctx.run_dir / PARTIAL
-    saved = read_jsonl_rows(partial, "key", repair=True)
     keys = [f"{s}/{q.id}" for s, q in problems]
-    if not set(saved) <= set(keys):
-        saved = {}
-        partial.unlink(missing_ok=True)
+    saved = PartialRows(ctx.run_dir / PARTIAL, "key", keys)
     todo = [i for i, k in enumerate(keys) if k not in saved]
     ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
     with _open(ctx, cache=True) as backend:  # generation is cached for every model
         for c in range(0, len(todo), CHUNK):
             chunk = todo[c : c + CHUNK]
             texts = backend.generate([requests[i] for i in chunk])
-            with partial.open("a", encoding="utf-8") as f:
-                for i, text in zip(chunk, texts, strict=True):
-                    split, q = problems[i]
-                    found = answer_of(q, text)
-                    row = {"key": keys[i], "split": split, "id": q.id, "output": text, "found": found,
-                           "gold": q.answer, "correct": is_correct(q, found)}  # fmt: skip
-                    saved[keys[i]] = row
-                    f.write(json.dumps(row) + "\n")
+            rows = []
+            for i, text in zip(chunk, texts, strict=True):
+                split, q = problems[i]
+                found = answer_of(q, text)
+                rows.append({"key": keys[i], "split": split, "id": q.id, "output": text,
+                             "found": found, "gold": q.answer, "correct": is_correct(q, found)})  # fmt: skip
+            saved.add(rows)
             ctx.report({"step": len(saved), "total": len(keys), "info": "problems answered"})
         sizes = _sizes(backend)
-    rows = [saved[k] for k in keys]
+    rows = [saved.rows[k] for k in keys]
     metrics: dict = {}
     for split, qs in todo_splits:
-        em = score_rows(qs, [saved[f"{split}/{q.id}"]["found"] for q in qs])
+        em = score_rows(qs, [saved.rows[f"{split}/{q.id}"]["found"] for q in qs])
         metrics[f"{split}_exact_match"] = em["exact_match"]
         metrics[f"{split}_exact_match_stderr"] = em["exact_match_stderr"]
         metrics[f"{split}_n"] = em["n_questions"]
         metrics[f"{split}_no_answer"] = em["n_no_answer"]
     atomic_write_text(ctx.run_dir / PRODUCT, "".join(json.dumps(r) + "\n" for r in rows))
-    partial.unlink(missing_ok=True)
+    saved.done()
     shots = prompt.shots if p.shots is None else p.shots
     metrics.update(shots=shots, wall_s=time.perf_counter() - t0, **sizes)
     return RunResult(metrics)

@@ -24,7 +24,8 @@ from the text (`methods/rationale_distill.py`). One run per teacher:
   the gold answer, else the rationale is `inconsistent` (no final number counts as
   inconsistent: nothing shows it agrees); `consistency: drop` leaves those out of what
   students read, `flag` keeps them, marked. A rationale that only restates the answer (no
-  number besides the answer, fewer than RESTATE_WORDS words) is flagged `restates`.
+  number besides the answer, fewer than RESTATE_WORDS words; multiple choice: nothing but
+  the letter or the gold option's text before "the answer is") is flagged `restates`.
 
 Product: `rationales.jsonl`, one row per training problem: {"id", "rationale", "found"
 (the answer it reached, or null), "consistent", "restates", "kept", "finish_reason"}.
@@ -46,13 +47,16 @@ from pydantic import Field, PositiveInt
 from scalelab import metrics as mx
 from scalelab.config import Strict
 from scalelab.errors import ScalelabError
-from scalelab.io import read_jsonl_rows
+from scalelab.io import PartialRows, read_jsonl_rows
 from scalelab.methods.base import MethodDef, RunContext, RunResult, register_method
 from scalelab.methods.evaluate import _open
 
 PRODUCT = "rationales.jsonl"
 PARTIAL = "rationales.partial.jsonl"
 RESTATE_WORDS = 12
+RESTATE_CHOICE_WORDS = 3  # a multiple-choice explanation needs a few words of its own
+LETTERS = "ABCDEFGHIJ"
+_ANSWER_MARKER = re.compile(r"(?:so\s+)?the\s+answer\s+is", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -86,15 +90,26 @@ def restates_only(rationale: str, answer: str) -> bool:
     return not others and len(rationale.split()) < RESTATE_WORDS
 
 
+def restates_choice(rationale: str, problem) -> bool:
+    """Whether a multiple-choice rationale only restates the answer: before its "the answer
+    is" (if any), with option letters "(B)" removed, fewer than RESTATE_CHOICE_WORDS words
+    are left, or only the gold option's own text ("So the answer is (A).", "(A) a tree.")."""
+    body = _ANSWER_MARKER.split(rationale, maxsplit=1)[0]
+    body = re.sub(r"\([A-Ja-j]\)", " ", body)
+    words = re.findall(r"[\w'-]+", body.lower())
+    gold = problem.options[LETTERS.index(problem.answer)] if problem.answer in LETTERS else ""
+    return len(words) < RESTATE_CHOICE_WORDS or words == re.findall(r"[\w'-]+", gold.lower())
+
+
 def judge(rationale: str, problem) -> dict:
     """{"found", "consistent", "restates"} of one rationale against the problem's gold
-    answer (a number, or an option letter: `eval/choice.py`). A multiple-choice rationale
-    restates when it has fewer than RESTATE_WORDS words ("So the answer is (B).")."""
+    answer (a number, or an option letter: `eval/choice.py`; restating: `restates_only`,
+    `restates_choice`)."""
     from scalelab.eval.choice import answer_of, is_correct
 
     found = answer_of(problem, rationale)
     if problem.options:
-        restates = len(rationale.split()) < RESTATE_WORDS
+        restates = restates_choice(rationale, problem)
     else:
         restates = restates_only(rationale, problem.answer)
     return {"found": found, "consistent": is_correct(problem, found), "restates": restates}
@@ -140,11 +155,7 @@ def run_rationales(ctx: RunContext) -> RunResult:
         raise ScalelabError("task: the training split has no problems to explain")
     prompt = resolve_prompt(ctx.params, ctx.task)
     requests = prompt_requests(ctx.params, prompt, train, train)
-    partial = ctx.run_dir / PARTIAL
-    saved = read_jsonl_rows(partial, "id", repair=True)
-    if not set(saved) <= {q.id for q in train}:  # another task wrote here: start again
-        saved = {}
-        partial.unlink(missing_ok=True)
+    saved = PartialRows(ctx.run_dir / PARTIAL, "id", [q.id for q in train])
     todo = [i for i, q in enumerate(train) if q.id not in saved]
     ctx.report({"step": len(saved), "total": len(train), "info": "rationales written"})
     cost = {"requests": 0, "cached_requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
@@ -157,17 +168,14 @@ def run_rationales(ctx: RunContext) -> RunResult:
             t = time.perf_counter()
             gens = _generate(backend, [requests[i] for i in chunk], cost)
             gen_seconds += time.perf_counter() - t
-            with partial.open("a", encoding="utf-8") as f:
-                for i, g in zip(chunk, gens, strict=True):
-                    row = _row(train[i], g, ctx.params.consistency)
-                    saved[row["id"]] = row
-                    f.write(json.dumps(row) + "\n")
+            saved.add([_row(train[i], g, ctx.params.consistency)
+                       for i, g in zip(chunk, gens, strict=True)])  # fmt: skip
             ctx.report({"step": len(saved), "total": len(train),
                         "info": f"rationales written; {_cost_line(cost, gen_seconds)}"})  # fmt: skip
-    rows = [saved[q.id] for q in train]
+    rows = [saved.rows[q.id] for q in train]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     atomic_write_text(ctx.run_dir / PRODUCT, text)
-    partial.unlink(missing_ok=True)
+    saved.done()
     return RunResult(metrics=_metrics(rows, cost, gen_seconds, time.perf_counter() - t0))
 
 
