@@ -281,3 +281,23 @@ def test_keep_layers_fine_tunes_a_student_cut_from_the_encoder(tmp_path, arch):
     assert torch.isfinite(loss)
     assert identity(ctx.params)["keep_layers"] == [0, 2]  # in the run id when set
     assert "keep_layers" not in identity(full.ctx.params)  # and absent at its default
+
+
+@pytest.mark.parametrize(
+    ("model", "keep", "depth"),
+    [("minilm-l6", [0, 6], 6), ("mpnet-base", [11, 12], 12), ("local", [0, 2], 2)],
+)
+def test_a_cut_past_the_models_blocks_is_one_line_at_spec_time(tmp_path, capsys, model, keep,
+                                                               depth):  # fmt: skip
+    """The depth of a registered model (its entry) or a local folder (config.json) is known
+    before any weights load, so `keep_layers` past it fails the spec, not the run."""
+    if model == "local":
+        model = str(save_tiny(tmp_path / "bert", "bert"))  # 2 blocks
+    data = write_dataset(tmp_path / "d.jsonl", n=30)
+    spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
+                      models=[model], tasks=[{"dataset": str(data), "kind": "classification"}],
+                      methods=[{"name": "full", "keep_layers": keep}])  # fmt: skip
+    code, _, err = cli("run", spec, "--dry-run", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"has blocks 0..{depth - 1}" in err and "params.keep_layers" in err, err
+    assert not (tmp_path / "out").exists()

@@ -241,6 +241,8 @@ def test_rationale_distillation_through_the_grid_with_an_http_teacher(setup, tmp
         ({"dataset": "gsm_symbolic"}, {"name": "rationale_distill", "teachers": ["gold"],
                                        "alpha": [0.5, 0.5]},
          "params.alpha has 2 weights for 1 teacher"),
+        ({"dataset": "gsm_symbolic"}, {"name": "rationale_distill", "keep_layers": [0, 30]},
+         r"params.keep_layers \[0, 30\]: model smollm2-135m has blocks 0..29"),
     ],
 )  # fmt: skip
 def test_bad_math_experiments_are_one_line_at_spec_time(tmp_path, capsys, task, method, message):

@@ -440,6 +440,14 @@ CLASSIFICATION_METRICS = (
 
 PRODUCTS = ("model", "labels.npz", "predictions.npz")  # listed where a run wrote them
 
+
+def _check_run(task, params, model, inputs) -> None:
+    """Spec time: a cut names blocks the model has (when its depth is known)."""
+    from scalelab.models.surgery import check_blocks_exist
+
+    check_blocks_exist(params.keep_layers, model)
+
+
 register_method(
     MethodDef(
         name="full",
@@ -448,6 +456,7 @@ register_method(
         task_kinds=("classification",),
         description="full fine-tuning of a pretrained model for text classification",
         check=_check,
+        check_run=_check_run,
         metrics=CLASSIFICATION_METRICS,
         products=PRODUCTS,
     )
@@ -461,6 +470,7 @@ register_method(
         task_kinds=("classification",),
         description="LoRA adapters (peft) plus a trained head, for text classification",
         check=_check,
+        check_run=_check_run,
         metrics=CLASSIFICATION_METRICS,
         products=PRODUCTS,
     )

@@ -212,20 +212,9 @@ def check_run(task, params: PretrainParams, model, inputs: dict) -> None:
             f"params.parametrization mup sets a ladder model's init and widths; model "
             f"{model.name!r} is a {model.kind} model: train a ladder name (gpt-d2w64, ...)"
         )
-    _check_blocks_exist(params.keep_layers, model)
+    from scalelab.models.surgery import check_blocks_exist
 
-
-def _check_blocks_exist(keep, model) -> None:
-    """A cut of an earlier stage's ladder model names blocks that model has (its depth is
-    known from the ladder name, `@stage:gpt-d4` has 4). Raises ScalelabError."""
-    from scalelab.models.ladder import ladder_rung
-
-    stage, _, name = model.name.partition(":")
-    rung = ladder_rung(name) if stage.startswith("@") else None
-    if rung is not None and isinstance(keep, list) and max(keep) >= rung.n_layer:
-        raise ScalelabError(
-            f"params.keep_layers {keep}: model {model.name} has blocks 0..{rung.n_layer - 1}"
-        )
+    check_blocks_exist(params.keep_layers, model)
 
 
 def get_batch(ids, batch: int, seq_len: int, seed: int, step: int):

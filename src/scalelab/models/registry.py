@@ -29,6 +29,7 @@ class PretrainedEntry:
     description: str
     locate: Callable[[], Path]
     gguf_file: str | None = None  # for GGUF checkpoints loaded through transformers
+    n_layers: int | None = None  # transformer blocks (spec-time checks of keep_layers)
 
 
 PRETRAINED: Registry[PretrainedEntry] = Registry("pretrained model")
@@ -194,6 +195,33 @@ def quiet_gguf() -> Iterator[None]:
         yield
     finally:
         gguf_utils.tqdm = bar
+
+
+def model_depth(ref: ModelRef) -> int | None:
+    """Transformer blocks of a model when known without loading it: a ladder name (also an
+    earlier stage's, `@stage:gpt-d4`), a registered model's `n_layers`, or the
+    `config.json` of a local folder (num_hidden_layers / n_layer / num_layers). None
+    otherwise (a Hub model, a run not yet made)."""
+    import json
+
+    from scalelab.models.ladder import ladder_rung
+
+    name = ref.name.partition(":")[2] if ref.name.startswith("@") else ref.name
+    if ref.kind == "ladder" or ref.name.startswith("@"):
+        rung = ladder_rung(name)
+        if rung is not None:
+            return rung.n_layer
+    if ref.kind == "registered":
+        return PRETRAINED.get(ref.name).n_layers
+    if ref.kind == "local" and ref.path is not None:
+        try:
+            config = json.loads((Path(ref.path) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(config.get(key), int):
+                return config[key]
+    return None
 
 
 def model_path(ref: ModelRef) -> tuple[str, dict]:

@@ -60,6 +60,19 @@ def check_layer_list(keep: Sequence[int] | str | None) -> Sequence[int] | str | 
     return keep
 
 
+def check_blocks_exist(keep: Sequence[int] | str | None, model: Any) -> None:
+    """Spec time: a block list names blocks the model (a ModelRef) has, when its depth is
+    known without loading it (`registry.model_depth`). Raises ScalelabError."""
+    from scalelab.models.registry import model_depth
+
+    if keep is None or isinstance(keep, str):
+        return
+    depth = model_depth(model)
+    if depth is not None and max(keep) >= depth:
+        raise ScalelabError(f"params.keep_layers {list(keep)}: model {model.name} has blocks "
+                            f"0..{depth - 1}")  # fmt: skip
+
+
 def resolve_layers(keep: Sequence[int] | str, n_layers: int) -> list[int]:
     """`keep` ("every_other" or block indices) checked against `n_layers`: indices must be
     distinct, ascending and in range, and keep at least one block. Raises ScalelabError."""
