@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -404,6 +405,19 @@ def _check_reference(beats: str, runs: list[RunSpec]) -> None:
         )
 
 
+@contextmanager
+def _in_stage(prefix: str):
+    """A method's spec-time error naming `params.x` or `tasks.x` names its stage too
+    (`stages.students.params.x`), as the validation of the stage's own keys does."""
+    try:
+        yield
+    except ScalelabError as err:
+        text = str(err)
+        if prefix and text.startswith(("params.", "tasks.", "models:")):
+            raise ScalelabError(prefix + text) from None
+        raise
+
+
 def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
     prefix = f"stages.{name}." if spec.stages else ""
     models = _models(stage, prefix, produced, spec.runs_dir)
@@ -424,15 +438,17 @@ def _expand_stage(spec, name: str, stage: Stage, produced) -> list[RunSpec]:
                 section, inputs = _resolve_param_refs({**stage.params, **own}, prefix, produced)
                 for p_raw in expand_axes(section, method.params, f"{prefix}params"):
                     params = validate(method.params, p_raw, f"{prefix}params")
-                    if method.check:
-                        method.check(task, params)
-                    extra = method.data_identity(task, params) if method.data_identity else None
+                    with _in_stage(prefix):
+                        if method.check:
+                            method.check(task, params)
+                        extra = method.data_identity(task, params) if method.data_identity else None
                     named = {k: tuple(inputs[i] for i in ids)
                              for k, ids in _named_inputs(p_raw, inputs).items()}  # fmt: skip
                     for model, up in models:
                         own = {**named, "model": (up,)} if up is not None else named
                         if method.check_run:
-                            method.check_run(task, params, model, own)
+                            with _in_stage(prefix):
+                                method.check_run(task, params, model, own)
                         deps = (up.run_id,) if up is not None else ()
                         for seed in _seeds(spec, name, stage, method, own):
                             runs.append(
