@@ -163,3 +163,32 @@ def test_choose_shots_refuses_a_small_pool():
         choose_shots(pool, 3, seed=0, exclude_id="p1")
     with pytest.raises(ScalelabError, match=">= 0"):
         choose_shots(pool, -1, seed=0)
+
+
+MC = Problem("m1", "What do plants need to grow?\n(A) light\n(B) noise", "", "A",
+             options=("light", "noise"))  # fmt: skip
+
+
+def test_written_examples_are_the_shots_in_order_whatever_the_pool():
+    prompt = load_prompt("rationale_mc")
+    assert len(prompt.examples) == 4 and prompt.shows_answer and prompt.uses_rationales
+    shots = prompt.shots_for(2, pool=[], seed=7, exclude_id=None)
+    assert [s["answer"] for s in shots] == ["A", "B"]
+    assert prompt.shots_for(2, pool=SHOTS, seed=99, exclude_id="s1") == shots
+    text = prompt.render(MC, shots)
+    assert text.endswith("Question: What do plants need to grow?\n(A) light\n(B) noise\n"
+                         "Answer: (A)\nExplanation: Let's think step by step.")  # fmt: skip
+    assert text.count("So the answer is (") == 2
+    with pytest.raises(ScalelabError, match="5 shots asked for, but it has 4 examples"):
+        prompt.shots_for(5, pool=[], seed=0, exclude_id=None)
+
+
+def test_examples_are_part_of_the_fingerprint_and_checked_against_shots():
+    prompt = load_prompt("fewshot_mc")
+    assert not prompt.shows_answer
+    edited = [*prompt.examples]
+    edited[0] = edited[0].model_copy(update={"rationale": "Another explanation."})
+    assert prompt.model_copy(update={"examples": tuple(edited)}).fingerprint != prompt.fingerprint
+    raw = prompt.model_dump()
+    with pytest.raises(ValueError, match="shots: 5 but only 4 examples"):
+        PromptTemplate(**{**raw, "shots": 5})
