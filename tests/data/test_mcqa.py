@@ -100,15 +100,25 @@ def test_a_bad_local_record_is_one_line_at_spec_time(tmp_path, capsys, line, mes
         ({"kind": "mcqa", "dataset": "boolq"}, {"name": "evaluate"},
          r"'boolq' is not a multiple-choice dataset with options to write"),
         ({"kind": "mcqa", "dataset": "piqa"}, {"name": "rationale_distill", "teachers": ["gold"]},
-         r"params.teachers: 'piqa' has no gold rationales"),
-        ({"kind": "mcqa", "dataset": "piqa"}, {"name": "rationales", "prompt": "rationale_cot"},
-         r"params.prompt: 'rationale_cot' shows worked examples drawn from the training "
-         r"problems, but 'piqa' has no gold rationales"),
+         r"params.teachers: 'gold' learns the dataset's own rationales, but 'piqa' has no gold "
+         r"rationales"),
         ({"kind": "mcqa", "dataset": "piqa"}, {"name": "evaluate", "prompt": "rationale_mc"},
          r"params.prompt: 'rationale_mc' shows each problem's own answer"),
         ({"kind": "mcqa", "dataset": "piqa", "train_size": 4},
          {"name": "evaluate", "prompt": "direct_mc", "shots": 4},
          r"params.shots: 4 examples need more than task.train_size \(4\)"),
+        ({"kind": "mcqa", "dataset": "piqa"}, {"name": "evaluate", "prompt": "fewshot_cot"},
+         r"params.prompt: 'fewshot_cot' is written for math tasks, not mcqa \(built-in for "
+         r"mcqa: direct_mc, fewshot_mc, rationale_mc\)"),
+        ({"dataset": "gsm_symbolic"}, {"name": "evaluate", "prompt": "direct_mc"},
+         r"'direct_mc' is written for mcqa tasks, not math"),
+        ({"dataset": "piqa", "train_size": 8}, {"name": "evaluate"},
+         r"tasks\[0\].train_size: not a key of a multiple_choice task; it is one of kind "
+         r"mcqa: add `kind: mcqa`"),
+        ({"dataset": "piqa", "kind": "mcq"}, {"name": "evaluate"},
+         r"tasks\[0\].kind: unknown task kind 'mcq' \(known: .*mcqa"),
+        ({"dataset": "piqa", "kind": "lm"}, {"name": "evaluate"},
+         r"is a multiple_choice dataset, not 'lm' \(leave kind out, or kind: mcqa\)"),
         ({"kind": "mcqa", "dataset": "piqa"}, {"name": "rationales", "shots": 5},
          r"params.shots: 5, but prompt 'rationale_mc' has 4 written examples"),
     ],
@@ -120,6 +130,46 @@ def test_bad_mcqa_experiments_are_one_line_at_spec_time(tmp_path, capsys, task, 
     assert code == 2 and err.count("\n") == 1, err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_drawn_shots_that_show_rationales_need_data_that_has_them(tmp_path, capsys):
+    """A prompt of the user's (no task_kinds) showing drawn shots' rationales, on piqa."""
+    import yaml
+
+    from scalelab.data.prompts import load_prompt
+
+    raw = load_prompt("rationale_cot").model_dump(mode="json")
+    raw.update(task_kinds=[], name="mine")
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(raw))
+    spec = write_spec(tmp_path / "p.yaml", name="p", output_dir=str(tmp_path / "out"),
+                      models=["smollm2-135m"], tasks=[{"kind": "mcqa", "dataset": "piqa"}],
+                      methods=[{"name": "rationales", "prompt": str(tmp_path / "mine.yaml")}])  # fmt: skip
+    code, _, err = cli("run", spec, "--dry-run", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert ("params.prompt: 'mine' shows worked examples drawn from the training problems, "
+            "but 'piqa' has no gold rationales") in err  # fmt: skip
+
+
+def test_gold_needs_a_rationale_on_every_training_record(tmp_path, capsys):
+    path = write_mcqa_file(tmp_path / "qa.jsonl", 20, rationale=True)
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[3])
+    del row["rationale"]
+    path.write_text("\n".join([*lines[:3], json.dumps(row), *lines[4:]]) + "\n")
+    task = {"kind": "mcqa", "dataset": str(path), "train_size": 12, "validation_size": 4,
+            "test_size": 4}  # fmt: skip
+    order = [q.id for q in load_mcqa_splits(McqaTask(**{k: v for k, v in task.items()
+                                                        if k != "kind"}))["train"]]  # fmt: skip
+    spec = write_spec(tmp_path / "g.yaml", name="g", output_dir=str(tmp_path / "out"),
+                      models=["smollm2-135m"], tasks=[task],
+                      methods=[{"name": "rationale_distill", "teachers": ["gold"]}])  # fmt: skip
+    code, _, err = cli("run", spec, "--dry-run", capsys=capsys)
+    if "qa/3" not in order:  # the record without one went to validation or test: fine
+        assert code == 0, err
+        return
+    assert code == 2 and err.count("\n") == 1, err
+    assert "params.teachers: 'gold' learns the dataset's own rationales, but 1 of 12 " in err
+    assert "(the first: question qa/3, counted from 0)" in err
 
 
 def test_a_catalog_multiple_choice_dataset_is_mcqa_only_when_asked():

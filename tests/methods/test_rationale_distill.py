@@ -287,6 +287,9 @@ def test_multiple_choice_rationale_distillation_through_the_grid(setup, tmp_path
     runs = load_experiment_tables(spec)[0]
     teach = runs[runs.stage == "teach"].iloc[0]
     assert (teach.rationales_total, teach.rationales_kept, teach.requests) == (16, 16, 16)
+    teacher_rows = read_rationales(tmp_path / "out" / "runs" / teach.run_id).values()
+    assert all(r["gold"] in "ABCD" and r["consistent"] == (r["found"] == r["gold"])
+               for r in teacher_rows)  # fmt: skip
     splits = load_mcqa_splits(McqaTask(**{k: v for k, v in task.items() if k != "kind"}))
     gold = {q.id: q for q in splits["test"]}
     student = runs[runs.stage == "students"].iloc[0]
@@ -299,6 +302,7 @@ def test_multiple_choice_rationale_distillation_through_the_grid(setup, tmp_path
         assert r["gold"] == q.answer and r["found"] in (None, *"ABCD"[: len(q.options)])
         assert r["correct"] == (r["found"] == q.answer)
     assert student.test_exact_match == pytest.approx(sum(r["correct"] for r in rows) / 6)
+    assert student.test_no_answer == sum(r["found"] is None for r in rows)
     base = runs[runs.stage == "base"].iloc[0]
     assert base.test_n == 6 and base.shots == 1 and 0 <= base.test_exact_match <= 1
 

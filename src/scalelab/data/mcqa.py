@@ -114,7 +114,8 @@ class McqaTask(Strict):
             if want > total:
                 raise ValueError(
                     f"train_size + validation_size + test_size ({want:,}) exceed the "
-                    f"{total:,} labelled questions of {clip(self.dataset, 60)}"
+                    f"{total:,} labelled questions of {clip(self.dataset, 60)} (the defaults "
+                    "are 200/50/200: set the three sizes)"
                 )
         return self
 
@@ -227,10 +228,13 @@ def task_splits(task: McqaTask) -> list[str]:
     return list(SPLITS)
 
 
-def has_gold_rationales(task: McqaTask) -> bool:
-    """Whether the task's data carries explanations (catalog datasets: no)."""
+def gold_rationale_gap(task: McqaTask) -> str | None:
+    """Why the task's training questions lack gold rationales (None: every one has one)."""
     if task.dataset in CATALOG:
-        return False
-    splits = load_mcqa_splits(task)
-    train = splits.get("train") or []
-    return bool(train) and all(q.rationale for q in train)
+        return f"{task.dataset!r} has no gold rationales"
+    train = load_mcqa_splits(task).get("train") or []
+    missing = [q.id for q in train if not q.rationale]
+    if not train or not missing:
+        return None if train else f"{clip(task.dataset)} has no training questions"
+    return (f"{len(missing)} of {len(train)} training questions of {clip(task.dataset)} have "
+            f"no rationale field (the first: question {missing[0]}, counted from 0)")  # fmt: skip

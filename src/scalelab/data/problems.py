@@ -46,10 +46,11 @@ def train_size(task) -> int | None:
     return task.train_size
 
 
-def has_gold_rationales(task) -> bool:
-    """Whether the task's training problems carry gold rationales (math: always)."""
+def gold_rationale_gap(task) -> str | None:
+    """Why the task's training problems lack gold rationales; None when each has one (math:
+    always)."""
     if task.kind == "mcqa":
-        from scalelab.data.mcqa import has_gold_rationales as mcqa_has
+        from scalelab.data.mcqa import gold_rationale_gap as mcqa_gap
 
-        return mcqa_has(task)
-    return True
+        return mcqa_gap(task)
+    return None

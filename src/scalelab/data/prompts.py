@@ -16,6 +16,8 @@ A prompt file has exactly these keys (any other is an error naming the file and 
         answer: ...              #   data with no gold rationales to draw shots from
         rationale: ...           #   (multiple choice); without it shots are drawn from
                                  #   the task's training problems (`choose_shots`)
+    task_kinds: [mcqa]           # optional: the task kinds it is written for (math, mcqa;
+                                 #   empty: any); another kind's task refuses it at spec time
 
 `PromptTemplate.fingerprint` hashes everything but the description, so it belongs in cache
 keys and run ids: any change to what is rendered or how generation stops gives another.
@@ -30,7 +32,7 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
@@ -69,6 +71,7 @@ class PromptTemplate(Strict):
     max_tokens: StrictInt = Field(256, ge=1)
     shots: StrictInt = Field(4, ge=0)
     examples: tuple[PromptExample, ...] = ()
+    task_kinds: tuple[Literal["math", "mcqa"], ...] = ()
 
     @field_validator("template")
     @classmethod
@@ -129,9 +132,9 @@ class PromptTemplate(Strict):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 (hex) of name, version, template, stop, max_tokens and shots as canonical
-        JSON; the description is left out (it changes no output)."""
-        content = self.model_dump(exclude={"description"})
+        """sha256 (hex) of name, version, template, stop, max_tokens, shots and examples as
+        canonical JSON; the description and task_kinds are left out (they change no output)."""
+        content = self.model_dump(exclude={"description", "task_kinds"})
         content["stop"] = list(self.stop)
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -354,11 +354,16 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     except ScalelabError as err:
         raise ScalelabError(f"{where}.dataset: {err}") from None
     kind = raw.get("kind") or inferred
+    if raw.get("kind") and (not isinstance(kind, str) or kind not in TASK_KINDS):
+        raise ScalelabError(
+            f"{where}.kind: unknown task kind {shown(kind)} (known: {', '.join(TASK_KINDS)})"
+        )
     if inferred is not None and raw.get("kind") and kind != inferred \
             and inferred not in READS_KINDS.get(kind, ()):  # fmt: skip
+        also = [k for k, reads in READS_KINDS.items() if inferred in reads]
         raise ScalelabError(
             f"{where}.kind: dataset {shown(raw['dataset'])} is a {inferred} dataset, "
-            f"not {shown(kind)} (leave kind out)"
+            f"not {shown(kind)} (leave kind out" + "".join(f", or kind: {k}" for k in also) + ")"
         )
     if kind is None and str(raw["dataset"]).endswith(MC_TASK_SUFFIXES):
         kind = "multiple_choice"  # a task YAML names its dataset itself
@@ -370,12 +375,26 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
         raise ScalelabError(
             f"{where}.kind: unknown task kind {shown(kind)} (known: {', '.join(TASK_KINDS)})"
         )
+    if not raw.get("kind"):  # keys of another kind reading this dataset: say which
+        unknown = sorted(set(raw) - set(TASK_KINDS.get(kind).model_fields))
+        for other, reads in READS_KINDS.items():
+            if (
+                unknown
+                and kind in reads
+                and set(unknown) <= set(TASK_KINDS.get(other).model_fields)
+            ):
+                raise ScalelabError(
+                    f"{where}.{unknown[0]}: not a key of a {kind} task; it is one of kind "
+                    f"{other}: add `kind: {other}`"
+                )
     if inferred is None and kind == "classification":
         _check_table_files(Path(str(raw["dataset"])).expanduser(), f"{where}.dataset")
     return {**raw, "kind": kind}, TASK_KINDS.get(kind)
 
 
 def parse_task(raw: Any, where: str) -> Strict:
-    """Validate one task entry (dict, or a bare dataset name) into its kind's model."""
+    """Validate one task entry (dict, or a bare dataset name) into its kind's model. Keys
+    of another kind that reads the same dataset (`train_size` on openbookqa, a
+    multiple_choice dataset) say which `kind:` they need."""
     entry, model = task_entry(raw, where)
     return validate(model, entry, where)

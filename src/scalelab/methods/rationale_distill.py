@@ -138,14 +138,15 @@ class RationaleDistillParams(TrainArgs):
 
 
 def _check(task, params: RationaleDistillParams) -> None:
-    from scalelab.data.problems import has_gold_rationales
+    from scalelab.data.problems import gold_rationale_gap
     from scalelab.methods.rationales import check_problem_task
 
     check_problem_task(task, ("train", "validation", "test"))
-    if GOLD in params.teachers and not has_gold_rationales(task):
+    gap = gold_rationale_gap(task) if GOLD in params.teachers else None
+    if gap:
         raise ScalelabError(
-            f"params.teachers: {task.dataset!r} has no gold rationales to learn from (drop "
-            f"{GOLD!r}, or give a local dataset a rationale field)"
+            f"params.teachers: {GOLD!r} learns the dataset's own rationales, but {gap} (drop "
+            f"{GOLD!r}, or give every training record a rationale)"
         )
     if isinstance(params.alpha, list) and len(params.alpha) != len(params.teachers):
         raise ScalelabError(
@@ -393,6 +394,7 @@ class RationaleDistillRecipe(Recipe):
             metrics[f"{prefix}_exact_match"] = em["exact_match"]
             metrics[f"{prefix}_exact_match_stderr"] = em["exact_match_stderr"]
             metrics[f"{prefix}_n"] = em["n_questions"]
+            metrics[f"{prefix}_no_answer"] = em["n_no_answer"]
             lines += [json.dumps({"split": split, **r}) + "\n" for r in rows]
         metrics.update(self.evaluate(model))
         atomic_write_text(self.ctx.run_dir / PREDICTIONS, "".join(lines))
@@ -453,6 +455,9 @@ METRICS = (
     mx.VAL_LOSS,
     mx.MetricDef("test_n", None, ",d", "test problems", kind="info"),
     mx.MetricDef("gsm8k_n", None, ",d", "GSM8K questions tested", kind="info"),
+    mx.MetricDef("test_no_answer", None, ",d", "test answers with no number (option letter) in "
+                 "them", kind="info"),
+    mx.MetricDef("gsm8k_no_answer", None, ",d", "GSM8K answers with no number", kind="info"),
     mx.TRAIN_EXAMPLES,
     mx.MetricDef("rationale_examples", None, ",d", "teacher rationales trained on", kind="info"),
     mx.MetricDef("best_step", None, ",d", "step of the weights tested", kind="info"),

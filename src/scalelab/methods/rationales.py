@@ -28,7 +28,8 @@ from the text (`methods/rationale_distill.py`). One run per teacher:
   the letter or the gold option's text before "the answer is") is flagged `restates`.
 
 Product: `rationales.jsonl`, one row per training problem: {"id", "rationale", "found"
-(the answer it reached, or null), "consistent", "restates", "kept", "finish_reason"}.
+(the answer it reached, or null), "consistent", "restates", "gold", "kept",
+"finish_reason"}.
 Metrics: how many survive (`rationales_kept`, `kept_frac`, `n_inconsistent`,
 `n_restates`) and the cost (`requests`, `cached_requests`, `prompt_tokens`,
 `completion_tokens`, `gen_seconds`, `gen_tokens_per_s`).
@@ -205,8 +206,8 @@ def _row(problem, gen, consistency: str) -> dict:
     rationale = gen.text.strip()
     verdict = judge(rationale, problem)
     kept = verdict["consistent"] or consistency == "flag"
-    return {"id": problem.id, "rationale": rationale, **verdict, "kept": kept,
-            "finish_reason": gen.finish_reason}  # fmt: skip
+    return {"id": problem.id, "rationale": rationale, **verdict, "gold": problem.answer,
+            "kept": kept, "finish_reason": gen.finish_reason}  # fmt: skip
 
 
 def _metrics(rows: list[dict], cost: dict, gen_seconds: float, seconds: float) -> dict:
@@ -240,7 +241,7 @@ def check_problem_task(task, needs: tuple[str, ...], shots: int = 0, prompt=None
     """Spec time: the task (math or mcqa) has the splits a method reads, and, for shots
     drawn from its training problems, enough of them besides the problem itself, with the
     gold rationales `prompt` shows. Raises ScalelabError naming the field."""
-    from scalelab.data.problems import has_gold_rationales, problem_splits, train_size
+    from scalelab.data.problems import gold_rationale_gap, problem_splits, train_size
 
     have = problem_splits(task)
     for split in needs:
@@ -264,11 +265,12 @@ def check_problem_task(task, needs: tuple[str, ...], shots: int = 0, prompt=None
             f"params.shots: {shots} examples need more than task.train_size ({n}) training "
             "problems (a problem is never its own example)"
         )
-    if prompt is not None and prompt.uses_rationales and not has_gold_rationales(task):
+    gap = gold_rationale_gap(task) if prompt is not None and prompt.uses_rationales else None
+    if gap:
         raise ScalelabError(
             f"params.prompt: {prompt.name!r} shows worked examples drawn from the training "
-            f"problems, but {task.dataset!r} has no gold rationales: use a prompt with written "
-            "examples (rationale_mc, fewshot_mc), direct_mc, or shots: 0"
+            f"problems, but {gap}: use a prompt with written examples (rationale_mc, "
+            "fewshot_mc), direct_mc, or shots: 0"
         )
 
 
@@ -289,12 +291,24 @@ def resolve_prompt(params, task, evaluating: bool = False):
         prompt = load_prompt(name)
     except ScalelabError as err:
         raise ScalelabError(f"params.prompt: {err}") from None
+    if prompt.task_kinds and task.kind not in prompt.task_kinds:
+        raise ScalelabError(
+            f"params.prompt: {name!r} is written for {' and '.join(prompt.task_kinds)} tasks, "
+            f"not {task.kind} (built-in for {task.kind}: "
+            f"{', '.join(_builtins_for(task.kind)) or 'none'})"
+        )
     if evaluating and prompt.shows_answer:
         raise ScalelabError(
             f"params.prompt: {name!r} shows each problem's own answer ({{{{ answer }}}}): a "
             "prompt for writing rationales, not for evaluating (use fewshot_cot or fewshot_mc)"
         )
     return prompt
+
+
+def _builtins_for(kind: str) -> list[str]:
+    from scalelab.data.prompts import list_prompts, load_prompt
+
+    return [n for n in list_prompts() if kind in (load_prompt(n).task_kinds or (kind,))]
 
 
 def prompt_identity(task, params, evaluating: bool = False) -> dict:
