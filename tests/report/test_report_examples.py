@@ -130,7 +130,7 @@ def tiny_example(example: Path, tmp: Path, assets: dict[str, Path]) -> Path:
     for name, tiny in TINY_FOR.items():
         text = text.replace(name, str(assets[tiny]))
     raw = yaml.safe_load(text)
-    raw.update(output_dir=str(tmp / "out"), runtime={"workers": 1, "threads": 1})
+    raw.update(output_dir=str(tmp / "out"), runtime={"workers": 2, "threads": 1})  # 2 cores
     if _shrink_math(raw, assets):
         path = tmp / example.name
         path.write_text(yaml.safe_dump(raw, sort_keys=False))

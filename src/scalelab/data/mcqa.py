@@ -108,7 +108,7 @@ class McqaTask(Strict):
                 load_mcqa_splits(self)
             except ScalelabError as err:
                 raise ValueError(str(err)) from None
-        total = _one_split_size(self.dataset)
+        total = one_split_size(self.dataset)
         if total is not None:
             want = sum(self.size(s) for s in SPLITS)
             if want > total:
@@ -128,7 +128,7 @@ class McqaTask(Strict):
 register_task_kind("mcqa", McqaTask, reads=("multiple_choice",))
 
 
-def _one_split_size(dataset: str) -> int | None:
+def one_split_size(dataset: str) -> int | None:
     """Questions of a dataset that is cut into splits (None: a folder of split files)."""
     if dataset in CATALOG:
         return CATALOG[dataset][1]

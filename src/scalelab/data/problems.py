@@ -35,9 +35,9 @@ def problem_splits(task) -> list[str]:
 def train_size(task) -> int | None:
     """Training problems the task will have, when known at spec time (else None)."""
     if task.kind == "mcqa":
-        from scalelab.data.mcqa import _one_split_size
+        from scalelab.data.mcqa import one_split_size
 
-        cut = _one_split_size(task.dataset) is not None  # a folder's splits: a cap only
+        cut = one_split_size(task.dataset) is not None  # a folder's splits: a cap only
         return task.size("train") if cut else task.train_size
     from scalelab.data.math_data import DEFAULT_SIZES
 
