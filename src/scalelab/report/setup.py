@@ -34,7 +34,11 @@ def _count(v: Any) -> str:
 
 
 def _split_sizes(runs: pd.DataFrame, eval_reports: Mapping[str, Mapping[str, Any]]) -> str:
-    """ "train 2,000 / validation 546 / test 500 examples" (classification) or tokens (LM)."""
+    """ "train 2,000 / validation 546 / test 500 examples" (classification), tokens (LM) or
+    the problems a math or mcqa task asked for."""
+    asked = [(s, _values(runs, f"task.{s}_size")) for s in ("train", "validation", "test")]
+    if any(v for _, v in asked):
+        return " / ".join(f"{s} {_join(v, _count)}" for s, v in asked if v) + " problems"
     if "train_examples" in runs and runs["train_examples"].notna().any():
         parts = [f"train {_join(_values(runs, 'train_examples'), _count)}"]
         for split in ("validation", "test"):
