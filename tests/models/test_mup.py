@@ -147,7 +147,7 @@ def test_mup_on_a_model_outside_the_ladder_is_a_spec_error(tmp_path, corpus, cap
     spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
                       tasks=task, stages=stages, params={"tokens": 8 * 32 * 4, "batch_size": 8})  # fmt: skip
     code, _, err = cli("run", spec, capsys=capsys)
-    assert code == 2 and err.startswith("error: params.parametrization mup"), err
+    assert code == 2 and err.startswith("error: stages.more.params.parametrization mup"), err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
