@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   install, then run the built-in quickstart (examples/quickstart.yaml)
-#   make test   install, then run the test suite (what CI runs)
+#   make test   install, then run the test suite (what CI runs; `make test-all` adds the
+#               tests marked slow: benchmark smoke runs and duplicate variants)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ demo: install
 	$(BIN)/scalelab results examples/quickstart.yaml
 
 test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
 	$(BIN)/python -m pytest -q
 
 lint: install

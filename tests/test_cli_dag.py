@@ -88,8 +88,9 @@ def test_dry_run_shows_order_status_stage_and_deps(tmp_path, corpus, clean, caps
     assert [n[1] for n in nodes] == ["done"] * 3 and summary == "3 runs: 3 done, 0 to run"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("executor", ["processes", "ray"])
+@pytest.mark.parametrize(
+    "executor", ["processes", pytest.param("ray", marks=pytest.mark.slow)]
+)  # Ray's identical rows are proved in tests/grid/test_executors.py
 def test_every_executor_gives_the_same_rows(tmp_path, corpus, clean, executor, request):
     if executor == "ray":
         request.getfixturevalue("ray_cluster")
@@ -101,7 +102,6 @@ def test_every_executor_gives_the_same_rows(tmp_path, corpus, clean, executor, r
     pd.testing.assert_frame_equal(stored_rows(tmp_path / "out"), expected, check_exact=True)
 
 
-@pytest.mark.slow
 def test_failed_teacher_skips_students_and_a_rerun_retries(tmp_path, corpus, capsys):
     data = tmp_path / "teacher_data"
     data.mkdir()
@@ -174,7 +174,6 @@ def resume_and_compare(spec: Path, out: Path, clean_out: Path) -> None:
     pd.testing.assert_frame_equal(a[same], b[same], rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_sigkill_mid_teacher_then_resume(tmp_path, corpus, clean, capsys):
     spec = dag_spec(tmp_path / "dag.yaml", corpus, tmp_path / "out")
     teacher, *students = expand(load_spec(spec))
@@ -189,7 +188,6 @@ def test_sigkill_mid_teacher_then_resume(tmp_path, corpus, clean, capsys):
     assert [attempts(tmp_path / "out", s.run_id) for s in students] == [1, 1]
 
 
-@pytest.mark.slow
 def test_sigkill_mid_student_then_resume(tmp_path, corpus, clean, capsys):
     spec = dag_spec(tmp_path / "dag.yaml", corpus, tmp_path / "out")
     teacher, *students = expand(load_spec(spec))

@@ -104,7 +104,6 @@ def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, c
     assert len(failed) == 1 and "at least one window" in failed["error"].iloc[0]
 
 
-@pytest.mark.slow
 def test_sigkill_mid_training_resumes_to_identical_metrics(tmp_path, corpus):
     params = {"tokens": 8 * 32 * 150, "batch_size": 8, "lr": 3e-3, "eval_every": 25}
     runtime = {"threads": 1, "checkpoint_every_steps": 10}
@@ -216,7 +215,6 @@ def test_unreadable_dataset_file_fails_cleanly(tmp_path, capsys):
     assert code == 2 and "nope.txt" in err
 
 
-@pytest.mark.slow
 def test_sigkill_of_the_parent_stops_its_workers(tmp_path, corpus):
     import psutil
 

@@ -15,7 +15,6 @@ def _load():
     return load_benchmark("lm_eval_ref")
 
 
-@pytest.mark.slow
 def test_run_lm_eval_tiny_gpt2(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -206,7 +206,6 @@ def test_a_pinned_archive_digest_is_checked(tmp_path):
     assert right.fetch().read_bytes() == OK
 
 
-@pytest.mark.slow  # two pip runs: ~10 s each on a loaded 2-core machine
 def test_a_download_records_its_digest_and_a_wrong_pin_caches_nothing(wheelhouse):
     files = {"tinydata/hello.txt": OK, "tinydata/two.txt": b"two\n"}
     wheel = build_wheel(wheelhouse, "tiny-data", "0.1", files)

@@ -12,8 +12,6 @@ from scalelab.data.math_data import load_math
 from scalelab.data.tokenizer import TokenizerSpec, build_tokenizer
 from scalelab.errors import ScalelabError
 
-pytestmark = pytest.mark.slow
-
 
 def _or_skip(fn, *args):
     try:

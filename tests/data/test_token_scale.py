@@ -89,7 +89,6 @@ def test_quickstart_ids_and_batches_are_the_old_paths():
     _check_same_as_old("byte")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gpt2", "bpe1024"])
 def test_bpe_ids_and_batches_are_the_old_paths(kind):
     _check_same_as_old(kind)
@@ -129,7 +128,6 @@ def _synthetic(path: Path, n_bytes: int, seed: int) -> None:
             f.write(data)
 
 
-@pytest.mark.slow
 def test_memory_stays_bounded_while_a_large_corpus_is_encoded(tmp_path):
     big, small = tmp_path / "big.txt", tmp_path / "small.txt"
     _synthetic(big, 200 << 20, 0)  # 200 MB, byte tokenizer: 1.2 GB of tokens in the old path

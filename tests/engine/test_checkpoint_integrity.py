@@ -133,7 +133,6 @@ def step_past_end(run_dir: Path) -> tuple[int, str]:
     return 2, f"step {STEPS + 5} lies outside the run's {STEPS} steps"
 
 
-@pytest.mark.slow  # an interrupted run, a clean one and four resumed ones: about 60 s
 @pytest.mark.parametrize("damage", [intact, flip_bytes, nan_weights, step_past_end])
 def test_a_resumed_run_sets_bad_checkpoints_aside_and_ends_as_a_clean_one(
     tmp_path, runs, damage, capsys

@@ -9,7 +9,6 @@ from helpers import cli, tiny_lm_spec
 from scalelab.grid.store import ResultsStore
 
 
-@pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path, corpus, capsys):
     params = {"tokens": 8 * 32 * 40, "batch_size": 8, "lr": 3e-3, "eval_every": 10}
     rows, curves = [], []

@@ -38,7 +38,6 @@ def _ours(scores):
     ]
 
 
-@pytest.mark.slow
 def test_same_numbers_as_lm_eval_on_builtin_tasks(tmp_path, monkeypatch):
     import datasets
 

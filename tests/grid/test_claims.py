@@ -132,7 +132,6 @@ def test_a_run_whose_claimant_dies_is_taken_over(chain, tmp_path):
     assert counts == {"done": 3, "failed": 0, "skipped": 0, "already_done": 0}
 
 
-@pytest.mark.slow
 def test_two_concurrent_cli_runs_train_each_run_once(tmp_path, corpus):
     params = {"tokens": 8 * 32 * 80, "batch_size": 8, "lr": 3e-3}
     spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out", params=params)

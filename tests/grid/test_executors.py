@@ -73,7 +73,6 @@ def test_unset_threads_means_the_same_count_in_every_executor():
     assert pin_threads(Runtime(threads=3, num_cpus=1)).threads == 3
 
 
-@pytest.mark.slow
 def test_serial_and_processes_give_identical_rows_with_threads_unset(tmp_path, corpus, serial_out):
     spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out", runtime={})
     assert cli("run", spec, "--quiet", "--executor", "processes", "--workers", "2")[0] == 0
@@ -85,7 +84,6 @@ def test_serial_and_processes_give_identical_rows_with_threads_unset(tmp_path, c
         assert json.loads(start)["executor"] == "processes"
 
 
-@pytest.mark.slow
 def test_ray_gives_identical_rows(tmp_path, corpus, serial_out, ray_cluster):
     spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out", runtime={})
     assert cli("run", spec, "--quiet", "--executor", "ray")[0] == 0
@@ -124,8 +122,9 @@ def one_long_run(tmp_path, corpus):
     return spec, run
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["processes", "ray"])
+@pytest.mark.parametrize(
+    "name", ["processes", pytest.param("ray", marks=pytest.mark.slow)]
+)  # the same closing code; Ray's kill path is proved by the driver-SIGKILL test
 def test_close_kills_runs_in_flight_and_progress_comes_back(tmp_path, corpus, name, request):
     if name == "ray":
         request.getfixturevalue("ray_cluster")
@@ -143,7 +142,6 @@ def test_close_kills_runs_in_flight_and_progress_comes_back(tmp_path, corpus, na
     assert_gone(pid)
 
 
-@pytest.mark.slow
 def test_a_worker_killed_mid_run_gives_a_failed_row_and_an_error_file(tmp_path, corpus):
     _, run = one_long_run(tmp_path, corpus)
     runs_dir = tmp_path / "out" / "runs"
@@ -162,7 +160,6 @@ def test_a_worker_killed_mid_run_gives_a_failed_row_and_an_error_file(tmp_path, 
     assert "out-of-memory killer" in text and "--retry-failed" in text
 
 
-@pytest.mark.slow
 def test_sigkill_of_a_ray_driver_with_its_own_cluster_leaves_no_training(tmp_path, corpus):
     pytest.importorskip("ray")
     spec, _ = one_long_run(tmp_path, corpus)
@@ -204,7 +201,7 @@ def ray_head(tmp_path):
     shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the own-cluster case above is the proof; this adds a head process
 def test_sigkill_of_a_ray_driver_on_a_remote_cluster_leaves_no_training(tmp_path, corpus, ray_head):
     spec, _ = one_long_run(tmp_path, corpus)
     kill_driver_and_check(spec, tmp_path / "out" / "runs", ray_head)

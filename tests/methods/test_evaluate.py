@@ -95,7 +95,6 @@ def test_resume_keeps_the_saved_chunks_and_drops_a_torn_line(setup, tmp_path):
     assert len(pd.read_parquet(run_dir / "scores.parquet")) == 30
 
 
-@pytest.mark.slow
 def test_an_http_model_through_scalelab_serve_scores_like_local(setup, tmp_path, capsys):
     from scalelab.testing import ServeProcess
 

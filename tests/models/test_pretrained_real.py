@@ -13,8 +13,6 @@ from scalelab.errors import ScalelabError
 from scalelab.models.backends import GenRequest, open_backend
 from scalelab.models.pretrained import load_classifier
 
-pytestmark = pytest.mark.slow
-
 
 def test_minilm_loads_as_a_classifier_with_a_new_head():
     try:

@@ -170,7 +170,9 @@ def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
         spec = tiny_example(example, tmp, assets)
         code, _, err = cli("run", spec, "--quiet")
         assert code == 0, (example.name, err)
-        code, _, err = cli("report", spec)  # no flags: the report adapts
+        # no flags but fewer bootstrap refits (200 by default): the bands' presence is
+        # checked here, their coverage in tests/analysis
+        code, _, err = cli("report", spec, "--bootstrap", "40")
         assert code == 0, (example.name, err)
         exp = open_experiment(spec)
         out[example.stem] = (
