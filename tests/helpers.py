@@ -248,3 +248,16 @@ def write_mcqa_file(path, n: int = 30, rationale: bool = False):
         rows.append(row)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def assert_spec_error(tmp_path, capsys, message: str, **spec) -> str:
+    """`scalelab run --dry-run` of a spec made from `spec` fails with exit status 2 and one
+    line matching the regex `message`, and writes nothing; returns the line."""
+    import re
+
+    path = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"), **spec)
+    code, _, err = cli("run", path, "--dry-run", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
+    return err

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from helpers import cli, write_mcqa_file, write_spec
+from helpers import assert_spec_error, cli, write_mcqa_file, write_spec
 
 from scalelab.data.mcqa import CATALOG, LETTERS, McqaTask, load_mcqa_splits
 from scalelab.data.tasks import parse_task
@@ -124,12 +124,8 @@ def test_a_bad_local_record_is_one_line_at_spec_time(tmp_path, capsys, line, mes
     ],
 )  # fmt: skip
 def test_bad_mcqa_experiments_are_one_line_at_spec_time(tmp_path, capsys, task, method, message):
-    spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
-                      models=["smollm2-135m"], tasks=[task], methods=[method])  # fmt: skip
-    code, _, err = cli("run", spec, "--dry-run", capsys=capsys)
-    assert code == 2 and err.count("\n") == 1, err
-    assert re.search(message, err), err
-    assert not (tmp_path / "out").exists()
+    assert_spec_error(tmp_path, capsys, message, models=["smollm2-135m"], tasks=[task],
+                      methods=[method])  # fmt: skip
 
 
 def test_drawn_shots_that_show_rationales_need_data_that_has_them(tmp_path, capsys):

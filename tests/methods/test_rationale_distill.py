@@ -5,13 +5,18 @@ and the whole chain through the grid with a `scalelab serve` teacher over real H
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import cli, save_tiny_math_lm, write_math_dataset, write_spec
+from helpers import (
+    assert_spec_error,
+    cli,
+    save_tiny_math_lm,
+    write_math_dataset,
+    write_spec,
+)
 
 from scalelab.data.math_data import MathTask, Problem, load_math_splits
 from scalelab.grid.api import load_experiment_tables
@@ -246,12 +251,8 @@ def test_rationale_distillation_through_the_grid_with_an_http_teacher(setup, tmp
     ],
 )  # fmt: skip
 def test_bad_math_experiments_are_one_line_at_spec_time(tmp_path, capsys, task, method, message):
-    spec = write_spec(tmp_path / "bad.yaml", name="bad", output_dir=str(tmp_path / "out"),
-                      models=["smollm2-135m"], tasks=[task], methods=[method])  # fmt: skip
-    code, out, err = cli("run", spec, "--dry-run", capsys=capsys)
-    assert code == 2 and err.count("\n") == 1, err
-    assert re.search(message, err), err
-    assert not (tmp_path / "out").exists()
+    assert_spec_error(tmp_path, capsys, message, models=["smollm2-135m"], tasks=[task],
+                      methods=[method])  # fmt: skip
 
 
 def test_multiple_choice_rationale_distillation_through_the_grid(setup, tmp_path, capsys):
