@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
@@ -328,7 +329,9 @@ register_method(
                             ("lm",), _DESCRIPTION, check=check, check_run=check_run,
                             metrics=LM_METRICS, products=()),
             "math": _WRITTEN,
-            "mcqa": _WRITTEN,
+            # multiple choice has no GSM8K split: the same definition without its metrics
+            "mcqa": replace(_WRITTEN, metrics=tuple(m for m in MATH_METRICS
+                                                    if not m.name.startswith("gsm8k"))),
         },
     )
 )  # fmt: skip
