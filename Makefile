@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   install, then run the built-in quickstart (examples/quickstart.yaml)
 #   make test   install, then run the test suite (what CI runs; `make test-all` adds the
-#               tests marked slow: benchmark smoke runs and duplicate variants)
+#               tests marked slow: benchmark smoke runs, duplicate variants, llama.cpp)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

@@ -161,3 +161,13 @@ def test_an_evaluation_column_is_declared_as_its_metric():
     assert acc is not None and acc.name == "acc@piqa-5shot" and acc.higher_is_better
     assert metric_def("val_loss@news2017").higher_is_better is False
     assert metric_def("no_such_metric@piqa") is None and metric_def("acc@") is None
+
+
+def test_a_methods_variants_declare_metrics_too():
+    """`evaluate` on math or mcqa reports test_exact_match: tables show it for those runs."""
+    from scalelab.builtins import load_builtins
+    from scalelab.metrics import metrics_for
+
+    load_builtins()
+    names = [d.name for d in metrics_for(["evaluate"])]
+    assert {"acc", "val_loss", "test_exact_match", "test_no_answer"} <= set(names)

@@ -140,8 +140,9 @@ SHARED: tuple[MetricDef, ...] = (
 
 
 def metrics_for(method_names: Iterable[Any], *, skip_unknown: bool = False) -> list[MetricDef]:
-    """The metrics the named methods declare: their union, in declaration order (methods in
-    the order given, duplicates once, the first declaration of a name wins).
+    """The metrics the named methods declare, their task-kind variants' included: their
+    union, in declaration order (methods in the order given, duplicates once, the first
+    declaration of a name wins).
 
     skip_unknown: ignore names that are not registered methods (and non-strings such as the
     NaN of a CSV cell) instead of raising ScalelabError; readers of old stores use it.
@@ -153,7 +154,8 @@ def metrics_for(method_names: Iterable[Any], *, skip_unknown: bool = False) -> l
     for method in dict.fromkeys(method_names):
         if skip_unknown and (not isinstance(method, str) or method not in METHODS):
             continue
-        for d in METHODS.get(method).metrics:
+        defn = METHODS.get(method)  # and its variants' (evaluate on math: test_exact_match)
+        for d in [*defn.metrics, *(d for v in defn.variants.values() for d in v.metrics)]:
             if d.name not in seen:
                 seen[d.name] = (method, d)
             elif seen[d.name][1].higher_is_better != d.higher_is_better:
