@@ -229,6 +229,27 @@ def read_jsonl_rows(path: Path, key: str, repair: bool = False) -> dict[Any, dic
     return rows
 
 
+def read_jsonl_records(path: Path) -> list[tuple[str, Any]]:
+    """(where, value) per non-blank line of a user's JSONL file, `where` being "file:line"
+    for the caller's own error messages. Raises ScalelabError naming the file (unreadable)
+    or the file and line (not valid JSON)."""
+    from scalelab.errors import ScalelabError, clip
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScalelabError(f"cannot read {clip(path)}: {err}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            where = f"{clip(path)}:{n}"
+            try:
+                out.append((where, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ScalelabError(f"{where}: not valid JSON ({err.msg})") from None
+    return out
+
+
 class PartialRows:
     """A run's partial results: rows appended chunk by chunk to a JSONL file, so a killed
     run resumes where it was and loses at most the chunk in flight.

@@ -14,7 +14,6 @@ holds GSM8K test questions that no training template was made from.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,19 +73,9 @@ def parse_gsm8k(record: dict, where: str) -> Record:
 
 
 def _read(path: Path) -> list[Record]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScalelabError(f"cannot read {path}: {exc}") from None
-    out = []
-    for i, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ScalelabError(f"{path}:{i}: not valid JSON") from None
-            out.append(parse_gsm8k(record, f"{path}:{i}"))
-    return out
+    from scalelab.io import read_jsonl_records
+
+    return [parse_gsm8k(record, where) for where, record in read_jsonl_records(path)]
 
 
 def load_math(name_or_path: str) -> dict[str, list[Record]]:

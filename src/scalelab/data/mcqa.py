@@ -31,7 +31,6 @@ files are used as they are (each cut to its size).
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -44,10 +43,10 @@ from scalelab.data.loaders import not_found_error, split_files
 from scalelab.data.math_data import Problem
 from scalelab.data.tasks import register_task_kind
 from scalelab.errors import ScalelabError, clip, shown
+from scalelab.eval.choice import LETTERS
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_SIZES = {"train": 200, "validation": 50, "test": 200}
-LETTERS = "ABCDEFGHIJ"
 
 
 def _lettered(doc: dict, key: str) -> tuple[list[str], int]:
@@ -178,21 +177,10 @@ def _problem(id: str, stem: str, options: list[str], gold: int, rationale: str) 
 
 def _read_local(path: Path, name: str) -> list[Problem]:
     """Problems of a local mcqa JSONL file; a bad record is one line naming file and line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScalelabError(f"cannot read {clip(path)}: {err}") from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{clip(path)}:{n}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ScalelabError(f"{where}: not valid JSON ({err.msg})") from None
-        out.append(_problem(f"{name}/{len(out)}", *_parse(record, where)))
-    return out
+    from scalelab.io import read_jsonl_records
+
+    records = read_jsonl_records(path)
+    return [_problem(f"{name}/{i}", *_parse(r, where)) for i, (where, r) in enumerate(records)]
 
 
 def _parse(record: Any, where: str) -> tuple[str, list[str], int, str]:
@@ -233,8 +221,10 @@ def gold_rationale_gap(task: McqaTask) -> str | None:
     if task.dataset in CATALOG:
         return f"{task.dataset!r} has no gold rationales"
     train = load_mcqa_splits(task).get("train") or []
+    if not train:
+        return f"{clip(task.dataset)} has no training questions"
     missing = [q.id for q in train if not q.rationale]
-    if not train or not missing:
-        return None if train else f"{clip(task.dataset)} has no training questions"
+    if not missing:
+        return None
     return (f"{len(missing)} of {len(train)} training questions of {clip(task.dataset)} have "
             f"no rationale field (the first: question {missing[0]}, counted from 0)")  # fmt: skip

@@ -253,20 +253,13 @@ def _read_jsonl(path: Path) -> list[Doc]:
     file (None where it lacks one, as the Hugging Face JSON loader that lm-eval reads with
     does). Raises ScalelabError naming the file and line of a line that is not a JSON
     object."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScalelabError(f"cannot read {clip(path)}: {err}") from None
+    from scalelab.io import read_jsonl_records
+
     docs: list[Doc] = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ScalelabError(f"{clip(path)}:{n}: not valid JSON ({err.msg})") from None
-            if not isinstance(doc, dict):
-                raise ScalelabError(f"{clip(path)}:{n}: expected a JSON object per line")
-            docs.append(doc)
+    for where, doc in read_jsonl_records(path):
+        if not isinstance(doc, dict):
+            raise ScalelabError(f"{where}: expected a JSON object per line")
+        docs.append(doc)
     keys = dict.fromkeys(k for d in docs for k in d)  # as the datasets JSON loader fills
     return [d if len(d) == len(keys) else {k: d.get(k) for k in keys} for d in docs]
 

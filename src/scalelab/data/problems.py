@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from scalelab.data.math_data import Problem
 
-KINDS = ("math", "mcqa")  # the task kinds whose data are Problems
-
 
 def load_problems(task) -> dict[str, list[Problem]]:
     """split -> problems of a math or mcqa task (`load_math_splits` / `load_mcqa_splits`)."""

@@ -354,17 +354,6 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     except ScalelabError as err:
         raise ScalelabError(f"{where}.dataset: {err}") from None
     kind = raw.get("kind") or inferred
-    if raw.get("kind") and (not isinstance(kind, str) or kind not in TASK_KINDS):
-        raise ScalelabError(
-            f"{where}.kind: unknown task kind {shown(kind)} (known: {', '.join(TASK_KINDS)})"
-        )
-    if inferred is not None and raw.get("kind") and kind != inferred \
-            and inferred not in READS_KINDS.get(kind, ()):  # fmt: skip
-        also = [k for k, reads in READS_KINDS.items() if inferred in reads]
-        raise ScalelabError(
-            f"{where}.kind: dataset {shown(raw['dataset'])} is a {inferred} dataset, "
-            f"not {shown(kind)} (leave kind out" + "".join(f", or kind: {k}" for k in also) + ")"
-        )
     if kind is None and str(raw["dataset"]).endswith(MC_TASK_SUFFIXES):
         kind = "multiple_choice"  # a task YAML names its dataset itself
     if kind is None:
@@ -374,6 +363,13 @@ def task_entry(raw: Any, where: str) -> tuple[dict[str, Any], type[Strict]]:
     if not isinstance(kind, str) or kind not in TASK_KINDS:
         raise ScalelabError(
             f"{where}.kind: unknown task kind {shown(kind)} (known: {', '.join(TASK_KINDS)})"
+        )
+    if inferred is not None and raw.get("kind") and kind != inferred \
+            and inferred not in READS_KINDS.get(kind, ()):  # fmt: skip
+        also = [k for k, reads in READS_KINDS.items() if inferred in reads]
+        raise ScalelabError(
+            f"{where}.kind: dataset {shown(raw['dataset'])} is a {inferred} dataset, "
+            f"not {shown(kind)} (leave kind out" + "".join(f", or kind: {k}" for k in also) + ")"
         )
     if not raw.get("kind"):  # keys of another kind reading this dataset: say which
         unknown = sorted(set(raw) - set(TASK_KINDS.get(kind).model_fields))

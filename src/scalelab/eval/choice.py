@@ -3,10 +3,11 @@
 `extract_choice(text, n_options)` returns the letter ("A".."J", within the first
 `n_options`) a completion settles on, in order of preference:
 
-1. after the first "the answer is" / "answer:" (any case, an optional ":"), a letter
-   alone or in parentheses: "So the answer is (D).", "The answer is: b)", "Answer: C";
-2. at the very start, a letter alone or in parentheses followed by a space, ".", ")",
-   ":", "," or the end: " D", "(B) plants ...", "C. because" (a student's direct answer);
+1. after the first "the answer is" / "answer:" (any case, an optional ":"), a letter in
+   parentheses, or alone and followed by ".", ")", ":", ",", a line end or the end:
+   "So the answer is (D).", "The answer is: (b)", "Answer: C";
+2. the same at the very start: " D", "B)", "(B) plants ...", "C. because" (a student's
+   direct answer; "A plant needs light" is a sentence, not option A);
 3. the last letter in parentheses anywhere: "... which is (c)".
 
 A bare lowercase letter counts only in parentheses ("a" is also a word); a letter glued

@@ -7,8 +7,9 @@ file; examples drawn with `shot_seed`, never the problem itself), greedy, and it
 number is scored by exact match (`eval/math.py`: after `####`, "The answer is", else the
 last number). On an mcqa task (`data/mcqa.py`) the prompt is `fewshot_mc` (written
 examples, "So the answer is (X).") or `direct_mc` (the letter only), and the letter the
-model settles on is scored (`eval/choice.py`). With a `gsm8k` split in the task (GSM-Symbolic's `gsm8k_size`), the GSM8K
-questions no training template came from are scored too.
+model settles on is scored (`eval/choice.py`). With a `gsm8k` split in the task
+(GSM-Symbolic's `gsm8k_size`), the GSM8K questions no training template came from are
+scored too.
 
 Generations are cached by the backend for HTTP models and appended to
 `generations.partial.jsonl` chunk by chunk, so a killed run resumes where it was.

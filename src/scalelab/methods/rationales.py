@@ -56,7 +56,6 @@ PRODUCT = "rationales.jsonl"
 PARTIAL = "rationales.partial.jsonl"
 RESTATE_WORDS = 12
 RESTATE_CHOICE_WORDS = 3  # a multiple-choice explanation needs a few words of its own
-LETTERS = "ABCDEFGHIJ"
 _ANSWER_MARKER = re.compile(r"(?:so\s+)?the\s+answer\s+is", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -95,6 +94,8 @@ def restates_choice(rationale: str, problem) -> bool:
     """Whether a multiple-choice rationale only restates the answer: before its "the answer
     is" (if any), with option letters "(B)" removed, fewer than RESTATE_CHOICE_WORDS words
     are left, or only the gold option's own text ("So the answer is (A).", "(A) a tree.")."""
+    from scalelab.eval.choice import LETTERS
+
     body = _ANSWER_MARKER.split(rationale, maxsplit=1)[0]
     body = re.sub(r"\([A-Ja-j]\)", " ", body)
     words = re.findall(r"[\w'-]+", body.lower())
