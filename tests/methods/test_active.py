@@ -197,7 +197,7 @@ def test_an_experiment_runs_analyses_and_reports_end_to_end(tmp_path, tiny, caps
     # the curve: one point per round at 12, 24, 36 labels, the last one the table's
     assert sorted(set(curves["step"])) == [12, 24, 36]
     last = curves[curves["step"] == 36].set_index("run_id")["test_accuracy"]
-    assert (last == table.set_index("run_id")["test_accuracy"]).all()
+    assert last.to_dict() == table.set_index("run_id")["test_accuracy"].to_dict()
 
     code, out, err = cli("active", spec, capsys=capsys)
     assert code == 0, err

@@ -113,17 +113,15 @@ def labels_to_reach(labels, accuracy, target: float) -> tuple[float, str]:
     return float(x[-1]), "more than"
 
 
-def _mean_curve(g: pd.DataFrame, metric: str, seeds) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, mean of `metric` over `seeds`, a seed counted as often as drawn)."""
-    wide = g.pivot_table(index="labels", columns="seed", values=metric, aggfunc="first")
-    wide = wide[[s for s in seeds]] if seeds is not None else wide
-    return wide.index.to_numpy(dtype=float), wide.to_numpy(dtype=float).mean(axis=1)
+def _matrix(g: pd.DataFrame, metric: str, seeds: list) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [L], values [seeds, L]) of one strategy's runs, rows in `seeds` order."""
+    wide = g.pivot_table(index="seed", columns="labels", values=metric, aggfunc="first")
+    return wide.columns.to_numpy(dtype=float), wide.loc[seeds].to_numpy(dtype=float)
 
 
-def _ratios(strat: pd.DataFrame, base: pd.DataFrame, metric: str, seeds) -> list[tuple]:
-    """(L, accuracy, L_random, ratio, censored) per label count of the strategy's curve."""
-    xs, ys = _mean_curve(strat, metric, seeds)
-    xb, yb = _mean_curve(base, metric, seeds)
+def _ratios(xs, ys, xb, yb) -> list[tuple]:
+    """(L, accuracy, L_random, ratio, censored) per point (xs, ys) of a strategy's mean
+    curve against random's mean curve (xb, yb)."""
     out = []
     for L, a in zip(xs, ys, strict=True):
         need, cens = labels_to_reach(xb, yb, a)
@@ -157,10 +155,13 @@ def label_savings(
             seeds = sorted(set(s["seed"]) & set(base["seed"]))
             if not seeds:
                 continue
-            s, b = s[s["seed"].isin(seeds)], base[base["seed"].isin(seeds)]
-            point = _ratios(s, b, metric, seeds)
-            draws = [rng.choice(seeds, size=len(seeds), replace=True) for _ in range(n_boot)]
-            boot = np.array([[r[3] for r in _ratios(s, b, metric, d)] for d in draws])
+            xs, ms = _matrix(s, metric, seeds)
+            xb, mb = _matrix(base, metric, seeds)
+            point = _ratios(xs, ms.mean(0), xb, mb.mean(0))
+            draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+            s_means, b_means = ms[draws].mean(1), mb[draws].mean(1)  # [n_boot, labels]
+            boot = np.array([[r[3] for r in _ratios(xs, sd, xb, bd)]
+                             for sd, bd in zip(s_means, b_means, strict=True)])  # fmt: skip
             for j, (L, acc, need, ratio, cens) in enumerate(point):
                 lo, hi = np.percentile(boot[:, j], [2.5, 97.5]) if len(seeds) > 1 else (
                     np.nan, np.nan)  # fmt: skip

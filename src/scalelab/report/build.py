@@ -27,6 +27,7 @@ from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
 from scalelab.report import classification, evaluations, html, monitor, scaling, setup
 from scalelab.report import curves as curve_figs
+from scalelab.report.active import active_run_ids, active_section, is_active
 from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
 from scalelab.report.w2s import has_w2s, w2s_section
@@ -134,6 +135,16 @@ def _w2s(done: pd.DataFrame, runs_dir, out: Path, spec: ReportSpec, notes: list[
         return heading, w2s_section(done, runs_dir, out, bootstrap=max(spec.bootstrap, 200))
     except ScalelabError as err:
         notes.append(f"no weak-to-strong summary: {err}")
+        return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
+
+
+def _active(done: pd.DataFrame, curves, out: Path, spec: ReportSpec, notes: list[str]):
+    """("Active learning: ...", html), or a note when the runs have no curves."""
+    heading = "Active learning: learning curves and label saving"
+    try:
+        return heading, active_section(done, curves, out, bootstrap=spec.bootstrap)
+    except ScalelabError as err:
+        notes.append(f"no active-learning summary: {err}")
         return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
 
 
@@ -323,6 +334,11 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         if has_w2s(done):
             sections.append(_w2s(done, runs_dir, tmp, spec, notes))
+        if is_active(done):
+            sections.append(_active(done, curves, tmp, spec, notes))
+            # their curve points are rounds (x: labels), not the training-step curves below
+            if curves is not None and "run_id" in curves:
+                curves = curves[~curves["run_id"].astype(str).isin(active_run_ids(done))]
         evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]
         for stage, sub in stages:
             if _evaluations_only(sub, spec):
