@@ -87,6 +87,8 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
                             "max_length": 16, **({"half": half} if half else {})}  # fmt: skip
         params.update(epochs=2, batch_size=8)
+        if "active" in _method_names(section):  # rounds that fit the tiny training split
+            params.update(seed_size=12, query_size=12, budget=36)
 
 
 # Registered models become tiny random ones with as many blocks (cut students need them),
@@ -213,6 +215,8 @@ EXPECT = {
                            "Exact match (math answers)"],
     "rationale_mc": ["The answer: the smallest model that beats", "tinyllm", "answers_only",
                      "Exact match (written option letters) (stage students)", "direct"],
+    "active_trec": ["Active learning: learning curves and label saving", "random needs",
+                    "Label saving at equal test accuracy", "margin", "kmeans"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],
