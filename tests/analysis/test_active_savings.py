@@ -41,7 +41,9 @@ def _tables(curves: dict[tuple[str, int], list[float]]):
         rid = f"r{i}"
         runs.append({"run_id": rid, "method": "active", "seed": seed, "status": "done",
                      "model": "m", "params.strategy": strategy, "params.budget": 800})  # fmt: skip
-        points += [{"run_id": rid, "step": L, "test_accuracy": a} for L, a in zip(LABELS, acc)]
+        points += [
+            {"run_id": rid, "step": L, "test_accuracy": a} for L, a in zip(LABELS, acc, strict=True)
+        ]
     return pd.DataFrame(runs), pd.DataFrame(points)
 
 

@@ -44,7 +44,9 @@ def _text(curves, savings, metric: str, n_boot: int) -> str:
                      f"{r.random_labels:>12,.0f} {mark + format(r.ratio, '.2f'):>8}  "
                      f"{_ci(r.ci_low, r.ci_high, '.2f')}")  # fmt: skip
     if (savings["censored"] != "").any():
-        lines.append(">= / <=: the accuracy lies outside random's curve (not extrapolated): a bound")
+        lines.append(
+            ">= / <=: the accuracy lies outside random's curve (not extrapolated): a bound"
+        )
     return "\n".join(lines)
 
 
