@@ -224,13 +224,16 @@ def test_an_experiment_runs_analyses_and_reports_end_to_end(tmp_path, tiny, caps
     "params, message",
     [({"budget": 30}, r"params.budget \(30\) must be params.seed_size \(12\) plus a whole"),
      ({"budget": 6}, r"params.budget \(6\) is smaller than params.seed_size"),
-     ({"strategy": "bald"}, "strategy")],
+     ({"strategy": "bald"}, "strategy"),
+     ({"budget": 48, "task": {"train_size": 40}}, r"params.budget \(48\) exceeds task.train_size"),
+     ({"budget": 36, "task": {"half": "a"}}, "task.half: active learning draws from the whole training")],
 )  # fmt: skip
 def test_a_budget_that_does_not_fit_the_rounds_is_a_spec_error(tmp_path, tiny, capsys, params,
                                                                message):  # fmt: skip
     from helpers import assert_spec_error
 
+    task = {"dataset": str(tiny["data"]), "kind": "classification", **params.pop("task", {})}
     method = {"name": "active", "strategy": "random", "seed_size": 12, "query_size": 12,
               **params}  # fmt: skip
     assert_spec_error(tmp_path, capsys, message, models=str(tiny["bert"]), methods=[method],
-                      tasks={"dataset": str(tiny["data"]), "kind": "classification"})  # fmt: skip
+                      tasks=task)  # fmt: skip

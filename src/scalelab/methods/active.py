@@ -33,12 +33,14 @@ and the labelled set only.
 
 Products: `rounds.json`; the last round's `model/`, `eval.json` and `predictions.npz`
 (`full`'s). Metrics: `full`'s at the budget plus `labels` and `rounds`; `steps` and
-`wall_s` summed over rounds. The curve has one point per round: `step` = labels after
+`wall_s` summed over rounds, `peak_mem_mb` their maximum (the event counts and throughput
+are the last round's). The curve has one point per round: `step` = labels after
 that round (also `labels`), `round`, and the val/test accuracy, macro-F1 and loss.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, PositiveInt
@@ -233,6 +235,18 @@ def _next_query(ctx, recipe: ActiveRoundRecipe, labelled: list[int], round_: int
     return [pool[int(i)] for i in picked]
 
 
+def _round_report(report, round_: int, total: int):
+    """`report` with each step event saying its round ("round 2/5, loss 0.4121"): every
+    round's steps count from 0 again."""
+
+    def send(event: dict) -> None:
+        if event.get("loss") is not None and not event.get("info"):
+            event = {**event, "info": f"round {round_ + 1}/{total}, loss {event['loss']:.4f}"}
+        report(event)
+
+    return send
+
+
 def run_active(ctx) -> RunResult:
     """Run (or resume) every round; returns the last round's metrics and the curve."""
     from scalelab.data.classification import load_task_data
@@ -258,8 +272,9 @@ def run_active(ctx) -> RunResult:
         else:
             added = state["rounds"][-1]["queried"]
         labelled = labelled_of(state["rounds"]) + added
-        recipe = ActiveRoundRecipe(ctx, data, labelled, final=r == total - 1)
-        result = train(recipe, ctx)
+        round_ctx = replace(ctx, report=_round_report(ctx.report, r, total))
+        recipe = ActiveRoundRecipe(round_ctx, data, labelled, final=r == total - 1)
+        result = train(recipe, round_ctx)
         queried = [] if r == total - 1 else _next_query(ctx, recipe, labelled, r)
         state["rounds"].append({"round": r, "labels": len(labelled), "added": added,
                                 "pool": n_train - len(labelled), "queried": queried,
@@ -277,6 +292,7 @@ def result_of(state: dict) -> RunResult:
         labels=rounds[-1]["labels"], rounds=len(rounds),
         steps=sum(int(r["metrics"].get("steps", 0)) for r in rounds),
         wall_s=sum(float(r["metrics"].get("wall_s", 0.0)) for r in rounds),
+        peak_mem_mb=max(float(r["metrics"].get("peak_mem_mb", 0.0)) for r in rounds),
     )  # fmt: skip
     curve = [{"step": r["labels"], "labels": r["labels"], "round": r["round"],
               **{k: r["metrics"][k] for k in CURVE_KEYS if k in r["metrics"]}}
