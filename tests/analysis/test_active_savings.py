@@ -81,6 +81,10 @@ def test_strategies_are_compared_within_a_setting_and_need_a_baseline():
     s = label_savings(pts, n_boot=10)
     assert len(s) == 8 and s["ci_low"].isna().all()  # one seed: no interval
     assert s[s["labels"] == 200]["ratio"].tolist() == pytest.approx([2.0, 2.0])
+    labelled = two.assign(variant=two["params.strategy"].map({"random": "uniform",
+                                                              "entropy": "H"}))  # fmt: skip
+    s = label_savings(active_points(labelled, both), n_boot=10)  # random under another name
+    assert set(s["strategy"]) == {"H"} and len(s) == 8
     only = active_points(*_tables({("entropy", 0): RANDOM}))
     with pytest.raises(ScalelabError, match="no strategy to compare with 'random'"):
         label_savings(only)

@@ -49,8 +49,9 @@ def is_active(runs: pd.DataFrame) -> bool:
 
 
 def active_points(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per (finished active run, round): run_id, setting, strategy, seed, labels
-    and every curve metric. Raises ScalelabError when the tables hold no active run with a
+    """One row per (finished active run, round): run_id, setting, strategy, seed, labels,
+    random (whether the run samples at random: `params.strategy`, whatever its label) and
+    every curve metric. Raises ScalelabError when the tables hold no active run with a
     curve or lack a needed column."""
     require_columns(runs, ["run_id", "method", "seed"], "active learning")
     done = runs[(runs["method"] == "active")
@@ -68,8 +69,11 @@ def active_points(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         text["model"] = shown_models(done).values
     setting = (text.apply(lambda r: " ".join(f"{c.split('.')[-1]}={v}" for c, v in r.items()),
                           axis=1) if cols else pd.Series("", index=done.index))  # fmt: skip
+    random = (done["params.strategy"] == BASELINE) if "params.strategy" in done else (
+        done["_strategy"] == BASELINE)  # fmt: skip
     ids = pd.DataFrame({"run_id": done["run_id"].values, "setting": setting.values,
-                        "strategy": done["_strategy"].values, "seed": done["seed"].values})  # fmt: skip
+                        "strategy": done["_strategy"].values, "seed": done["seed"].values,
+                        "random": random.values.astype(bool)})  # fmt: skip
     pts = curves.merge(ids, on="run_id", how="inner")
     if pts.empty:
         raise ScalelabError("the active-learning runs have no learning curves stored")
@@ -132,19 +136,23 @@ def _ratios(xs, ys, xb, yb) -> list[tuple]:
 def label_savings(
     points: pd.DataFrame,
     metric: str = "test_accuracy",
-    baseline: str = BASELINE,
+    baseline: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per (setting, strategy other than `baseline`, labels L): accuracy (the strategy's
     mean), random_labels (L_random), ratio (saving, see the module docstring), ci_low and
-    ci_high (95% percentile bootstrap over the seeds both have), censored, seeds. A
-    setting without a baseline strategy is left out. Raises ScalelabError when no strategy
+    ci_high (95% percentile bootstrap over the seeds both have), censored, seeds.
+    baseline: the strategy compared with; None: the one strategy of the random-sampling
+    runs (else "random"). A setting without the baseline strategy is left out. Raises ScalelabError when no strategy
     has a baseline to compare with."""
     if metric not in points:
         raise ScalelabError(f"no metric {metric!r} in the active-learning curves")
     pts = points.assign(**{metric: pd.to_numeric(points[metric], errors="coerce")})
     pts = pts[pts[metric].notna()]
+    if baseline is None:
+        names = pts.loc[pts["random"], "strategy"].unique() if "random" in pts else []
+        baseline = names[0] if len(names) == 1 else BASELINE
     rng = np.random.default_rng(seed)
     rows = []
     for setting, g in pts.groupby("setting", sort=False):
