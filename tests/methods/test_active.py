@@ -160,6 +160,10 @@ def test_rounds_resume_after_an_interrupted_round_and_equal_an_uninterrupted_run
             assert r["metrics"][key] == s["metrics"][key], key
     assert [p["test_accuracy"] for p in curve] == [p["test_accuracy"] for p in curve_b]
     assert row["metrics"]["test_accuracy"] == row_b["metrics"]["test_accuracy"]
+    # killed after its last round was recorded (no store row yet): the rerun trains nothing
+    # and reports the recorded result
+    again, curve_again = execute(run, runtime, runs_dir)
+    assert again["metrics"] == row["metrics"] and curve_again == curve
 
 
 def test_an_experiment_runs_analyses_and_reports_end_to_end(tmp_path, tiny, capsys):
