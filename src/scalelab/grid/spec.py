@@ -124,13 +124,18 @@ class ReportOptions(Strict):
     (`params.lr`, `task.*`), each one that varies in the grid: per model (and every other
     config) only the best setting over them counts, chosen on validation
     (`analysis/envelope.py`), and the scaling section draws that envelope beside the runs
-    at each single value. loss_to_loss: "LX:LY" pairs of columns the report fits and draws
+    at each single value. reaches: instead of (or beside) a reference cell, a value of the
+    metric to reach (`acc@piqa` 0.6): per method, the smallest model that reaches it and the
+    size its fitted law predicts (`analysis/reaches.py`); chance: the accuracy floor of that
+    prediction's two-step chain (default: fitted). loss_to_loss: "LX:LY" pairs of columns the report fits and draws
     as loss-to-loss (e.g. `val_loss@wikitext2:val_loss@news2017`, columns that `evaluate`
     runs of the models add; grid/api.py `with_evaluations`)."""
 
     beats: str | None = Field(None, max_length=MAX_NAME_LEN * 2)
     metric: str | None = Field(None, max_length=MAX_NAME_LEN)
     margin: FiniteFloat = Field(0.0, ge=0)
+    reaches: FiniteFloat | None = None
+    chance: FiniteFloat | None = Field(None, ge=0, lt=1)
     best_over: list[str] = Field([], max_length=8)
     loss_to_loss: list[str] = Field([], max_length=16)
 

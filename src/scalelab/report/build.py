@@ -54,6 +54,10 @@ class ReportSpec:
     metric: str | None = None
     margin: float = 0.0
     beats_required: bool = False
+    # The smallest model that reaches this value of `metric` (`analysis/reaches.py`), with
+    # the same rule for a value the runs cannot answer (asked: error; from the spec: note).
+    reaches: float | None = None
+    reaches_required: bool = False
     # Swept axes (params.lr): per model the best run over them, chosen on validation
     # (`analysis/envelope.py`); required: asked for on the command line (a bad axis is an
     # error), else the spec's `report.best_over` (a note while the runs do not vary).
@@ -107,6 +111,22 @@ def _answer(
         notes.append(f"no answer for report.beats {spec.beats}: {err}")
         body, found = f"<p class='note'>No answer: {html.esc(err)}</p>", None
     return heading, body, found
+
+
+def _reaching(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]):
+    """("The answer: the smallest model that reaches ...", html)."""
+    from scalelab.report.answer import reaches_section
+
+    heading = f"The answer: the smallest model that reaches {spec.reaches:g}"
+    try:
+        body, found = reaches_section(done, spec.reaches, spec.metric, out,
+                                      chance=spec.chance, bootstrap=spec.bootstrap)  # fmt: skip
+    except ScalelabError as err:
+        if spec.reaches_required:
+            raise
+        notes.append(f"no answer for report.reaches {spec.reaches:g}: {err}")
+        return heading, f"<p class='note'>No answer: {html.esc(err)}</p>"
+    return f"The answer: the smallest model that reaches {found.metric} {spec.reaches:g}", body
 
 
 def _law(done: pd.DataFrame, spec: ReportSpec, out: Path, found: Any) -> tuple[str, str]:
@@ -317,6 +337,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
         if spec.beats:
             heading, body, found = _answer(done, spec, tmp, notes)
             sections.append((heading, body))
+        if spec.reaches is not None:
+            sections.append(_reaching(done, spec, tmp, notes))
         if lm_distill(done).any():
             sections.append(_law(done, spec, tmp, found))
         if has_branches(done):
