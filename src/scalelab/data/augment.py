@@ -249,7 +249,8 @@ def random_insertion(
     stop_words: frozenset[str],
 ) -> list[Chunk]:  # fmt: skip
     """RI, n times: a random synonym of a random non-stop word (the first, in a random
-    order, that has one) inserted as a word at a random place; stops when no word has one."""
+    order, that has one) inserted as a word before a random word (so a closing mark stays
+    last); stops when no word has one."""
     out = [list(c) for c in chunks]
     for _ in range(n):
         places = [i for i, c in enumerate(out) if _replaceable(c[1], stop_words)]
@@ -257,7 +258,8 @@ def random_insertion(
         options = next((s for i in places if (s := _synonyms_of(out[i][1], synonyms))), None)
         if not options:
             break
-        out.insert(rng.randint(0, len(out)), ["", rng.choice(options), ""])
+        before = rng.choice([i for i, c in enumerate(out) if c[1]])
+        out.insert(before, ["", rng.choice(options), ""])
     return out
 
 
