@@ -136,9 +136,8 @@ def test_augment_training_is_independent_of_order_and_nested_across_ratios():
     order = list(range(30))
     random.Random(1).shuffle(order)
     out2, pos2 = augment_training([train[i] for i in order], [positions[i] for i in order], opts, 0)
-    assert sorted(zip(pos2[30:], (e["text"] for e in out2[30:]))) == sorted(
-        zip(pos[30:], (e["text"] for e in out[30:]))
-    )
+    copies = sorted((p, e["text"]) for p, e in zip(pos[30:], out[30:], strict=True))
+    assert sorted((p, e["text"]) for p, e in zip(pos2[30:], out2[30:], strict=True)) == copies
     half, full = chosen(positions, 0.5, 0), chosen(positions, 1.0, 0)
     assert len(half) == 15 and set(half) < set(full) and chosen(positions, 0.0, 0) == []
     assert augment_training(train, positions, eda(ratio=0.0, alpha_rs=0.1), 0) == (train, positions)
