@@ -76,14 +76,17 @@ def back_translate(
             pivots = backend.generate(_requests([texts[i] for i, _ in jobs], seeds, o.source,
                                                 o.pivot, o))  # fmt: skip
             pivots = [first_line(p) for p in pivots]
-            back_seeds = [None if s is None else s + 1 for s in seeds]
-            backs = backend.generate(_requests(pivots, back_seeds, o.pivot, o.source, o))
+            done = [k for k, p in enumerate(pivots) if p]  # an empty pivot has no way back
+            back_seeds = [None if seeds[k] is None else seeds[k] + 1 for k in done]
+            backs = backend.generate(
+                _requests([pivots[k] for k in done], back_seeds, o.pivot, o.source, o)
+            )
     except ScalelabError as err:
         raise ScalelabError(f"task.augment.model {o.model!r}: {err}") from None
     out: list[list[str]] = [[] for _ in texts]
-    for (i, _), pivot, back in zip(jobs, pivots, backs, strict=True):
-        if pivot and (text := first_line(back)):
-            out[i].append(text)
+    for k, back in zip(done, backs, strict=True):
+        if text := first_line(back):
+            out[jobs[k][0]].append(text)
     return out
 
 
