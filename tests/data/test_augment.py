@@ -276,3 +276,17 @@ def test_processes_starting_together_build_one_wordnet_copy(tmp_path):
     assert (folder / "data.noun").stat().st_size > 10_000_000 and not (
         folder / "data.noun"
     ).is_symlink()
+
+
+def test_a_w2s_student_refuses_augmented_copies(tmp_path):
+    from scalelab.errors import ScalelabError
+    from scalelab.methods.base import METHODS
+
+    w2s = METHODS.get("w2s")
+    data = write_dataset(tmp_path / "d.jsonl")
+    task = _task(data, half="b", augment={"method": "eda", "alpha_sr": 0, "alpha_ri": 0})
+    with pytest.raises(ScalelabError, match=r"^task\.augment: a w2s student learns the weak"):
+        w2s.check(task, w2s.params.model_validate({"labels": "@weak"}))
+    w2s.check(
+        task.model_copy(update={"augment": None}), w2s.params.model_validate({"labels": "@weak"})
+    )
