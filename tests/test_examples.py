@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from scalelab.data.wordnet import INSTALL
+from scalelab.errors import ScalelabError
 from scalelab.grid.spec import expand, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +41,12 @@ def test_yaml_loads_and_expands(path):
         text = load_prompt(str(path)).render(q, [q])
         assert text.count("2 + 3?") == 2
         return
-    runs = expand(load_spec(path))
+    try:
+        runs = expand(load_spec(path))
+    except ScalelabError as err:
+        if INSTALL in str(err):  # EDA's synonyms need WordNet, which this machine lacks
+            pytest.skip(str(err))
+        raise
     assert runs and len({r.run_id for r in runs}) == len(runs)
 
 

@@ -26,4 +26,5 @@ def load_builtins() -> None:
     import scalelab.methods.rationale_distill  # noqa: F401  ("rationale_distill")
     import scalelab.methods.rationales  # noqa: F401  ("rationales")
     import scalelab.methods.w2s  # noqa: F401  ("w2s")
+    import scalelab.models.backtranslate  # noqa: F401  (task.augment method "back_translation")
     import scalelab.models.pretrained  # noqa: F401  (minilm-l6, mpnet-base, smollm2-135m, ...)

@@ -24,6 +24,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from scalelab.config import Strict
+from scalelab.data.augment import Augment
 from scalelab.data.tasks import register_task_kind
 
 # Up to this size a local table is read at spec time to check its splits (a larger one is
@@ -37,10 +38,12 @@ class ClassificationTask(Strict):
     max_length: tokens per example after truncation (batches are padded to their longest
     example, at most this); train_size / val_size: stratified subsample sizes (None = all);
     data_seed: seed of those subsamples, fixed across runs (see the module docstring);
-    half: train on half "a" or "b" of the training split (`split_halves`; None = all of it).
+    half: train on half "a" or "b" of the training split (`split_halves`; None = all of it);
+    augment: copies of training examples made by EDA or back-translation (`data/augment.py`;
+    None = none).
     """
 
-    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"half"})  # added later
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"half", "augment"})  # added later
 
     kind: Literal["classification"] = "classification"
     dataset: str
@@ -49,6 +52,7 @@ class ClassificationTask(Strict):
     val_size: PositiveInt | None = None
     data_seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds take 32 bits
     half: Literal["a", "b"] | None = None
+    augment: Augment | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ClassificationTask:
@@ -131,7 +135,9 @@ class TaskData:
 
 
 def load_task_data(task: ClassificationTask) -> TaskData:
-    """Load the fixed splits and apply the (data-seeded) subsamples."""
+    """Load the fixed splits and apply the (data-seeded) subsamples, then `augment` to the
+    training examples only (copies follow the originals and carry their positions)."""
+    from scalelab.data.augment import augment_training
     from scalelab.data.loaders import load_classification, stratified_subsample
 
     data = load_classification(task.dataset)
@@ -146,7 +152,8 @@ def load_task_data(task: ClassificationTask) -> TaskData:
     if task.half is not None:
         halves = split_halves([e["label"] for e in train], task.data_seed)
         index, heldout = halves if task.half == "a" else halves[::-1]
-    return TaskData([train[i] for i in index], val, data.test, list(names), index,
+    own, index = augment_training([train[i] for i in index], index, task.augment, task.data_seed)
+    return TaskData(own, val, data.test, list(names), index,
                     [train[i] for i in heldout], heldout)  # fmt: skip
 
 
