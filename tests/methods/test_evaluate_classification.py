@@ -84,7 +84,8 @@ def test_a_decoder_predicts_the_label_of_highest_loglikelihood(tiny, tmp_path, c
 
 
 def test_the_shots_are_a_balanced_draw_from_train_fixed_by_data_seed(tiny):
-    labels = [e["label"] for e in load_task_data(ClassificationTask(dataset=str(tiny["data"]))).train]
+    train = load_task_data(ClassificationTask(dataset=str(tiny["data"]))).train
+    labels = [e["label"] for e in train]
     a = draw_shots(labels, 5, seed=0)
     assert a == draw_shots(labels, 5, seed=0)  # fixed per (data_seed, shot_seed)
     assert a != draw_shots(labels, 5, seed=1) and a != draw_shots(labels, 5, 0, shot_seed=1)
@@ -204,3 +205,65 @@ def test_bad_zero_shot_specs_are_one_line_at_spec_time(tiny, tmp_path, capsys, m
     code, _, err = cli("run", spec, capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and expect in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_shows_zero_shot_beside_fine_tuned_accuracy(tiny, tmp_path, capsys):
+    spec = write_spec(tmp_path / "cmp.yaml", name="cmp", output_dir=str(tmp_path / "out"),
+                      models=[str(tiny["bert"])],
+                      tasks={"dataset": str(tiny["data"]), "kind": "classification",
+                             "max_length": 16},
+                      methods=[{"name": "full", "epochs": 1, "batch_size": 8},
+                               {"name": "evaluate", "verbalizers": VERBAL}],
+                      seeds=[0], runtime={"threads": 1})  # fmt: skip
+    assert cli("run", spec, capsys=capsys)[0] == 0
+    runs = load_experiment_tables(spec)[0].set_index("method")
+    code, out, _ = cli("compare", spec, "--by", "method", capsys=capsys)
+    assert code == 0
+    table = out.split("test_macro_f1")[0]  # the first table: test_accuracy, one row per method
+    assert table.startswith("test_accuracy")
+    for method in ("full", "evaluate"):
+        line = next(x for x in table.splitlines() if x.split()[:1] == [method])
+        assert f"{runs.loc[method, 'test_accuracy']:.4f}" in line
+
+
+def test_a_variant_is_registered_once_for_a_kind_of_the_method():
+    from dataclasses import replace
+
+    from scalelab.methods.base import METHODS, register_variant
+
+    evaluate = METHODS.get("evaluate")
+    variant = evaluate.for_kind("classification")
+    assert variant is not evaluate and "classification" in evaluate.task_kinds
+    with pytest.raises(ValueError, match="already serves"):
+        register_variant("evaluate", "classification", variant)
+    with pytest.raises(ValueError, match="register it before"):
+        register_variant("no-such-method", "classification", variant)
+    with pytest.raises(ValueError, match="named"):
+        register_variant("full", "lm", replace(variant, name="other"))
+
+
+def test_an_endpoint_through_scalelab_serve_scores_like_the_local_model(tiny, tmp_path, capsys):
+    from scalelab.testing import ServeProcess
+
+    server = ServeProcess(tiny["gpt2"], tmp_path / "serve.log", name="tiny", home=tmp_path / "h")
+    try:
+        server.wait(600)
+        spec = write_spec(tmp_path / "both.yaml", name="both", output_dir=str(tmp_path / "out"),
+                          models=[str(tiny["gpt2"]), f"{server.url}#tiny"],
+                          tasks={"dataset": str(tiny["data"]), "kind": "classification",
+                                 "max_length": 16},
+                          methods="evaluate", params={"shots": 2, "verbalizers": VERBAL},
+                          runtime={"threads": 1})  # fmt: skip
+        code, out, err = cli("run", spec, capsys=capsys)
+        assert code == 0, out + err
+    finally:
+        server.stop()
+    runs = load_experiment_tables(spec)[0]
+    probs = {}
+    for _, row in runs.iterrows():
+        with np.load(tmp_path / "out" / "runs" / row.run_id / "predictions.npz") as f:
+            probs[row.model.startswith("http")] = f["probs"]
+    assert probs[True] == pytest.approx(probs[False], abs=1e-4)
+    local, http = (runs[runs.model.str.startswith("http") == flag].iloc[0] for flag in (0, 1))
+    for key in ("test_accuracy", "val_accuracy", "test_loss"):
+        assert http[key] == pytest.approx(local[key], abs=1e-4), key
