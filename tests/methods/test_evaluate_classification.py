@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import LABEL_WORD, cli, save_tiny, write_dataset, write_spec
+from helpers import LABEL_WORD, cli, run_stages, save_tiny, write_dataset, write_spec
 
 from scalelab.data.classification import ClassificationTask, load_task_data
 from scalelab.data.zero_shot import draw_shots
@@ -267,3 +267,32 @@ def test_an_endpoint_through_scalelab_serve_scores_like_the_local_model(tiny, tm
     local, http = (runs[runs.model.str.startswith("http") == flag].iloc[0] for flag in (0, 1))
     for key in ("test_accuracy", "val_accuracy", "test_loss"):
         assert http[key] == pytest.approx(local[key], abs=1e-4), key
+
+
+def test_a_template_with_line_breaks_keeps_each_run_on_one_line(tiny, tmp_path):
+    from scalelab.grid.api import labels
+    from scalelab.grid.spec import expand, load_spec
+
+    spec = spec_for(tmp_path, tiny["gpt2"], tiny["data"], verbalizers=VERBAL,
+                    template=["Q: {text}\nA:", "{text}\t=>"])  # fmt: skip
+    shown = labels(expand(load_spec(spec))).values()
+    assert sorted(x.split("params.template=")[1] for x in shown) == ["Q: {text}\\nA:",
+                                                                     "{text}\\t=>"]  # fmt: skip
+    assert not any("\n" in x or "\t" in x for x in shown)
+
+
+def test_a_ladder_run_is_scored_as_a_decoder_and_its_row_gains_the_accuracy(tiny, tmp_path,
+                                                                           corpus, capsys):  # fmt: skip
+    data = str(tiny["data"])
+    stages = {
+        "train": {"models": ["gpt-d1"], "methods": ["pretrain"],
+                  "params": {"tokens": 8 * 32 * 10, "batch_size": 8}},
+        "score": {"models": ["@train"], "methods": ["evaluate"],
+                  "tasks": {"dataset": data, "kind": "classification", "max_length": 16},
+                  "params": {"shots": 1, "verbalizers": VERBAL}},
+    }  # fmt: skip
+    runs = run_stages(tmp_path, corpus, stages, capsys)
+    train, score = (runs[runs.method == m].iloc[0] for m in ("pretrain", "evaluate"))
+    assert score.status == "done" and 0 <= score.test_accuracy <= 1
+    assert score.non_embedding_params == train.non_embedding_params
+    assert train["test_accuracy@data-1shot"] == score.test_accuracy

@@ -79,28 +79,12 @@ class EvaluateClassificationParams(EvaluateParams):
         return check_template(v)
 
 
-def _spec_label_names(task) -> list[str] | None:
-    """The task's label names when known without a download: a catalog dataset's, or a
-    small local table's (read at spec time anyway); else None (the run checks)."""
-    import os
-
-    from scalelab.data.catalog import DATASETS
-
-    if task.dataset in DATASETS:
-        return list(DATASETS.get(task.dataset).label_names) or None
-    from scalelab.data.classification import _SPLIT_CHECK_BYTES, _local_data
-
-    path = os.path.expanduser(task.dataset)
-    if not os.path.isfile(path) or os.path.getsize(path) > _SPLIT_CHECK_BYTES:
-        return None
-    return list(_local_data(path, os.stat(path).st_mtime_ns).label_names)
-
-
 def check(task, params: EvaluateClassificationParams) -> None:
     """Spec time: the verbalisers name the task's labels (when they are known now)."""
+    from scalelab.data.classification import known_label_names
     from scalelab.data.zero_shot import resolve_verbalizers
 
-    names = _spec_label_names(task)
+    names = known_label_names(task)
     if names is not None:
         resolve_verbalizers(names, task.dataset, params.verbalizers)
 
