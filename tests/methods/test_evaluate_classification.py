@@ -296,3 +296,46 @@ def test_a_ladder_run_is_scored_as_a_decoder_and_its_row_gains_the_accuracy(tiny
     assert score.status == "done" and 0 <= score.test_accuracy <= 1
     assert score.non_embedding_params == train.non_embedding_params
     assert train["test_accuracy@data-1shot"] == score.test_accuracy
+
+
+def test_label_scores_per_character_favour_long_verbalisers_less():
+    from scalelab.eval.multiple_choice import QuestionScore
+    from scalelab.methods.evaluate_classification import label_scores
+
+    s = QuestionScore(0, 1, ("no", "surely yes"), (-2.0, -4.0), (1, 3), (True, False))
+    assert label_scores(s) == [-2.0, -4.0]
+    assert label_scores(s, "chars") == [-1.0, -0.4]
+    assert label_scores(QuestionScore(0, 0, ("é", "e"), (-2.0, -2.0), (1, 1), (True, True)),
+                        "bytes") == [-1.0, -2.0]  # fmt: skip
+
+
+def test_a_killed_decoder_run_resumes_from_its_saved_scores(tiny, tmp_path):
+    """Saved rows (rigged: every label but the wrong one scores 0) are read back, not
+    scored again; the rest are scored; the partial files go once the product is written."""
+    from scalelab.eval.multiple_choice import QuestionScore
+    from scalelab.grid.spec import Runtime
+    from scalelab.methods.base import RunContext
+    from scalelab.methods.evaluate_classification import (
+        EvaluateClassificationParams,
+        run_classification,
+    )
+    from scalelab.models.registry import resolve_model
+
+    task = ClassificationTask(dataset=str(tiny["data"]), max_length=16)
+    data = load_task_data(task)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "scores.test.partial.jsonl", "w") as f:
+        for i, e in enumerate(data.test):
+            ll = tuple(-50.0 if k == e["label"] else 0.0 for k in range(3))
+            f.write(json.dumps(QuestionScore(i, e["label"], tuple(VERBAL.values()), ll,
+                                             (1, 1, 1), (False,) * 3).as_row()) + "\n")  # fmt: skip
+        f.write('{"doc_id": 99, "gold": 1, "ll": [-1.0')  # the kill hit mid-line
+    params = EvaluateClassificationParams(verbalizers=VERBAL)
+    ctx = RunContext("r", resolve_model(str(tiny["gpt2"])), task, params, 0, run_dir,
+                     Runtime(threads=1))  # fmt: skip
+    got = run_classification(ctx).metrics
+    assert got["test_accuracy"] == 0.0  # the saved (wrong) scores were used
+    assert got["val_n"] == len(data.validation) and got["test_n"] == len(data.test)
+    assert not list(run_dir.glob("*.partial.jsonl"))
+    assert len(pd.read_parquet(run_dir / "scores.parquet")) == len(data.test) + len(data.validation)

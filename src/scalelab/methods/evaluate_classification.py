@@ -59,7 +59,8 @@ class EvaluateClassificationParams(EvaluateParams):
     between a prompt and its label; fewshot_delimiter: after each shot; description:
     before the shots ({labels}: the verbalisers joined by ", "); norm: a decoder's label
     score is its log-likelihood summed ("none"), or per character or UTF-8 byte of the
-    verbaliser; dtype, batch_size: as for every evaluation."""
+    verbaliser; dtype, batch_size: as for every evaluation. Encoders read only limit,
+    verbalizers, dtype and batch_size."""
 
     ID_OMIT: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
@@ -130,7 +131,14 @@ def _family(ref) -> str:
         from transformers import AutoConfig
 
         path, kwargs = model_path(ref)
-        family = config_family(AutoConfig.from_pretrained(path, **kwargs).to_dict())
+        try:
+            config = AutoConfig.from_pretrained(path, **kwargs).to_dict()
+        except (OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ScalelabError(
+                f"model {shown(ref.name)}: cannot read its config: {first}"
+            ) from None
+        family = config_family(config)
     return family
 
 
