@@ -1,5 +1,6 @@
 """Every YAML file in the repo loads: experiment specs expand into runs, multiple-choice
-task files (`mc_tasks/`) build their questions, prompt files (`prompts/`) render."""
+task files (`mc_tasks/`) build their questions, prompt files (`prompts/`) render, the
+default verbalisers (`data/verbalizers.yaml`) name every label of their datasets."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ def test_yaml_loads_and_expands(path):
         q = SimpleNamespace(id="q", question="2 + 3?", rationale="2 + 3 = 5.", answer="5")
         text = load_prompt(str(path)).render(q, [q])
         assert text.count("2 + 3?") == 2
+        return
+    if path.name == "verbalizers.yaml":  # default verbalisers: each catalog dataset's labels
+        from scalelab.data.catalog import DATASETS
+        from scalelab.data.zero_shot import default_verbalizers, resolve_verbalizers
+
+        for dataset, words in default_verbalizers().items():
+            entry = DATASETS.get(dataset)
+            assert entry.kind == "classification" and set(words) == set(entry.label_names)
+            assert resolve_verbalizers(list(entry.label_names), dataset, None) == [
+                words[n] for n in entry.label_names
+            ]
         return
     try:
         runs = expand(load_spec(path))

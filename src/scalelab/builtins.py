@@ -22,6 +22,7 @@ def load_builtins() -> None:
     import scalelab.methods.cooldown  # noqa: F401  ("cooldown")
     import scalelab.methods.distill  # noqa: F401  ("distill")
     import scalelab.methods.evaluate  # noqa: F401  ("evaluate")
+    import scalelab.methods.evaluate_classification  # noqa: F401  (its classification variant)
     import scalelab.methods.finetune  # noqa: F401  ("full", "lora")
     import scalelab.methods.rationale_distill  # noqa: F401  ("rationale_distill")
     import scalelab.methods.rationales  # noqa: F401  ("rationales")

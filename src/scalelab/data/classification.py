@@ -89,6 +89,21 @@ def _local_data(path: str, mtime_ns: int):
     return load_classification(path)
 
 
+def known_label_names(task: ClassificationTask) -> list[str] | None:
+    """The task's label names when known without a download: a catalog dataset's, or a
+    small local table's (read at spec time anyway, `_check_local_splits`); else None."""
+    import os
+
+    from scalelab.data.catalog import DATASETS
+
+    if task.dataset in DATASETS:
+        return list(DATASETS.get(task.dataset).label_names) or None
+    path = os.path.expanduser(task.dataset)
+    if not os.path.isfile(path) or os.path.getsize(path) > _SPLIT_CHECK_BYTES:
+        return None
+    return list(_local_data(path, os.stat(path).st_mtime_ns).label_names)
+
+
 def check_splits(task: ClassificationTask, data) -> None:
     """Raise ScalelabError naming each empty split of `data` (a ClassificationData) and a
     train_size / val_size larger than its split."""
