@@ -40,7 +40,7 @@ already gains less) and that the data do not bound it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,8 @@ class Returns:
 
     n: n* in labelled examples (0: no doubling gains min_gain; inf: beyond any float);
     lo / hi: its 95% percentile interval over bootstrap refits (NaN without refits);
-    data_min / data_max: the measured range of n; metric_at: the law's metric at n*.
+    data_min / data_max: the measured range of n; metric_at: the law's metric at n* (NaN
+    when n* is 0 or inf).
     """
 
     min_gain: float
@@ -120,7 +121,7 @@ def doubling_gain(n: np.ndarray | float, params: dict[str, float]) -> np.ndarray
     """err(n) - err(2n) = A (1 - 2^-alpha) n^-alpha: the improvement of the metric a
     doubling of the labelled examples buys at n under `params` (A, alpha[, E]); n > 0."""
     a, alpha = params["A"], params["alpha"]
-    return a * (1.0 - 2.0 ** (-alpha)) * np.asarray(n, float) ** (-alpha)
+    return a * -np.expm1(-alpha * math.log(2.0)) * np.asarray(n, float) ** (-alpha)
 
 
 def diminishing_point(params: dict[str, float], min_gain: float) -> float:
@@ -130,9 +131,10 @@ def diminishing_point(params: dict[str, float], min_gain: float) -> float:
     if not min_gain > 0:
         raise ValueError(f"min_gain must be positive (got {min_gain!r})")
     a, alpha = params["A"], params["alpha"]
-    if alpha <= 0 or a <= 0:
+    factor = -math.expm1(-alpha * math.log(2.0))  # 1 - 2^-alpha, exact for a tiny alpha
+    if alpha <= 0 or a <= 0 or factor <= 0:
         return 0.0
-    log_n = (math.log(a) + math.log1p(-(2.0**-alpha)) - math.log(min_gain)) / alpha
+    log_n = (math.log(a) + math.log(factor) - math.log(min_gain)) / alpha
     return math.exp(log_n) if log_n < 709.0 else math.inf
 
 
@@ -147,7 +149,7 @@ def diminishing_returns(
         big = np.finfo(float).max  # inf - inf would make an interpolated percentile NaN
         q = np.percentile(np.minimum(draws, big), [2.5, 97.5])
         lo, hi = (math.inf if v >= big else float(v) for v in q)
-    err = float(fit.predict(np.array([max(n, 1e-300)]))[0]) if np.isfinite(n) else math.nan
+    err = float(fit.predict(np.array([n]))[0]) if 0 < n < math.inf else math.nan
     metric_at = 1.0 - err if higher else err
     return Returns(min_gain, n, lo, hi, data_min, data_max, metric_at)
 
@@ -224,9 +226,10 @@ def _curve_axes(runs: pd.DataFrame, arm: str) -> tuple[list[str], list[str]]:
     """(columns that split curves, columns that only change with n): see the module."""
     cols = [c for c in label_columns(runs) if c not in DATA_AXES + REPLICATES]
     keyed = as_text(runs[cols]) if cols else pd.DataFrame(index=runs.index)
-    by = [shown_models(runs), runs[arm], runs[LABELS]]
-    split = [c for c in cols if (keyed[c].groupby(by).nunique() > 1).any()]
-    return split, [c for c in cols if c not in split]
+    curve = [shown_models(runs), runs[arm]]
+    split = [c for c in cols if (keyed[c].groupby([*curve, runs[LABELS]]).nunique() > 1).any()]
+    recipe = [c for c in cols if c not in split and (keyed[c].groupby(curve).nunique() > 1).any()]
+    return split, recipe
 
 
 def _points(rows: pd.DataFrame, metric: str, bounds) -> pd.DataFrame:
@@ -257,7 +260,10 @@ def _fit_curve(rows, metric, higher, min_gain, n_boot, seed):
         return None, None, str(err)
     n = rows[LABELS].astype(float)
     returns = diminishing_returns(fit.fit, fit.boot, min_gain, n.min(), n.max(), higher)
-    return fit, returns, ""
+    # The shared sign flag speaks of model size N; here the size is the examples n.
+    flags = tuple(replace(f, message=f.message.replace("fall with N;", "fall with n (labelled "
+                                                       "examples);")) for f in fit.flags)  # fmt: skip
+    return replace(fit, flags=flags), returns, ""
 
 
 def data_scaling(

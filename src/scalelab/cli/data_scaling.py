@@ -52,7 +52,8 @@ def _curve_lines(curve, result) -> list[str]:
         draws = f" x {p.draws} draws" if p.draws > 1 else ""
         how = f"{p.seeds} seed{'s' * (p.seeds != 1)}{draws}"
         kind = ", k per class" if p.few_shot else ""
-        lines.append(f"  n {p.n:>7,.0f}: {p.mean:.4f}{ci} ({p.runs} runs: {how}{kind})")
+        runs = f"{p.runs} run{'s' * (p.runs != 1)}"
+        lines.append(f"  n {p.n:>7,.0f}: {p.mean:.4f}{ci} ({runs}: {how}{kind})")
     if curve.fit is None:
         return [*lines, f"  no fit: {curve.why_not}"]
     d = curve.fit.as_dict()
