@@ -157,8 +157,8 @@ def diminishing_returns(
 @dataclass(frozen=True)
 class Curve:
     """One curve: `points` has one row per n (n, mean, std, ci_low, ci_high, runs, seeds,
-    draws, few_shot: True where the runs drew k per class); `fit` a `api.GroupFit` or None
-    with `why_not`; `returns` the diminishing-returns point or None."""
+    draws, few_shot: True where every run there drew k per class); `fit` a `api.GroupFit`
+    or None (then `why_not` says why); `returns` the diminishing-returns point or None."""
 
     model: str
     method: str
