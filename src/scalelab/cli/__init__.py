@@ -1,6 +1,7 @@
 """The `scalelab` command line. Each command's signature is its CLI (typer); one module per
 thing a user does: `run` (run, results, models, methods), `analysis` (fit), `report`,
-`compare` (compare, sweep), `smallest`, `w2s`, `inspect`, `data`, `evaluate` (eval), `serve`."""
+`compare` (compare, sweep), `smallest`, `w2s`, `data_scaling` (data-scaling), `inspect`,
+`data`, `evaluate` (eval), `serve`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ import sys
 import typer
 import typer.main
 
-from scalelab.cli import analysis, compare, data, evaluate, inspect, report, serve, smallest, w2s
+from scalelab.cli import (
+    analysis,
+    compare,
+    data,
+    data_scaling,
+    evaluate,
+    inspect,
+    report,
+    serve,
+    smallest,
+    w2s,
+)
 from scalelab.cli import run as run_cmds
 from scalelab.errors import ScalelabError, one_line
 
@@ -30,7 +42,8 @@ app = typer.Typer(
 )
 
 # One module per thing a user does; each adds its commands here.
-for _module in (run_cmds, analysis, report, compare, smallest, w2s, inspect, data, evaluate, serve):
+for _module in (run_cmds, analysis, report, compare, smallest, w2s, data_scaling, inspect, data,
+                evaluate, serve):  # fmt: skip
     _module.register(app)
 
 

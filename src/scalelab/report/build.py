@@ -1,7 +1,8 @@
 """Build a report folder: one page per experiment that adapts to what the runs hold.
 
 A set-up block heads the page; then, per stage (a spec without stages has one): the
-classification section where runs report accuracies, the sweep heat map where exactly two
+classification section where runs report accuracies (and, where they vary train_size or
+k_per_class, the data-scaling section), the sweep heat map where exactly two
 hyper-parameters vary, the scaling section (loss vs size with fits) where runs have a size
 column, and the learning curves. Fitting happens here and in `scaling.py` (via
 `analysis.api`); the plot modules only draw. Everything is written to a temporary folder
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from scalelab.analysis import table
+from scalelab.analysis.data_scaling import varies_data
 from scalelab.analysis.distill_grid import lm_distill
 from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
@@ -154,6 +156,19 @@ def _w2s(done: pd.DataFrame, runs_dir, out: Path, spec: ReportSpec, notes: list[
         return heading, w2s_section(done, runs_dir, out, bootstrap=max(spec.bootstrap, 200))
     except ScalelabError as err:
         notes.append(f"no weak-to-strong summary: {err}")
+        return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
+
+
+def _data_scaling(done: pd.DataFrame, out: Path, spec: ReportSpec, notes: list[str]):
+    """("Data scaling: ...", html) for runs that vary train_size or k_per_class, or a note
+    when they hold nothing to show."""
+    from scalelab.report.data_scaling import data_scaling_section
+
+    heading = f"Data scaling: {spec.metric or 'accuracy'} vs labelled examples"
+    try:
+        return heading, data_scaling_section(done, out, spec.metric, bootstrap=spec.bootstrap)
+    except ScalelabError as err:
+        notes.append(f"no data-scaling summary: {err}")
         return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
 
 
@@ -345,6 +360,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         if has_w2s(done):
             sections.append(_w2s(done, runs_dir, tmp, spec, notes))
+        if varies_data(done):
+            sections.append(_data_scaling(done, tmp, spec, notes))
         evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]
         for stage, sub in stages:
             if _evaluations_only(sub, spec):
