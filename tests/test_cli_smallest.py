@@ -53,3 +53,41 @@ def test_smallest_reads_the_store_and_answers_per_method(tmp_path, corpus, capsy
         "<h2>The answer: the smallest model that beats gpt-d2/pretrain</h2>"
         in (out_dir / "report.html").read_text()
     )
+
+
+def test_smallest_reaches_a_named_value_from_the_command_line_the_spec_and_the_report(
+    tmp_path, corpus, capsys
+):
+    spec = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out",
+                        models=["gpt-d1", "gpt-d2"], seeds=[0, 1])  # fmt: skip
+    assert cli("run", spec, "--quiet", capsys=capsys)[0] == 0
+    code, out, _ = cli("smallest", spec, "--beats", "gpt-d2/pretrain", "--json", capsys=capsys)
+    losses = [c["mean"] for c in json.loads(out)["cells"]] + [json.loads(out)["reference_mean"]]
+    easy, hard = max(losses) + 1.0, min(losses) - 1.0  # every model reaches / none does
+    code, out, _ = cli("smallest", spec, "--reaches", str(easy), "--bootstrap", "0",
+                       capsys=capsys)  # fmt: skip
+    assert code == 0 and out.startswith(f"val_loss (lower is better) reaching {easy:g}")
+    assert "(one-sample t, 2 seeds)  reaches" in out
+    assert "  answer: gpt-d1 (non_embedding_params " in out
+    assert "is the smallest pretrain model that reaches val_loss" in out
+    code, out, _ = cli("smallest", spec, "--reaches", str(hard), "--json", capsys=capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["target"] == hard and not any(c["reaches"] for c in doc["cells"])
+    assert doc["answers"][0]["statement"].startswith("no pretrain model reaches val_loss")
+    code, _, err = cli("smallest", spec, "--reaches", "0.5", "--beats", "gpt-d2/pretrain",
+                       capsys=capsys)  # fmt: skip
+    assert code == 2 and err.strip() == "error: --beats and --reaches ask two questions: give one"
+    code, _, err = cli("smallest", spec, "--reaches", "nan", capsys=capsys)
+    assert code == 2 and "a finite value of val_loss" in err and len(err.strip().splitlines()) == 1
+
+    declared = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out",
+                            models=["gpt-d1", "gpt-d2"], seeds=[0, 1],
+                            report={"reaches": easy})  # fmt: skip
+    code, out, _ = cli("smallest", declared, "--bootstrap", "0", capsys=capsys)
+    assert code == 0 and out.startswith(f"val_loss (lower is better) reaching {easy:g}")
+    out_dir = tmp_path / "rep"
+    assert cli("report", declared, "--out", out_dir, "--bootstrap", "0", capsys=capsys)[0] == 0
+    page = (out_dir / "report.html").read_text()
+    heads = re.findall(r"<h2>(.*?)</h2>", page)
+    assert heads[0] == f"The answer: the smallest model that reaches val_loss {easy:g}"
+    assert (out_dir / "reaches.png").is_file() and "is the smallest pretrain model" in page

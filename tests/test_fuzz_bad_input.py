@@ -126,7 +126,7 @@ CLASSIFICATION_ONLY = [
     ("@tasks", {"dataset": "{file}", "kind": "classification"}, "data.txt"),
     *[(f"@tasks.{key}", bad, key) for key, bad in (
         ("max_length", 0), ("max_length", "long"), ("train_size", -1), ("val_size", NAN),
-        ("data_seed", -1))],
+        ("data_seed", -1), ("k_per_class", 0), ("draw", -1))],
 ]  # fmt: skip
 
 

@@ -27,6 +27,14 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def replace(self, name: str, entry: T) -> T:
+        """Swap the entry of a registered name (a method that gains a task-kind variant in
+        another module). Raises ValueError for a name not registered yet."""
+        if name not in self._entries:
+            raise ValueError(f"no {self.kind} {name!r} to replace: register it first")
+        self._entries[name] = entry
+        return entry
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

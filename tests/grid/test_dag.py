@@ -61,6 +61,24 @@ def test_filters_select_upstream_runs(tmp_path):
     assert [s.model.name for s in students] == ["@teacher:gpt-d2"]
 
 
+def test_filters_take_lists_null_and_numbers_as_yaml_values(tmp_path):
+    cut = {"models": "gpt-d2", "methods": "pretrain",
+           "params": {"keep_layers": [[0, 1], None], "lr": [1e-3, 3e-3]}}  # fmt: skip
+
+    def picked(ref: str) -> list[tuple]:
+        runs = dag(tmp_path, {"teacher": TEACHER_STUDENTS["teacher"], "cut": {
+            **cut, "models": "@teacher[model=gpt-d2]"}, "next": {"models": ref,
+            "methods": "pretrain"}})  # fmt: skip
+        ups = {r.run_id: r for r in runs}
+        return sorted((ups[r.model.run_id].params.keep_layers, ups[r.model.run_id].params.lr)
+                      for r in runs if r.stage == "next")  # fmt: skip
+
+    assert picked("@cut[params.keep_layers=[0, 1]]") == [([0, 1], 1e-3), ([0, 1], 3e-3)]
+    assert picked("@cut[params.keep_layers=[0,1],params.lr=0.001]") == [([0, 1], 1e-3)]
+    assert picked("@cut[params.keep_layers=null]") == [(None, 1e-3), (None, 3e-3)]
+    assert picked("@cut[params.lr=3e-3, params.keep_layers=null]") == [(None, 3e-3)]
+
+
 @pytest.mark.parametrize(
     ("stages", "message"),
     [

@@ -83,9 +83,15 @@ def _shrink(section: dict, assets: dict[str, Path]) -> None:
             params.pop("eval_tokens")
             params["tokens"] = [8 * 32 * 8, 8 * 32 * 12]
     else:
-        half = (section.get("tasks") or {}).get("half")  # weak-to-strong halves stay
+        tasks = section.get("tasks") or {}
+        keep = {"half": tasks.get("half")}  # weak-to-strong halves stay
+        # data-scaling axes stay axes, shorter and within the tiny table (24 a class)
+        if isinstance(tasks.get("train_size"), list):
+            keep["train_size"] = [12, 24, 48]
+        for key in ("k_per_class", "draw"):
+            keep[key] = tasks[key][:2] if isinstance(tasks.get(key), list) else tasks.get(key)
         section["tasks"] = {"dataset": str(assets["data"]), "kind": "classification",
-                            "max_length": 16, **({"half": half} if half else {})}  # fmt: skip
+                            "max_length": 16, **{k: v for k, v in keep.items() if v is not None}}  # fmt: skip
         params.update(epochs=2, batch_size=8)
         if "active" in _method_names(section):  # rounds that fit the tiny training split
             params.update(seed_size=12, query_size=12, budget=36)
@@ -217,6 +223,10 @@ EXPECT = {
                      "Exact match (written option letters) (stage students)", "direct"],
     "active_trec": ["Active learning: learning curves and label saving", "random needs",
                     "Label saving at equal test accuracy", "margin", "kmeans"],
+    "data_scaling_trec": ["<h2>Data scaling: accuracy vs labelled examples</h2>",
+                          "Labels vs parameters", "blocks [0, 2, 4]", "diminishing",
+                          "params.early_stopping_patience changes with the number of examples",
+                          "Classification (stage fewshot)"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],

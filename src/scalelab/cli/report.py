@@ -69,6 +69,12 @@ def report_command(
         help="The metric --beats compares (default: report.metric, else "
         "the methods' first validation quality metric).",
     ),
+    reaches: float | None = typer.Option(
+        None,
+        "--reaches",
+        help="Lead with the smallest model that reaches this value of --metric, e.g. "
+        "--metric acc@piqa --reaches 0.6 (default: the spec's report.reaches).",
+    ),
     best_over: list[str] = typer.Option(
         [],
         "--best-over",
@@ -104,6 +110,9 @@ def report_command(
         runs, curves = stored_tables(exp, experiment)
         where = {"runs_dir": exp.runs_dir, "planned": exp.planned()}
         required = beats is not None
+        reach_required = reaches is not None
+        reaches = exp.spec.report.reaches if reaches is None else reaches
+        chance = exp.spec.report.chance if chance is None else chance
         axes_required = bool(best_over)
         best_over = best_over or exp.spec.report.best_over
         pairs = pairs or [tuple(p.split(":")) for p in exp.spec.report.loss_to_loss]
@@ -114,7 +123,7 @@ def report_command(
         title = f"scalelab report: {exp.spec.name}"
     else:
         runs, curves = _load_csvs(csv)
-        where, required, axes_required = {}, True, True
+        where, required, axes_required, reach_required = {}, True, True, True
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
     from scalelab.analysis.table import require_columns
@@ -136,6 +145,8 @@ def report_command(
         metric=metric,
         margin=margin or 0.0,
         beats_required=required,
+        reaches=reaches,
+        reaches_required=reach_required,
         best_over=tuple(best_over),
         best_over_required=axes_required,
     )

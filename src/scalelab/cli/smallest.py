@@ -1,5 +1,6 @@
 """`scalelab smallest EXP.yaml --beats MODEL/METHOD`: the smallest model, per method, that
-beats a reference cell of the grid (analysis/beats.py)."""
+beats a reference cell of the grid (analysis/beats.py); `--reaches VALUE`: the smallest
+model that reaches a named value of the metric, an accuracy say (analysis/reaches.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from scalelab.errors import ScalelabError
 def smallest(
     spec: Path = typer.Argument(..., help="Experiment YAML file."),
     beats: str | None = typer.Option(None, "--beats", help="The reference cell, MODEL/METHOD or MODEL/LABEL (e.g. gpt-d6/pretrain). Default: the spec's report.beats."),
+    reaches: float | None = typer.Option(None, "--reaches", help="Instead of a reference cell, a value of the metric to reach, e.g. --metric acc@piqa --reaches 0.6. Default: the spec's report.reaches."),
+    loss_col: str | None = typer.Option(None, "--loss-col", help="--reaches: the task-loss column of the two-step prediction (default: task_loss@T for acc@T where the results have it)."),
+    chance: float | None = typer.Option(None, "--chance", min=0.0, max=1.0, help="--reaches: the accuracy floor of the two-step prediction (default: the spec's report.chance, else fitted)."),
     metric: str | None = typer.Option(None, "--metric", help="Default: the spec's report.metric, else the methods' first validation quality metric."),
     size: str = typer.Option("non_embedding_params", "--size", help="Size column: non_embedding_params, total_params or trainable_params."),
     margin: float | None = typer.Option(None, "--margin", min=0.0, help="Count models no worse than the reference by more than this, in the metric's units (0.01 = 1 point of accuracy): a non-inferiority test. Default: the spec's report.margin, else 0."),
@@ -32,11 +36,15 @@ def smallest(
     from scalelab.grid.api import open_experiment
 
     input_file(spec, "experiment file")
+    if beats is not None and reaches is not None:
+        raise ScalelabError("--beats and --reaches ask two questions: give one")
     exp = open_experiment(spec, output_dir)
-    beats = beats or exp.spec.report.beats
-    if beats is None:
+    if reaches is None and beats is None:
+        beats, reaches = exp.spec.report.beats, exp.spec.report.reaches
+    if beats is None and reaches is None:
         raise ScalelabError(
-            "name the reference: --beats MODEL/METHOD (or report.beats in the spec)"
+            "name the bar: --beats MODEL/METHOD or --reaches VALUE (or report.beats / "
+            "report.reaches in the spec)"
         )
     table, _ = stored_tables(exp, spec)
     margin = exp.spec.report.margin if margin is None else margin
@@ -46,6 +54,12 @@ def smallest(
         from scalelab.analysis.envelope import answer_envelope
 
         table, env = answer_envelope(table, axes, metric)
+    if reaches is not None:
+        chance = exp.spec.report.chance if chance is None else chance
+        _reaching(table, reaches, metric, size, bootstrap, loss_col, chance, as_json)
+        if beats is None:
+            return
+        typer.echo("")
     found = answer_for(table, beats, metric, size, bootstrap, margin)
     metric, higher, answers = found.metric, found.higher_is_better, found.methods
     law = None
@@ -90,6 +104,43 @@ def smallest(
             typer.echo(f"  flag: {flag}")
     if law is not None:
         _law_text(law)
+
+
+def _reaching(table, target, metric, size, bootstrap, loss_col, chance, as_json) -> None:
+    """Print `analysis.reaches.answer_reaching`'s answer as a table or JSON."""
+    from scalelab.analysis.beats import as_rows
+    from scalelab.analysis.reaches import answer_reaching, prediction_text
+
+    found = answer_reaching(table, target, metric, size, bootstrap, loss_col=loss_col,
+                            chance=chance)  # fmt: skip
+    if as_json:
+        out = [{"method": a.method, "statement": a.statement, "prediction": prediction_text(a),
+                "smallest_predicted": a.crossover.as_dict() if a.crossover else None,
+                "flags": list(a.crossover_flags), "notes": list(a.notes)}
+               for a in found.methods]  # fmt: skip
+        rows = [{**r, "reaches": r.pop("beats")} for r in as_rows(found.methods)]
+        typer.echo(json.dumps({"metric": found.metric, "target": found.target,
+                               "loss_col": found.loss_col, "chance": found.chance,
+                               "answers": out, "cells": rows}, indent=2, default=float))  # fmt: skip
+        return
+    better = "higher" if found.higher_is_better else "lower"
+    typer.echo(f"{found.metric} ({better} is better) reaching {target:g}: margin = mean - target "
+               "in the better direction, 95% CI")  # fmt: skip
+    width = max([len(c.model) for a in found.methods for c in a.cells] or [0])
+    for a in found.methods:
+        typer.echo(f"\n{a.method}:")
+        for c in a.cells:
+            ci = "" if math.isnan(c.lo) else f" [{c.lo:+.4g}, {c.hi:+.4g}]"
+            typer.echo(f"  {c.model:<{width}}  {size} {c.size:>12,.0f}  {found.metric} "
+                       f"{c.mean:.4f}  margin {c.gain:+.4g}{ci}  ({c.test})"
+                       f"{'  reaches' if c.beats else ''}")  # fmt: skip
+        typer.echo(f"  answer: {a.statement}")
+        typer.echo(f"  {prediction_text(a)}")
+        for flag in a.crossover_flags:
+            typer.echo(f"  flag: {flag}")
+        for note in a.notes:
+            if not note.startswith("no "):
+                typer.echo(f"  note: {note}")
 
 
 def _law_json(law) -> dict:

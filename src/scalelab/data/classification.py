@@ -12,6 +12,13 @@ only vary initialisation, shuffling and dropout. The test split is always used w
 weak-to-strong generalization (Burns et al. 2023), where a weak model learns from half A's
 ground truth and labels half B for a strong student. A run on one half also holds out the
 other (`TaskData.heldout`): fine-tuning runs write their soft labels on it as a product.
+
+`k_per_class: k` trains on exactly k examples of each class (few-shot fine-tuning), drawn
+from the training split (after its `train_size` subsample, if any) by `draw_k_per_class`,
+fixed by (`data_seed`, `draw`): `draw: 0, 1, 2` are three different fixed draws, and the
+same (data_seed, draw, k) is always the same set. The draws are nested in k (k = 5 holds
+k = 1's examples). A class with fewer than k examples is one error (at spec time for a
+small local table). `k_per_class` and `half` are not combined; `draw` needs k_per_class.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from scalelab.config import Strict
+from scalelab.data.augment import Augment
 from scalelab.data.tasks import register_task_kind
 
 # Up to this size a local table is read at spec time to check its splits (a larger one is
@@ -37,10 +45,16 @@ class ClassificationTask(Strict):
     max_length: tokens per example after truncation (batches are padded to their longest
     example, at most this); train_size / val_size: stratified subsample sizes (None = all);
     data_seed: seed of those subsamples, fixed across runs (see the module docstring);
-    half: train on half "a" or "b" of the training split (`split_halves`; None = all of it).
+    half: train on half "a" or "b" of the training split (`split_halves`; None = all of it);
+    augment: copies of training examples made by EDA or back-translation (`data/augment.py`;
+    None = none); k_per_class: train on exactly k examples of each class
+    (`draw_k_per_class`); draw: which fixed draw of those (0, 1, ...; see the module
+    docstring).
     """
 
-    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset({"half"})  # added later
+    ID_OMIT_DEFAULTS: ClassVar[frozenset[str]] = frozenset(
+        {"half", "augment", "k_per_class", "draw"}
+    )  # added later
 
     kind: Literal["classification"] = "classification"
     dataset: str
@@ -49,6 +63,23 @@ class ClassificationTask(Strict):
     val_size: PositiveInt | None = None
     data_seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds take 32 bits
     half: Literal["a", "b"] | None = None
+    augment: Augment | None = None
+    k_per_class: PositiveInt | None = None
+    draw: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _check_few_shot(self) -> ClassificationTask:
+        if self.k_per_class is not None and self.half is not None:
+            raise ValueError(
+                "task.k_per_class cannot be combined with task.half: draw k per class from "
+                "the whole training split, or train on a half without k_per_class"
+            )
+        if self.draw and self.k_per_class is None:
+            raise ValueError(
+                f"task.draw {self.draw} needs task.k_per_class (a train_size subsample is "
+                "drawn with data_seed alone)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> ClassificationTask:
@@ -85,6 +116,21 @@ def _local_data(path: str, mtime_ns: int):
     return load_classification(path)
 
 
+def known_label_names(task: ClassificationTask) -> list[str] | None:
+    """The task's label names when known without a download: a catalog dataset's, or a
+    small local table's (read at spec time anyway, `_check_local_splits`); else None."""
+    import os
+
+    from scalelab.data.catalog import DATASETS
+
+    if task.dataset in DATASETS:
+        return list(DATASETS.get(task.dataset).label_names) or None
+    path = os.path.expanduser(task.dataset)
+    if not os.path.isfile(path) or os.path.getsize(path) > _SPLIT_CHECK_BYTES:
+        return None
+    return list(_local_data(path, os.stat(path).st_mtime_ns).label_names)
+
+
 def check_splits(task: ClassificationTask, data) -> None:
     """Raise ScalelabError naming each empty split of `data` (a ClassificationData) and a
     train_size / val_size larger than its split."""
@@ -104,6 +150,8 @@ def check_splits(task: ClassificationTask, data) -> None:
             raise ScalelabError(
                 f"task.{field} {want} is larger than the {split} split ({sizes[split]})"
             )
+    if task.k_per_class is not None:
+        few_shot_positions(task, data.train, data.label_names)
 
 
 register_task_kind("classification", ClassificationTask)
@@ -131,7 +179,9 @@ class TaskData:
 
 
 def load_task_data(task: ClassificationTask) -> TaskData:
-    """Load the fixed splits and apply the (data-seeded) subsamples."""
+    """Load the fixed splits and apply the (data-seeded) subsamples, then `augment` to the
+    training examples only (copies follow the originals and carry their positions)."""
+    from scalelab.data.augment import augment_training
     from scalelab.data.loaders import load_classification, stratified_subsample
 
     data = load_classification(task.dataset)
@@ -143,10 +193,13 @@ def load_task_data(task: ClassificationTask) -> TaskData:
         val = stratified_subsample(val, task.val_size, task.data_seed)
     names = data.label_names or [str(i) for i in range(1 + max(e["label"] for e in train))]
     index, heldout = list(range(len(train))), []
+    if task.k_per_class is not None:
+        index = few_shot_positions(task, train, names, subsampled=True)
     if task.half is not None:
         halves = split_halves([e["label"] for e in train], task.data_seed)
         index, heldout = halves if task.half == "a" else halves[::-1]
-    return TaskData([train[i] for i in index], val, data.test, list(names), index,
+    own, index = augment_training([train[i] for i in index], index, task.augment, task.data_seed)
+    return TaskData(own, val, data.test, list(names), index,
                     [train[i] for i in heldout], heldout)  # fmt: skip
 
 
@@ -163,6 +216,64 @@ def split_halves(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
     perm = np.random.default_rng(seed).permutation(len(y))
     order = perm[np.argsort(y[perm], kind="stable")]
     return sorted(order[0::2].tolist()), sorted(order[1::2].tolist())
+
+
+def few_shot_positions(
+    task: ClassificationTask, train: list[dict], names: list[str], *, subsampled: bool = False
+) -> list[int]:
+    """Positions in `train` of the task's k-per-class draw (`draw_k_per_class` with its
+    k_per_class, data_seed and draw). `train`: the training split, or with `subsampled` its
+    train_size subsample already; names: the label names ([] = 0..max label). Raises
+    ScalelabError when a class has fewer than k_per_class examples."""
+    from scalelab.data.loaders import stratified_subsample
+
+    if not subsampled and task.train_size is not None:
+        train = stratified_subsample(train, task.train_size, task.data_seed)
+    labels = [e["label"] for e in train]
+    names = names or [str(i) for i in range(1 + max(labels, default=-1))]
+    where = "the training split"
+    if task.train_size is not None:
+        where = f"the training split's train_size {task.train_size} subsample"
+    return draw_k_per_class(labels, task.k_per_class, task.data_seed, task.draw, names, where)
+
+
+def draw_k_per_class(
+    labels: list[int],
+    k: int,
+    data_seed: int,
+    draw: int,
+    names: list[str],
+    where: str = "the training split",
+) -> list[int]:
+    """Positions (ascending) of exactly `k` examples of each class 0..len(names)-1 among
+    `labels` (class ids, shape (n,)): the few-shot training set of few-shot fine-tuning.
+
+    One numpy Generator seeded by (data_seed, draw) permutes each class's positions in
+    class order; a class keeps the first k of its permutation. Its permutations depend on
+    the class sizes only, never on k, so the sets are nested in k (k = 5 contains k = 1)
+    and the same (labels, data_seed, draw) always gives the same set; another draw gives
+    another (unless a class has exactly k examples). Raises ScalelabError naming the
+    classes with fewer than k examples in `where`.
+    """
+    import numpy as np
+
+    from scalelab.errors import ScalelabError
+
+    y = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(y, minlength=len(names)) if len(y) else np.zeros(len(names), int)
+    short = [f"{names[c]!r} ({counts[c]})" for c in range(len(names)) if counts[c] < k]
+    if short:
+        more = f" and {len(short) - 3} more" if len(short) > 3 else ""
+        raise ScalelabError(
+            f"task.k_per_class {k}: class{'es' * (len(short) > 1)} {', '.join(short[:3])}"
+            f"{more} ha{'ve' if len(short) > 1 else 's'} fewer than {k} examples in {where}"
+        )
+    rng = np.random.default_rng([data_seed, draw])
+    chosen = []
+    for c in range(len(names)):
+        where_c = np.flatnonzero(y == c)
+        chosen.extend(where_c[rng.permutation(len(where_c))[:k]].tolist())
+    return sorted(chosen)
 
 
 def encode(tok, examples: list[dict], max_length: int) -> list[list[int]]:

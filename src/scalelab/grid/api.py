@@ -220,7 +220,7 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     for r in runs:
         own = flat[r.run_id]
         parts = [label(r), *([f"stage={r.stage}"] if stage and r.stage != "main" else [])]
-        parts += [f"{k}={own[k]}" for k in varying if k in own and own[k] is not None]
+        parts += [f"{k}={_one_line(own[k])}" for k in varying if k in own and own[k] is not None]
         out[r.run_id] = " ".join(parts)
 
     # Products of different upstream runs share a name (`@base:gpt-d2` of seeds 0 and 1):
@@ -233,6 +233,14 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
         if counts[rest(r)] > 1 and r.model.run_id:
             out[r.run_id] += f" from={r.model.run_id[:8]}"
     return out
+
+
+def _one_line(value: Any) -> Any:
+    """A value as a label shows it: line breaks and tabs in a string written as escapes
+    (a prompt template's "\\n"), so one run stays one line of progress."""
+    if not isinstance(value, str):
+        return value
+    return value.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
 
 
 def _outcome_line(o: Outcome, label: str) -> str:

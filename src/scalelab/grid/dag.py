@@ -10,7 +10,7 @@ products with a reference string, in `models` or as a method param value:
 `@teacher` means the model product (`runs/<id>/model`) of every run of stage `teacher`: it
 is an axis, one dependent per matching run. `@teacher[model=gpt-d2,seed=0]` keeps the runs
 whose config matches (keys: model, method, seed, or a column such as params.lr or
-task.dataset). In `models`, `@teacher@2000000` (or `@teacher[...]@2000000`) names the model
+task.dataset; values are YAML: `@weak[params.keep_layers=[0, 5]]`, `[...=null]`). In `models`, `@teacher@2000000` (or `@teacher[...]@2000000`) names the model
 each run kept at 2,000,000 tokens (pretrain's `keep_checkpoints`: `runs/<id>/revisions/`).
 A dependent's config records its input as `run:<id>` (`run:<id>@<tokens>`), so its run id
 hashes its inputs' ids: changing a teacher reruns its students and nothing else. Stages may
@@ -34,8 +34,10 @@ from scalelab.grid.spec import ExperimentSpec, RunSpec, Stage, expand_axes, run_
 from scalelab.methods.base import METHODS
 from scalelab.models.registry import ModelRef, resolve_model
 
+# Filter values may be lists one level deep: @weak[params.keep_layers=[0, 5]].
 _REF = re.compile(
-    r"^@(?P<stage>[A-Za-z0-9_-]+)(?:\[(?P<filters>[^\]]*)\])?(?:@(?P<revision>[0-9]+))?$"
+    r"^@(?P<stage>[A-Za-z0-9_-]+)(?:\[(?P<filters>(?:[^\[\]]|\[[^\[\]]*\])*)\])?"
+    r"(?:@(?P<revision>[0-9]+))?$"
 )
 
 
@@ -49,8 +51,7 @@ class StageRef:
     revision: str | None = None
 
     def matches(self, run: RunSpec) -> bool:
-        return all(_config_value(run, k) == v or _same_number(_config_value(run, k), v)
-                   for k, v in self.filters)  # fmt: skip
+        return all(_same_value(_config_value(run, k), v) for k, v in self.filters)
 
 
 def parse_ref(value: Any, where: str) -> StageRef | None:
@@ -64,7 +65,7 @@ def parse_ref(value: Any, where: str) -> StageRef | None:
             "@stage[key=value,...] or @stage@<tokens> for a kept revision)"
         )
     filters = []
-    for part in filter(None, (p.strip() for p in (m["filters"] or "").split(","))):
+    for part in filter(None, (p.strip() for p in _top_level_split(m["filters"] or ""))):
         key, eq, val = part.partition("=")
         if not eq or not key.strip():
             raise ScalelabError(f"{where}: bad filter {shown(part)} (write key=value)")
@@ -72,22 +73,66 @@ def parse_ref(value: Any, where: str) -> StageRef | None:
     return StageRef(m["stage"], tuple(filters), m["revision"])
 
 
-def _config_value(run: RunSpec, key: str) -> str:
+def _top_level_split(text: str) -> list[str]:
+    """`text` split at the commas outside brackets (`a=1,b=[0, 5]` -> `a=1`, `b=[0, 5]`)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+_MISSING = "\0missing"
+
+
+def _config_value(run: RunSpec, key: str) -> Any:
+    """The run's value at `key` (`model`, `seed`, `params.lr`, ...), as its config holds it
+    (a number, a string, a list, None), or _MISSING."""
     if key == "model":
         return run.model.name
     node: Any = run.config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return "\0missing"
+            return _omitted_default(run, key)
         node = node[part]
-    return str(node)
+    return node
 
 
-def _same_number(a: str, b: str) -> bool:
-    try:
-        return float(a) == float(b)
-    except ValueError:
+def _omitted_default(run: RunSpec, key: str) -> Any:
+    """A params/task field that run ids leave out at its default (`ID_OMIT_DEFAULTS`):
+    the validated model's value; anything else: _MISSING."""
+    section, _, name = key.partition(".")
+    holder = {"params": run.params, "task": run.task}.get(section)
+    if holder is None or "." in name or name not in type(holder).model_fields:
+        return _MISSING
+    return getattr(holder, name)
+
+
+def _same_value(have: Any, written: str) -> bool:
+    """Whether a filter's written value names `have`: the same text, the same number, or
+    the same YAML value (`[0, 5]`, `null`, `true`)."""
+    if have is _MISSING:
         return False
+    if str(have) == written:
+        return True
+    if isinstance(have, int | float) and not isinstance(have, bool):
+        try:
+            return float(written) == float(have)  # 3e-3 (which YAML 1.1 reads as text)
+        except ValueError:
+            pass
+    import yaml
+
+    try:
+        want = yaml.safe_load(written)
+    except yaml.YAMLError:
+        return False
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
+    if isinstance(want, int | float) and isinstance(have, int | float):
+        return float(want) == float(have)
+    return want == have
 
 
 def _refs_of(stage: Stage, name: str, spec: ExperimentSpec) -> list[tuple[str, StageRef]]:
@@ -158,7 +203,7 @@ def _matching(
     if not runs:
         filters = clip(",".join(f"{k}={v}" for k, v in ref.filters))
         unknown = [k for k, _ in ref.filters
-                   if all(_config_value(r, k) == "\0missing" for r in produced[ref.stage])]  # fmt: skip
+                   if all(_config_value(r, k) is _MISSING for r in produced[ref.stage])]  # fmt: skip
         if unknown:
             raise ScalelabError(
                 f"{where}: @{ref.stage}[{filters}]: no run of stage {ref.stage!r} has "

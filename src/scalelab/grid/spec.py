@@ -9,7 +9,8 @@
 
 Models, tasks, methods and seeds may each be one value or a list. Inside `params`, a
 method entry and a task entry, a list expands into an axis unless the field itself takes a
-list (then write a list of lists to sweep it). The typed models below are the source of
+list (then write a list of lists to sweep it), also inside a nested section such as a
+task's `augment: {method: eda, ratio: [0, 0.5, 1.0]}`. The typed models below are the source of
 truth; unknown keys and wrong types are errors naming the field.
 """
 
@@ -124,13 +125,18 @@ class ReportOptions(Strict):
     (`params.lr`, `task.*`), each one that varies in the grid: per model (and every other
     config) only the best setting over them counts, chosen on validation
     (`analysis/envelope.py`), and the scaling section draws that envelope beside the runs
-    at each single value. loss_to_loss: "LX:LY" pairs of columns the report fits and draws
+    at each single value. reaches: instead of (or beside) a reference cell, a value of the
+    metric to reach (`acc@piqa` 0.6): per method, the smallest model that reaches it and the
+    size its fitted law predicts (`analysis/reaches.py`); chance: the accuracy floor of that
+    prediction's two-step chain (default: fitted). loss_to_loss: "LX:LY" pairs of columns the report fits and draws
     as loss-to-loss (e.g. `val_loss@wikitext2:val_loss@news2017`, columns that `evaluate`
     runs of the models add; grid/api.py `with_evaluations`)."""
 
     beats: str | None = Field(None, max_length=MAX_NAME_LEN * 2)
     metric: str | None = Field(None, max_length=MAX_NAME_LEN)
     margin: FiniteFloat = Field(0.0, ge=0)
+    reaches: FiniteFloat | None = None
+    chance: FiniteFloat | None = Field(None, ge=0, lt=1)
     best_over: list[str] = Field([], max_length=8)
     loss_to_loss: list[str] = Field([], max_length=16)
 
@@ -381,23 +387,46 @@ def _writable(folder: Path) -> bool:
         return True
 
 
-def _takes_list(model: type[BaseModel], key: str) -> bool:
-    field = model.model_fields.get(key)
-    if field is None:
-        return False
-    ann = field.annotation
-    kinds = (
-        typing.get_args(ann)
-        if typing.get_origin(ann) in (typing.Union, types.UnionType)
-        else (ann,)
-    )
-    return any(typing.get_origin(k) in (list, tuple) or k in (list, tuple) for k in kinds)
+def _kinds(ann: Any) -> tuple:
+    """The types an annotation admits: a union's members, Annotated unwrapped."""
+    if typing.get_origin(ann) is Annotated:
+        return _kinds(typing.get_args(ann)[0])
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        return tuple(k for a in typing.get_args(ann) for k in _kinds(a))
+    return (ann,)
+
+
+def _takes_list(models: type[BaseModel] | tuple[type[BaseModel], ...], key: str) -> bool:
+    """Whether field `key` of the model (of any of the models) is typed as a list."""
+    for model in models if isinstance(models, tuple) else (models,):
+        field = model.model_fields.get(key)
+        if field is not None and any(
+            typing.get_origin(k) in (list, tuple) or k in (list, tuple)
+            for k in _kinds(field.annotation)
+        ):
+            return True
+    return False
+
+
+def _sub_models(models: type[BaseModel] | tuple[type[BaseModel], ...], key: str) -> tuple:
+    """The pydantic models field `key` takes (a nested section, e.g. a task's `augment`)."""
+    out = []
+    for model in models if isinstance(models, tuple) else (models,):
+        field = model.model_fields.get(key)
+        if field is not None:
+            out += [k for k in _kinds(field.annotation)
+                    if isinstance(k, type) and issubclass(k, BaseModel)]  # fmt: skip
+    return tuple(dict.fromkeys(out))
 
 
 def expand_axes(
-    section: dict[str, Any], model: type[BaseModel], where: str = ""
+    section: dict[str, Any],
+    model: type[BaseModel] | tuple[type[BaseModel], ...],
+    where: str = "",
 ) -> list[dict[str, Any]]:
-    """Every combination of the list-valued keys of `section` (those not typed as lists).
+    """Every combination of the list-valued keys of `section` (those not typed as lists),
+    also inside a nested section typed as a model (`augment: {ratio: [0, 0.5]}` sweeps
+    `augment.ratio`).
 
     Raises ScalelabError `where.key: an empty list gives no runs` for an empty axis."""
     axes = [k for k, v in section.items() if isinstance(v, list) and not _takes_list(model, k)]
@@ -406,15 +435,22 @@ def expand_axes(
         for k, v in section.items()
         if isinstance(v, list) and v and isinstance(v[0], list) and _takes_list(model, k)
     ]
-    if not axes:
-        return [dict(section)]
+    values = {k: section[k] for k in axes}
     for k in axes:
         if not section[k]:
             field = f"{where}.{clip(k, 40)}" if where else clip(k, 40)
             raise ScalelabError(f"{field}: an empty list gives no runs")
+    for k, v in section.items():  # nested sections with axes of their own
+        if isinstance(v, dict) and (subs := _sub_models(model, k)):
+            inner = expand_axes(v, subs, f"{where}.{clip(k, 40)}" if where else clip(k, 40))
+            if len(inner) > 1:
+                axes.append(k)
+                values[k] = inner
+    if not axes:
+        return [dict(section)]
     return [
         {**section, **dict(zip(axes, combo, strict=True))}
-        for combo in itertools.product(*(section[k] for k in axes))
+        for combo in itertools.product(*(values[k] for k in axes))
     ]
 
 

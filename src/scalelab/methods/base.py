@@ -84,6 +84,28 @@ def register_method(method: MethodDef) -> MethodDef:
     return METHODS.register(method.name, method)
 
 
+def register_variant(name: str, kind: str, variant: MethodDef) -> MethodDef:
+    """Add the definition that runs tasks of `kind` to the registered method `name` (its
+    own params, entry, checks, metrics and products; `for_kind(kind)` returns it), so a
+    new kind of task for an existing method is one file ending in this call. Returns the
+    updated method. Raises ValueError when `name` is not registered, the method already
+    serves `kind`, the variant is named otherwise, or its params model accepts NaN."""
+    from dataclasses import replace
+
+    if name not in METHODS:
+        raise ValueError(f"method {name!r}: register it before its variants")
+    method = METHODS.get(name)
+    if kind in method.task_kinds:
+        raise ValueError(f"method {name!r} already serves task kind {kind!r}")
+    if variant.name != name:
+        raise ValueError(f"a variant of {name!r} is named {variant.name!r}")
+    if variant.params.model_config.get("allow_inf_nan", True):
+        raise ValueError(f"method {name!r}: variant params {variant.params.__name__} accept NaN")
+    updated = replace(method, task_kinds=(*method.task_kinds, kind),
+                      variants={**method.variants, kind: variant})  # fmt: skip
+    return METHODS.replace(name, updated)
+
+
 def print_warnings(event: dict) -> None:
     """The report of a run started outside a grid: progress is dropped, warnings go to
     stderr (inside a grid the driver's progress display prints them)."""

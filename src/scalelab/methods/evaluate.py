@@ -307,7 +307,8 @@ MATH_METRICS = (
 
 _DESCRIPTION = (
     "score a model without training (multiple choice, corpus loss, written "
-    "answers to math and multiple-choice questions)"
+    "answers to math and multiple-choice questions, zero-shot and in-context "
+    "classification)"
 )
 _WRITTEN = MethodDef("evaluate", EvaluateMathParams, "scalelab.methods.evaluate_math:run_math",
                      ("math", "mcqa"), _DESCRIPTION, check=_check_math, check_run=check_run,

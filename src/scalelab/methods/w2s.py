@@ -103,6 +103,11 @@ def _check(task, params: W2SParams) -> None:
             "task.half: a w2s student trains on one half of the training split (b) and its "
             "weak supervisor on the other (a): set half: b"
         )
+    if getattr(task, "augment", None) is not None:
+        raise ScalelabError(
+            "task.augment: a w2s student learns the weak labels of the examples of its half; "
+            "augmented copies have none (augment the weak supervisor's task instead)"
+        )
     if params.early_stopping_patience and not params.keep_best_val:
         raise ScalelabError(
             "params.early_stopping_patience: early stopping watches validation ground truth; "

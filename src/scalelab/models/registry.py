@@ -239,3 +239,60 @@ def model_path(ref: ModelRef) -> tuple[str, dict]:
     if ref.kind == "http":
         raise ScalelabError(f"model {ref.name!r} is an HTTP endpoint: it has no local weights")
     raise ValueError(f"{ref.name} is a ladder model: build it from its config")
+
+
+FAMILIES = ("decoder", "encoder", "classifier")
+_CAUSAL = ("ForCausalLM", "LMHeadModel")
+_HEADED = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+           "ForMultipleChoice")  # fmt: skip
+
+
+def config_family(config: dict) -> str:
+    """What a transformers `config.json` (as a dict) describes: "decoder" (a causal-LM
+    architecture such as GPT2LMHeadModel or LlamaForCausalLM, or `is_decoder`),
+    "classifier" (a model with a task head: ...ForSequenceClassification and the like),
+    else "encoder" (a bare model or a masked-LM one: BertModel, MPNetForMaskedLM)."""
+    archs = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith(_CAUSAL) for a in archs) or config.get("is_decoder"):
+        return "decoder"
+    if any(a.endswith(_HEADED) for a in archs):
+        return "classifier"
+    return "encoder"
+
+
+def model_family(ref: ModelRef, producer_kind: str | None = None) -> str | None:
+    """What a model is, without loading its weights: one of FAMILIES, "ladder" (an
+    untrained config), or None when only the run can tell (a Hub id not yet read).
+
+    A registered model has its declared `arch`; an HTTP endpoint is a decoder; another
+    run's model (kind run) before it exists is a classifier when its producer trained on a
+    classification task (`producer_kind`), else a decoder, and once it exists what its
+    folder's config says; a local folder what its `config.json` says. Raises ScalelabError
+    for a local folder without a readable config.json."""
+    import json
+
+    if ref.kind == "ladder":
+        return "ladder"
+    if ref.kind == "registered":
+        return PRETRAINED.get(ref.name).arch
+    if ref.kind == "http":
+        return "decoder"
+    if ref.kind == "hub":
+        return None
+    try:
+        folder = Path(model_path(ref)[0])
+    except ScalelabError:  # a revision of a run not made yet
+        if ref.kind != "run":
+            raise
+        folder = Path(str(ref.path))
+    if ref.kind == "run" and not (folder / "config.json").exists():
+        if producer_kind is None:
+            return None
+        return "classifier" if producer_kind == "classification" else "decoder"
+    try:
+        return config_family(json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        raise ScalelabError(
+            f"model {shown(ref.name)}: no readable config.json in {folder} (a local model is "
+            "a transformers save_pretrained folder)"
+        ) from None

@@ -70,6 +70,66 @@ def answer_section(
     return "".join(parts), found
 
 
+def reaches_section(
+    runs: pd.DataFrame,
+    target: float,
+    metric: str | None,
+    out: Path,
+    *,
+    size: str = "non_embedding_params",
+    chance: float | None = None,
+    bootstrap: int = 200,
+) -> tuple[str, Any]:
+    """(HTML, the `reaches.ReachAnswer` it shows): per method the smallest model whose
+    metric reaches `target` with support from its seeds, the size its fitted law predicts
+    (the two-step chain where a task-loss column pairs with the accuracy), the figure and
+    every cell's margin. Raises ScalelabError for a metric the runs lack or a target
+    outside the metric's range."""
+    from scalelab.analysis.beats import as_rows
+    from scalelab.analysis.reaches import answer_reaching, prediction_text
+    from scalelab.report.scaling import per_of
+
+    found = answer_reaching(runs, target, metric, size, bootstrap, chance=chance)
+    how = (f"the two-step chain size -> {found.loss_col} -> {found.metric} (Bhagia et al. "
+           "2024)" if found.loss_col else "the power law E + A·N^-alpha on the metric")  # fmt: skip
+    parts = [f"<p>Target: {_html.escape(found.metric)} {target:g} "
+             f"({'higher' if found.higher_is_better else 'lower'} is better). A model reaches "
+             "it when the 95% interval of its mean lies past the target (one-sample t over "
+             "its seeds; a one-run evaluation by its standard error over test items). The "
+             f"predicted size comes from {_html.escape(how)}, with a bootstrap interval.</p>"
+             "<ul>"]  # fmt: skip
+    for a in found.methods:
+        flags = "".join(f"<br><span class='note'>flag: {_html.escape(f)}</span>"
+                        for f in a.crossover_flags)  # fmt: skip
+        parts.append(f"<li><b>{_html.escape(a.method)}</b>: {_html.escape(a.statement)}."
+                     f"<br><span class='note'>{_html.escape(prediction_text(a))}</span>"
+                     f"{flags}</li>")  # fmt: skip
+    parts.append("</ul>")
+    rows = as_rows(found.methods)
+    if rows:
+        predicted = {a.method: (a.crossover.n, a.crossover.lo, a.crossover.hi)
+                     for a in found.methods if a.crossover is not None}  # fmt: skip
+        png = plots.plot_beats(pd.DataFrame(rows), (f"target {target:g}", None, target),
+                               out / "reaches.png", metric=found.metric, size=size,
+                               higher_is_better=found.higher_is_better,
+                               per=per_of(runs), predicted=predicted)  # fmt: skip
+        parts.append(html.figure(png, f"{found.metric} of each cell (mean over seeds) vs "
+                                 f"{size}; bars: the 95% interval of the mean; filled: "
+                                 "reaches the target with that support; diamonds: the "
+                                 "size each method's fit predicts, with its interval."))  # fmt: skip
+        parts.append(html.table([_reach_row(r, size, found.metric) for r in rows],
+                                ["method", "model", size, "seeds", found.metric,
+                                 "margin (95% CI)", "test", "reaches"], left=2))  # fmt: skip
+    return "".join(parts), found
+
+
+def _reach_row(r: dict, size: str, metric: str) -> dict:
+    row = _row(r, size, metric)
+    row["margin (95% CI)"] = row.pop("gain (95% CI)")
+    row["reaches"] = row.pop("counts")
+    return row
+
+
 def _panels(runs, cells, ref, lines, metric, size, per, higher, bootstrap, out) -> str:
     """One panel per method on shared axes, with each size-only method's power law (and
     its band where the fit is identified); losses only (accuracies get points)."""

@@ -1,7 +1,8 @@
 """Build a report folder: one page per experiment that adapts to what the runs hold.
 
 A set-up block heads the page; then, per stage (a spec without stages has one): the
-classification section where runs report accuracies, the sweep heat map where exactly two
+classification section where runs report accuracies (and, where they vary train_size or
+k_per_class, the data-scaling section), the sweep heat map where exactly two
 hyper-parameters vary, the scaling section (loss vs size with fits) where runs have a size
 column, and the learning curves. Fitting happens here and in `scaling.py` (via
 `analysis.api`); the plot modules only draw. Everything is written to a temporary folder
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from scalelab.analysis import table
+from scalelab.analysis.data_scaling import varies_data
 from scalelab.analysis.distill_grid import lm_distill
 from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
@@ -55,6 +57,10 @@ class ReportSpec:
     metric: str | None = None
     margin: float = 0.0
     beats_required: bool = False
+    # The smallest model that reaches this value of `metric` (`analysis/reaches.py`), with
+    # the same rule for a value the runs cannot answer (asked: error; from the spec: note).
+    reaches: float | None = None
+    reaches_required: bool = False
     # Swept axes (params.lr): per model the best run over them, chosen on validation
     # (`analysis/envelope.py`); required: asked for on the command line (a bad axis is an
     # error), else the spec's `report.best_over` (a note while the runs do not vary).
@@ -110,6 +116,22 @@ def _answer(
     return heading, body, found
 
 
+def _reaching(done: pd.DataFrame, spec: ReportSpec, out: Path, notes: list[str]):
+    """("The answer: the smallest model that reaches ...", html)."""
+    from scalelab.report.answer import reaches_section
+
+    heading = f"The answer: the smallest model that reaches {spec.reaches:g}"
+    try:
+        body, found = reaches_section(done, spec.reaches, spec.metric, out,
+                                      chance=spec.chance, bootstrap=spec.bootstrap)  # fmt: skip
+    except ScalelabError as err:
+        if spec.reaches_required:
+            raise
+        notes.append(f"no answer for report.reaches {spec.reaches:g}: {err}")
+        return heading, f"<p class='note'>No answer: {html.esc(err)}</p>"
+    return f"The answer: the smallest model that reaches {found.metric} {spec.reaches:g}", body
+
+
 def _law(done: pd.DataFrame, spec: ReportSpec, out: Path, found: Any) -> tuple[str, str]:
     """("When to distill: ...", html): the distillation law's answers for a grid of
     language-model distill runs, at the reference's loss when the answer section found one
@@ -145,6 +167,19 @@ def _active(done: pd.DataFrame, curves, out: Path, spec: ReportSpec, notes: list
         return heading, active_section(done, curves, out, bootstrap=spec.bootstrap)
     except ScalelabError as err:
         notes.append(f"no active-learning summary: {err}")
+        return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
+
+
+def _data_scaling(done: pd.DataFrame, out: Path, spec: ReportSpec, notes: list[str]):
+    """("Data scaling: ...", html) for runs that vary train_size or k_per_class, or a note
+    when they hold nothing to show."""
+    from scalelab.report.data_scaling import data_scaling_section
+
+    heading = f"Data scaling: {spec.metric or 'accuracy'} vs labelled examples"
+    try:
+        return heading, data_scaling_section(done, out, spec.metric, bootstrap=spec.bootstrap)
+    except ScalelabError as err:
+        notes.append(f"no data-scaling summary: {err}")
         return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
 
 
@@ -328,6 +363,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
         if spec.beats:
             heading, body, found = _answer(done, spec, tmp, notes)
             sections.append((heading, body))
+        if spec.reaches is not None:
+            sections.append(_reaching(done, spec, tmp, notes))
         if lm_distill(done).any():
             sections.append(_law(done, spec, tmp, found))
         if has_branches(done):
@@ -339,6 +376,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             # their curve points are rounds (x: labels), not the training-step curves below
             if curves is not None and "run_id" in curves:
                 curves = curves[~curves["run_id"].astype(str).isin(active_run_ids(done))]
+        if varies_data(done):
+            sections.append(_data_scaling(done, tmp, spec, notes))
         evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]
         for stage, sub in stages:
             if _evaluations_only(sub, spec):

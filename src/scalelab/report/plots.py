@@ -224,6 +224,7 @@ def plot_beats(
     per: str = "token",
     margin: float = 0.0,
     lines: set[str] | None = None,
+    predicted: dict[str, tuple[float, float, float]] | None = None,
 ) -> Path:
     """The answer at a glance: each method's cell means vs size (log x), one line per
     method; bars: the reference mean plus the 95% interval of the cell's gain over it (in
@@ -232,8 +233,12 @@ def plot_beats(
     margin as a dotted line.
 
     cells: one row per cell with method, size, mean, gain, lo, hi, beats (`beats.as_rows`);
-    reference: (name, size, mean); lines: the methods whose cells a line joins (default
-    all; a method whose cells differ in more than size gets markers only).
+    reference: (name, size, mean); a size of None draws no star: the reference is a
+    target value (`analysis/reaches.py`); lines: the methods whose cells a line joins
+    (default all; a method whose cells differ in more than size gets markers only);
+    predicted: method -> (size, lo, hi) a fitted law predicts to reach the reference, drawn
+    as a diamond on the reference line with its interval (an infinite end is cut at the
+    axis).
     """
     name, ref_size, ref_mean = reference
     fig, ax = style.figure()
@@ -254,15 +259,29 @@ def plot_beats(
                 ax.plot([x] * 2, ends, color=color, lw=1, alpha=0.7, zorder=2)
             ax.scatter(x, r["mean"], s=36, zorder=3, color=color,
                        facecolor=color if r["beats"] else "white", linewidths=1.4)  # fmt: skip
-    ax.axhline(ref_mean, color="#444", ls="--", lw=1)
-    ax.scatter([ref_size], [ref_mean], marker="*", s=140, color="#222", zorder=4,
-               label=f"{name} (reference)")  # fmt: skip
+    if ref_size is None:
+        ax.axhline(ref_mean, color="#444", ls="--", lw=1, label=name)
+    else:
+        ax.axhline(ref_mean, color="#444", ls="--", lw=1)
+        ax.scatter([ref_size], [ref_mean], marker="*", s=140, color="#222", zorder=4,
+                   label=f"{name} (reference)")  # fmt: skip
+    shown = [*cells["size"]] + ([ref_size] if ref_size is not None else [])
+    for m, (n, lo, hi) in (predicted or {}).items():
+        if np.isfinite(n) and n > 0:
+            color = colors.get(m, "#222")
+            ends = [v for v in (lo, hi) if np.isfinite(v) and v > 0]
+            if len(ends) == 2:
+                ax.plot(ends, [ref_mean] * 2, color=color, lw=3, alpha=0.35, zorder=1)
+            ax.scatter([n], [ref_mean], marker="D", s=40, color=color, zorder=4,
+                       label=f"{m}: predicted size")  # fmt: skip
+            shown.append(n)
     if margin:
         ax.axhline(ref_mean - sign * margin, color="#444", ls=":", lw=1,
                    label=f"reference {'-' if higher_is_better else '+'} {margin:g}")  # fmt: skip
-    _size_axes(ax, size, metric, [*cells["size"], ref_size], per)
+    _size_axes(ax, size, metric, shown, per)
     verb = f"come within {margin:g} of" if margin else "beat"
-    ax.set_title(f"Which models {verb} the reference? (filled: yes, with 95% support)")
+    what = "reach the target" if ref_size is None else f"{verb} the reference"
+    ax.set_title(f"Which models {what}? (filled: yes, with 95% support)")
     ax.legend(loc="best")
     return _save(fig, path)
 
