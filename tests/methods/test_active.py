@@ -230,7 +230,8 @@ def test_an_experiment_runs_analyses_and_reports_end_to_end(tmp_path, tiny, caps
      ({"budget": 6}, r"params.budget \(6\) is smaller than params.seed_size"),
      ({"strategy": "bald"}, "strategy"),
      ({"budget": 48, "task": {"train_size": 40}}, r"params.budget \(48\) exceeds task.train_size"),
-     ({"budget": 36, "task": {"half": "a"}}, "task.half: active learning draws from the whole training")],
+     ({"budget": 36, "task": {"half": "a"}}, "task.half: active learning draws from the whole"),
+     ({"budget": 36, "task": {"k_per_class": 4}}, "task.k_per_class: active learning draws")],
 )  # fmt: skip
 def test_a_budget_that_does_not_fit_the_rounds_is_a_spec_error(tmp_path, tiny, capsys, params,
                                                                message):  # fmt: skip

@@ -85,8 +85,12 @@ def _check(task, params: ActiveParams) -> None:
             f"params.budget ({params.budget}) must be params.seed_size ({params.seed_size}) "
             f"plus a whole number of params.query_size ({params.query_size})"
         )
-    if getattr(task, "half", None) is not None:
-        raise ScalelabError("task.half: active learning draws from the whole training split")
+    for field in ("half", "k_per_class", "augment"):  # each would change the pool
+        if getattr(task, field, None) is not None:
+            raise ScalelabError(
+                f"task.{field}: active learning draws from the whole training split (its "
+                f"pool of real examples): leave task.{field} unset"
+            )
     if task.train_size is not None and params.budget > task.train_size:
         raise ScalelabError(
             f"params.budget ({params.budget}) exceeds task.train_size ({task.train_size}): "
