@@ -95,3 +95,19 @@ def test_invalid_utf8_is_still_refused_on_the_byte_path(tmp_path, monkeypatch, b
     with pytest.raises(ScalelabError, match=r"cannot read .*train-0\.txt"):
         tokenize_splits(lm_splits(str(folder)), byte_tokenizer())
     assert not [p for p in cache_dir("tokens").iterdir() if not p.name.startswith(".")]
+
+
+def test_the_byte_path_reports_progress_per_split(tmp_path, monkeypatch):
+    from scalelab.data import token_files
+
+    monkeypatch.setattr(lm_sources, "CHUNK_CHARS", 1 << 16)
+    monkeypatch.setattr(token_files, "PROGRESS_EVERY_S", 0.0)  # every chunk
+    folder = _corpus(tmp_path / "c")
+    (folder / "train-0.txt").write_bytes(DOC_A.encode() * 60_000)  # ~2.6 MB, ~40 chunks
+    events: list[dict] = []
+    data = tokenize_splits(lm_splits(str(folder)), byte_tokenizer(), report=events.append)
+    train = [e for e in events if e.get("info", "").startswith("tokenizing train:")]
+    assert len(train) > 20 and all(e["total"] is None for e in train)  # .gz/.jsonl: no size
+    steps = [e["step"] for e in train]
+    assert steps == sorted(steps) and steps[-1] == data.n_bytes["train"] // 10**6
+    assert "MB/s" in train[-1]["info"]

@@ -2,8 +2,10 @@
 would give.
 
 * The byte tokenizer (`tokenizer.byte_tokenizer`: id = byte, `<|endoftext|>` = 256) is
-  not run through `tokenizers` at all: its ids are the text's UTF-8 bytes (numpy, hundreds
-  of MB/s; the Rust path ran at 0.6 MB/s and took ~250 bytes of memory per token).
+  not run through `tokenizers` at all: its ids are the text's UTF-8 bytes (numpy, GB/s;
+  the Rust path ran at 0.6 MB/s and took ~250 bytes of memory per token). `encode_utf8`
+  takes the text as UTF-8 bytes, so text files are never decoded to `str` and back
+  (`lm_sources.SplitText.byte_chunks`).
 * Any other tokenizer encodes *segments* in batches (`encode_batch_fast`, all cores). A
   segment ends at the first point at least `SEG_CHARS` characters in where a space is
   followed by an ASCII letter or digit: there GPT-2-style byte-level pre-tokenizers (and

@@ -15,6 +15,10 @@ loaders produced before (so token ids do not change):
   task's `files:`; several files, or the records of JSONL/parquet files, are documents
   joined with a blank line. Records give their `text_field` (default `text`).
 
+`SplitText.byte_chunks()` gives the same text as UTF-8 bytes, reading whole text files
+without decoding them (checked as UTF-8 all the same): the byte tokenizer's ids are those
+bytes.
+
 Each split has a `digest`: sha256 over what it is read from (file digests, line ranges,
 field names, separators), the key of the token cache.
 """

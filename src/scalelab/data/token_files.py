@@ -10,9 +10,11 @@ content under `$SCALELAB_HOME/tokens/<key>/`:
 `key` hashes each split's source digest and the tokenizer (its full JSON): five model
 sizes on one corpus tokenize it once. The folder is written under a temp name and renamed
 (`io.replace_dir`), by one of the processes that miss it at once (`io.build_once`); the
-others wait, then map it. Every open checks the index, each file's size and sha256; a
-damaged entry (truncated, changed, unreadable index) is named in a warning, removed under
-the lock and rebuilt.
+others wait, then map it. Every open checks the index, each file's size and sha256 (but
+the builder's own open right after the rename: its digests are of the bytes it just
+wrote); a damaged entry (truncated, changed, unreadable index) is named in a warning,
+removed under the lock and rebuilt. Blocks are hashed and written in a second thread while
+the next one is read and encoded.
 """
 
 from __future__ import annotations
