@@ -111,3 +111,17 @@ def test_the_byte_path_reports_progress_per_split(tmp_path, monkeypatch):
     steps = [e["step"] for e in train]
     assert steps == sorted(steps) and steps[-1] == data.n_bytes["train"] // 10**6
     assert "MB/s" in train[-1]["info"]
+
+
+def test_utf8_chunks_cut_inside_characters_decode_for_other_tokenizers():
+    from scalelab.data.tokenizer import TokenizerSpec, build_tokenizer
+
+    text = (DOC_A + DOC_B + DOC_C) * 20
+    tok = build_tokenizer(TokenizerSpec(kind="bpe", vocab_size=300), text)
+    enc = Encoder.for_tokenizer(tok, text[:2000])
+    data = text.encode()
+    raw_cuts = [data[i : i + 5] for i in range(0, len(data), 5)]  # inside characters too
+    via_bytes = np.concatenate([ids for ids, _ in enc.encode_utf8(raw_cuts)])
+    assert not enc.byte_level and via_bytes.tolist() == tok.backend_tokenizer.encode(text).ids
+    with pytest.raises(UnicodeDecodeError):  # a character cut off at the very end
+        list(enc.encode_utf8([data, "→".encode()[:2]]))

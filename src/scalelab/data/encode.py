@@ -24,6 +24,7 @@ Memory: the text in flight and the Rust `Encoding`s of one batch, sized to
 
 from __future__ import annotations
 
+import codecs
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -208,10 +209,11 @@ class Encoder:
     def encode_utf8(
         self, chunks: Iterable[bytes], progress: Progress | None = None
     ) -> Iterator[tuple[np.ndarray, int]]:
-        """`encode` of text given as UTF-8 bytes (valid UTF-8, as `SplitText.byte_chunks`
-        gives): the byte path (uint16 ids) never decodes it; other tokenizers decode."""
+        """`encode` of text given as UTF-8 bytes (as `SplitText.byte_chunks` gives; a
+        character may be cut between chunks): the byte path (uint16 ids) never decodes it;
+        other tokenizers decode it. Raises UnicodeDecodeError for invalid UTF-8 there."""
         if not self.byte_level:
-            yield from self.encode((chunk.decode() for chunk in chunks), progress)
+            yield from self.encode(_decoded(chunks), progress)
             return
         done = 0
         for chunk in _eos_safe(chunks, EOS_BYTES):
@@ -220,6 +222,14 @@ class Encoder:
             yield ids, len(chunk)
             if progress:
                 progress(done)
+
+
+def _decoded(chunks: Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 chunks decoded, a character cut between two of them included."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for chunk in chunks:
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
 
 
 def _encode_batch(backend: Any, batch: list[str]) -> tuple[np.ndarray, int]:
