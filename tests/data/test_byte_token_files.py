@@ -125,3 +125,24 @@ def test_utf8_chunks_cut_inside_characters_decode_for_other_tokenizers():
     assert not enc.byte_level and via_bytes.tolist() == tok.backend_tokenizer.encode(text).ids
     with pytest.raises(UnicodeDecodeError):  # a character cut off at the very end
         list(enc.encode_utf8([data, "→".encode()[:2]]))
+
+
+def test_a_write_error_in_the_writer_thread_reaches_the_caller(tmp_path):
+    import io
+
+    from scalelab.data.token_files import _HashingWriter
+
+    (tmp_path / "ro.bin").write_bytes(b"")
+    block = np.arange(1 << 16, dtype=np.uint16)
+    with open(tmp_path / "ro.bin", "rb") as out:  # writing to it fails, as a full disk would
+        with pytest.raises(io.UnsupportedOperation), _HashingWriter(out) as writer:
+            for _ in range(10):  # more blocks than the queue holds: put must not hang
+                writer.put(block)
+            writer.finish()
+        assert not writer.thread.is_alive()
+    with open(tmp_path / "ok.bin", "wb") as out, _HashingWriter(out) as writer:
+        for _ in range(10):
+            writer.put(block)
+        digest = writer.finish()
+    assert digest == hashlib.sha256(block.tobytes() * 10).hexdigest()
+    assert (tmp_path / "ok.bin").read_bytes() == block.tobytes() * 10
