@@ -4,12 +4,12 @@ exactly the token files of a straightforward encoding of the split's text."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import shutil
 
 import numpy as np
 import pytest
+import xxhash
 
 from scalelab.data import lm_sources
 from scalelab.data.encode import EOS, Encoder
@@ -62,7 +62,7 @@ def test_byte_token_files_equal_a_plain_encoding(tmp_path, monkeypatch, chunk):
         raw = (entry / f"{split}.bin").read_bytes()
         assert raw == _reference(text), split
         meta = index["splits"][split]
-        assert meta["sha256"] == hashlib.sha256(raw).hexdigest()
+        assert meta["xxh3_128"] == xxhash.xxh3_128(raw).hexdigest()
         assert meta["bytes"] == data.n_bytes[split] == len(text.encode())
         assert meta["tokens"] == len(data.ids[split]) == len(raw) // 2
     assert data.documents == {"train": 3, "validation": 1, "test": 1}
@@ -144,5 +144,5 @@ def test_a_write_error_in_the_writer_thread_reaches_the_caller(tmp_path):
         for _ in range(10):
             writer.put(block)
         digest = writer.finish()
-    assert digest == hashlib.sha256(block.tobytes() * 10).hexdigest()
+    assert digest == xxhash.xxh3_128(block.tobytes() * 10).hexdigest()
     assert (tmp_path / "ok.bin").read_bytes() == block.tobytes() * 10
