@@ -1,8 +1,9 @@
 """Build a report folder: one page per experiment that adapts to what the runs hold.
 
 A set-up block heads the page; then, per stage (a spec without stages has one): the
-classification section where runs report accuracies (and, where they vary train_size or
-k_per_class, the data-scaling section), the sweep heat map where exactly two
+classification section where runs report accuracies (led, for a data-centric experiment,
+by its dashboard: `dashboard.py`; where they vary train_size or k_per_class, the
+data-scaling section; per stage, box plots over seeds and the radar of methods), the sweep heat map where exactly two
 hyper-parameters vary, the scaling section (loss vs size with fits) where runs have a size
 column, and the learning curves. Fitting happens here and in `scaling.py` (via
 `analysis.api`); the plot modules only draw. Everything is written to a temporary folder
@@ -27,7 +28,7 @@ from scalelab.analysis.distill_grid import lm_distill
 from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
-from scalelab.report import classification, evaluations, html, monitor, scaling, setup
+from scalelab.report import classification, dashboard, evaluations, html, monitor, scaling, setup
 from scalelab.report import curves as curve_figs
 from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
@@ -273,6 +274,9 @@ def _stage_sections(
                  frozenset({"mcqa"}): "Exact match (written option letters)",
                  frozenset({"math", "mcqa"}): "Exact match (written answers)"}  # fmt: skip
         sections.append((title.get(frozenset(kinds), "Classification"), body))
+        seeds = dashboard.methods_section(runs, out, prefix, models, radar=not ctx["dashboard"])
+        if seeds:
+            sections.append(("Seeds and methods", seeds))
         sweep = _sweep_section(runs, out, prefix)
         if sweep:
             sections.append(("Sweep", sweep))
@@ -303,8 +307,11 @@ def _stage_sections(
 
 def _evaluations_only(runs: pd.DataFrame, spec: ReportSpec) -> bool:
     """A stage of `evaluate` runs only (shown in the one Evaluations table), unless the
-    user asked for columns of their own."""
-    return evaluations.is_evaluation(runs) and spec.x is None and spec.y is None
+    user asked for columns of their own or they classify (zero-shot classification
+    reports accuracies like fine-tuning: the classification section shows it)."""
+    kinds = set(runs["task.kind"].dropna()) if "task.kind" in runs else set()
+    return (evaluations.is_evaluation(runs) and spec.x is None and spec.y is None
+            and kinds != {"classification"})  # fmt: skip
 
 
 def build_report(
@@ -343,6 +350,7 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
         "models": table.model_names(runs),
         "planned": planned,
         "every": runs,
+        "dashboard": dashboard.is_data_centric(done) and spec.x is None and spec.y is None,
     }
     stages = _stages(done)
     rows: list = []
@@ -360,6 +368,8 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         if has_w2s(done):
             sections.append(_w2s(done, runs_dir, tmp, spec, notes))
+        if ctx["dashboard"] and (body := dashboard.dashboard_section(done, tmp, ctx["models"])):
+            sections.append(("Data-centric dashboard", body))
         if varies_data(done):
             sections.append(_data_scaling(done, tmp, spec, notes))
         evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]
