@@ -32,7 +32,8 @@ def _row(model, method, seed, n, task, rng, i):
             "total_params": total, "test_accuracy": acc, "test_macro_f1": acc - 0.05,
             "val_accuracy": acc - 0.01,
             "trainable_params": TRAINABLE[method] or total,
-            "examples_per_s": SPEED[method] * (1 + 0.01 * seed), "wall_s": 60.0}  # fmt: skip
+            "examples_per_s": SPEED[method] * (1 + 0.01 * seed), "wall_s": 60.0,
+            **({"params.r": 8} if method == "lora" else {})}  # fmt: skip
 
 
 def _runs(*, sizes=(50, 200, 1000), shots=(1, 5), methods=("full",), augment=False,
@@ -186,7 +187,8 @@ def test_box_values_are_ordered_by_size_and_count_single_runs():
     runs = _runs(sizes=(50, 1000), shots=(), methods=("full", "lora"), zero=True)
     values = dashboard.seed_values(runs, ["test_accuracy"], {})
     cells = list(dict.fromkeys(values["cell"]))
-    assert cells[:2] == ["tiny evaluate shots=0", "tiny full train_size=50"]
+    # settings of one method only (lora's r, the zero-shot's shots) name no cell
+    assert cells[:3] == ["tiny evaluate", "tiny full train_size=50", "tiny full train_size=1000"]
     assert all(c.startswith("tiny") for c in cells[:5]) and cells[5].startswith("base")
     assert dashboard._replicated(values) == (8, 10)  # the zero-shot cells: one run each
 
@@ -230,3 +232,28 @@ def test_the_dashboard_page_opens_in_a_browser(tmp_path):
     pngs = list(page.parent.glob("*.png"))
     assert seen["images"] == seen["loaded"] == len(pngs), seen
     assert seen["scroll_width"] <= seen["page_width"] and seen["images_past_edge"] == 0, seen
+
+
+def test_real_runs_with_a_zero_shot_stage(tmp_path):
+    """Through the CLI: tiny fine-tuning runs at two data sizes and a zero-shot stage;
+    the zero-shot stage gets a classification section (not the Evaluations table)."""
+    from helpers import LABEL_WORD, cli, save_tiny, write_dataset, write_spec
+
+    bert, data = save_tiny(tmp_path / "bert", "bert"), write_dataset(tmp_path / "d.jsonl", 60)
+    task = {"dataset": str(data), "kind": "classification", "max_length": 16}
+    verbal = {str(k): v for k, v in LABEL_WORD.items()}
+    spec = write_spec(tmp_path / "dc.yaml", name="dc", output_dir=str(tmp_path / "out"),
+                      seeds=[0, 1], runtime={"workers": 1, "threads": 1},
+                      stages={"tuned": {"models": [str(bert)], "methods": "full",
+                                        "tasks": {**task, "train_size": [12, 24]},
+                                        "params": {"epochs": 1, "batch_size": 8}},
+                              "zero": {"models": [str(bert)], "methods": "evaluate",
+                                       "tasks": task, "params": {"verbalizers": verbal},
+                                       "seeds": [0]}})  # fmt: skip
+    assert cli("run", spec, "--quiet")[0] == 0
+    code, _, err = cli("report", spec, "--bootstrap", "20")
+    assert code == 0, err
+    page = (tmp_path / "out" / "dc-report" / "report.html").read_text()
+    heads = _heads(page)
+    assert heads[0] == "Data-centric dashboard" and "Classification (stage zero)" in heads, heads
+    assert "zero-shot" in page and (tmp_path / "out" / "dc-report" / "dashboard.png").is_file()

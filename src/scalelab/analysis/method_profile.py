@@ -88,11 +88,25 @@ def normalise(values: pd.Series, higher_is_better: bool, log: bool) -> pd.Series
     return score if higher_is_better else 1.0 - score
 
 
+def cell_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The config columns that tell one method's cells apart: varying ones (replicates and
+    `exclude` aside) that take two or more values for one model and method entry. A
+    setting only one method has (LoRA's rank, a zero-shot template) names no cell: the
+    method's name already does."""
+    arm = "variant" if "variant" in runs else "method"
+    cols = label_columns(runs, exclude=(*REPLICATES, *exclude))
+    if not cols:
+        return []
+    keyed = as_text(runs[cols])
+    within = keyed.groupby([as_text(runs["model"]), as_text(runs[arm])]).nunique()
+    return [c for c in cols if (within[c] > 1).any()]
+
+
 def _cells(runs: pd.DataFrame, models) -> pd.DataFrame:
     """Per cell (model, method entry, varying config except replicates): the mean of every
     numeric metric column, the method entry as `method` and the cell's name as `cell`."""
     arm = "variant" if "variant" in runs else "method"
-    extra = label_columns(runs, exclude=REPLICATES)
+    extra = cell_columns(runs)
     names = runs.apply(lambda r: run_name(r, extra, models), axis=1)
     keyed = runs.assign(_cell=names.values, _arm=as_text(runs[arm]).values)
     metrics = [c for c in (*QUALITY, *SELECT_BY, PARAMS_AXIS[0], *(s[0] for s in SPEED_AXES))

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.data_scaling import LABELS, varies_data
-from scalelab.analysis.method_profile import REPLICATES, MethodProfile, method_profile
-from scalelab.analysis.seeds import label_columns, mean_ci
+from scalelab.analysis.method_profile import MethodProfile, cell_columns, method_profile
+from scalelab.analysis.seeds import mean_ci
 from scalelab.analysis.table import as_text, run_name, shown_models
 from scalelab.errors import ScalelabError
 from scalelab.report import html
@@ -74,11 +74,11 @@ def is_data_centric(runs: pd.DataFrame) -> bool:
 
 
 def seed_values(runs: pd.DataFrame, metrics, models: Mapping[str, str]) -> pd.DataFrame:
-    """One row per run and metric: metric, cell (model, method entry and every varying
-    setting except replicates: seed, draw, data seed), value, size (the model's
+    """One row per run and metric: metric, cell (model, method entry and the settings that
+    vary within them, `method_profile.cell_columns`: never seed, draw, data seed), value, size (the model's
     parameters), arm (method entry), n (labelled examples); cells smallest model first,
     then by method entry and n."""
-    extra = label_columns(runs, exclude=REPLICATES)
+    extra = cell_columns(runs)
     cells = runs.apply(lambda r: run_name(r, extra, models), axis=1)
     size_col = next((c for c in SIZE_COLUMNS if c in runs and runs[c].notna().any()), None)
     size = pd.to_numeric(runs[size_col], errors="coerce") if size_col else np.nan
@@ -154,8 +154,7 @@ def augment_points(runs: pd.DataFrame, metric: str, models: Mapping[str, str]) -
     plain = ~rows[[c for c in rows.columns if c.startswith(AUGMENT)]].notna().any(axis=1)
     ratio = pd.to_numeric(rows[RATIO], errors="coerce").where(~plain, 0.0)
     rows = rows.assign(_ratio=ratio.values)[ratio.notna().values]
-    skip = (*REPLICATES, *(c for c in rows.columns if c.startswith(AUGMENT)))
-    extra = label_columns(rows, exclude=skip)
+    extra = cell_columns(rows, exclude=tuple(c for c in rows.columns if c.startswith(AUGMENT)))
     if "task.augment.method" in rows and rows["task.augment.method"].dropna().nunique() > 1:
         extra = [*extra, "task.augment.method"]
     curves = rows.apply(lambda r: run_name(r, extra, models), axis=1)
