@@ -129,6 +129,24 @@ def test_panels_come_and_go_with_their_data():
     assert _panels(_runs(sizes=(1000,), shots=(), zero=True))[0] == "scaling"
 
 
+def test_a_registered_panel_replaces_the_active_one(monkeypatch, tmp_path):
+    """The hook an `active` method's report module uses: its panel, drawn in the grid,
+    only where its build returns one."""
+    drawn = []
+
+    def build(runs, models):
+        rows = runs[runs["method"] == "active"]
+        if rows.empty:
+            return None
+        return plots.Panel("active", "my active panel", len(rows),
+                           lambda ax, n: drawn.append(n) or ax.plot([0, 1], [0, n]), "mine")  # fmt: skip
+
+    monkeypatch.setitem(dashboard.PANELS, "active", build)
+    assert "active" not in _panels(_runs())
+    body = dashboard.dashboard_section(_runs(active=True), tmp_path, {})
+    assert drawn == [12] and "(b) mine" in body  # 2 models x 3 budgets x 2 seeds
+
+
 def test_zero_shot_lines_and_augment_points_hold_the_means():
     runs = _runs(zero=True, sizes=(50, 1000), shots=())
     panel = dashboard._scaling_panel(runs, {})
