@@ -211,6 +211,17 @@ def test_box_values_are_ordered_by_size_and_count_single_runs():
     assert dashboard._replicated(values) == (8, 10)  # the zero-shot cells: one run each
 
 
+def test_cells_are_named_by_what_tells_them_apart():
+    from scalelab.analysis.method_profile import cell_names
+
+    runs = _runs(sizes=(50, 1000), shots=(1,), methods=("full", "lora"))
+    runs["params.epochs"] = np.where(runs["task.k_per_class"].notna(), 30, 10)  # a recipe
+    runs["params.keep_layers"] = np.where(runs["seed"] >= 0, "[0, 2]", None)
+    names = set(cell_names(runs))
+    assert "tiny blocks [0, 2] full train_size=50" in names  # no epochs, no r, no draw
+    assert "base blocks [0, 2] lora k_per_class=1" in names and len(names) == 12
+
+
 def test_each_figure_builds_from_a_small_table(tmp_path):
     values = pd.DataFrame({"metric": ["test_accuracy"] * 5 + ["test_macro_f1"] * 5,
                            "cell": ["a", "a", "a", "b", "c"] * 2,

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.seeds import label_columns
-from scalelab.analysis.table import as_text, run_name
+from scalelab.analysis.table import as_text, field_text, shown_models
 
 REPLICATES = ("seed", "task.draw", "task.data_seed")
 SELECT_BY = ("val_accuracy", "val_macro_f1")
@@ -89,25 +89,49 @@ def normalise(values: pd.Series, higher_is_better: bool, log: bool) -> pd.Series
 
 
 def cell_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
-    """The config columns that tell one method's cells apart: varying ones (replicates and
-    `exclude` aside) that take two or more values for one model and method entry. A
-    setting only one method has (LoRA's rank, a zero-shot template) names no cell: the
-    method's name already does."""
+    """The config columns that tell one method's cells apart: varying ones (replicates,
+    `params.keep_layers`, part of the shown model, and `exclude` aside) that take two or
+    more values for one model and method entry, less the params the others already imply
+    (a recipe that changes with the data size: the few-shot stage's epochs). A setting
+    only one method has (LoRA's rank, a zero-shot template) names no cell: the method's
+    name already does."""
     arm = "variant" if "variant" in runs else "method"
-    cols = label_columns(runs, exclude=(*REPLICATES, *exclude))
+    skip = (*REPLICATES, "params.keep_layers", *exclude)
+    cols = label_columns(runs, exclude=skip)
     if not cols:
         return []
-    keyed = as_text(runs[cols])
-    within = keyed.groupby([as_text(runs["model"]), as_text(runs[arm])]).nunique()
-    return [c for c in cols if (within[c] > 1).any()]
+    keyed = as_text(runs[cols]).assign(_model=as_text(shown_models(runs)).values,
+                                       _arm=as_text(runs[arm]).values)  # fmt: skip
+    within = keyed.groupby(["_model", "_arm"])[cols].nunique()
+    kept = [c for c in cols if (within[c] > 1).any()]
+
+    def cells(columns: list[str]) -> int:
+        return len(keyed[["_model", "_arm", *columns]].drop_duplicates())
+
+    for c in reversed([k for k in kept if k.startswith("params.")]):
+        rest = [k for k in kept if k != c]
+        if cells(rest) == cells(kept):
+            kept = rest
+    return [c for c in cols if c in kept]
+
+
+def cell_names(runs: pd.DataFrame, models=None, exclude: tuple[str, ...] = ()) -> pd.Series:
+    """Per row, its cell as a reader names it: the shown model (`table.shown_models`: a
+    cut model with its blocks), the method entry, then `name=value` of `cell_columns`."""
+    arm = "variant" if "variant" in runs else "method"
+    cols = cell_columns(runs, exclude)
+    shown = shown_models(runs, models or None)
+    fields = runs.apply(lambda r: [field_text(c, r.get(c), models or {}) for c in cols], axis=1)
+    parts = [f"{m} {a}" + "".join(f" {t}" for t in f if t)
+             for m, a, f in zip(shown, as_text(runs[arm]), fields, strict=True)]  # fmt: skip
+    return pd.Series(parts, index=runs.index, dtype=object)
 
 
 def _cells(runs: pd.DataFrame, models) -> pd.DataFrame:
     """Per cell (model, method entry, varying config except replicates): the mean of every
     numeric metric column, the method entry as `method` and the cell's name as `cell`."""
     arm = "variant" if "variant" in runs else "method"
-    extra = cell_columns(runs)
-    names = runs.apply(lambda r: run_name(r, extra, models), axis=1)
+    names = cell_names(runs, models)
     keyed = runs.assign(_cell=names.values, _arm=as_text(runs[arm]).values)
     metrics = [c for c in (*QUALITY, *SELECT_BY, PARAMS_AXIS[0], *(s[0] for s in SPEED_AXES))
                if c in runs]  # fmt: skip

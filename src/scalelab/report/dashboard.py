@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.data_scaling import LABELS, varies_data
-from scalelab.analysis.method_profile import MethodProfile, cell_columns, method_profile
+from scalelab.analysis.method_profile import MethodProfile, cell_names, method_profile
 from scalelab.analysis.seeds import mean_ci
-from scalelab.analysis.table import as_text, run_name, shown_models
+from scalelab.analysis.table import as_text, shown_models
 from scalelab.errors import ScalelabError
 from scalelab.report import html
 from scalelab.report import plots_dashboard as plots
@@ -74,12 +74,11 @@ def is_data_centric(runs: pd.DataFrame) -> bool:
 
 
 def seed_values(runs: pd.DataFrame, metrics, models: Mapping[str, str]) -> pd.DataFrame:
-    """One row per run and metric: metric, cell (model, method entry and the settings that
-    vary within them, `method_profile.cell_columns`: never seed, draw, data seed), value, size (the model's
+    """One row per run and metric: metric, cell (`method_profile.cell_names`: model, method
+    entry and the settings that tell its cells apart, never seed, draw or data seed), value, size (the model's
     parameters), arm (method entry), n (labelled examples); cells smallest model first,
     then by method entry and n."""
-    extra = cell_columns(runs)
-    cells = runs.apply(lambda r: run_name(r, extra, models), axis=1)
+    cells = cell_names(runs, models)
     size_col = next((c for c in SIZE_COLUMNS if c in runs and runs[c].notna().any()), None)
     size = pd.to_numeric(runs[size_col], errors="coerce") if size_col else np.nan
     n = pd.to_numeric(runs[LABELS], errors="coerce") if LABELS in runs else np.nan
@@ -147,17 +146,17 @@ def _scaling_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | Non
 def augment_points(runs: pd.DataFrame, metric: str, models: Mapping[str, str]) -> pd.DataFrame:
     """Per curve and ratio: mean and 95% t interval of `metric` over seeds (cut to [0, 1]).
     Trained runs without augmentation count as ratio 0 (their training set is the
-    original one). Curves with a single ratio are left out. A curve: model, method entry and every other varying setting except
-    the ratio, the augmentation's own settings and replicates (its method, eda or
-    back-translation, where that varies)."""
+    original one). Curves with a single ratio are left out. A curve: a cell
+    (`method_profile.cell_names`) without the augmentation's settings, except its method
+    (eda or back-translation) where that varies."""
     rows = runs[~runs["method"].isin([ZERO_SHOT, ACTIVE])]
     plain = ~rows[[c for c in rows.columns if c.startswith(AUGMENT)]].notna().any(axis=1)
     ratio = pd.to_numeric(rows[RATIO], errors="coerce").where(~plain, 0.0)
     rows = rows.assign(_ratio=ratio.values)[ratio.notna().values]
-    extra = cell_columns(rows, exclude=tuple(c for c in rows.columns if c.startswith(AUGMENT)))
-    if "task.augment.method" in rows and rows["task.augment.method"].dropna().nunique() > 1:
-        extra = [*extra, "task.augment.method"]
-    curves = rows.apply(lambda r: run_name(r, extra, models), axis=1)
+    how = "task.augment.method"  # eda or back-translation: curves of their own
+    own = how in rows and rows[how].dropna().nunique() > 1
+    skip = tuple(c for c in rows.columns if c.startswith(AUGMENT) and not (own and c == how))
+    curves = cell_names(rows, models, exclude=skip)
     out = []
     for (curve, r), g in rows.groupby([curves.values, rows["_ratio"].values], sort=False):
         s = mean_ci(pd.to_numeric(g[metric], errors="coerce"), 0.95, (0.0, 1.0))
