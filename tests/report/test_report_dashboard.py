@@ -120,6 +120,10 @@ def test_panels_come_and_go_with_their_data():
     assert _panels(_runs()) == ["scaling", "boxes"]  # one method: no radar
     assert _panels(_runs(methods=("full", "lora"))) == ["scaling", "radar", "boxes"]
     assert _panels(_runs(augment=True)) == ["augment", "boxes"]  # one data size: no curve
+    # augmented copies are no labelled examples: the curve panel leaves those runs out
+    both = pd.concat([_runs(), _runs(augment=True).assign(run_id=lambda t: "x" + t["run_id"])])
+    result, _ = dashboard._scaling_panel(both, {}).data
+    assert max(n for c in result.curves for n in c.points["n"]) == 1000
     assert _panels(_runs(active=True)) == ["scaling", "active", "radar", "boxes"]
     assert not dashboard.is_data_centric(_runs(sizes=(1000,), shots=()))
     for kind in ({"augment": True}, {"zero": True, "sizes": (1000,), "shots": ()},

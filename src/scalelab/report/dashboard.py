@@ -108,11 +108,14 @@ def _replicated(values: pd.DataFrame) -> tuple[int, int]:
 
 def _scaling_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
     """Accuracy vs labelled examples with zero-shot lines, where the trained runs vary
-    their data or zero-shot runs are there to compare with (active runs: their panel)."""
+    their data or zero-shot runs are there to compare with (active runs and augmented
+    ones, ratio > 0, have panels of their own)."""
     from scalelab.analysis.data_scaling import data_scaling, resolve_metric
 
     zero = _zero_shot(runs)
     trained = runs[~runs["method"].isin([ZERO_SHOT, ACTIVE])]
+    if RATIO in trained:  # augmented copies are no labelled examples: their own panel
+        trained = trained[~(pd.to_numeric(trained[RATIO], errors="coerce") > 0)]
     if LABELS not in trained or not trained[LABELS].notna().any():
         return None
     if not (varies_data(trained) or len(zero)):
