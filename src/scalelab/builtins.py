@@ -19,6 +19,7 @@ def load_builtins() -> None:
     import scalelab.data.mcqa  # noqa: F401  (task kind "mcqa")
     import scalelab.data.tasks  # noqa: F401  (task kind "lm")
     import scalelab.methods  # noqa: F401  ("pretrain")
+    import scalelab.methods.active  # noqa: F401  ("active")
     import scalelab.methods.cooldown  # noqa: F401  ("cooldown")
     import scalelab.methods.distill  # noqa: F401  ("distill")
     import scalelab.methods.evaluate  # noqa: F401  ("evaluate")

@@ -62,13 +62,24 @@ def _runs(*, sizes=(50, 200, 1000), shots=(1, 5), methods=("full",), augment=Fal
                          "params.shots": 0, "non_embedding_params": MODELS[model][0],
                          "test_accuracy": 0.35, "test_macro_f1": 0.3, "val_accuracy": 0.33,
                          "wall_s": 20.0})  # fmt: skip
-        if active:
-            for n in (50, 100, 200):
+        if active:  # one run per strategy and seed; its rounds are in `_rounds`
+            for strategy in ("random", "entropy"):
                 for seed in seeds:
                     i += 1
-                    row = _row(model, "full", seed, n, {"params.budget": n}, rng, i)
-                    rows.append({**row, "method": "active", "run_id": f"a{i:015d}",
-                                 "test_accuracy": row["test_accuracy"] + 0.03})  # fmt: skip
+                    row = _row(model, "full", seed, 200, {"params.strategy": strategy}, rng, i)
+                    rows.append({**row, "method": "active", "run_id": f"a{i:015d}"})
+    return pd.DataFrame(rows)
+
+
+def _rounds(runs: pd.DataFrame) -> pd.DataFrame:
+    """The active runs' curves: one point per round (50, 100, 200 labels); entropy 0.03
+    above random sampling."""
+    rows = []
+    for _, r in runs[runs["method"] == "active"].iterrows():
+        lift = 0.03 if r["params.strategy"] == "entropy" else 0.0
+        for step, n in enumerate((50, 100, 200)):
+            acc = 1 - laws.power_law(n, MODELS[r["model"]][2]) + lift
+            rows.append({"run_id": r["run_id"], "step": step, "labels": n, "test_accuracy": acc})
     return pd.DataFrame(rows)
 
 
@@ -76,11 +87,11 @@ def _heads(page: str) -> list[str]:
     return re.findall(r"<h2>(.*?)</h2>", page)
 
 
-def _panels(runs: pd.DataFrame) -> list[str]:
+def _panels(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> list[str]:
     from scalelab.analysis.table import model_names
 
     models = model_names(runs)
-    return [k for k, build in dashboard.PANELS.items() if build(runs, models) is not None]
+    return [k for k, build in dashboard.PANELS.items() if build(runs, models, curves) is not None]
 
 
 def test_a_data_centric_report_leads_with_the_dashboard(tmp_path):
@@ -124,7 +135,9 @@ def test_panels_come_and_go_with_their_data():
     both = pd.concat([_runs(), _runs(augment=True).assign(run_id=lambda t: "x" + t["run_id"])])
     result, _ = dashboard._scaling_panel(both, {}).data
     assert max(n for c in result.curves for n in c.points["n"]) == 1000
-    assert _panels(_runs(active=True)) == ["scaling", "active", "radar", "boxes"]
+    act = _runs(active=True)
+    assert _panels(act, _rounds(act)) == ["scaling", "active", "radar", "boxes"]
+    assert _panels(act) == ["scaling", "radar", "boxes"]  # no round curves: no panel
     assert not dashboard.is_data_centric(_runs(sizes=(1000,), shots=()))
     for kind in ({"augment": True}, {"zero": True, "sizes": (1000,), "shots": ()},
                  {"active": True, "sizes": (1000,), "shots": ()}):  # fmt: skip
@@ -138,7 +151,7 @@ def test_a_registered_panel_replaces_the_active_one(monkeypatch, tmp_path):
     only where its build returns one."""
     drawn = []
 
-    def build(runs, models):
+    def build(runs, models, curves):
         rows = runs[runs["method"] == "active"]
         if rows.empty:
             return None
@@ -148,7 +161,7 @@ def test_a_registered_panel_replaces_the_active_one(monkeypatch, tmp_path):
     monkeypatch.setitem(dashboard.PANELS, "active", build)
     assert "active" not in _panels(_runs())
     body = dashboard.dashboard_section(_runs(active=True), tmp_path, {})
-    assert drawn == [12] and "(b) mine" in body  # 2 models x 3 budgets x 2 seeds
+    assert drawn == [8] and "(b) mine" in body  # 2 models x 2 strategies x 2 seeds
 
 
 def test_zero_shot_lines_and_augment_points_hold_the_means():
@@ -260,7 +273,8 @@ def test_the_dashboard_page_opens_in_a_browser(tmp_path):
     if chromium() is None:
         pytest.skip("no Chromium to open the page: apt-get install chromium")
     runs = _runs(methods=("full", "lora"), zero=True, active=True)
-    page = build_report(runs, None, tmp_path / "rep")
+    page = build_report(runs, _rounds(runs), tmp_path / "rep")
+    assert "(b) active learning: test accuracy vs labelled examples per query" in page.read_text()
     seen = probe(page)
     pngs = list(page.parent.glob("*.png"))
     assert seen["images"] == seen["loaded"] == len(pngs), seen

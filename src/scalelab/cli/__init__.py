@@ -1,7 +1,7 @@
 """The `scalelab` command line. Each command's signature is its CLI (typer); one module per
 thing a user does: `run` (run, results, models, methods), `analysis` (fit), `report`,
-`compare` (compare, sweep), `smallest`, `w2s`, `data_scaling` (data-scaling), `inspect`,
-`data`, `evaluate` (eval), `serve`."""
+`compare` (compare, sweep), `smallest`, `w2s`, `data_scaling` (data-scaling), `active`,
+`inspect`, `data`, `evaluate` (eval), `serve`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 import typer.main
 
 from scalelab.cli import (
+    active,
     analysis,
     compare,
     data,
@@ -42,8 +43,8 @@ app = typer.Typer(
 )
 
 # One module per thing a user does; each adds its commands here.
-for _module in (run_cmds, analysis, report, compare, smallest, w2s, data_scaling, inspect, data,
-                evaluate, serve):  # fmt: skip
+for _module in (run_cmds, analysis, report, compare, smallest, w2s, data_scaling, active, inspect,
+                data, evaluate, serve):  # fmt: skip
     _module.register(app)
 
 

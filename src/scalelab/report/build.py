@@ -3,11 +3,11 @@
 A set-up block heads the page; then, per stage (a spec without stages has one): the
 classification section where runs report accuracies (led, for a data-centric experiment,
 by its dashboard: `dashboard.py`; where they vary train_size or k_per_class, the
-data-scaling section; per stage, box plots over seeds and the radar of methods), the sweep heat map where exactly two
-hyper-parameters vary, the scaling section (loss vs size with fits) where runs have a size
-column, and the learning curves. Fitting happens here and in `scaling.py` (via
-`analysis.api`); the plot modules only draw. Everything is written to a temporary folder
-and moved into place at the end: bad input leaves nothing behind.
+data-scaling section; per stage, box plots over seeds and the radar of methods), the sweep
+heat map where exactly two hyper-parameters vary, the scaling section (loss vs size with
+fits) where runs have a size column, and the learning curves. Fitting happens here and in
+`scaling.py` (via `analysis.api`); the plot modules only draw. Everything is written to a
+temporary folder and moved into place at the end: bad input leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
 from scalelab.report import classification, dashboard, evaluations, html, monitor, scaling, setup
 from scalelab.report import curves as curve_figs
+from scalelab.report.active import active_run_ids, active_section, is_active
 from scalelab.report.lr_transfer import lr_transfer_section
 from scalelab.report.scaling import default_columns, default_y  # noqa: F401 (public API)
 from scalelab.report.w2s import has_w2s, w2s_section
@@ -157,6 +158,16 @@ def _w2s(done: pd.DataFrame, runs_dir, out: Path, spec: ReportSpec, notes: list[
         return heading, w2s_section(done, runs_dir, out, bootstrap=max(spec.bootstrap, 200))
     except ScalelabError as err:
         notes.append(f"no weak-to-strong summary: {err}")
+        return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
+
+
+def _active(done: pd.DataFrame, curves, out: Path, spec: ReportSpec, notes: list[str]):
+    """("Active learning: ...", html), or a note when the runs have no curves."""
+    heading = "Active learning: learning curves and label saving"
+    try:
+        return heading, active_section(done, curves, out, bootstrap=spec.bootstrap)
+    except ScalelabError as err:
+        notes.append(f"no active-learning summary: {err}")
         return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
 
 
@@ -307,11 +318,8 @@ def _stage_sections(
 
 def _evaluations_only(runs: pd.DataFrame, spec: ReportSpec) -> bool:
     """A stage of `evaluate` runs only (shown in the one Evaluations table), unless the
-    user asked for columns of their own or they classify (zero-shot classification
-    reports accuracies like fine-tuning: the classification section shows it)."""
-    kinds = set(runs["task.kind"].dropna()) if "task.kind" in runs else set()
-    return (evaluations.is_evaluation(runs) and spec.x is None and spec.y is None
-            and kinds != {"classification"})  # fmt: skip
+    user asked for columns of their own."""
+    return evaluations.is_evaluation(runs) and spec.x is None and spec.y is None
 
 
 def build_report(
@@ -368,8 +376,14 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         if has_w2s(done):
             sections.append(_w2s(done, runs_dir, tmp, spec, notes))
-        if ctx["dashboard"] and (body := dashboard.dashboard_section(done, tmp, ctx["models"])):
-            sections.append(("Data-centric dashboard", body))
+        if ctx["dashboard"]:  # at the top of the classification part
+            if board := dashboard.dashboard_section(done, tmp, ctx["models"], curves):
+                sections.append(("Data-centric dashboard", board))
+        if is_active(done):
+            sections.append(_active(done, curves, tmp, spec, notes))
+            # their curve points are rounds (x: labels), not the training-step curves below
+            if curves is not None and "run_id" in curves:
+                curves = curves[~curves["run_id"].astype(str).isin(active_run_ids(done))]
         if varies_data(done):
             sections.append(_data_scaling(done, tmp, spec, notes))
         evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]

@@ -167,6 +167,7 @@ def classification_section(
                                    out / f"{prefix}confusion.png")  # fmt: skip
         parts.append(html.figure(png, f"{title}; the best run has the highest validation "
                                  f"accuracy ({best['val_accuracy']:.4f})."))  # fmt: skip
-    if curves is not None and "val_accuracy" in curves and curves["val_accuracy"].notna().any():
-        parts.append(curve_section.classification_curves(runs, curves, out, prefix))
+    mine = curves[curves["run_id"].isin(runs["run_id"])] if curves is not None else None
+    if mine is not None and "val_accuracy" in mine and mine["val_accuracy"].notna().any():
+        parts.append(curve_section.classification_curves(runs, mine, out, prefix))
     return "".join(parts)

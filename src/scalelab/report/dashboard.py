@@ -10,12 +10,13 @@ runs). Its dashboard is one figure, panels present only where their data are:
     fitted by `analysis.data_scaling`, few-shot draws as open squares) and each zero-shot
     model as a dotted horizontal line;
   * accuracy vs augmentation ratio, with 95% intervals over seeds;
-  * active learning (only where `method == "active"` runs exist; see `PANELS`);
+  * active learning per query strategy, random sampling dashed (only where
+    `method == "active"` runs with their round curves exist; `analysis.active`);
   * the radar of methods over metrics (`analysis.method_profile`);
   * box plots over seeds and draws per cell, smallest model first.
 
-Panels are built by the functions in `PANELS` (key -> build(runs, models) -> Panel or
-None); `register_panel` adds or replaces one (a method's report module can draw its own).
+Panels are built by the functions in `PANELS` (key -> build(runs, models, curves) ->
+Panel or None); `register_panel` adds or replaces one (a method's report module can draw its own).
 Tables and statistics are prepared here; `plots_dashboard` only draws.
 """
 
@@ -43,7 +44,8 @@ RATIO = "task.augment.ratio"
 MAX_BOX_CELLS = 12  # more cells than this: the dashboard keeps each curve's largest n
 SIZE_COLUMNS = ("non_embedding_params", "total_params")
 
-Build = Callable[[pd.DataFrame, Mapping[str, str]], Panel | None]
+# build(runs, models, curves) -> Panel or None; curves: the learning-curve table or None
+Build = Callable[[pd.DataFrame, Mapping[str, str], pd.DataFrame | None], Panel | None]
 
 
 def _done(runs: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +108,7 @@ def _replicated(values: pd.DataFrame) -> tuple[int, int]:
 # --- the panels ------------------------------------------------------------------------
 
 
-def _scaling_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
+def _scaling_panel(runs: pd.DataFrame, models: Mapping[str, str], curves=None) -> Panel | None:
     """Accuracy vs labelled examples with zero-shot lines, where the trained runs vary
     their data or zero-shot runs are there to compare with (active runs and augmented
     ones, ratio > 0, have panels of their own)."""
@@ -170,7 +172,7 @@ def augment_points(runs: pd.DataFrame, metric: str, models: Mapping[str, str]) -
     return points[ratios >= 2].reset_index(drop=True)  # one ratio: nothing to compare
 
 
-def _augment_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
+def _augment_panel(runs: pd.DataFrame, models: Mapping[str, str], curves=None) -> Panel | None:
     """Accuracy vs augmentation ratio where the trained runs take 2 or more ratios."""
     if RATIO not in runs or not runs[RATIO].notna().any() or "test_accuracy" not in runs:
         return None
@@ -184,7 +186,7 @@ def _augment_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | Non
                  lambda ax, d: plots.draw_ratio(ax, d, "test_accuracy"), caption)  # fmt: skip
 
 
-def _radar_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
+def _radar_panel(runs: pd.DataFrame, models: Mapping[str, str], curves=None) -> Panel | None:
     profile = method_profile(runs, models)
     if not profile.drawable:
         return None
@@ -196,7 +198,7 @@ def _radar_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
                  polar=True)  # fmt: skip
 
 
-def _box_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
+def _box_panel(runs: pd.DataFrame, models: Mapping[str, str], curves=None) -> Panel | None:
     values = seed_values(runs, ["test_accuracy"], models)
     if values.empty:
         return None
@@ -222,38 +224,26 @@ def _box_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
 # --- active learning: a panel only where `active` runs exist ----------------------------
 
 
-def labels_points(rows: pd.DataFrame, metric: str, models: Mapping[str, str],
-                  suffix: str = "") -> pd.DataFrame:  # fmt: skip
-    """Per (shown model, labelled examples n): mean and 95% interval of `metric` over
-    seeds; curves named "<model> <method entry><suffix>"."""
-    arm = as_text(rows["variant"] if "variant" in rows else rows["method"])
-    curve = shown_models(rows, models) + " " + arm + suffix
-    out = []
-    n = pd.to_numeric(rows[LABELS], errors="coerce")
-    for (c, k), g in rows.groupby([curve.values, n.values], sort=False):
-        s = mean_ci(pd.to_numeric(g[metric], errors="coerce"), 0.95, (0.0, 1.0))
-        out.append({"curve": c, "n": float(k), "mean": s["mean"], "ci_low": s["ci_low"],
-                    "ci_high": s["ci_high"]})  # fmt: skip
-    return pd.DataFrame(out, columns=["curve", "n", "mean", "ci_low", "ci_high"])
+def _active_panel(runs: pd.DataFrame, models: Mapping[str, str], curves=None) -> Panel | None:
+    """Test accuracy vs labelled examples per query strategy of the `active` runs (their
+    round curves, `analysis.active`: mean over seeds, 95% band), random sampling dashed;
+    None without active runs or their curves."""
+    from scalelab.analysis.active import active_points, is_active, learning_curves
 
-
-def _active_panel(runs: pd.DataFrame, models: Mapping[str, str]) -> Panel | None:
-    """Test accuracy vs labelled examples of the `active` runs, and of the same models
-    fine-tuned on examples drawn at random (dashed), where both report `train_examples`."""
-    if "method" not in runs or LABELS not in runs or "test_accuracy" not in runs:
+    if not is_active(runs) or curves is None or not len(curves):
         return None
-    active = runs[(runs["method"] == ACTIVE) & runs[LABELS].notna()]
-    if active.empty:
+    try:
+        lc = learning_curves(active_points(runs, curves), "test_accuracy")
+    except ScalelabError:
         return None
-    points = labels_points(active, "test_accuracy", models).assign(style="solid")
-    random = runs[~runs["method"].isin([ACTIVE, ZERO_SHOT]) & runs[LABELS].notna()
-                  & runs["model"].isin(set(active["model"]))]  # fmt: skip
-    if len(random):
-        ref = labels_points(random, "test_accuracy", models, " (random examples)")
-        points = pd.concat([points, ref.assign(style="dashed")], ignore_index=True)
-    caption = ("active learning: test accuracy vs labelled examples (log x), mean over "
-               "seeds with 95% bands; dashed: the same model trained on randomly drawn "
-               "examples")  # fmt: skip
+    several = lc["setting"].nunique() > 1
+    name = lc["strategy"] + (" " + lc["setting"] if several else "")
+    points = pd.DataFrame({"curve": name.str.strip(), "n": lc["labels"].astype(float),
+                           "mean": lc["mean"], "ci_low": lc["ci_low"], "ci_high": lc["ci_high"],
+                           "style": np.where(lc["strategy"] == "random", "dashed", "solid")})  # fmt: skip
+    caption = ("active learning: test accuracy vs labelled examples per query strategy (log "
+               "x; every round fine-tunes afresh), mean over seeds with 95% bands; dashed: "
+               "random sampling (label saving: the active-learning section)")  # fmt: skip
     return Panel("active", "active learning", points,
                  lambda ax, d: plots.draw_labels_curves(ax, d, "test_accuracy"), caption)  # fmt: skip
 
@@ -265,8 +255,8 @@ PANELS: dict[str, Build] = {"scaling": _scaling_panel, "augment": _augment_panel
 
 def register_panel(key: str, build: Build) -> None:
     """Add a dashboard panel (or replace the one of that key: `active` for a method's
-    own drawing). `build(runs, models)` returns a `plots_dashboard.Panel`, or None when
-    the runs hold nothing for it."""
+    own drawing). `build(runs, models, curves)` returns a `plots_dashboard.Panel`, or None
+    when the runs hold nothing for it."""
     PANELS[key] = build
 
 
@@ -285,11 +275,13 @@ def _radar_table(profile: MethodProfile) -> str:
     return html.table(rows, ["metric", *methods], left=1)
 
 
-def dashboard_section(runs: pd.DataFrame, out: Path, models: Mapping[str, str]) -> str:
+def dashboard_section(runs: pd.DataFrame, out: Path, models: Mapping[str, str],
+                      curves: pd.DataFrame | None = None) -> str:  # fmt: skip
     """The dashboard's HTML ("" when no panel has data): the figure `dashboard.png`, a
-    caption per panel, the radar's raw values."""
+    caption per panel, the radar's raw values. curves: the learning curves (the active
+    runs' rounds), or None."""
     done = _done(runs)
-    panels = [p for build in PANELS.values() if (p := build(done, models)) is not None]
+    panels = [p for build in PANELS.values() if (p := build(done, models, curves)) is not None]
     if not panels:
         return ""
     png = plots.plot_dashboard(panels, out / "dashboard.png")

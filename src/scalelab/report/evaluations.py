@@ -22,7 +22,12 @@ SHOWN = {"lm": ("val_loss",), "multiple_choice": ("acc", "acc_norm", "task_loss"
 
 
 def is_evaluation(runs: pd.DataFrame) -> bool:
-    return "method" in runs and len(runs) > 0 and bool((runs["method"] == "evaluate").all())
+    """Every run is an `evaluate` run of a task this table shows (multiple choice, a corpus,
+    math). Zero-shot classification reports fine-tuning's metrics (test_accuracy, per-class
+    F1) and gets the classification section instead."""
+    if "method" not in runs or not len(runs) or not (runs["method"] == "evaluate").all():
+        return False
+    return not ("test_accuracy" in runs and runs["test_accuracy"].notna().all())
 
 
 def _model_label(run: pd.Series, models: Mapping[str, str], producers: pd.DataFrame) -> str:
