@@ -33,6 +33,7 @@ from scalelab.analysis.seeds import label_columns
 from scalelab.analysis.table import as_text, field_text, shown_models
 
 REPLICATES = ("seed", "task.draw", "task.data_seed")
+AXES = ("task.train_size", "task.k_per_class", "task.augment.ratio")  # always in a cell's name
 SELECT_BY = ("val_accuracy", "val_macro_f1")
 QUALITY = ("test_accuracy", "test_macro_f1")
 # (metric, higher_is_better, log scale) for the axes that carry no declared direction.
@@ -91,10 +92,10 @@ def normalise(values: pd.Series, higher_is_better: bool, log: bool) -> pd.Series
 def cell_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
     """The config columns that tell one method's cells apart: varying ones (replicates,
     `params.keep_layers`, part of the shown model, and `exclude` aside) that take two or
-    more values for one model and method entry, less the params the others already imply
-    (a recipe that changes with the data size: the few-shot stage's epochs). A setting
-    only one method has (LoRA's rank, a zero-shot template) names no cell: the method's
-    name already does."""
+    more values for one model and method entry, less those the others already imply (a
+    recipe that changes with the data size: the few-shot stage's epochs; EDA's alphas
+    beside its ratio); the data axes (`AXES`) always stay. A setting only one method has
+    (LoRA's rank, a zero-shot template) names no cell: the method's name already does."""
     arm = "variant" if "variant" in runs else "method"
     skip = (*REPLICATES, "params.keep_layers", *exclude)
     cols = label_columns(runs, exclude=skip)
@@ -108,7 +109,8 @@ def cell_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]
     def cells(columns: list[str]) -> int:
         return len(keyed[["_model", "_arm", *columns]].drop_duplicates())
 
-    for c in reversed([k for k in kept if k.startswith("params.")]):
+    droppable = sorted((k for k in kept if k not in AXES), key=lambda k: k.startswith("params."))
+    for c in reversed(droppable):  # params first
         rest = [k for k in kept if k != c]
         if cells(rest) == cells(kept):
             kept = rest
@@ -117,11 +119,17 @@ def cell_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]
 
 def cell_names(runs: pd.DataFrame, models=None, exclude: tuple[str, ...] = ()) -> pd.Series:
     """Per row, its cell as a reader names it: the shown model (`table.shown_models`: a
-    cut model with its blocks), the method entry, then `name=value` of `cell_columns`."""
+    cut model with its blocks), the method entry, then `name=value` of `cell_columns`
+    (`augment.ratio=0.5` for the augmentation's settings)."""
     arm = "variant" if "variant" in runs else "method"
     cols = cell_columns(runs, exclude)
     shown = shown_models(runs, models or None)
-    fields = runs.apply(lambda r: [field_text(c, r.get(c), models or {}) for c in cols], axis=1)
+
+    def text(c: str, v) -> str | None:
+        t = field_text(c, v, models or {})
+        return f"augment.{t}" if t and c.startswith("task.augment.") else t
+
+    fields = runs.apply(lambda r: [text(c, r.get(c)) for c in cols], axis=1)
     parts = [f"{m} {a}" + "".join(f" {t}" for t in f if t)
              for m, a, f in zip(shown, as_text(runs[arm]), fields, strict=True)]  # fmt: skip
     return pd.Series(parts, index=runs.index, dtype=object)
