@@ -14,10 +14,17 @@ Each measurement runs in a fresh process, so its peak RSS (ru_maxrss) is its own
 
     python benchmarks/tokenize_scale.py [--sizes 100M,1G] [--tokenizers byte,gpt2]
         [--bpe-max 100M] [--lib-bytes 32M] [--no-wikitext] [--workdir /tmp/...]
+        [--baseline COMMIT [--rounds 3]]
 
 Corpora whose train file is over `--bpe-max` are skipped for BPE (2-core host: ~0.5 MB/s). The host is shared
 and noisy: compare the ratio of the two columns measured back to back, not absolute MB/s.
 Writes benchmarks/results/tokenize_scale.json (or --out) and prints a table.
+
+`--baseline REF` (a git commit of this repository) adds a second table: the byte tokenizer's
+whole path (scalelab's column above) with this tree's `src/` and with REF's (`git archive`),
+`--rounds` alternating rounds of fresh processes and cold caches per corpus, median MB/s of
+each and their ratio (this VM returns freed memory to its host, so the first touch of fresh
+pages, e.g. the token file's page cache, varies from run to run: read the medians).
 """
 
 from __future__ import annotations
@@ -97,8 +104,10 @@ def measure_scalelab(folder: Path, kind: str) -> dict:
     secs = time.perf_counter() - t0
     n_bytes = sum(data.n_bytes.values())
     tokens = sum(len(ids) for ids in data.ids.values())
+    import scalelab
+
     return {"seconds": secs, "bytes": n_bytes, "tokens": tokens, "rss_before_mb": before,
-            "peak_rss_mb": _peak_mb()}  # fmt: skip
+            "peak_rss_mb": _peak_mb(), "scalelab": str(Path(scalelab.__file__).parent)}  # fmt: skip
 
 
 def measure_library(path: Path, kind: str, max_bytes: int) -> dict:
@@ -119,8 +128,10 @@ def measure_library(path: Path, kind: str, max_bytes: int) -> dict:
             "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
-def _child(args: list[str], home: Path) -> dict:
+def _child(args: list[str], home: Path, src: Path | None = None) -> dict:
     env = {**os.environ, "SCALELAB_HOME": str(home)}
+    if src is not None:  # another tree's scalelab (the baseline), ahead of the installed one
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")]).rstrip(":")
     proc = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
                           text=True)  # fmt: skip
     if proc.returncode != 0:
@@ -139,7 +150,8 @@ def _fresh_home(work: Path, name: str) -> Path:
     return home
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """(rows of the main table, rows of the `--baseline` comparison)."""
     work = Path(args.workdir or tempfile.mkdtemp(prefix="tokenize_scale-"))
     corpora: list[tuple[str, Path]] = []
     if not args.no_wikitext and (USER_HOME / WT2).is_dir():
@@ -150,21 +162,69 @@ def run(args: argparse.Namespace) -> list[dict]:
             if not link.exists():
                 link.symlink_to(USER_HOME / WT2 / f"{name}.raw.gz")
         corpora.append(("wikitext2", wt))
-    rows = []
+    rows, compared = [], []
     try:
         for size in [s for s in args.sizes.split(",") if s]:
             folder = write_synthetic(work / f"synthetic-{size}", _size(size))
             corpora.append((f"synthetic-{size}", folder))
             rows += _measure_corpus(args, work, corpora[-1])
+            if args.baseline:
+                compared.append(compare_byte_path(args, work, corpora[-1]))
             shutil.rmtree(folder)  # a 1 GB corpus is not kept
             for home in work.glob("home-*"):
                 shutil.rmtree(home, ignore_errors=True)
         if corpora and corpora[0][0] == "wikitext2":
             rows = _measure_corpus(args, work, corpora[0]) + rows
+            if args.baseline:
+                compared.insert(0, compare_byte_path(args, work, corpora[0]))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    return rows
+    return rows, compared
+
+
+def baseline_src(work: Path, ref: str) -> Path:
+    """REF's `src/` folder, extracted with `git archive` under `work`."""
+    dest = work / f"baseline-{ref}"
+    if not (dest / "src").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], check=True,
+                             capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest / "src"
+
+
+def compare_byte_path(args, work: Path, corpus: tuple[str, Path]) -> dict:
+    """The byte path with this tree and with `args.baseline`, in alternating rounds."""
+    name, folder = corpus
+    sides = {"this tree": None, args.baseline: baseline_src(work, args.baseline)}
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for i in range(args.rounds):
+        order = list(sides) if i % 2 == 0 else list(sides)[::-1]
+        for side in order:
+            home = _fresh_home(work, "c")
+            runs[side].append(_child(["--measure", "scalelab", "byte", str(folder)], home,
+                                     sides[side]))  # fmt: skip
+    new, old = (sorted(_mbps(m) for m in runs[side]) for side in sides)
+    row = {"corpus": name, "baseline": args.baseline, "runs": runs,
+           "median_mbps": {"this tree": new[len(new) // 2], args.baseline: old[len(old) // 2]},
+           "round_ratios": [_mbps(a) / _mbps(b) for a, b in zip(*runs.values(), strict=True)]}  # fmt: skip
+    row["ratio"] = row["median_mbps"]["this tree"] / row["median_mbps"][args.baseline]
+    return row
+
+
+def _compare_line(row: dict) -> str:
+    med, runs = row["median_mbps"], row["runs"]
+    mb = runs["this tree"][0]["bytes"] / 1e6
+    rounds = ", ".join(f"{r:.2f}" for r in row["round_ratios"])
+    return (f"| {row['corpus']} | {mb:,.0f} | {med['this tree']:,.0f} | "
+            f"{med[row['baseline']]:,.0f} | {row['ratio']:.2f}x | {rounds} |")  # fmt: skip
+
+
+COMPARE_HEADER = (
+    "| corpus | MB | byte path MB/s, this tree (median) | baseline MB/s (median) | ratio | "
+    "per-round ratios |\n|---|---|---|---|---|---|"
+)
 
 
 def _measure_corpus(args, work: Path, corpus: tuple[str, Path]) -> list[dict]:
@@ -172,7 +232,7 @@ def _measure_corpus(args, work: Path, corpus: tuple[str, Path]) -> list[dict]:
     train = next(folder.glob("train.*"))
     size = train.stat().st_size
     rows = []
-    for kind in args.tokenizers.split(","):
+    for kind in [k for k in args.tokenizers.split(",") if k]:
         if kind != "byte" and size > _size(args.bpe_max):
             continue
         ours = _child(["--measure", "scalelab", kind, str(folder)], _fresh_home(work, "a"))
@@ -212,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lib-bytes", default="32M")
     ap.add_argument("--no-wikitext", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--baseline", default=None, help="git commit to compare the byte path to")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tokenize_scale.json"))
     ap.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -223,11 +285,18 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(measure_library(Path(path), kind, int(rest[0]))))
         return 0
     print(HEADER, flush=True)
-    rows = run(args)
+    rows, compared = run(args)
+    if compared:
+        print(f"\nbyte path, this tree vs {args.baseline}, {args.rounds} alternating rounds:")
+        print(COMPARE_HEADER)
+        print("\n".join(_compare_line(row) for row in compared))
     from scalelab.io import atomic_write_json
 
     load = os.getloadavg()
-    atomic_write_json(Path(args.out), {"rows": rows, "load_average": load, "cpus": os.cpu_count()})
+    result = {"rows": rows, "load_average": load, "cpus": os.cpu_count()}
+    if compared:
+        result["byte_path_vs_baseline"] = compared
+    atomic_write_json(Path(args.out), result)
     print(f"load average {load[0]:.1f} on {os.cpu_count()} CPUs -> {args.out}")
     return 0
 

@@ -15,6 +15,10 @@ loaders produced before (so token ids do not change):
   task's `files:`; several files, or the records of JSONL/parquet files, are documents
   joined with a blank line. Records give their `text_field` (default `text`).
 
+`SplitText.byte_chunks()` gives the same text as UTF-8 bytes, reading whole text files
+without decoding them (checked as UTF-8 all the same): the byte tokenizer's ids are those
+bytes.
+
 Each split has a `digest`: sha256 over what it is read from (file digests, line ranges,
 field names, separators), the key of the token cache.
 """
@@ -72,18 +76,34 @@ def _text_chunks(path: Path) -> Iterator[str]:
     """The text of a UTF-8 file in chunks, with universal newlines (`\r\n` and `\r` ->
     `\n`, what text mode and `read_text` give), decoded from binary reads: text mode's
     newline translation was the slowest step of reading."""
+    return _file_chunks(path, as_bytes=False)
+
+
+def _utf8_chunks(path: Path) -> Iterator[bytes]:
+    """`_text_chunks` as UTF-8 bytes, without building the text: each read is checked by
+    the same incremental decoder (an invalid file fails as it does there) and its newlines
+    translated on the bytes (`\r` is never part of a multi-byte UTF-8 character), so the
+    chunks joined equal `"".join(_text_chunks(path)).encode()`."""
+    return _file_chunks(path, as_bytes=True)
+
+
+def _file_chunks(path: Path, as_bytes: bool) -> Iterator:
     decoder = codecs.getincrementaldecoder("utf-8")()
-    held = ""  # a final "\r" waits: the next chunk may start with its "\n"
+    cr, crlf, lf = ("\r", "\r\n", "\n") if not as_bytes else (b"\r", b"\r\n", b"\n")
+    held = cr[:0]  # a final "\r" waits: the next chunk may start with its "\n"
     try:
         with _open_binary(path) as f:
             while True:
                 raw = f.read(CHUNK_CHARS)
-                text = held + decoder.decode(raw, final=not raw)
-                held = ""
-                if text.endswith("\r") and raw:
-                    text, held = text[:-1], "\r"
-                if "\r" in text:
-                    text = text.replace("\r\n", "\n").replace("\r", "\n")
+                text = decoder.decode(raw, final=not raw)  # checks the bytes either way
+                if as_bytes:
+                    text = raw
+                text = held + text if held else text
+                held = cr[:0]
+                if text.endswith(cr) and raw:
+                    text, held = text[:-1], cr
+                if cr in text:
+                    text = text.replace(crlf, lf).replace(cr, lf)
                 if text:
                     yield text
                 if not raw:
@@ -123,13 +143,17 @@ class TextFile:
 
     def chunks(self, sep: str) -> Iterator[tuple[str, bool, int]]:
         if self.lines is None:
-            first = True
-            for chunk in _text_chunks(self.path):
-                yield chunk, first, int(first)
-                first = False
-            if first:  # an empty file is still a (empty) document
-                yield "", True, 1
-            return
+            return _one_document(_text_chunks(self.path), "")
+        return self._line_chunks()
+
+    def byte_chunks(self, sep: bytes) -> Iterator[tuple[bytes, bool, int]]:
+        """`chunks` as UTF-8 bytes; a whole file is never decoded to text (the byte
+        tokenizer's path; see `_utf8_chunks`)."""
+        if self.lines is None:
+            return _one_document(_utf8_chunks(self.path), b"")
+        return _encoded(self._line_chunks())
+
+    def _line_chunks(self) -> Iterator[tuple[str, bool, int]]:
         start, stop, seen = *self.lines, 0
         for lines in iter_lines(_text_chunks(self.path)):
             lo, hi = max(start - seen, 0), min(stop - seen, len(lines))
@@ -138,6 +162,21 @@ class TextFile:
             seen += len(lines)
             if seen >= stop:
                 return
+
+
+def _one_document(chunks: Iterator, empty: str | bytes) -> Iterator[tuple]:
+    """A file's chunks as one document: (chunk, begins it, documents begun)."""
+    first = True
+    for chunk in chunks:
+        yield chunk, first, int(first)
+        first = False
+    if first:  # an empty file is still a (empty) document
+        yield empty, True, 1
+
+
+def _encoded(chunks: Iterator[tuple[str, bool, int]]) -> Iterator[tuple[bytes, bool, int]]:
+    for text, new_doc, docs in chunks:
+        yield text.encode(), new_doc, docs
 
 
 def count_lines(path: Path) -> int:
@@ -343,6 +382,20 @@ class SplitText:
                     text = self.sep + text
                 first = first and not new_doc
                 yield text, docs
+
+    def byte_chunks(self) -> Iterator[tuple[bytes, int]]:
+        """`chunks()` as UTF-8 bytes: joined, `self.text().encode()`. Whole text files are
+        read as bytes and never decoded (checked as UTF-8 all the same); other readers'
+        text is encoded chunk by chunk."""
+        sep, first = self.sep.encode(), True
+        for reader in self.readers:
+            own = getattr(reader, "byte_chunks", None)
+            pieces = own(sep) if own else _encoded(reader.chunks(self.sep))
+            for data, new_doc, docs in pieces:
+                if new_doc and not first:
+                    data = sep + data
+                first = first and not new_doc
+                yield data, docs
 
     def text(self) -> str:
         """The whole split as one string: for small corpora and tests only."""

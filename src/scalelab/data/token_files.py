@@ -10,16 +10,20 @@ content under `$SCALELAB_HOME/tokens/<key>/`:
 `key` hashes each split's source digest and the tokenizer (its full JSON): five model
 sizes on one corpus tokenize it once. The folder is written under a temp name and renamed
 (`io.replace_dir`), by one of the processes that miss it at once (`io.build_once`); the
-others wait, then map it. Every open checks the index, each file's size and sha256; a
-damaged entry (truncated, changed, unreadable index) is named in a warning, removed under
-the lock and rebuilt.
+others wait, then map it. Every open checks the index, each file's size and sha256 (but
+the builder's own open right after the rename: its digests are of the bytes it just
+wrote); a damaged entry (truncated, changed, unreadable index) is named in a warning,
+removed under the lock and rebuilt. Blocks are hashed and written in a second thread while
+the next one is read and encoded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,12 +81,14 @@ def load_tokens(
     sources = {split: splits[split].digest() for split in SPLITS}
     folder = cache_dir("tokens") / cache_key(sources, tokenizer)
 
+    wrote: list[bool] = []
+
     def build() -> None:
-        _build(folder, splits, sources, tokenizer, report)
+        wrote.append(_build(folder, splits, sources, tokenizer, report))
 
     build_once(folder, build)
-    try:
-        return open_tokens(folder)
+    try:  # files this process just wrote and renamed in: their digests are known good
+        return open_tokens(folder, check_digests=not any(wrote))
     except Damaged:
         with file_lock(folder):
             try:  # another process may have rebuilt it while this one waited
@@ -96,8 +102,9 @@ def load_tokens(
         return open_tokens(folder)
 
 
-def open_tokens(folder: Path) -> dict[str, TokenSplit]:
-    """Map a cache entry's files after checking them; raises Damaged naming the problem."""
+def open_tokens(folder: Path, check_digests: bool = True) -> dict[str, TokenSplit]:
+    """Map a cache entry's files after checking them (index, sizes, and with
+    `check_digests` each file's sha256); raises Damaged naming the problem."""
     try:
         index = json.loads((folder / "index.json").read_text())
         if index.get("format") != FORMAT:
@@ -110,7 +117,7 @@ def open_tokens(folder: Path) -> dict[str, TokenSplit]:
             size, want = path.stat().st_size, meta["tokens"] * dtype.itemsize
             if size != want:
                 raise Damaged(f"{path.name} has {size} bytes, expected {want}")
-            if sha256_file(path) != meta["sha256"]:
+            if check_digests and sha256_file(path) != meta["sha256"]:
                 raise Damaged(f"{path.name} does not match its sha256")
             ids = (
                 np.memmap(path, dtype=dtype, mode="r", shape=(meta["tokens"],))
@@ -140,7 +147,9 @@ def _build(
     sources: dict[str, str],
     tokenizer: Any,
     report: Report | None,
-) -> None:
+) -> bool:
+    """Write the entry under a temp name and rename it to `folder`; False when another
+    writer's copy was there first (see `io.replace_dir`)."""
     encoder = Encoder.for_tokenizer(tokenizer, _sample(splits["train"]))
     if not encoder.exact and report:
         report({"warning": "this tokenizer encodes a text cut at spaces differently from the "
@@ -162,7 +171,7 @@ def _build(
             "splits": metas,
         }
         (tmp / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
-        replace_dir(tmp, folder)
+        return replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -178,7 +187,12 @@ def _write_split(
             counts["documents"] += docs
             yield text
 
-    digest, tokens = hashlib.sha256(), 0
+    def utf8() -> Iterator[bytes]:  # the byte tokenizer: text files are never decoded
+        for data, docs in split.byte_chunks():
+            counts["documents"] += docs
+            yield data
+
+    tokens = 0
     limit = np.iinfo(dtype).max
     total = split.size()
     rate, last = Rate(), [0.0]
@@ -191,13 +205,64 @@ def _write_split(
             report({"step": int(mb), "total": int(total / 1e6) if total else None,
                     "info": f"tokenizing {split.name}: {mb:,.0f} MB, {rate.mb_per_s(done):.1f} MB/s"})  # fmt: skip
 
-    with open(path, "wb") as out:
-        for ids, n_bytes in encoder.encode(texts(), progress):
+    encoded = (
+        encoder.encode_utf8(utf8(), progress)
+        if encoder.byte_level
+        else encoder.encode(texts(), progress)
+    )
+    with open(path, "wb") as out, _HashingWriter(out) as writer:
+        for ids, n_bytes in encoded:
             if ids.dtype != dtype and ids.size and int(ids.max()) > limit:
                 raise ScalelabError(f"token id {int(ids.max())} does not fit {dtype.name}")
             block = np.ascontiguousarray(ids, dtype=dtype)
-            digest.update(block)
-            out.write(block.data)
+            writer.put(block)
             tokens += block.size
             counts["bytes"] += n_bytes
-    return {"file": path.name, "tokens": tokens, "sha256": digest.hexdigest(), **counts}
+        digest = writer.finish()
+    return {"file": path.name, "tokens": tokens, "sha256": digest, **counts}
+
+
+class _HashingWriter:
+    """Appends blocks to `out` and hashes them (sha256) in a second thread, so reading and
+    encoding the next block overlap the hashing and writing of this one (both release the
+    GIL). At most `depth` blocks wait; a write error is raised by the next `put` or
+    `finish`. Leaving the `with` block always stops the thread."""
+
+    def __init__(self, out: Any, depth: int = 2) -> None:
+        self.out, self.digest = out, hashlib.sha256()
+        self.blocks: queue.Queue[np.ndarray | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="token-writer", daemon=True)
+
+    def __enter__(self) -> _HashingWriter:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (block := self.blocks.get()) is not None:
+            if self.error is None:  # after an error, drain so `put` never blocks forever
+                try:
+                    self.digest.update(block)
+                    self.out.write(block.data)
+                except BaseException as err:  # handed to the main thread
+                    self.error = err
+
+    def put(self, block: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.blocks.put(block)
+
+    def finish(self) -> str:
+        """Wait for every block; the hex sha256 of all of them."""
+        self._stop()
+        if self.error is not None:
+            raise self.error
+        return self.digest.hexdigest()
+
+    def _stop(self) -> None:
+        if self.thread.is_alive():
+            self.blocks.put(None)
+            self.thread.join()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
