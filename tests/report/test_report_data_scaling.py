@@ -35,6 +35,8 @@ def _runs(sizes=(50, 100, 200, 500, 1000, 2000), shots=(1, 5, 10)) -> pd.DataFra
 def test_the_section_shows_the_figure_the_fits_and_n_star(tmp_path):
     page = build_report(_runs(), None, tmp_path / "rep").read_text()
     heads = re.findall(r"<h2>(.*?)</h2>", page)
+    assert heads[0] == "Data-centric dashboard"  # the dashboard leads (test_report_dashboard)
+    heads = heads[1:]
     assert heads[0] == "Data scaling: accuracy vs labelled examples"
     section = page[page.index(heads[0]) : page.index(f"<h2>{heads[1]}</h2>")]
     assert 'alt="data_scaling"' in section and (tmp_path / "rep" / "data_scaling.png").is_file()

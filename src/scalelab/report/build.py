@@ -1,12 +1,13 @@
 """Build a report folder: one page per experiment that adapts to what the runs hold.
 
 A set-up block heads the page; then, per stage (a spec without stages has one): the
-classification section where runs report accuracies (and, where they vary train_size or
-k_per_class, the data-scaling section), the sweep heat map where exactly two
-hyper-parameters vary, the scaling section (loss vs size with fits) where runs have a size
-column, and the learning curves. Fitting happens here and in `scaling.py` (via
-`analysis.api`); the plot modules only draw. Everything is written to a temporary folder
-and moved into place at the end: bad input leaves nothing behind.
+classification section where runs report accuracies (led, for a data-centric experiment,
+by its dashboard: `dashboard.py`; where they vary train_size or k_per_class, the
+data-scaling section; per stage, box plots over seeds and the radar of methods), the sweep
+heat map where exactly two hyper-parameters vary, the scaling section (loss vs size with
+fits) where runs have a size column, and the learning curves. Fitting happens here and in
+`scaling.py` (via `analysis.api`); the plot modules only draw. Everything is written to a
+temporary folder and moved into place at the end: bad input leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scalelab.analysis.distill_grid import lm_distill
 from scalelab.analysis.wsd import has_branches
 from scalelab.errors import ScalelabError
 from scalelab.metrics import default_metric
-from scalelab.report import classification, evaluations, html, monitor, scaling, setup
+from scalelab.report import classification, dashboard, evaluations, html, monitor, scaling, setup
 from scalelab.report import curves as curve_figs
 from scalelab.report.active import active_run_ids, active_section, is_active
 from scalelab.report.lr_transfer import lr_transfer_section
@@ -284,6 +285,9 @@ def _stage_sections(
                  frozenset({"mcqa"}): "Exact match (written option letters)",
                  frozenset({"math", "mcqa"}): "Exact match (written answers)"}  # fmt: skip
         sections.append((title.get(frozenset(kinds), "Classification"), body))
+        seeds = dashboard.methods_section(runs, out, prefix, models, radar=not ctx["dashboard"])
+        if seeds:
+            sections.append(("Seeds and methods", seeds))
         sweep = _sweep_section(runs, out, prefix)
         if sweep:
             sections.append(("Sweep", sweep))
@@ -354,6 +358,7 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
         "models": table.model_names(runs),
         "planned": planned,
         "every": runs,
+        "dashboard": dashboard.is_data_centric(done) and spec.x is None and spec.y is None,
     }
     stages = _stages(done)
     rows: list = []
@@ -371,6 +376,9 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
             sections.append(("Cooldown branches vs cosine", wsd_section(done, tmp)))
         if has_w2s(done):
             sections.append(_w2s(done, runs_dir, tmp, spec, notes))
+        if ctx["dashboard"]:  # at the top of the classification part
+            if board := dashboard.dashboard_section(done, tmp, ctx["models"], curves):
+                sections.append(("Data-centric dashboard", board))
         if is_active(done):
             sections.append(_active(done, curves, tmp, spec, notes))
             # their curve points are rounds (x: labels), not the training-step curves below

@@ -28,7 +28,7 @@ def plot_data_scaling(result: DataScaling, path: Path) -> Path:
     every_n = [n for c in result.curves for n in c.points["n"]]
     for ax, method in zip(axes[0], methods, strict=True):
         for c in (c for c in result.curves if c.method == method):
-            _draw_curve(ax, c, colors[c.model], result.higher_is_better)
+            draw_curve(ax, c, colors[c.model], result.higher_is_better)
         style.log_axis(ax, "x", every_n)
         ax.set_xlabel("labelled training examples n")
         ax.set_title(method, fontsize=10)
@@ -37,7 +37,10 @@ def plot_data_scaling(result: DataScaling, path: Path) -> Path:
     return style.save(fig, path)
 
 
-def _draw_curve(ax, curve, color, higher: bool) -> None:
+def draw_curve(ax, curve, color, higher: bool) -> None:
+    """One `Curve` on `ax`: its means (circles; open squares for k-per-class draws), their
+    band, the fitted law (dashed, to one doubling past the data) and n* (a star) where it
+    lies there; labelled by model, setting and size (the dashboard shares it)."""
     p = curve.points.sort_values("n")
     size = f"(N {style.human(curve.size)})" if math.isfinite(curve.size) else ""
     label = " ".join(s for s in (curve.model, curve.setting, size) if s)
