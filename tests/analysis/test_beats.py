@@ -170,3 +170,18 @@ def test_a_margin_asks_for_non_inferiority_not_superiority():
     assert within.smallest.model == "m3" and -0.01 < within.smallest.lo < 0
     assert within.statement.startswith("m3 (non_embedding_params 100,000) is the smallest kd "
                                        "model that comes within 0.01 of big/full")  # fmt: skip
+
+
+def test_a_crossover_past_the_largest_size_says_it_is_an_extrapolation():
+    from scalelab.analysis.beats import crossover_text
+
+    # a law that crosses the reference's 2.0 at N = 6e5, past the largest cell (3e5)
+    c = 0.5 * 6e5**0.3
+    cells = {("pretrain", "big"): [2.0, 2.01, 1.99],
+             **{("kd", m): [1.5 + c * SIZES[m] ** -0.3 + e for e in NOISE]
+                for m in ("m1", "m2", "m3", "m4")}}  # fmt: skip
+    (kd,) = [a for a in smallest_that_beats(table(cells), ("big", "pretrain"), "val_loss", False,
+                                            bootstrap=0) if a.method == "kd"]  # fmt: skip
+    assert kd.crossover.n == pytest.approx(6e5, rel=0.3)
+    text = crossover_text(kd)
+    assert "an extrapolation" in text and "beyond the largest size in the data (3e+05)" in text

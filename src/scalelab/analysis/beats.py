@@ -369,10 +369,12 @@ def as_rows(answers: list[MethodAnswer]) -> list[dict[str, Any]]:
 
 
 def crossover_text(answer: MethodAnswer) -> str:
-    """The fitted crossover in words, with what limits it."""
+    """The fitted crossover in words, with what limits it: how far past the data it lies and
+    an interval end the data do not bound (`SmallestN.validity`, as `reaches` words it)."""
     s = answer.crossover
     if s is None:
         return "; ".join(answer.notes) or "no crossover fit"
-    hi = "inf (the data do not bound it)" if not np.isfinite(s.hi) else f"{s.hi:,.4g}"
+    hi = "inf" if not np.isfinite(s.hi) else f"{s.hi:,.4g}"
     ci = f" [{s.lo:,.4g}, {hi}]" if np.isfinite(s.lo) else " (no interval: too few refits)"
-    return f"fitted crossover at {s.n:,.4g}{ci}"
+    past = "; ".join(s.validity())
+    return f"fitted crossover at {s.n:,.4g}{ci}" + (f" ({past})" if past else "")
