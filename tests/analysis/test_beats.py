@@ -185,3 +185,11 @@ def test_a_crossover_past_the_largest_size_says_it_is_an_extrapolation():
     assert kd.crossover.n == pytest.approx(6e5, rel=0.3)
     text = crossover_text(kd)
     assert "an extrapolation" in text and "beyond the largest size in the data (3e+05)" in text
+
+
+def test_a_table_without_methods_has_nothing_to_compare():
+    from scalelab.analysis.beats import answer_for
+
+    df = table(CELLS).drop(columns="method")
+    with pytest.raises(ScalelabError, match="no 'method' column"):
+        answer_for(df, "big/pretrain", "val_loss", "non_embedding_params", 0)

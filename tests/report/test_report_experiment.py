@@ -36,3 +36,15 @@ def test_a_runs_csv_with_nothing_to_show_writes_nothing(tmp_path, capsys):
     assert code == 2 and "nothing to report" in err and err.count("\n") == 1, err
     assert "more (41 in all)" in err  # a cut column list says it is cut
     assert not out.exists()
+
+
+def test_beats_or_reaches_on_a_csv_without_methods_says_so_and_writes_nothing(tmp_path, capsys):
+    from pathlib import Path
+
+    csv = Path(__file__).parents[1] / "analysis" / "data" / "llm_line_tasks.csv"
+    for flag, value in (("--beats", "x/y"), ("--reaches", "0.5")):
+        out = tmp_path / flag.strip("-")
+        code, _, err = cli("report", "--csv", csv, flag, value, "--out", out, capsys=capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{flag}: the CSV has no 'method' column" in err
+        assert not out.exists()

@@ -291,10 +291,13 @@ class Answer:
 def compared_metric(done: pd.DataFrame, metric: str | None) -> tuple[str, bool]:
     """(metric, higher is better) that `answer_for` compares: `metric`, else the methods'
     first validation quality metric with a column. Raises ScalelabError for a metric the
-    methods do not declare as a quality metric."""
+    methods do not declare as a quality metric, or a table without a `method` column."""
     from scalelab.metrics import default_metric, metric_def
 
-    methods = sorted(done["method"].dropna().unique()) if "method" in done else []
+    if "method" not in done:
+        raise ScalelabError("the runs table has no 'method' column: there are no methods' "
+                            "cells to compare (a runs table from `scalelab results` has one)")  # fmt: skip
+    methods = sorted(done["method"].dropna().unique())
     metric = metric or default_metric(methods, "val", available=set(done.columns))
     defn = metric_def(metric or "", methods) if metric else None
     if defn is None or defn.higher_is_better is None:

@@ -126,6 +126,12 @@ def report_command(
         where, required, axes_required, reach_required = {}, True, True, True
         out = out or Path("report")
         title = f"scalelab report: {', '.join(p.name for p in csv)}"
+        asked = [f for f, v in (("--beats", beats), ("--reaches", reaches)) if v is not None]
+        if asked and "method" not in runs:
+            raise ScalelabError(
+                f"{' and '.join(asked)}: the CSV has no 'method' column, so it has no methods' "
+                "cells to compare (a runs table from `scalelab results` has one)"
+            )
     from scalelab.analysis.table import require_columns
 
     require_columns(runs, [c for pair in pairs for c in pair], "--loss-to-loss")
