@@ -122,6 +122,15 @@ def test_fit_bad_input_raises_one_line_error(app, runs_csv, tmp_path):
     assert isinstance(r.exception, ScalelabError) and "unreachable" in str(r.exception)
 
 
+def test_an_accuracy_target_outside_0_1_names_the_target_not_the_column(app):
+    args = ["fit", str(DATA / "llm_line_tasks.csv"), "--law", "power", "--x", "Size", "--y",
+            "HellaSwag Accuracy", "--higher-is-better", "--target", "1.5"]  # fmt: skip
+    r = invoke(app, args)
+    msg = str(r.exception)
+    assert isinstance(r.exception, ScalelabError) and msg.startswith("--target 1.5:"), msg
+    assert "[0, 1]" in msg and "HellaSwag" not in msg
+
+
 def test_report_from_csv(app, runs_csv, tmp_path):
     out = tmp_path / "rep"
     r = invoke(app, ["report", "--csv", str(runs_csv), "--out", str(out), "--bootstrap", "20"])

@@ -454,7 +454,7 @@ def _smallest(spec: FitSpec, fit: fitting.FitResult, boot: Bootstrap | None) -> 
         )
     target = spec.target
     if spec.higher_is_better:
-        target = to_lower_is_better(target, spec.y)
+        target = to_lower_is_better(target, "--target")
     samples = boot.param_dicts() if boot else []
     return smallest_n(fit.params, float(target), samples)
 

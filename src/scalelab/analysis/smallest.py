@@ -85,8 +85,13 @@ class SmallestN:
 
 
 def to_lower_is_better(values: np.ndarray | float, name: str) -> np.ndarray | float:
-    """Map an accuracy in [0, 1] to its error rate 1 - acc, which a power law can fit."""
+    """Map an accuracy in [0, 1] to its error rate 1 - acc, which a power law can fit.
+    `name` names the values in the error (a column, or a flag such as "--target" for a
+    single value). Raises ScalelabError for values outside [0, 1]."""
     arr = np.asarray(values, float)
+    if np.ndim(values) == 0 and not 0 <= arr <= 1:
+        raise ScalelabError(f"{name} {float(arr):g}: higher is better here, so it must be an "
+                            "accuracy in [0, 1]")  # fmt: skip
     if np.any((arr < 0) | (arr > 1)):
         raise ScalelabError(
             f"{name}: higher-is-better values must be accuracies in [0, 1] (got {arr.min():.4g} .. "
