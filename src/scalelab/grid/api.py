@@ -42,7 +42,8 @@ class Experiment:
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(runs table, curves table) for the runs this spec expands to, in grid order."""
         ids = [r.run_id for r in self.runs]
-        table = with_evaluations(with_variants(self.store.table(ids), self.runs), self.runs)
+        table = with_stages(self.store.table(ids), self.runs)
+        table = with_evaluations(with_variants(table, self.runs), self.runs)
         return table, self.store.curves(ids)
 
     def planned(self) -> pd.DataFrame:
@@ -124,6 +125,23 @@ def load_experiment_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, curves table) for the runs an experiment spec expands to."""
     return open_experiment(spec_path, output_dir).tables()
+
+
+def with_stages(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
+    """`table` with each run's `stage` as this spec names it. The store keeps the stage of
+    the spec that first ran a run; a run another spec reuses (same run id, e.g. the
+    quickstart's `main` runs as a staged spec's `base`) is reported under the current
+    spec's stage. A run id is in one stage of a spec (`plan` refuses duplicates)."""
+    if table.empty or "run_id" not in table:
+        return table
+    by_id = {r.run_id: r.stage for r in runs}
+    out = table.copy()
+    stages = out["run_id"].map(by_id)
+    if "stage" in out:
+        out["stage"] = stages.fillna(out["stage"])
+    else:
+        out.insert(min(2, len(out.columns)), "stage", stages)
+    return out
 
 
 def with_variants(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
