@@ -387,22 +387,26 @@ def _build(runs, curves, out_dir: Path, spec: ReportSpec, runs_dir, planned) -> 
         if varies_data(done):
             sections.append(_data_scaling(done, tmp, spec, notes))
         evaluated = [sub for _, sub in stages if _evaluations_only(sub, spec)]
+        eval_setups = []  # every evaluate stage's set-up, then their one table, below
         for stage, sub in stages:
-            if _evaluations_only(sub, spec):
-                continue  # every evaluate stage in one table, below
             where = f" (stage {stage})" if stage else ""
             plan = planned
             if planned is not None and stage and "stage" in planned:
                 plan = planned[planned["stage"] == stage]
             reports = setup.read_eval_reports(sub, runs_dir)
             all_runs = runs[runs["stage"] == stage] if stage else runs
-            sections.append((f"Set-up{where}", setup.setup_html(
-                setup.setup_rows(all_runs, reports, plan, ctx["models"]))))  # fmt: skip
+            block = (f"Set-up{where}", setup.setup_html(
+                setup.setup_rows(all_runs, reports, plan, ctx["models"])))  # fmt: skip
+            if _evaluations_only(sub, spec):
+                eval_setups.append(block)
+                continue
+            sections.append(block)
             found = _stage_sections(sub, curves, tmp, spec, {**ctx, "planned": plan},
                                     f"{stage}_" if stage else "", rows, notes)  # fmt: skip
             sections.extend((f"{h}{where}", b) for h, b in found)
         if evaluated and (body := evaluations.evaluations_section(
                 pd.concat(evaluated), runs, ctx["models"])):  # fmt: skip
+            sections.extend(eval_setups)
             sections.append(("Evaluations", body))
         for i, (loss, acc) in enumerate(spec.task_accuracy):
             fig = scaling.task_accuracy_section(done, loss, acc, spec, tmp, i, rows, notes)

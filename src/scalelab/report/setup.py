@@ -33,19 +33,54 @@ def _count(v: Any) -> str:
         return str(v)
 
 
+# what one item of a task kind is called (an LM task is counted in tokens)
+NOUNS = {"classification": "examples", "math": "problems", "mcqa": "questions",
+         "multiple_choice": "questions"}  # fmt: skip
+# the task fields that ask for a split's size (classification spells validation `val_size`)
+SIZE_FIELDS = {"train": ("train_size",), "validation": ("val_size", "validation_size"),
+               "test": ("test_size",)}  # fmt: skip
+
+
+def _noun(runs: pd.DataFrame) -> str:
+    """ "examples", "problems" or "questions" by the runs' task kinds ("examples" unknown)."""
+    nouns = dict.fromkeys(NOUNS.get(str(k), "examples") for k in _values(runs, "task.kind"))
+    return " / ".join(nouns) or "examples"
+
+
+def _evaluated(runs: pd.DataFrame) -> str:
+    """ "260 questions scored (limit 300; 40 skipped: ...)" for evaluate runs, "" else."""
+    scored = _values(runs, "n_questions")
+    if not scored:
+        return ""
+    notes = [f"limit {_join(_values(runs, 'params.limit'), _count)}"] if _values(
+        runs, "params.limit") else []  # fmt: skip
+    if skipped := [v for v in _values(runs, "n_skipped") if v]:
+        notes.append(f"{_join(skipped, _count)} skipped: an answer alone is longer than the "
+                     "model's window")  # fmt: skip
+    if cut := [v for v in _values(runs, "n_truncated") if v]:
+        notes.append(f"{_join(cut, _count)} with their context cut to the window")
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return f"{_join(scored, _count)} {_noun(runs)} scored{extra}"
+
+
 def _split_sizes(runs: pd.DataFrame, eval_reports: Mapping[str, Mapping[str, Any]]) -> str:
-    """ "train 2,000 / validation 546 / test 500 examples" (classification), tokens (LM) or
-    the problems a math or mcqa task asked for."""
-    asked = [(s, _values(runs, f"task.{s}_size")) for s in ("train", "validation", "test")]
-    if any(v for _, v in asked):
-        return " / ".join(f"{s} {_join(v, _count)}" for s, v in asked if v) + " problems"
+    """ "train 2,000 / validation 546 / test 500 examples" (classification: the training
+    examples and each run's eval.json), the questions an evaluation scored, the sizes a
+    math or multiple-choice task asked for, or tokens (LM)."""
+    if out := _evaluated(runs):
+        return out
     if "train_examples" in runs and runs["train_examples"].notna().any():
         parts = [f"train {_join(_values(runs, 'train_examples'), _count)}"]
         for split in ("validation", "test"):
             ns = list(dict.fromkeys(r[split]["n"] for r in eval_reports.values() if split in r))
+            ns = ns or [v for f in SIZE_FIELDS[split] for v in _values(runs, f"task.{f}")]
             if ns:
                 parts.append(f"{split} {_join(ns, _count)}")
-        return " / ".join(parts) + " examples"
+        return " / ".join(parts) + f" {_noun(runs)}"
+    asked = [(s, [v for f in fields for v in _values(runs, f"task.{f}")])
+             for s, fields in SIZE_FIELDS.items()]  # fmt: skip
+    if any(v for _, v in asked):
+        return " / ".join(f"{s} {_join(v, _count)}" for s, v in asked if v) + f" {_noun(runs)}"
     cols = {"train": "train_split_tokens", "validation scored": "val_tokens_scored",
             "test scored": "test_tokens_scored"}  # fmt: skip
     parts = [f"{k} {_join(_values(runs, c), _count)}" for k, c in cols.items() if _values(runs, c)]
@@ -55,7 +90,14 @@ def _split_sizes(runs: pd.DataFrame, eval_reports: Mapping[str, Mapping[str, Any
     return f"evaluation capped at {_join(cap, _count)} tokens a split" if cap else "not recorded"
 
 
+def _evaluation_only(runs: pd.DataFrame) -> bool:
+    return "method" in runs and len(runs) > 0 and bool((runs["method"] == "evaluate").all())
+
+
 def _budget(runs: pd.DataFrame) -> str:
+    if _evaluation_only(runs):
+        shots = _values(runs, "params.shots")
+        return "no training (evaluation" + (f", {_join(shots, _count)}-shot)" if shots else ")")
     if _values(runs, "params.tokens"):
         per = _values(runs, "params.batch_size")
         seq = _values(runs, "task.seq_len")
@@ -72,6 +114,8 @@ def _budget(runs: pd.DataFrame) -> str:
 
 
 def _tokenizer(runs: pd.DataFrame) -> str:
+    if _evaluation_only(runs):
+        return "each model's own"
     kinds = _values(runs, "task.tokenizer.kind")
     if kinds:
         vocab = _values(runs, "vocab_size")
@@ -93,6 +137,12 @@ def _versions(runs: pd.DataFrame) -> str:
         if line and line not in seen:
             seen.append(line)
     return "; ".join(seen) or "not recorded"
+
+
+def _seeds(runs: pd.DataFrame, seeds: list[Any]) -> str:
+    if _evaluation_only(runs):
+        return "none (evaluation)"
+    return f"{_join(sorted(seeds, key=str))} ({len(seeds)})" if seeds else "not recorded"
 
 
 def setup_rows(
@@ -118,7 +168,7 @@ def setup_rows(
             _join([models.get(str(m), m) for m in _values(runs, "model")]) or "not recorded",
         ),
         ("methods", _join(_values(runs, "method")) or "not recorded"),
-        ("seeds", f"{_join(sorted(seeds, key=str))} ({len(seeds)})" if seeds else "not recorded"),
+        ("seeds", _seeds(runs, seeds)),
         ("runs", ", ".join(f"{n} {s}" for s, n in status.items()) or f"{len(runs)}"),
         ("commit", _join([str(c)[:12] for c in commits]) or "not recorded"),
         ("versions", _versions(runs)),
