@@ -46,3 +46,15 @@ def test_units_in_axis_labels():
 
 def test_human_counts():
     assert [style.human(v) for v in (950, 12_768, 1.5e6, 2e9)] == ["950", "12.8k", "1.5M", "2G"]
+
+
+def test_fitted_laws_read_in_three_digits_without_an_e_on_its_bound():
+    # the quickstart's fit: E on its bound 0 (5.4e-14) is no part of the law a reader sees
+    assert style.power_law_text({"E": 5.415e-14, "A": 3.404, "alpha": 0.03011}) == (
+        "3.40·N^-0.0301"
+    )
+    assert style.power_law_text({"E": 2.42736, "A": 10411.9, "alpha": 0.508242}) == (
+        "2.43 + 1.04e4·N^-0.508"
+    )
+    assert [style.number(v) for v in (1.5, 0.000123, -2.5, 0.0)] == ["1.50", "1.23e-4", "-2.50",
+                                                                      "0"]  # fmt: skip

@@ -82,7 +82,7 @@ def plot_scaling(
                             label="95% bootstrap band")  # fmt: skip
         if key in params and len(grid) and all(np.isfinite(list(params[key].values()))):
             p = params[key]  # (a fit with an infinite parameter is not drawn: see its flags)
-            label = f"fit: {p.get('E', 0):.3g} + {p['A']:.3g}·N^-{p['alpha']:.3g}"
+            label = f"fit: {style.power_law_text(p)}"
             width = 1.5 if emphasis is None else (2.5 if bold else 1.0)
             ax.plot(grid, laws.power_law(grid, p), color=color, lw=width, label=label,
                     ls="-" if bold else "--", **faded)  # fmt: skip

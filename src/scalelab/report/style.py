@@ -7,7 +7,7 @@ nothing here reads data or fits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,27 @@ def human(v: float) -> str:
         if abs(v) >= div:
             return f"{v / div:.3g}{unit}"
     return f"{v:.3g}"
+
+
+def number(v: float) -> str:
+    """`v` to 3 significant digits, trailing zeros kept ("3.40", "0.0301", "2.43"), in
+    e-notation only outside [0.001, 10,000) ("1.04e4", "5.42e-14")."""
+    if v == 0 or not np.isfinite(v):
+        return f"{v:g}"
+    if 1e-3 <= abs(v) < 1e4:
+        return f"{v:#.3g}".rstrip(".")
+    mantissa, exp = f"{v:.2e}".split("e")
+    return f"{mantissa}e{int(exp)}"
+
+
+def power_law_text(params: Mapping[str, float], x: str = "N", rel_zero: float = 1e-6) -> str:
+    """The fitted law E + A·x^-alpha as a legend shows it, 3 significant digits each
+    (`number`): "2.43 + 1.04e4·N^-0.508". An E that is zero for the loss's scale (below
+    `rel_zero` of A: a fit whose E sits on its bound 0, e.g. 5.4e-14) is left out:
+    "3.40·N^-0.0301"."""
+    e, a, alpha = float(params.get("E", 0.0)), float(params["A"]), float(params["alpha"])
+    law = f"{number(a)}·{x}^-{number(alpha)}"
+    return law if abs(e) <= rel_zero * max(abs(a), 1.0) else f"{number(e)} + {law}"
 
 
 def log_axis(ax: Any, which: str = "x", values: Sequence[float] | None = None) -> None:
