@@ -143,3 +143,13 @@ def test_report_notes_runs_with_training_events(tmp_path):
     html = build_report(named, None, tmp_path / "named", ReportSpec(bootstrap=0)).read_text()
     # named by model, method and the setting that differs, never by a hash
     assert "gpt-d2 full lr=0.001 seed=0: events: 2 loss spikes" in html
+
+
+def test_the_scaling_caption_describes_what_is_drawn(tmp_path):
+    runs = runs_table()
+    full = build_report(runs, None, tmp_path / "a", ReportSpec(bootstrap=50)).read_text()
+    assert "lines the fitted power law" in full and "shaded the 95% bootstrap band" in full
+    two = runs[runs["run_id"].isin(["full-0", "full-5"])]  # 2 sizes: no law to fit
+    page = build_report(two, None, tmp_path / "b", ReportSpec(bootstrap=50)).read_text()
+    assert "lines the fitted power law" not in page and "bootstrap band" not in page
+    assert "no fitted line: no power law could be fitted to these points" in page

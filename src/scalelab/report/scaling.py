@@ -243,14 +243,30 @@ def scaling_section(
     named = runs.assign(model=table.shown_models(runs, models)) if "model" in runs else runs
     png = plots.plot_scaling(named, x, y, out / f"{prefix}scaling.png", group=group,
                              params=params, bands=bands, per=per, emphasis=emphasis)  # fmt: skip
-    caption = (f"{y} vs {x}: points are runs (named by model), lines the fitted power law "
-               "E + A·N^-alpha, shaded the 95% bootstrap band where the fit is identified "
-               "(drawn over the data range only).")  # fmt: skip
+    caption = _scaling_caption(x, y, params, bands)
     if env is not None:
         caption += _envelope_caption(env, emphasis)
     parts = [html.figure(png, caption)]
     parts += _loss_to_loss(every, y, own_group, spec, out, prefix, rows, notes)
     return "".join(parts)
+
+
+def _scaling_caption(x: str, y: str, params: dict, bands: dict) -> str:
+    """What `plot_scaling` drew, in words: the points, a fitted line only where a fit with
+    finite parameters exists (a stage of 2 sizes has none), a band only where one is."""
+    import numpy as np
+
+    drawn = [g for g, p in params.items() if all(np.isfinite(list(p.values())))]
+    text = f"{y} vs {x}: points are runs (named by model)"
+    if not drawn:
+        return text + "; no fitted line: no power law could be fitted to these points (see Notes)."
+    text += ", lines the fitted power law E + A·N^-alpha"
+    if bands:
+        text += (", shaded the 95% bootstrap band where the fit is identified (drawn over the "
+                 "data range only)")  # fmt: skip
+    else:
+        text += "; no band drawn (no bootstrap, or no fit identified: see Notes)"
+    return text + "."
 
 
 def _envelope_caption(env: Envelope, emphasis: set[str]) -> str:
