@@ -94,3 +94,15 @@ def test_nothing_to_report_writes_nothing(tmp_path):
     with pytest.raises(ScalelabError, match="nothing to report"):
         build_report(runs, None, out)
     assert not out.exists()
+
+
+def test_per_class_f1_keeps_the_confusion_matrix_order_of_classes():
+    from scalelab.report.classification import per_class_table
+
+    trec = ["DESC", "ENTY", "ABBR", "HUM", "NUM", "LOC"]  # the dataset's label order
+    rep = {"test": classification_report(np.repeat(np.arange(6), SUPPORT),
+                                         np.repeat(np.arange(6), SUPPORT), trec)}  # fmt: skip
+    stored = json.loads(json.dumps(rep, sort_keys=True))  # as eval.json holds it
+    assert list(stored["test"]["per_class"]) == sorted(trec) and stored["test"]["labels"] == trec
+    runs = pd.DataFrame({"run_id": ["r0"], "seed": [0], "_label": ["minilm-l6 full"]})
+    assert list(per_class_table(runs, {"r0": stored})["class"]) == trec

@@ -67,13 +67,19 @@ def _summaries(runs: pd.DataFrame, planned: pd.DataFrame | None) -> dict[str, pd
 
 
 def per_class_table(runs: pd.DataFrame, reports: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per (run, class) of the test split: label, run_id, seed, class, f1, support."""
+    """One row per (run, class) of the test split: label, run_id, seed, class, f1, support.
+    Classes in the dataset's label order (eval.json's `labels`, the confusion matrix's
+    order; its `per_class` object is stored with sorted keys)."""
     rows = []
     for _, r in runs.iterrows():
         rep = reports.get(str(r["run_id"]), {}).get("test")
         if not rep:
             continue
-        for cls, st in rep["per_class"].items():
+        stats = rep["per_class"]
+        order = [c for c in rep.get("labels", ()) if c in stats] + [
+            c for c in stats if c not in rep.get("labels", ())]  # fmt: skip
+        for cls in order:
+            st = stats[cls]
             rows.append({"label": r["_label"], "run_id": r["run_id"], "seed": r.get("seed"),
                          "class": cls, "f1": st["f1"], "support": st["support"]})  # fmt: skip
     return pd.DataFrame(rows, columns=["label", "run_id", "seed", "class", "f1", "support"])
