@@ -113,8 +113,8 @@ def test_a_swept_setting_splits_curves_and_too_few_n_is_said_not_raised():
     other = runs.assign(**{"params.lr": 3e-4, "test_accuracy": runs["test_accuracy"] - 0.05})
     both = pd.concat([runs.assign(**{"params.lr": 1e-4}), other], ignore_index=True)
     result = data_scaling(both, "test_accuracy", higher_is_better=True, n_boot=0)
-    assert sorted(c.name for c in result.curves) == ["big full lr=0.0001", "big full lr=0.0003",
-                                                     "small full lr=0.0001", "small full lr=0.0003"]  # fmt: skip
+    assert sorted(c.name for c in result.curves) == ["big full lr=1e-4", "big full lr=3e-4",
+                                                     "small full lr=1e-4", "small full lr=3e-4"]  # fmt: skip
     assert result.notes == ()  # the lr splits curves; it is no recipe that changes with n
     few = data_scaling(runs_table(sizes=(50, 100), shots=()), "test_accuracy",
                        higher_is_better=True, n_boot=0)  # fmt: skip

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.seeds import label_columns, mean_ci
-from scalelab.analysis.table import as_text, require_columns, shown_models
+from scalelab.analysis.table import as_text, field_text, require_columns, shown_models
 from scalelab.errors import ScalelabError
 
 LABELS = "train_examples"  # the metric that counts a run's labelled training examples
@@ -308,7 +308,8 @@ def data_scaling(
     keys = ["_model", arm, *split]
     curves = []
     for key, rows in done.groupby([done[k].astype(str) for k in keys], sort=False):
-        setting = " ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(split, key[2:], strict=True))
+        setting = " ".join(field_text(c, rows[c].iloc[0], {}) or f"{c.split('.')[-1]}=-"
+                           for c in split)  # fmt: skip
         sizes = (
             pd.to_numeric(rows[size], errors="coerce") if size in rows else pd.Series(dtype=float)
         )

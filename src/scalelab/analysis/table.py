@@ -113,6 +113,15 @@ def shown_models(table: pd.DataFrame, names: Mapping[str, str] | None = None) ->
 _RUN_REF = re.compile(r"run:[0-9a-f]{16}")
 
 
+def number_text(value: float) -> str:
+    """A config value as `:g` writes it, but below 0.001 always in short e-notation, so a
+    sweep's learning rates read alike: 3e-5, 1e-4, 3e-4 (not 3e-05, 0.0001, 0.0003)."""
+    if value == 0 or not np.isfinite(value) or abs(value) >= 1e-3:
+        return f"{value:g}"
+    mantissa, exp = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+
+
 def field_text(column: str, value: Any, models: Mapping[str, str]) -> str | None:
     """`name=value` for a config field (`params.lr` -> "lr=0.001"); other runs' products
     named by their model (`run:<id>` -> "gpt-d8 (stage teachers)"), never a hash; None
@@ -120,7 +129,7 @@ def field_text(column: str, value: Any, models: Mapping[str, str]) -> str | None
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, float):
-        text = f"{value:g}"
+        text = number_text(value)
     else:
         text = _RUN_REF.sub(lambda m: models.get(m.group(0), m.group(0)[:12]), str(value))
     return f"{column.split('.')[-1]}={text}"

@@ -162,7 +162,14 @@ def classification_section(
         parts.append(html.figure(png, f"{', '.join(summaries)} per configuration: mean "
                                  "(diamond), 95% interval (bar), each seed (dots)."))  # fmt: skip
     if len(per_class):
-        png = plots.plot_per_class_f1(per_class, out / f"{prefix}per_class_f1.png")
+        by_run, order = curve_section.run_colors(runs), curve_section.size_order(runs)
+        label_of = dict(zip(runs["run_id"].astype(str), runs["_label"], strict=True))
+        configs = list(dict.fromkeys(label_of[r] for r in order))
+        colors = {label_of[r]: c for r, c in by_run.items()}
+        per_class = per_class.sort_values("label", key=lambda s: s.map(configs.index),
+                                          kind="stable")  # fmt: skip
+        png = plots.plot_per_class_f1(per_class, out / f"{prefix}per_class_f1.png",
+                                      colors=colors)  # fmt: skip
         parts.append(html.figure(png, "Per-class test F1 (bars: mean over seeds; dots: one "
                                  "seed each; n: test examples of the class)."))  # fmt: skip
     best = _best_run(runs)

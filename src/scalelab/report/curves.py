@@ -32,13 +32,53 @@ def run_labels(runs: pd.DataFrame, models: Mapping[str, str] | None = None) -> d
     return {str(r["run_id"]): table.run_name(r, extra, models) for _, r in runs.iterrows()}
 
 
+def _value_key(v: object) -> tuple[int, float, str]:
+    """Sort key of a config value: numbers numerically (3e-05 < 0.0001), then text."""
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+    return (0, f, "") if f == f else (2, 0.0, "")
+
+
+def _config_fields(runs: pd.DataFrame) -> list[str]:
+    """The columns that tell configurations apart (seeds aside): model, method or label,
+    then every other varying field."""
+    head = [c for c in ("model", "variant" if "variant" in runs else "method") if c in runs]
+    return head + [c for c in label_columns(runs, exclude=()) if c != "seed"]
+
+
 def size_order(runs: pd.DataFrame) -> list[str]:
-    """Run ids, smallest model first (non-embedding, else total parameters), then by label
-    order; the colour order of every curve figure."""
+    """Run ids, smallest model first (non-embedding, else total parameters), then by each
+    varying field's value (numbers numerically: lr 3e-05 before 0.0001), then seed; the
+    colour and legend order of every curve figure."""
     col = next((c for c in SIZE_COLUMNS if c in runs and runs[c].notna().any()), None)
-    keyed = runs.assign(_size=pd.to_numeric(runs[col], errors="coerce") if col else 0.0)
-    keyed = keyed.sort_values(["_size", "run_id"], kind="stable")
-    return [str(r) for r in keyed["run_id"]]
+    sizes = pd.to_numeric(runs[col], errors="coerce") if col else pd.Series(0.0, runs.index)
+    fields = _config_fields(runs) + (["seed"] if "seed" in runs else [])
+    keys = {i: (_value_key(sizes[i]), *(_value_key(runs.at[i, c]) for c in fields),
+                str(runs.at[i, "run_id"])) for i in runs.index}  # fmt: skip
+    return [str(runs.at[i, "run_id"]) for i in sorted(runs.index, key=keys.__getitem__)]
+
+
+def run_colors(runs: pd.DataFrame) -> dict[str, object]:
+    """run id -> colour, the same in every figure of a report (`style.size_colors`,
+    viridis, smallest dark): by model size where each model has one configuration, else
+    one colour per configuration in `size_order`; a configuration's seeds share it."""
+    from scalelab.report.style import size_colors
+
+    fields = _config_fields(runs)
+    by_id = runs.set_index(runs["run_id"].astype(str))
+    config = {rid: tuple(str(by_id.at[rid, c]) for c in fields) for rid in by_id.index}
+    order = size_order(runs)
+    configs = list(dict.fromkeys(config[r] for r in order))
+    models = (
+        list(dict.fromkeys(str(by_id.at[r, "model"]) for r in order)) if "model" in runs else []
+    )
+    if models and len(models) == len(configs):
+        colors = size_colors(models)
+        return {r: colors[str(by_id.at[r, "model"])] for r in order}
+    colors = size_colors(configs)
+    return {r: colors[config[r]] for r in order}
 
 
 def _x_of(curves: pd.DataFrame) -> str:
@@ -79,7 +119,7 @@ def lm_curves(
     png = plots.plot_learning_curves(
         cur, out / f"{prefix}curves.png", x=_x_of(cur), labels=run_labels(runs, models),
         order=size_order(runs), final=final, title="learning curves (validation loss)",
-        final_label="final evaluation = the table's val_loss", per=per,
+        final_label="final evaluation = the table's val_loss", per=per, colors=run_colors(runs),
     )  # fmt: skip
     eval_tokens = ", ".join(f"{int(v):,}" for v in runs.get("params.eval_tokens", pd.Series(
         [32768])).dropna().unique()) or "32,768"  # fmt: skip
@@ -99,11 +139,7 @@ def classification_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, p
     """Validation-accuracy curves per run; the kept step (the table's val_accuracy) starred."""
     cur = curves[curves["run_id"].isin(runs["run_id"])]
     labels = {str(r["run_id"]): f"{r['_label']} seed {r['seed']}" for _, r in runs.iterrows()}
-    order = [str(r) for r in runs.sort_values(["_label", "seed"])["run_id"]]
-    from scalelab.report.style import group_colors
-
-    by_config = group_colors(list(dict.fromkeys(runs.sort_values("_label")["_label"])))
-    colors = {str(r["run_id"]): by_config[r["_label"]] for _, r in runs.iterrows()}
+    order, colors = size_order(runs), run_colors(runs)
     png = plots.plot_learning_curves(
         cur, out / f"{prefix}val_accuracy_curves.png", x=_x_of(cur), y="val_accuracy",
         labels=labels, order=order, final=final_points(runs, cur, "val_accuracy", at="best"),

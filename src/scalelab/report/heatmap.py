@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalelab.analysis.table import number_text
+
 
 def plot_heatmap(
     table: pd.DataFrame,
@@ -36,10 +38,12 @@ def plot_heatmap(
     fig, ax = plt.subplots(figsize=(1.4 * data.shape[1] + 2.5, 1.0 * data.shape[0] + 1.8))
     im = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto", origin="lower")
     ax.set_xticks(
-        range(data.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.columns]
+        range(data.shape[1]),
+        [number_text(v) if isinstance(v, float) else str(v) for v in grid.columns],
     )
     ax.set_yticks(
-        range(data.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.index]
+        range(data.shape[0]),
+        [number_text(v) if isinstance(v, float) else str(v) for v in grid.index],
     )
     from scalelab.report.style import axis_label
 

@@ -20,8 +20,8 @@ from scalelab.analysis import table
 from scalelab.analysis.seeds import label_columns
 from scalelab.engine.monitor import layer_rank
 from scalelab.report import html
-from scalelab.report.curves import SIZE_COLUMNS, size_order
-from scalelab.report.style import axis_label, figure, save, size_colors
+from scalelab.report.curves import SIZE_COLUMNS, run_colors, size_order
+from scalelab.report.style import axis_label, figure, legend_outside, save
 
 LR = "lr/0"
 GRAD = "grad_norm/"
@@ -135,7 +135,7 @@ def plot_lr_schedules(
     line per run, named by model and coloured by size (smallest dark)."""
     order = _runs_with(runs, curves, LR)
     labels = monitor_labels(runs, models)
-    colors = size_colors(order)
+    colors = run_colors(runs)
     fig, ax = figure()
     for rid in order:
         sub = _series(curves, rid, LR)
@@ -143,11 +143,11 @@ def plot_lr_schedules(
                 label=labels.get(rid, rid))  # fmt: skip
     _integer_steps(ax)
     ax.set_xlabel(axis_label("step"))
-    ax.set_ylabel("learning rate (parameter group 0)")
+    ax.set_ylabel(axis_label(LR))
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.set_title("learning-rate schedule")
     if order:
-        ax.legend(loc="best", ncol=2 if len(order) > 6 else 1)
+        legend_outside(ax, len(order))
     return save(fig, path)
 
 
@@ -210,7 +210,7 @@ def plot_throughput_memory(
     labels = monitor_labels(runs, models)
     everyone = list(dict.fromkeys(_runs_with(runs, curves, speed or "")
                                   + _runs_with(runs, curves, mem or "")))  # fmt: skip
-    colors = size_colors([r for r in size_order(runs) if r in everyone])
+    colors = run_colors(runs)
     fig, axes = figure(height=7.2, nrows=2, sharex=True)
     for ax, col, what in ((axes[0], speed, "throughput"), (axes[1], mem, "memory")):
         if col is None:
@@ -221,14 +221,13 @@ def plot_throughput_memory(
             sub = _series(curves, rid, col)
             ax.plot(sub["step"], sub[col], marker=".", ms=3, lw=1.4, color=colors[rid],
                     label=labels.get(rid, rid))  # fmt: skip
-        unit = "tokens" if col == "tokens_per_s" else "examples"
-        ax.set_ylabel(f"{unit} per second" if what == "throughput" else f"{col} (MiB)")
+        ax.set_ylabel(axis_label(col))
         ax.set_ylim(bottom=0)
     axes[0].set_title("throughput and memory over training")
     _integer_steps(axes[1])
     axes[1].set_xlabel(axis_label("step"))
-    if everyone:
-        axes[0].legend(loc="best", ncol=2 if len(everyone) > 6 else 1)
+    if everyone:  # beside the panels: the lines of many runs fill them
+        legend_outside(axes[0], len(everyone))
     return save(fig, path)
 
 

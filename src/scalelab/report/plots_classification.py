@@ -3,8 +3,9 @@ a confusion matrix. They draw what they are given (statistics come from `analysi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,15 +59,22 @@ def _rows(summaries: dict[str, pd.DataFrame], label: str) -> int:
     return max(len(s[label]) for s in summaries.values()) if summaries else 1
 
 
-def plot_per_class_f1(per_class: pd.DataFrame, path: Path, *, title: str = "") -> Path:
+def plot_per_class_f1(
+    per_class: pd.DataFrame,
+    path: Path,
+    *,
+    title: str = "",
+    colors: Mapping[str, Any] | None = None,
+) -> Path:
     """Grouped bars: mean test F1 of each class per configuration, with each seed's value.
 
     per_class: rows with `label` (configuration), `class`, `seed`, `f1`, `support`; classes
-    are shown in their given order with their test support under the name.
+    are shown in their given order with their test support under the name. colors:
+    configuration -> colour (the report's by-size colours); default one per configuration.
     """
     classes = list(dict.fromkeys(per_class["class"]))
     configs = list(dict.fromkeys(per_class["label"]))
-    colors = style.group_colors(configs)
+    colors = {**style.group_colors(configs), **(colors or {})}
     fig, ax = style.figure()
     width = 0.8 / max(len(configs), 1)
     x = np.arange(len(classes))

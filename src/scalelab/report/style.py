@@ -51,17 +51,34 @@ LABELS = {
     "params.lr": "peak learning rate",
     "params.weight_decay": "weight decay",
     "compute": "training compute (FLOP)",
+    "tokens_per_s": "tokens per second",
+    "examples_per_s": "examples per second",
+    "lr/0": "learning rate (parameter group 0)",
+    "mem/allocated_mb": "GPU memory allocated (MiB)",
+    "mem/reserved_mb": "GPU memory reserved (MiB)",
+    "mem/peak_allocated_mb": "peak GPU memory allocated (MiB)",
+    "mem/rss_mb": "process memory, resident set (MiB)",
+    "mem/peak_rss_mb": "peak process memory, resident set (MiB)",
 }
 
 
 def axis_label(column: str, per: str = "token") -> str:
     """`column` as an axis label with its unit ("validation loss (nats per token)"); an
-    error rate `1 - x` as "error rate (1 - x)"; unknown columns as they are."""
+    error rate `1 - x` as "error rate (1 - x)"; a monitor's memory column in words with
+    MiB; unknown columns as they are."""
     if column.startswith("1 - "):
         base = axis_label(column[4:], per).split(" (")[0]
         base = base.replace("accuracy", "error rate") if "accuracy" in base else f"{base} error"
         return f"{base} ({column})"
+    if column.startswith("mem/") and column not in LABELS:  # another monitor memory column
+        return f"memory: {column[4:].removesuffix('_mb').replace('_', ' ')} (MiB)"
     return LABELS.get(column, column).format(per=per)
+
+
+def legend_outside(ax: Any, n: int) -> None:
+    """The legend right of the axes (never over the data), in 2 columns past 12 entries."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8,
+              ncol=2 if n > 12 else 1, borderaxespad=0.0)  # fmt: skip
 
 
 def figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1], **grid: Any):
