@@ -153,3 +153,19 @@ def test_the_scaling_caption_describes_what_is_drawn(tmp_path):
     page = build_report(two, None, tmp_path / "b", ReportSpec(bootstrap=50)).read_text()
     assert "lines the fitted power law" not in page and "bootstrap band" not in page
     assert "no fitted line: no power law could be fitted to these points" in page
+
+
+@pytest.mark.parametrize("n_methods", [1, 4])
+def test_method_panels_keep_the_size_label_under_the_axes(tmp_path, n_methods):
+    from matplotlib.image import imread
+
+    cells = pd.DataFrame([{"method": f"m{i}", "size": s, "mean": 3 - 0.1 * np.log(s)}
+                          for i in range(n_methods) for s in (1e4, 3e4, 1e5, 3e5)])  # fmt: skip
+    png = plots.plot_methods_panels(cells, tmp_path / "p.png", metric="val_loss",
+                                    reference=("ref", 8e5, 1.7))  # fmt: skip
+    img = imread(png)[..., :3]
+    inked = np.flatnonzero((img < 0.6).any(axis=2).any(axis=1))
+    low = inked[inked > 0.6 * img.shape[0]]
+    # no blank band between the tick labels and the axis label (a figure-level label left
+    # one of 30+ pixels)
+    assert np.diff(low).max() < 20

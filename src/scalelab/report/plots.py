@@ -383,6 +383,13 @@ def plot_methods_panels(
         style.plain_axis(ax, "y")
     for ax in axes.flat[len(methods) :]:
         ax.set_visible(False)
-    fig.supxlabel(style.axis_label(size, per), fontsize=10)
-    fig.supylabel(style.axis_label(metric, per), fontsize=10)
+    # axis labels on the panels themselves (a figure-level label floats far below the axes
+    # after tight_layout): x under each column's lowest panel, with its tick labels even
+    # where the panel below it is hidden; y on the left column
+    for i, ax in enumerate(axes.flat[: len(methods)]):
+        if i + cols >= len(methods):
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel(style.axis_label(size, per), fontsize=10)
+        if i % cols == 0:
+            ax.set_ylabel(style.axis_label(metric, per), fontsize=10)
     return _save(fig, path)
