@@ -193,3 +193,9 @@ def test_a_table_without_methods_has_nothing_to_compare():
     df = table(CELLS).drop(columns="method")
     with pytest.raises(ScalelabError, match="no 'method' column"):
         answer_for(df, "big/pretrain", "val_loss", "non_embedding_params", 0)
+
+
+def test_counts_of_one_read_in_the_singular():
+    answers = {a.method: a for a in smallest_that_beats(table(CELLS), ("big", "pretrain"),
+                                                        "val_loss", False, bootstrap=0)}  # fmt: skip
+    assert [c.test for c in answers["thin"].cells] == ["no test: 1 seed", "no test: 1 seed"]

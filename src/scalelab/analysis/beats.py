@@ -95,7 +95,8 @@ def _gain_interval(cell: pd.Series, ref: pd.Series, sign: float) -> tuple[float,
         ci = res.confidence_interval(0.95)
         lo, hi = sorted((sign * ci.low, sign * ci.high))
         return gain, lo, hi, test
-    return gain, math.nan, math.nan, f"no test: {min(len(cell), len(ref))} seed(s)"
+    n = min(len(cell), len(ref))
+    return gain, math.nan, math.nan, f"no test: {n} seed{'s' * (n != 1)}"
 
 
 def arm_column(table: pd.DataFrame) -> str:

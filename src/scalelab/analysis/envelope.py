@@ -263,7 +263,7 @@ def winners_text(env: Envelope, fmt: str = ".4f") -> list[str]:
         won = "  ".join(f"{values[a][i]:<{pads[a]}}" for a in env.axes)
         lines.append(
             f"  {r['cell']:<{width}}  {won}  {env.select_on} {format(r[env.select_on], fmt)}"
-            f"  ({r['seeds']} seed{'s' * (r['seeds'] != 1)}, {r['settings']} settings)"
+            f"  ({r['seeds']} seed{'s' * (r['seeds'] != 1)}, {r['settings']} setting{'s' * (r['settings'] != 1)})"
             + ("  [edge]" if r["edge"] else "")
         )
     lines += [f"warning: {line}" for line in env.warnings]

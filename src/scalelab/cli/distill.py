@@ -80,7 +80,7 @@ def format_report(r: dict[str, Any]) -> str:
     h = r.get("holdout")
     if h:
         lines.append(
-            f"  holdout, refitted without {h['held_out']} ({h['k']} runs): mean |rel err| "
+            f"  holdout, refitted without {h['held_out']} ({h['k']} run{'s' * (h['k'] != 1)}): mean |rel err| "
             f"{_g(h['mean_abs_rel_error'])}, max {_g(h['max_abs_rel_error'])}, "
             f"mean |err| {_g(h.get('mean_abs_error'))} nats"
         )

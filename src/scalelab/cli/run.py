@@ -112,7 +112,8 @@ def _print_dry_run(exp, rerun) -> None:
     if stuck and rerun is Rerun.NONE:
         extra += "; --retry-failed reruns them"
     typer.echo(
-        f"{len(nodes)} runs: {by['done']} done, {to_run} to run" + (f" ({extra})" if extra else "")
+        f"{len(nodes)} run{'s' * (len(nodes) != 1)}: {by['done']} done, {to_run} to run"
+        + (f" ({extra})" if extra else "")
     )
 
 

@@ -37,12 +37,14 @@ def answer_section(
     metric, higher, answers = found.metric, found.higher_is_better, found.methods
     rows = as_rows(answers)
     better = "higher" if higher else "lower"
+    n = found.reference_seeds
+    seeds = f"{n} seed{'s' * (n != 1)}"
     parts = [
         _headline(found, size),
         f"<p>Reference <b>{_html.escape(beats)}</b>: {_html.escape(metric)} "
-        f"{found.reference_mean:.4f} (mean of {found.reference_seeds} seeds; {better} is "
-        f"better). A model {'counts' if margin else 'beats the reference'} when the 95% "
-        f"interval of its gain over the seeds lies above {-margin if margin else 0:g} "
+        f"{found.reference_mean:.4f} (mean of {seeds}; {better} is better). A model "
+        f"{'counts' if margin else 'beats the reference'} when the 95% interval of its gain "
+        f"over the seeds lies above {-margin if margin else 0:g} "
         "(paired t over shared seeds, else Welch's t).</p><ul>",
     ]
     for a in answers:

@@ -94,7 +94,7 @@ def worst_classes(per_class: pd.DataFrame) -> dict[str, str]:
         cls = means.idxmin()
         f1 = sub.loc[sub["class"] == cls, "f1"]
         zeros = int((f1 == 0).sum())
-        extra = f" (F1 0 in {zeros} of {len(f1)} seeds)" if zeros else ""
+        extra = f" (F1 0 in {zeros} of {len(f1)} seed{'s' * (len(f1) != 1)})" if zeros else ""
         support = int(sub.loc[sub["class"] == cls, "support"].iloc[0])
         out[label] = f"{cls} (n={support}): F1 {means[cls]:.3f}{extra}"
     return out
