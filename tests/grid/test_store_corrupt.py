@@ -89,7 +89,7 @@ def test_read_commands_never_create_a_store(tmp_path, corpus, capsys, command):
     spec = tiny_lm_spec(tmp_path / "exp.yaml", corpus, out, models=["gpt-d1"])
     code, stdout, err = cli(*COMMANDS[command][:1], spec, *COMMANDS[command][1:], capsys=capsys)
     if command == "dry-run":
-        assert code == 0 and "1 runs: 0 done, 1 to run" in stdout
+        assert code == 0 and "1 run: 0 done, 1 to run" in stdout
     elif command == "results":
         assert code == 0 and "no results yet" in err
     else:
@@ -128,7 +128,7 @@ def test_results_reads_an_old_store_without_migrating_it(tmp_path, corpus, capsy
     assert code == 0, err
     assert [(r["run_id"], r["val_loss"]) for r in json.loads(stdout)] == [(run.run_id, 2.5)]
     code, stdout, _ = cli("run", spec, "--dry-run", capsys=capsys)
-    assert code == 0 and "1 runs: 1 done, 0 to run" in stdout
+    assert code == 0 and "1 run: 1 done, 0 to run" in stdout
     assert (store.read_bytes(), store.stat().st_mtime_ns) == before
     with closing(sqlite3.connect(store)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0  # not migrated
