@@ -40,3 +40,22 @@ def test_an_evaluation_has_no_training_seed_and_says_what_it_scored():
     assert got["budget"] == "no training (evaluation, 0-shot)"
     assert got["splits"].startswith("260 questions scored (limit 300; 40 skipped: an answer")
     assert "89 with their context cut" in got["splits"] and got["dataset"] == "piqa"
+
+
+def test_an_evaluate_stage_gets_its_set_up_block_before_the_evaluations(tmp_path):
+    from scalelab.report.build import build_report
+
+    base = [{"run_id": f"p{i}", "stage": "base", "status": "done", "model": m,
+             "method": "pretrain", "seed": 0, "task.kind": "lm", "task.dataset": "wikitext2",
+             "non_embedding_params": n, "val_loss": v}
+            for i, (m, n, v) in enumerate([("gpt-d1", 1e4, 2.6), ("gpt-d2", 1e5, 2.4)])]  # fmt: skip
+    ev = [{"run_id": f"e{i}", "stage": "ev", "status": "done", "model": f"run:p{i}",
+           "method": "evaluate", "seed": 0, "task.kind": "multiple_choice",
+           "task.dataset": "piqa", "params.limit": 300, "params.shots": 0, "n_questions": 260,
+           "n_skipped": 40, "acc": 0.5, "acc_stderr": 0.03} for i in range(2)]  # fmt: skip
+    page = build_report(pd.DataFrame(base + ev), None, tmp_path).read_text()
+    heads = page.split("<h2>")[1:]
+    titles = [h.split("</h2>")[0] for h in heads]
+    assert titles.index("Set-up (stage ev)") == titles.index("Evaluations") - 1
+    block = heads[titles.index("Set-up (stage ev)")]
+    assert "none (evaluation)" in block and "260 questions scored (limit 300; 40 skipped" in block
