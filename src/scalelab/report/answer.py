@@ -83,7 +83,7 @@ def reaches_section(
     """(HTML, the `reaches.ReachAnswer` it shows): per method the smallest model whose
     metric reaches `target` with support from its seeds, the size its fitted law predicts
     (the two-step chain where a task-loss column pairs with the accuracy), the figure and
-    every cell's margin. Raises ScalelabError for a metric the runs lack or a target
+    every cell's diff (mean - target). Raises ScalelabError for a metric the runs lack or a target
     outside the metric's range."""
     from scalelab.analysis.beats import as_rows
     from scalelab.analysis.reaches import answer_reaching, prediction_text
@@ -119,13 +119,13 @@ def reaches_section(
                                  "size each method's fit predicts, with its interval."))  # fmt: skip
         parts.append(html.table([_reach_row(r, size, found.metric) for r in rows],
                                 ["method", "model", size, "seeds", found.metric,
-                                 "margin (95% CI)", "test", "reaches"], left=2))  # fmt: skip
+                                 "diff (95% CI)", "test", "reaches"], left=2))  # fmt: skip
     return "".join(parts), found
 
 
 def _reach_row(r: dict, size: str, metric: str) -> dict:
     row = _row(r, size, metric)
-    row["margin (95% CI)"] = row.pop("gain (95% CI)")
+    row["diff (95% CI)"] = row.pop("gain (95% CI)")
     row["reaches"] = row.pop("counts")
     return row
 
