@@ -107,8 +107,11 @@ def reaches_section(
     parts.append("</ul>")
     rows = as_rows(found.methods)
     if rows:
+        # Drawn only where the fit is identified (as the scaling plot's bands): a flagged
+        # fit's answer stays in the text, with its flags.
         predicted = {a.method: (a.crossover.n, a.crossover.lo, a.crossover.hi)
-                     for a in found.methods if a.crossover is not None}  # fmt: skip
+                     for a in found.methods
+                     if a.crossover is not None and not a.crossover_flags}  # fmt: skip
         png = plots.plot_beats(pd.DataFrame(rows), (f"target {target:g}", None, target),
                                out / "reaches.png", metric=found.metric, size=size,
                                higher_is_better=found.higher_is_better,
@@ -116,7 +119,8 @@ def reaches_section(
         parts.append(html.figure(png, f"{found.metric} of each cell (mean over seeds) vs "
                                  f"{size}; bars: the 95% interval of the mean; filled: "
                                  "reaches the target with that support; diamonds: the "
-                                 "size each method's fit predicts, with its interval."))  # fmt: skip
+                                 "size each method's fit predicts, with its interval (only "
+                                 "for fits without identifiability flags)."))  # fmt: skip
         parts.append(html.table([_reach_row(r, size, found.metric) for r in rows],
                                 ["method", "model", size, "seeds", found.metric,
                                  "diff (95% CI)", "test", "reaches"], left=2))  # fmt: skip
