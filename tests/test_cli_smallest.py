@@ -67,18 +67,32 @@ def test_smallest_reaches_a_named_value_from_the_command_line_the_spec_and_the_r
     code, out, _ = cli("smallest", spec, "--reaches", str(easy), "--bootstrap", "0",
                        capsys=capsys)  # fmt: skip
     assert code == 0 and out.startswith(f"val_loss (lower is better) reaching {easy:g}")
-    assert "(one-sample t, 2 seeds)  reaches" in out
+    assert "(one-sample t, 2 seeds)  reaches" in out and "diff = mean - target" in out
     assert "  answer: gpt-d1 (non_embedding_params " in out
     assert "is the smallest pretrain model that reaches val_loss" in out
     code, out, _ = cli("smallest", spec, "--reaches", str(hard), "--json", capsys=capsys)
     doc = json.loads(out)
     assert code == 0 and doc["target"] == hard and not any(c["reaches"] for c in doc["cells"])
     assert doc["answers"][0]["statement"].startswith("no pretrain model reaches val_loss")
-    code, _, err = cli("smallest", spec, "--reaches", "0.5", "--beats", "gpt-d2/pretrain",
-                       capsys=capsys)  # fmt: skip
-    assert code == 2 and err.strip() == "error: --beats and --reaches ask two questions: give one"
+    code, out, _ = cli("smallest", spec, "--reaches", str(easy), "--beats", "gpt-d2/pretrain",
+                       "--bootstrap", "0", capsys=capsys)  # fmt: skip
+    assert code == 0 and "reaching" in out and "against gpt-d2/pretrain" in out  # both asked
+    code, out, _ = cli("smallest", spec, "--reaches", str(easy), "--beats", "gpt-d2/pretrain",
+                       "--bootstrap", "0", "--json", capsys=capsys)  # fmt: skip
+    both = json.loads(out)  # one document; NaN intervals are null (strict JSON)
+    assert set(both) == {"reaches", "beats"} and both["reaches"]["target"] == easy
+    for flag, value in (("--margin", "0.01"), ("--chance", "0.25")):
+        asked = ("--reaches", str(easy)) if flag == "--margin" else ("--beats", "gpt-d2/pretrain")
+        code, _, err = cli("smallest", spec, *asked, flag, value, capsys=capsys)
+        assert code == 2 and f"{flag} applies to" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("smallest", spec, "--reaches", "nan", capsys=capsys)
     assert code == 2 and "a finite value of val_loss" in err and len(err.strip().splitlines()) == 1
+    one_seed = tiny_lm_spec(
+        tmp_path / "one.yaml", corpus, tmp_path / "out", models=["gpt-d1", "gpt-d2"], seeds=[0]
+    )  # fmt: skip (runs stored)
+    code, out, _ = cli("smallest", one_seed, "--reaches", str(easy), "--json", capsys=capsys)
+    assert code == 0 and "NaN" not in out  # strict JSON: an interval one seed cannot give is null
+    assert [c["lo"] for c in json.loads(out)["cells"]] == [None, None]
 
     declared = tiny_lm_spec(tmp_path / "s.yaml", corpus, tmp_path / "out",
                             models=["gpt-d1", "gpt-d2"], seeds=[0, 1],

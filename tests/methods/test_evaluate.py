@@ -129,6 +129,22 @@ def test_corpus_loss_of_a_run_model_equals_its_own_validation_loss(tmp_path, cor
     assert score.non_embedding_params == train.non_embedding_params
 
 
+def test_a_run_row_gains_its_evaluations_accuracy_and_standard_error(tmp_path, corpus, capsys):
+    """A one-seed ladder still has an interval: the evaluated run's row carries acc@T and
+    acc_stderr@T (what `smallest --reaches` tests a one-run cell with)."""
+    task = write_mc_task(tmp_path / "mc")
+    stages = {
+        "train": {"models": ["gpt-d1"], "methods": ["pretrain"],
+                  "params": {"tokens": 8 * 32 * 10, "batch_size": 8}},
+        "score": {"models": ["@train"], "methods": ["evaluate"], "tasks": [{"dataset": str(task)}]},
+    }  # fmt: skip
+    runs = run_stages(tmp_path, corpus, stages, capsys)
+    train, score = (runs[runs.method == m].iloc[0] for m in ("pretrain", "evaluate"))
+    name = task.stem if task.suffix else task.name
+    assert train[f"acc@{name}"] == score.acc and score.acc_stderr > 0
+    assert train[f"acc_stderr@{name}"] == score.acc_stderr
+
+
 def test_questions_longer_than_the_window_are_counted_and_answers_that_cannot_fit_skipped(
     setup, tmp_path, capsys
 ):

@@ -44,7 +44,7 @@ from scalelab.errors import ScalelabError
 class ReachAnswer:
     """`answer_reaching`'s result: the metric, its direction, the target, the task-loss
     column the chain used (None: power law), the chance floor it was given, and one
-    `MethodAnswer` per method (its cells' `gain` is mean - target in the better
+    `MethodAnswer` per method (its cells' `gain` (printed as "diff") is mean - target in the better
     direction; `beats` means "reaches with support")."""
 
     metric: str
@@ -76,8 +76,9 @@ def _reach_interval(cell: pd.DataFrame, metric: str, target: float, sign: float)
         ci = stats.ttest_1samp(values.to_numpy() - target, 0.0).confidence_interval(0.95)
         lo, hi = sorted((sign * ci.low, sign * ci.high))
         return gain, lo, hi, test
-    err = f"{metric.partition('@')[0]}_stderr"
-    se = cell[err].dropna() if err in cell else pd.Series(dtype=float)
+    base, at, where = metric.partition("@")
+    err = next((c for c in (f"{base}_stderr{at}{where}", f"{base}_stderr") if c in cell), None)
+    se = cell[err].dropna() if err else pd.Series(dtype=float)
     if len(values) == 1 and len(se) == 1 and np.isfinite(se.iloc[0]):
         half = 1.96 * float(se.iloc[0])
         return gain, gain - half, gain + half, "normal, stderr over test items"
@@ -126,9 +127,14 @@ def answer_reaching(
     metric, higher = compared_metric(done, metric)
     defn = metric_def(metric, sorted(done["method"].dropna().unique()))
     if not math.isfinite(target):
-        raise ScalelabError(f"--reaches {target!r}: a finite value of {metric}")
+        raise ScalelabError(
+            f"reaches {target!r} (--reaches / report.reaches): a finite value of {metric}"
+        )
     if defn is not None and defn.bounds == (0.0, 1.0) and not 0 < target < 1:
-        raise ScalelabError(f"--reaches {target:g}: {metric} lies in [0, 1]; name a value inside")
+        raise ScalelabError(
+            f"reaches {target:g} (--reaches / report.reaches): {metric} lies in [0, 1]; name a "
+            "value inside"
+        )
     if loss_col is not None and loss_col not in done:
         raise ScalelabError(f"--loss-col {loss_col!r}: the results have no such column")
     loss_col = loss_col or task_loss_column(done, metric)
@@ -162,7 +168,7 @@ def _statement(method, best, cells, metric: str, target: float, size: str) -> st
     if best is not None:
         return (
             f"{best.model} ({size} {best.size:,.0f}) is the smallest {method} model that "
-            f"reaches {metric} {target:g}: mean {best.mean:.4g}, margin {best.gain:+.4g} "
+            f"reaches {metric} {target:g}: mean {best.mean:.4g}, diff {best.gain:+.4g} "
             f"[{best.lo:+.4g}, {best.hi:+.4g}] ({best.test})"
         )
     tested = [c for c in cells if not math.isnan(c.lo)]
@@ -173,7 +179,7 @@ def _statement(method, best, cells, metric: str, target: float, size: str) -> st
     closest = max(tested, key=lambda c: c.gain)
     return (
         f"no {method} model reaches {metric} {target:g} with support; closest: "
-        f"{closest.model} (mean {closest.mean:.4g}, margin {closest.gain:+.4g} "
+        f"{closest.model} (mean {closest.mean:.4g}, diff {closest.gain:+.4g} "
         f"[{closest.lo:+.4g}, {closest.hi:+.4g}], {closest.test})"
     )
 

@@ -216,6 +216,11 @@ def smallest_for_accuracy(
     ScalelabError when the point fit cannot reach it.
     """
     loss = laws.invert_acc_from_loss(target, params)
+    if not np.isfinite(loss) and target <= (low := _lowest_accuracy(params)):
+        raise ScalelabError(
+            f"target accuracy {target:.4g} is at or below the fitted curve's lowest value "
+            f"{low:.4g}: every size reaches it, so there is no smallest size to predict"
+        )
     if not np.isfinite(loss):
         raise ScalelabError(f"target accuracy {target:.4g} is unreachable: {_acc_range(params)}")
     n = size_for_task_loss(loss, params, d=d, ratio=ratio)
@@ -238,6 +243,18 @@ def smallest_for_accuracy(
 def at_clause(at: str) -> str:
     """', at ...' from a SmallestN `at` phrase such as "smallest N at 20 tokens per parameter"."""
     return f", {at[at.index(' at ') + 1 :]}" if " at " in at else ""
+
+
+def _lowest_accuracy(params: Mapping[str, float]) -> float:
+    """The lowest accuracy the fitted step 2 gives at any task loss: its floor (the value as
+    the loss grows), or its one value where the fit is flat."""
+    if "L0" in params:
+        if params["k"] <= 0:
+            return float(params["floor"])
+        return float(min(params["floor"], params["ceiling"]))
+    if params["k"] <= 0 or params["gamma"] <= 0:
+        return float(1 - params["epsilon"] + params["k"])
+    return float(1 - params["epsilon"])
 
 
 def _acc_range(params: Mapping[str, float]) -> str:

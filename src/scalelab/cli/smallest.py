@@ -29,15 +29,12 @@ def smallest(
     best_over: list[str] = typer.Option([], "--best-over", help="Per model, only the best setting over this swept axis counts, e.g. params.lr (repeatable), chosen on the validation twin of the metric. Default: the spec's report.best_over."),
 ) -> None:  # fmt: skip
     """For each method (or labelled method entry): the smallest model whose metric beats
-    MODEL/METHOD with support from its seeds (a paired or Welch t interval above 0), and
-    the size at which the method's fitted power law crosses the reference, with its
-    interval and identifiability flags."""
-    from scalelab.analysis.beats import answer_for, as_rows, crossover_text
+    MODEL/METHOD (--beats) or reaches a named value (--reaches) with support from its seeds,
+    and the size its fitted law predicts, with its interval and identifiability flags. Both
+    flags (or both report.beats and report.reaches in the spec) answer both questions."""
     from scalelab.grid.api import open_experiment
 
     input_file(spec, "experiment file")
-    if beats is not None and reaches is not None:
-        raise ScalelabError("--beats and --reaches ask two questions: give one")
     exp = open_experiment(spec, output_dir)
     if reaches is None and beats is None:
         beats, reaches = exp.spec.report.beats, exp.spec.report.reaches
@@ -46,20 +43,48 @@ def smallest(
             "name the bar: --beats MODEL/METHOD or --reaches VALUE (or report.beats / "
             "report.reaches in the spec)"
         )
+    for flag, value, needs, have in (("--margin", margin, "--beats", beats),
+                                     ("--chance", chance, "--reaches", reaches),
+                                     ("--loss-col", loss_col, "--reaches", reaches)):  # fmt: skip
+        if value is not None and have is None:
+            raise ScalelabError(f"{flag} applies to {needs} (the question asked has none)")
     table, _ = stored_tables(exp, spec)
-    margin = exp.spec.report.margin if margin is None else margin
     metric = metric or exp.spec.report.metric
     env = None
     if axes := best_over or exp.spec.report.best_over:
         from scalelab.analysis.envelope import answer_envelope
 
         table, env = answer_envelope(table, axes, metric)
+    docs = {}
+    if env is not None and not as_json:
+        from scalelab.analysis.envelope import winners_text
+
+        typer.echo("\n".join([*winners_text(env), ""]))
     if reaches is not None:
         chance = exp.spec.report.chance if chance is None else chance
-        _reaching(table, reaches, metric, size, bootstrap, loss_col, chance, as_json)
-        if beats is None:
-            return
-        typer.echo("")
+        docs["reaches"] = _reaching(table, reaches, metric, size, bootstrap, loss_col, chance,
+                                    as_json)  # fmt: skip
+    if beats is not None:
+        if reaches is not None and not as_json:
+            typer.echo("")
+        margin = exp.spec.report.margin if margin is None else margin
+        docs["beats"] = _beating(table, beats, metric, size, bootstrap, margin, as_json)
+    if as_json:
+        from scalelab.cli.common import jsonable
+
+        doc = docs["beats"] if list(docs) == ["beats"] else docs
+        doc = docs["reaches"] if list(docs) == ["reaches"] else doc
+        if env is not None:
+            from scalelab.analysis.envelope import envelope_json
+
+            doc = {**doc, "best_over": envelope_json(env)}
+        typer.echo(json.dumps(jsonable(doc), indent=2))
+
+
+def _beating(table, beats, metric, size, bootstrap, margin, as_json) -> dict | None:
+    """`analysis.beats.answer_for`'s answer: printed, or as a JSON document."""
+    from scalelab.analysis.beats import answer_for, as_rows, crossover_text
+
     found = answer_for(table, beats, metric, size, bootstrap, margin)
     metric, higher, answers = found.metric, found.higher_is_better, found.methods
     law = None
@@ -74,17 +99,7 @@ def smallest(
                "metric": metric, "answers": out, "cells": as_rows(answers)}  # fmt: skip
         if law is not None:
             doc["distillation_law"] = _law_json(law)
-        if env is not None:
-            from scalelab.analysis.envelope import envelope_json
-            from scalelab.cli.common import jsonable
-
-            doc["best_over"] = jsonable(envelope_json(env))
-        typer.echo(json.dumps(doc, indent=2, default=float))
-        return
-    if env is not None:
-        from scalelab.analysis.envelope import winners_text
-
-        typer.echo("\n".join([*winners_text(env), ""]))
+        return doc
     better = "higher" if higher else "lower"
     within = f", margin {margin:g}" if margin else ""
     typer.echo(f"{metric} ({better} is better) against {beats} (mean {found.reference_mean:.4f}, "
@@ -104,10 +119,11 @@ def smallest(
             typer.echo(f"  flag: {flag}")
     if law is not None:
         _law_text(law)
+    return None
 
 
-def _reaching(table, target, metric, size, bootstrap, loss_col, chance, as_json) -> None:
-    """Print `analysis.reaches.answer_reaching`'s answer as a table or JSON."""
+def _reaching(table, target, metric, size, bootstrap, loss_col, chance, as_json) -> dict | None:
+    """`analysis.reaches.answer_reaching`'s answer: printed, or as a JSON document."""
     from scalelab.analysis.beats import as_rows
     from scalelab.analysis.reaches import answer_reaching, prediction_text
 
@@ -118,13 +134,12 @@ def _reaching(table, target, metric, size, bootstrap, loss_col, chance, as_json)
                 "smallest_predicted": a.crossover.as_dict() if a.crossover else None,
                 "flags": list(a.crossover_flags), "notes": list(a.notes)}
                for a in found.methods]  # fmt: skip
-        rows = [{**r, "reaches": r.pop("beats")} for r in as_rows(found.methods)]
-        typer.echo(json.dumps({"metric": found.metric, "target": found.target,
-                               "loss_col": found.loss_col, "chance": found.chance,
-                               "answers": out, "cells": rows}, indent=2, default=float))  # fmt: skip
-        return
+        rows = [{**r, "reaches": r.pop("beats"), "diff": r.pop("gain")}
+                for r in as_rows(found.methods)]  # fmt: skip
+        return {"metric": found.metric, "target": found.target, "loss_col": found.loss_col,
+                "chance": found.chance, "answers": out, "cells": rows}  # fmt: skip
     better = "higher" if found.higher_is_better else "lower"
-    typer.echo(f"{found.metric} ({better} is better) reaching {target:g}: margin = mean - target "
+    typer.echo(f"{found.metric} ({better} is better) reaching {target:g}: diff = mean - target "
                "in the better direction, 95% CI")  # fmt: skip
     width = max([len(c.model) for a in found.methods for c in a.cells] or [0])
     for a in found.methods:
@@ -132,7 +147,7 @@ def _reaching(table, target, metric, size, bootstrap, loss_col, chance, as_json)
         for c in a.cells:
             ci = "" if math.isnan(c.lo) else f" [{c.lo:+.4g}, {c.hi:+.4g}]"
             typer.echo(f"  {c.model:<{width}}  {size} {c.size:>12,.0f}  {found.metric} "
-                       f"{c.mean:.4f}  margin {c.gain:+.4g}{ci}  ({c.test})"
+                       f"{c.mean:.4f}  diff {c.gain:+.4g}{ci}  ({c.test})"
                        f"{'  reaches' if c.beats else ''}")  # fmt: skip
         typer.echo(f"  answer: {a.statement}")
         typer.echo(f"  {prediction_text(a)}")
@@ -141,6 +156,7 @@ def _reaching(table, target, metric, size, bootstrap, loss_col, chance, as_json)
         for note in a.notes:
             if not note.startswith("no "):
                 typer.echo(f"  note: {note}")
+    return None
 
 
 def _law_json(law) -> dict:

@@ -161,7 +161,7 @@ def with_evaluations(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
     """`table` where each run whose model other runs evaluated gains their results: for
     every done `evaluate` run of its product (the final model, not a revision), each
     quality metric as `<metric>@<task>` (`val_loss@news2017`, `acc@piqa`,
-    `task_loss@piqa-5shot`). So one row holds a model's losses on every corpus and task,
+    `task_loss@piqa-5shot`), and its standard error where reported (`acc_stderr@piqa`). So one row holds a model's losses on every corpus and task,
     as loss-to-loss fits need (`fit --law loss-to-loss --x val_loss@wikitext2 --y
     val_loss@news2017`). Unchanged when nothing is evaluated."""
     from scalelab.metrics import metrics_for
@@ -170,7 +170,11 @@ def with_evaluations(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
              and not r.model.revision]  # fmt: skip
     if table.empty or not evals:
         return table
+    # Each quality metric, with its standard error over the test items where one is
+    # reported (`acc_stderr`: a one-seed ladder's accuracies still have an interval).
+    defs = {d.name for d in metrics_for(["evaluate"])}
     quality = [d.name for d in metrics_for(["evaluate"]) if d.is_quality]
+    quality += [f"{m}_stderr" for m in quality if f"{m}_stderr" in defs]
     rows = table.set_index("run_id")
     found: dict[str, dict[str, float]] = {}
     for r in evals:

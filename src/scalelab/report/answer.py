@@ -85,7 +85,7 @@ def reaches_section(
     """(HTML, the `reaches.ReachAnswer` it shows): per method the smallest model whose
     metric reaches `target` with support from its seeds, the size its fitted law predicts
     (the two-step chain where a task-loss column pairs with the accuracy), the figure and
-    every cell's margin. Raises ScalelabError for a metric the runs lack or a target
+    every cell's diff (mean - target). Raises ScalelabError for a metric the runs lack or a target
     outside the metric's range."""
     from scalelab.analysis.beats import as_rows
     from scalelab.analysis.reaches import answer_reaching, prediction_text
@@ -109,8 +109,11 @@ def reaches_section(
     parts.append("</ul>")
     rows = as_rows(found.methods)
     if rows:
+        # Drawn only where the fit is identified (as the scaling plot's bands): a flagged
+        # fit's answer stays in the text, with its flags.
         predicted = {a.method: (a.crossover.n, a.crossover.lo, a.crossover.hi)
-                     for a in found.methods if a.crossover is not None}  # fmt: skip
+                     for a in found.methods
+                     if a.crossover is not None and not a.crossover_flags}  # fmt: skip
         png = plots.plot_beats(pd.DataFrame(rows), (f"target {target:g}", None, target),
                                out / "reaches.png", metric=found.metric, size=size,
                                higher_is_better=found.higher_is_better,
@@ -118,16 +121,17 @@ def reaches_section(
         parts.append(html.figure(png, f"{found.metric} of each cell (mean over seeds) vs "
                                  f"{size}; bars: the 95% interval of the mean; filled: "
                                  "reaches the target with that support; diamonds: the "
-                                 "size each method's fit predicts, with its interval."))  # fmt: skip
+                                 "size each method's fit predicts, with its interval (only "
+                                 "for fits without identifiability flags)."))  # fmt: skip
         parts.append(html.table([_reach_row(r, size, found.metric) for r in rows],
                                 ["method", "model", size, "seeds", found.metric,
-                                 "margin (95% CI)", "test", "reaches"], left=2))  # fmt: skip
+                                 "diff (95% CI)", "test", "reaches"], left=2))  # fmt: skip
     return "".join(parts), found
 
 
 def _reach_row(r: dict, size: str, metric: str) -> dict:
     row = _row(r, size, metric)
-    row["margin (95% CI)"] = row.pop("gain (95% CI)")
+    row["diff (95% CI)"] = row.pop("gain (95% CI)")
     row["reaches"] = row.pop("counts")
     return row
 
