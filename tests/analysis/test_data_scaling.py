@@ -140,3 +140,6 @@ def test_only_runs_that_vary_their_data_have_a_data_scaling_section():
     assert varies_data(runs)
     one = runs[runs["task.train_size"] == 50]
     assert not varies_data(one) and not varies_data(runs.drop(columns="train_examples"))
+    # a pretraining stage (no train_size, no train_examples) before one fine-tuning size
+    base = pd.DataFrame({"run_id": ["p0"], "method": ["pretrain"], "val_loss": [2.4]})
+    assert not varies_data(pd.concat([base, one], ignore_index=True))

@@ -216,9 +216,12 @@ class DataScaling:
 
 def varies_data(runs: pd.DataFrame) -> bool:
     """Whether the finished runs vary `task.train_size` or `task.k_per_class` and report
-    how many examples they trained on (the report's data-scaling section)."""
+    how many examples they trained on (the report's data-scaling section). Only the runs
+    that report it count: a pretraining stage before a fine-tuning one (no train_size) does
+    not make the fine-tuning runs' one train_size "vary"."""
     if LABELS not in runs or not runs[LABELS].notna().any():
         return False
+    runs = runs[runs[LABELS].notna()]
     return any(c in runs and as_text(runs[c]).nunique() > 1 for c in DATA_AXES)
 
 
