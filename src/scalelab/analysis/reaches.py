@@ -82,7 +82,8 @@ def _reach_interval(cell: pd.DataFrame, metric: str, target: float, sign: float)
     if len(values) == 1 and len(se) == 1 and np.isfinite(se.iloc[0]):
         half = 1.96 * float(se.iloc[0])
         return gain, gain - half, gain + half, "normal, stderr over test items"
-    return gain, math.nan, math.nan, f"no test: {len(values)} seed(s)"
+    n = len(values)
+    return gain, math.nan, math.nan, f"no test: {n} seed{'s' * (n != 1)}"
 
 
 def _prediction(rows: pd.DataFrame, metric: str, higher: bool, size: str, target: float,
