@@ -228,6 +228,14 @@ def test_box_values_are_ordered_by_size_and_count_single_runs():
     assert dashboard._replicated(values) == (8, 10)  # the zero-shot cells: one run each
 
 
+def test_a_stage_without_the_metrics_gives_no_box_values_and_no_error(tmp_path):
+    runs = _runs(sizes=(50, 1000), shots=(), methods=("full",), zero=False)
+    values = dashboard.seed_values(runs.drop(columns=["test_accuracy"]), ["test_accuracy"], {})
+    assert values.empty and {"cell", "metric", "value"} <= set(values.columns)
+    no_metrics = runs.drop(columns=["test_accuracy", "test_macro_f1"], errors="ignore")
+    assert dashboard.methods_section(no_metrics, tmp_path, "", {}) == ""
+
+
 def test_cells_are_named_by_what_tells_them_apart():
     from scalelab.analysis.method_profile import cell_names
 

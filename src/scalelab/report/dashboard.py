@@ -94,7 +94,8 @@ def seed_values(runs: pd.DataFrame, metrics, models: Mapping[str, str]) -> pd.Da
     rank = {c: i for i, c in enumerate(key.index)}
     rows = [base.assign(metric=m, value=pd.to_numeric(runs[m], errors="coerce").values)
             for m in metrics if m in runs]  # fmt: skip
-    out = pd.concat(rows, ignore_index=True) if rows else base.assign(metric=[], value=[])
+    empty = base.iloc[:0].assign(metric=pd.Series(dtype=str), value=pd.Series(dtype=float))
+    out = pd.concat(rows, ignore_index=True) if rows else empty
     out = out[np.isfinite(out["value"].astype(float))]
     return out.sort_values("cell", key=lambda c: c.map(rank), kind="stable").reset_index(drop=True)
 
