@@ -205,11 +205,11 @@ EXPECT = {
                       "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights",
                       "Inside training"],
     "sweep_trec": ["Classification", "Sweep", "the best cell on validation",
-                   "train 400 / validation 200 / test 500 examples"],
+                   "train 72 / validation 9 / test 9 examples"],  # the tiny table's splits
     "data_budget": ["Loss vs model size", "Learning curves", "max_train_tokens=2000"],
     "pretrain_then_finetune": ["Set-up (stage base)", "Set-up (stage tuned)",
                                "Classification (stage tuned)", "Learning curves (stage base)",
-                               "/ test 500 examples"],
+                               "/ validation 9 / test 9 examples"],
     "distill_wikitext": ["<h2>The answer: the smallest model that beats gpt-d6/pretrain</h2>",
                          "Reference <b>gpt-d6/pretrain</b>", "kd-both", "cut-d8",
                          "blocks [0, 4, 7]",
