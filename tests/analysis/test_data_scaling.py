@@ -121,6 +121,40 @@ def test_a_swept_setting_splits_curves_and_too_few_n_is_said_not_raised():
     assert few.curves[0].fit is None and "too few" in few.curves[0].why_not
 
 
+def test_a_setting_that_only_some_runs_have_splits_curves_and_drops_none():
+    """Runs without a setting (no augmentation, NaN in its columns) are a curve of their own,
+    not dropped: pandas 3 keeps missing values missing through astype(str), and groupby
+    would silently drop every such row (data_centric_trec printed no curve at all)."""
+    runs = runs_table(shots=())
+    augmented = runs[runs["task.train_size"] == 200].assign(
+        **{"task.augment.ratio": 0.5, "train_examples": 1000, "test_accuracy": 0.9}
+    )
+    both = pd.concat([runs, augmented], ignore_index=True)
+    result = data_scaling(both, "test_accuracy", higher_is_better=True, n_boot=0)
+    assert sum(len(c.points) for c in result.curves) == 6 * 2 + 2
+    assert sum(int(c.points["runs"].sum()) for c in result.curves) == len(both)
+    assert [c.name for c in result.curves] == ["small full", "small full ratio=0.5",
+                                               "big full", "big full ratio=0.5"]  # fmt: skip
+
+
+def test_a_staged_experiments_curves_are_named_by_stage_and_what_varies_within_it():
+    sizes = runs_table(shots=()).assign(stage="sizes", **{"params.epochs": 8})
+    few = runs_table(sizes=()).assign(stage="fewshot", **{"params.epochs": 20})
+    aug = sizes[sizes["task.train_size"] == 200].assign(
+        stage="augment",
+        **{"params.epochs": 4, "task.augment.method": "eda", "task.augment.alpha_sr": 0.05},
+    )
+    aug = pd.concat([aug.assign(**{"task.augment.ratio": r, "train_examples": 200 + r * 1600})
+                     for r in (0.0, 0.5)], ignore_index=True)  # fmt: skip
+    runs = pd.concat([sizes, few, aug], ignore_index=True)
+    result = data_scaling(runs[runs["model"] == "small"], "test_accuracy",
+                          higher_is_better=True, n_boot=0)  # fmt: skip
+    # the stage names a curve; EDA's method and alpha, and every stage's epochs, are implied
+    assert [c.name for c in result.curves] == ["small full (sizes)", "small full (fewshot)",
+                                               "small full (augment) ratio=0",
+                                               "small full (augment) ratio=0.5"]  # fmt: skip
+
+
 def test_loss_is_fitted_as_it_is_and_bad_input_is_one_error():
     runs = runs_table(shots=()).assign(test_loss=lambda t: 1 - t["test_accuracy"])
     c = data_scaling(runs, "test_loss", higher_is_better=False, n_boot=0).curves[0]

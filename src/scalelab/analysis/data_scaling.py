@@ -269,6 +269,35 @@ def _fit_curve(rows, metric, higher, min_gain, n_boot, seed):
     return replace(fit, flags=flags), returns, ""
 
 
+def _named_by(runs: pd.DataFrame, base: list[str], split: list[str]) -> list[str]:
+    """The columns that name curves apart, fewest first: `stage` where the runs span
+    several stages (a staged experiment's sizes / fewshot / augment are curves a reader
+    knows by those names), then each split column unless the others already tell the same
+    curves apart (EDA's alphas beside its ratio; the few-shot stage's epochs beside
+    `stage`). Params are dropped before task fields."""
+    kept = list(split)
+    if "stage" in runs and as_text(runs["stage"]).nunique() > 1:
+        kept = ["stage", *kept]
+    keyed = as_text(runs[base + kept])
+
+    def curves(cols: list[str]) -> int:
+        return len(keyed[base + cols].drop_duplicates())
+
+    for c in sorted((k for k in kept if k != "stage"), key=lambda k: not k.startswith("params.")):
+        rest = [k for k in kept if k != c]
+        if curves(rest) == curves(kept):
+            kept = rest
+    return kept
+
+
+def _field(column: str, value: Any) -> str:
+    """`name=value` of a curve's setting; its stage as `(stage)`; nothing when missing
+    (a run without that setting: no augmentation, no strategy)."""
+    if column == "stage":
+        return f"({value})" if isinstance(value, str) and value else ""
+    return field_text(column, value, {}) or ""
+
+
 def data_scaling(
     runs: pd.DataFrame,
     metric: str,
@@ -308,11 +337,11 @@ def data_scaling(
     notes = [f"{c} changes with the number of examples, never between runs at one n: part "
              "of each point's recipe, not a curve of its own" for c in recipe]  # fmt: skip
     done = done.assign(_model=shown_models(done).values)
+    split = _named_by(done, ["_model", arm], split)
     keys = ["_model", arm, *split]
     curves = []
-    for key, rows in done.groupby([done[k].astype(str) for k in keys], sort=False):
-        setting = " ".join(field_text(c, rows[c].iloc[0], {}) or f"{c.split('.')[-1]}=-"
-                           for c in split)  # fmt: skip
+    for key, rows in done.groupby([as_text(done[k]) for k in keys], sort=False):
+        setting = " ".join(t for c in split if (t := _field(c, rows[c].iloc[0])))
         sizes = (
             pd.to_numeric(rows[size], errors="coerce") if size in rows else pd.Series(dtype=float)
         )
@@ -320,7 +349,8 @@ def data_scaling(
         curves.append(Curve(key[0], key[1], setting,
                             float(sizes.dropna().iloc[0]) if sizes.notna().any() else math.nan,
                             _points(rows, metric, bounds), fit, returns, why))  # fmt: skip
-    curves.sort(key=lambda c: (math.isnan(c.size), c.size, c.method, c.setting))
+    # Smallest model first; within a model, the runs' order (a staged spec's stage order).
+    curves.sort(key=lambda c: (math.isnan(c.size), c.size))
     return DataScaling(metric, higher_is_better, min_gain, tuple(curves), tuple(notes))
 
 

@@ -216,7 +216,7 @@ def pairing_columns(table: pd.DataFrame, by: str) -> list[str]:
     that is constant within every group is a property of the `by` value and is skipped.
     """
     cols = [c for c in config_columns(table) if c not in (by, "seed")]
-    keyed = _key(table, cols).assign(_by=table[by].astype(str).values)
+    keyed = _key(table, cols).assign(_by=_key(table, [by])[by].values)
     return [c for c in cols if (keyed.groupby("_by")[c].nunique() > 1).any()]
 
 
