@@ -204,3 +204,24 @@ def test_classification_compare_shows_accuracy_and_macro_f1(tmp_path, capsys):
     # --metric still compares one metric alone
     out = cli("compare", spec, "--metric", "test_loss", capsys=capsys)[1]
     assert out.startswith("test_loss (lower is better)") and "test_macro_f1" not in out
+
+
+def test_a_staged_spec_is_compared_stage_by_stage(tmp_path, capsys):
+    """One table per stage, with only the settings that stage sets (no NaN columns of the
+    others), and a paired test where a stage has two methods."""
+    _spec(tmp_path)  # the model folder and data
+    spec = write_spec(tmp_path / "staged.yaml", name="staged", output_dir=str(tmp_path / "out"),
+                      seeds=[0, 1, 2], stages={
+        "sizes": {"models": str(tmp_path / "model"), "methods": "full",
+                  "tasks": {"dataset": str(tmp_path / "data.jsonl"), "kind": "classification",
+                            "max_length": [16, 32]}},
+        "both": {"models": str(tmp_path / "model"), "methods": ["full", "lora"],
+                 "tasks": {"dataset": str(tmp_path / "data.jsonl"), "kind": "classification"},
+                 "params": {"lr": 3e-4}}})  # fmt: skip
+    _fill(spec, lambda r: {"test_accuracy": ACC[r.method][r.seed] - 0.01 * (r.stage == "sizes")})
+    code, out, err = cli("compare", spec, capsys=capsys)
+    assert code == 0, err
+    sizes, both = out.split("== stage both")
+    assert "== stage sizes (6 runs) ==" in sizes and "task.max_length" in sizes
+    assert "only one value of method" in sizes and "params.lr" not in sizes
+    assert "task.max_length" not in both and "full - lora: diff 0.0483" in both

@@ -117,3 +117,14 @@ def test_seed_summary_says_how_many_planned_seeds_have_a_value():
     s = seed_summary(table, "acc", planned=planned, bounds=(0, 1)).set_index("method")
     assert s.loc["a", "seed_note"] == "2 of 3 seeds" and s.loc["b", "seed_note"] == ""
     assert list(s["n_planned"]) == [3, 3] and s.loc["a", "seeds"] == "0,2"
+
+
+def test_paired_tests_skip_a_cell_that_leaves_several_runs_per_seed():
+    """A setting only one side has (lora's r over 2 values beside full) leaves two runs per
+    seed of lora in the one shared cell: no pairing, where a join used to raise."""
+    runs = _runs()
+    other_r = runs[runs["method"] == "lora"].assign(
+        **{"params.r": 16, "run_id": lambda d: d["run_id"] + "r"}
+    )
+    out = paired_tests(pd.concat([runs, other_r], ignore_index=True), "method", "test_accuracy")
+    assert out.empty

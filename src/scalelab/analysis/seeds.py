@@ -254,6 +254,10 @@ def paired_tests(
             b = g[g["_by"] == vb].set_index("seed")["_y"]
             if a.empty or b.empty:  # nothing of one side in this cell: no comparison
                 continue
+            if not (a.index.is_unique and b.index.is_unique):
+                # Settings only one side has (an active run's strategy beside fine-tuning's
+                # train sizes) leave several runs per seed in the cell: nothing to pair.
+                continue
             common = [s for s in a.index if s in b.index]
             res = paired_test(a.loc[common].values, b.loc[common].values, confidence)
             sig = bool(res["p_value"] < alpha) if not math.isnan(res["p_value"]) else False

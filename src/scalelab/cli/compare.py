@@ -89,6 +89,21 @@ def compare(
         summary = seed_summary(table, name, by=by, bounds=bounds, planned=planned)
         paired = paired_tests(table, by, name, alpha=alpha)
         blocks.append((name, defn, summary, paired))
+    stages = _stages(table, by)
+    if format is CompareFormat.table and stages:
+        for i, (stage, runs) in enumerate(stages):
+            typer.echo(f"{'' if i == 0 else chr(10)}== stage {stage} ({_count(len(runs))}) ==")
+            plan = planned[planned["stage"] == stage] if "stage" in planned else planned
+            for name in names:
+                if pd.to_numeric(runs[name], errors="coerce").notna().any():
+                    defn = metric_def(name, methods)
+                    bounds = defn.bounds if defn is not None else None
+                    typer.echo("")
+                    _print_summary(name, defn, seed_summary(runs, name, by=by, bounds=bounds,
+                                                            planned=plan))  # fmt: skip
+                    _print_paired(name, defn, paired_tests(runs, by, name, alpha=alpha), by,
+                                  alpha, runs)  # fmt: skip
+        return
     if format is CompareFormat.json:
         out = [_json_block(name, defn, summary, paired) for name, defn, summary, paired in blocks]
         # The first metric's block at the top level, as before; every block under "metrics".
@@ -99,7 +114,26 @@ def compare(
         if i:
             typer.echo("")
         _print_summary(name, defn, summary)
-        _print_paired(name, defn, paired, by, alpha)
+        _print_paired(name, defn, paired, by, alpha, table)
+
+
+def _stages(table: pd.DataFrame, by: str) -> list[tuple[str, pd.DataFrame]]:
+    """A staged experiment's finished runs stage by stage (spec order), each without the
+    config columns no run of that stage sets: a table per stage reads as the stage does
+    (train sizes; k and draws; augmentation ratios) instead of one wide table of NaN.
+    Empty when the runs span one stage or `--by stage` compares the stages themselves."""
+    if by == "stage" or "stage" not in table or table["stage"].nunique() < 2:
+        return []
+    out = []
+    for stage, runs in table.groupby("stage", sort=False):
+        empty = [c for c in runs.columns
+                 if c.startswith(("task.", "params.")) and runs[c].isna().all()]  # fmt: skip
+        out.append((str(stage), runs.drop(columns=empty).reset_index(drop=True)))
+    return out
+
+
+def _count(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def default_metrics(table: pd.DataFrame, spec: Path) -> list[str]:
@@ -176,12 +210,18 @@ def _print_summary(name: str, defn, summary: pd.DataFrame) -> None:
             typer.echo(f"  {where}: the t interval's {r['ci_cut']}")
 
 
-def _print_paired(name: str, defn, paired: pd.DataFrame, by: str, alpha: float) -> None:
+def _print_paired(
+    name: str, defn, paired: pd.DataFrame, by: str, alpha: float, runs: pd.DataFrame
+) -> None:
     better = defn.higher_is_better if defn is not None else None
     typer.echo("")
     typer.echo(f"paired t-tests by {by} ({name}, a - b, alpha {alpha}):")
     if paired.empty:
-        typer.echo(f"  only one value of {by}: nothing to compare")
+        if runs[by].nunique() < 2:
+            typer.echo(f"  only one value of {by}: nothing to compare")
+        else:
+            typer.echo(f"  no two values of {by} share a seed and every other setting: "
+                       "nothing to pair (compare one stage or setting at a time)")  # fmt: skip
         return
     for _, r in paired.iterrows():
         cell = ", ".join(f"{c}={r[c]}" for c in paired.columns if c not in _TEST_COLS)
