@@ -63,3 +63,19 @@ def test_runs_at_one_data_size_have_no_section(tmp_path):
     runs = _runs(sizes=(2000,), shots=())
     page = build_report(runs, None, tmp_path / "rep").read_text()
     assert "Data scaling" not in page
+
+
+def test_curves_of_one_model_get_distinct_colours_and_models_colour_by_size():
+    from scalelab.analysis.data_scaling import Curve
+    from scalelab.report.data_scaling import curve_colors
+
+    def curve(model, setting):
+        return Curve(model, "full", setting, 1e6, pd.DataFrame({"n": [10.0], "mean": [0.5]}))
+
+    one = [curve("m", "(sizes)"), curve("m", "(fewshot)"), curve("m", "(augment) ratio=0")]
+    assert len(set(curve_colors(one).values())) == 3
+    two = [curve("small", "(sizes)"), curve("small", "(fewshot)"), curve("big", "(sizes)")]
+    colors = curve_colors(two)
+    assert (
+        colors["small full (sizes)"] == colors["small full (fewshot)"] != colors["big full (sizes)"]
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,18 +24,28 @@ def plot_data_scaling(result: DataScaling, path: Path) -> Path:
     methods = list(dict.fromkeys(c.method for c in result.curves))
     fig, axes = style.figure(max(style.FIGSIZE[0], 4.6 * len(methods)), 4.6, ncols=len(methods),
                              squeeze=False, sharey=True)  # fmt: skip
-    keys = list(dict.fromkeys(c.model for c in result.curves))  # size order
-    colors = style.size_colors(keys)
+    colors = curve_colors(result.curves)
     every_n = [n for c in result.curves for n in c.points["n"]]
     for ax, method in zip(axes[0], methods, strict=True):
         for c in (c for c in result.curves if c.method == method):
-            draw_curve(ax, c, colors[c.model], result.higher_is_better)
+            draw_curve(ax, c, colors[c.name], result.higher_is_better)
         style.log_axis(ax, "x", every_n)
         ax.set_xlabel("labelled training examples n")
         ax.set_title(method, fontsize=10)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(style.axis_label(result.metric, per="example"))
     return style.save(fig, path)
+
+
+def curve_colors(curves) -> dict[str, Any]:
+    """Colour per curve name: by model size (viridis, `style.size_colors`) when the curves
+    span several models, so colour reads as size; distinct colours per curve when they are
+    one model's (a staged spec's sizes / fewshot / augment would otherwise share one)."""
+    models = list(dict.fromkeys(c.model for c in curves))  # size order
+    if len(models) > 1:
+        by_model = style.size_colors(models)
+        return {c.name: by_model[c.model] for c in curves}
+    return style.group_colors([c.name for c in curves])
 
 
 def draw_curve(ax, curve, color, higher: bool) -> None:
@@ -46,7 +57,8 @@ def draw_curve(ax, curve, color, higher: bool) -> None:
     label = " ".join(s for s in (curve.model, curve.setting, size) if s)
     ax.plot(p["n"], p["mean"], "-", color=color, lw=1, alpha=0.6)
     few, rest = p[p["few_shot"]], p[~p["few_shot"]]
-    ax.plot(rest["n"], rest["mean"], "o", color=color, label=label)
+    # One legend entry a curve: the circles' where it has any, else the squares'.
+    ax.plot(rest["n"], rest["mean"], "o", color=color, label=label if len(rest) else None)
     ax.plot(few["n"], few["mean"], "s", mfc="none", color=color,
             label=None if len(rest) else label)  # fmt: skip
     band = p[np.isfinite(p["ci_low"])]

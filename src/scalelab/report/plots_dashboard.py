@@ -169,15 +169,14 @@ def draw_scaling(ax, result: Any, zero: pd.DataFrame) -> None:
     example (zero-shot), labelled at the right edge."""
     from dataclasses import replace
 
-    from scalelab.report.data_scaling import draw_curve
+    from scalelab.report.data_scaling import curve_colors, draw_curve
 
     methods = len({c.method for c in result.curves}) > 1  # then the legend names them
-    keys = list(dict.fromkeys((c.model, c.method) for c in result.curves))  # size order
-    colors = style.size_colors(keys)
+    colors = curve_colors(result.curves)
     every_n = [n for c in result.curves for n in c.points["n"]]
     for c in result.curves:
         shown = replace(c, setting=f"{c.method} {c.setting}".strip()) if methods else c
-        draw_curve(ax, shown, colors[(c.model, c.method)], result.higher_is_better)
+        draw_curve(ax, shown, colors[c.name], result.higher_is_better)
     for i, (_, z) in enumerate(zero.iterrows()):
         ax.axhline(z["mean"], ls=":", lw=1.6, color=f"C{(i + 3) % 10}")
         ax.annotate(
