@@ -98,7 +98,10 @@ TOTAL_PARAMS = _size("total_params", "all parameters of the model, embeddings in
 TRAINABLE_PARAMS = _size("trainable_params", "parameters updated by training")
 TRAINABLE_FRAC = _size("trainable_frac", "trainable_params / total_params", ".2%")
 TOKENS = _size("tokens", "training tokens processed (steps x batch x sequence length)")
-TRAIN_EXAMPLES = _size("train_examples", "examples in the training split")
+TRAIN_EXAMPLES = _size(
+    "train_examples", "labelled examples trained on (augmented copies not counted: train_augmented)"
+)
+TRAIN_AUGMENTED = _size("train_augmented", "augmented copies trained on beside train_examples")
 TRAIN_LOSS = MetricDef(
     "train_loss", False, ".4f", "mean training cross-entropy (nats) over the last steps"
 )

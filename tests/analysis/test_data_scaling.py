@@ -127,7 +127,7 @@ def test_a_setting_that_only_some_runs_have_splits_curves_and_drops_none():
     would silently drop every such row (data_centric_trec printed no curve at all)."""
     runs = runs_table(shots=())
     augmented = runs[runs["task.train_size"] == 200].assign(
-        **{"task.augment.ratio": 0.5, "train_examples": 1000, "test_accuracy": 0.9}
+        **{"task.augment.ratio": 0.5, "train_augmented": 800, "test_accuracy": 0.9}
     )
     both = pd.concat([runs, augmented], ignore_index=True)
     result = data_scaling(both, "test_accuracy", higher_is_better=True, n_boot=0)
@@ -144,7 +144,7 @@ def test_a_staged_experiments_curves_are_named_by_stage_and_what_varies_within_i
         stage="augment",
         **{"params.epochs": 4, "task.augment.method": "eda", "task.augment.alpha_sr": 0.05},
     )
-    aug = pd.concat([aug.assign(**{"task.augment.ratio": r, "train_examples": 200 + r * 1600})
+    aug = pd.concat([aug.assign(**{"task.augment.ratio": r, "train_augmented": r * 1600})
                      for r in (0.0, 0.5)], ignore_index=True)  # fmt: skip
     runs = pd.concat([sizes, few, aug], ignore_index=True)
     result = data_scaling(runs[runs["model"] == "small"], "test_accuracy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from helpers import cli, save_tiny, write_dataset, write_spec
@@ -301,3 +302,19 @@ def test_a_cut_past_the_models_blocks_is_one_line_at_spec_time(tmp_path, capsys,
     assert code == 2 and err.count("\n") == 1, err
     assert f"has blocks 0..{depth - 1}" in err and "params.keep_layers" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_augmented_copies_are_not_counted_as_labelled_examples(tmp_path, tiny, capsys):
+    """train_examples counts labels (the subsample), train_augmented the EDA copies of them:
+    a data-scaling curve puts an augmented run at its labels, not at labels + copies."""
+    task = {"dataset": str(tiny["data"]), "kind": "classification", "max_length": 16,
+            "train_size": 12, "augment": {"method": "eda", "ratio": [0, 0.5], "n_aug": 2,
+                                          "alpha_sr": 0, "alpha_ri": 0}}  # fmt: skip
+    spec = spec_for(tmp_path, tiny, tasks=task, methods=["full"], params={"epochs": 1})
+    code, out, err = cli("run", spec, "--quiet", capsys=capsys)
+    assert code == 0 and "2 done, 0 failed" in out, err
+    table = ResultsStore(tmp_path / "out" / "results.sqlite").table()
+    plain = table[table["task.augment.ratio"] == 0].iloc[0]
+    half = table[table["task.augment.ratio"] == 0.5].iloc[0]
+    assert plain["train_examples"] == half["train_examples"] == 12
+    assert pd.isna(plain["train_augmented"]) and half["train_augmented"] == 6 * 2

@@ -332,7 +332,7 @@ class FinetuneRecipe(Recipe):
             "non_embedding_params": non_embedding,
             "trainable_frac": trainable / total, "best_step": state["best_step"],
             "epochs_run": -(-state["step"] // self.steps_per_epoch),
-            "train_examples": len(self.seqs["train"]),
+            **training_examples(len(self.seqs["train"]), self.data.train_index),
         }  # fmt: skip
         if labels_accuracy is not None:
             metrics["labels_accuracy"] = labels_accuracy
@@ -433,12 +433,24 @@ CLASSIFICATION_METRICS = (
     mx.STEPS,
     *mx.EVENT_COUNTS,
     mx.TRAIN_EXAMPLES,
+    mx.TRAIN_AUGMENTED,
     mx.EXAMPLES_PER_S,
     mx.WALL_S,
     mx.PEAK_MEM_MB,
 )
 
 PRODUCTS = ("model", "labels.npz", "predictions.npz")  # listed where a run wrote them
+
+
+def training_examples(n_train: int, positions: list[int]) -> dict[str, int]:
+    """{"train_examples": the labelled examples (distinct positions: an augmented copy
+    carries its source's), "train_augmented": the copies beside them, where there are any}:
+    a data-scaling curve counts labels, not EDA's copies of them."""
+    labelled = len(set(positions)) if positions else n_train
+    out = {"train_examples": labelled}
+    if n_train > labelled:
+        out["train_augmented"] = n_train - labelled
+    return out
 
 
 def _check_run(task, params, model, inputs) -> None:
