@@ -85,6 +85,29 @@ def test_labels_name_what_varies_between_runs(tmp_path):
         assert names[r.run_id] == f"{r.run_id[:8]} {r.model.name} {r.method} seed={r.seed}{base}"
 
 
+def test_labels_show_what_varies_within_a_stage_not_in_another(tmp_path):
+    """The same method in two stages: the few-shot stage's epochs and draws do not show on
+    the other stage's runs (their stage tells them apart), only each stage's own axes."""
+    from scalelab.grid.api import labels
+
+    task = {"dataset": "trec", "max_length": 32}
+    spec = {"name": "t", "seeds": [0], "models": str(tmp_path), "methods": "full", "stages": {
+        "sizes": {"tasks": {**task, "train_size": [50, 100]}, "params": {"epochs": 8}},
+        "fewshot": {"tasks": {**task, "k_per_class": 5, "draw": [0, 1]},
+                    "params": {"epochs": 20}},
+    }}  # fmt: skip
+    runs = expand(load_spec(write_spec(tmp_path / "staged.yaml", **spec)))
+    for stage in (True, False):
+        names = labels(runs, stage=stage)
+        for r in runs:
+            name = names[r.run_id]
+            assert "params.epochs" not in name
+            if r.stage == "sizes":
+                assert f"task.train_size={r.task.train_size}" in name and "draw" not in name
+            else:
+                assert f"task.draw={r.task.draw}" in name and "train_size" not in name
+
+
 def test_method_entries_carry_their_own_params(tmp_path):
     runs = runs_of(
         tmp_path,

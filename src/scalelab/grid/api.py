@@ -233,16 +233,20 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
         return out
 
     flat = {r.run_id: fields(r) for r in runs}
-    seen: dict[tuple[str, str], set[str]] = {}
+    # Per stage and method entry: the stage name already tells stages apart, so a field
+    # that varies only in another stage (the few-shot stage's draw) is not shown here.
+    seen: dict[tuple[str, str, str], set[str]] = {}
     for r in runs:
         for k, v in flat[r.run_id].items():
-            seen.setdefault((r.entry_label, k), set()).add(repr(v))
-    varying = sorted({k for (_, k), values in seen.items() if len(values) > 1})
+            seen.setdefault((r.stage, r.entry_label, k), set()).add(repr(v))
+    varying = sorted({k for (_, _, k), values in seen.items() if len(values) > 1})
     out = {}
     for r in runs:
         own = flat[r.run_id]
+        group = (r.stage, r.entry_label)
         parts = [label(r), *([f"stage={r.stage}"] if stage and r.stage != "main" else [])]
-        parts += [f"{k}={_one_line(own[k])}" for k in varying if k in own and own[k] is not None]
+        parts += [f"{k}={_one_line(own[k])}" for k in varying
+                  if k in own and own[k] is not None and len(seen[(*group, k)]) > 1]  # fmt: skip
         out[r.run_id] = " ".join(parts)
 
     # Products of different upstream runs share a name (`@base:gpt-d2` of seeds 0 and 1):
