@@ -90,3 +90,19 @@ def test_strategies_are_compared_within_a_setting_and_need_a_baseline():
         label_savings(only)
     with pytest.raises(ScalelabError, match="no finished active-learning runs"):
         active_points(runs.assign(method="full"), curves)
+
+
+def test_console_table_shows_a_setting_column_only_where_settings_differ():
+    import pandas as pd
+
+    from scalelab.cli.active import _text
+
+    def curves(settings):
+        return pd.DataFrame({"setting": settings, "strategy": ["random", "margin"],
+                             "labels": [200, 200], "n": [3, 3], "mean": [0.5, 0.6],
+                             "ci_low": [0.4, 0.5], "ci_high": [0.6, 0.7]})  # fmt: skip
+
+    plain = _text(curves(["", ""]), None, "test_accuracy", 10)
+    assert "setting" not in plain and "\nrandom " in plain
+    both = _text(curves(["lr=1e-4", "lr=3e-4"]), None, "test_accuracy", 10)
+    assert "setting" in both and "\nlr=1e-4" in both

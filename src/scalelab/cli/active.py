@@ -26,21 +26,27 @@ def _text(curves, savings, metric: str, n_boot: int) -> str:
     """The console tables: curves (one row per setting, strategy, labels), then savings."""
     lines = [f"{metric} per strategy and label count: mean over seeds, 95% interval "
              "(Student t over seeds)"]  # fmt: skip
-    head = f"{'setting':<16} {'strategy':<17} {'labels':>7} {'seeds':>5} {'mean':>7}  95% interval"
-    lines.append(head)
+    # The setting column only where settings tell active runs apart (else every row "-").
+    wide = bool(curves["setting"].astype(bool).any())
+
+    def setting(r) -> str:
+        return f"{r.setting or '-':<16} " if wide else ""
+
+    lines.append(f"{'setting':<16} " * wide + f"{'strategy':<17} {'labels':>7} {'seeds':>5} "
+                 f"{'mean':>7}  95% interval")  # fmt: skip
     for r in curves.itertuples():
-        lines.append(f"{r.setting or '-':<16} {r.strategy:<17} {r.labels:>7,d} {r.n:>5d} "
+        lines.append(f"{setting(r)}{r.strategy:<17} {r.labels:>7,d} {r.n:>5d} "
                      f"{r.mean:>7.4f}  {_ci(r.ci_low, r.ci_high, '.4f')}")  # fmt: skip
     lines += ["", f"label saving vs random at equal {metric}: labels random needs / labels "
               f"used (95% bootstrap over seeds, {n_boot} draws; > 1 saves labels)"]  # fmt: skip
     if savings is None:
         lines.append("  n/a: no random runs to compare with")
         return "\n".join(lines)
-    lines.append(f"{'setting':<16} {'strategy':<17} {'labels':>7} {'accuracy':>8} "
+    lines.append(f"{'setting':<16} " * wide + f"{'strategy':<17} {'labels':>7} {'accuracy':>8} "
                  f"{'random needs':>12} {'saving':>8}  95% interval")  # fmt: skip
     for r in savings.itertuples():
         mark = {"more than": ">=", "at most": "<="}.get(r.censored, "")
-        lines.append(f"{r.setting or '-':<16} {r.strategy:<17} {r.labels:>7,d} {r.accuracy:>8.4f} "
+        lines.append(f"{setting(r)}{r.strategy:<17} {r.labels:>7,d} {r.accuracy:>8.4f} "
                      f"{r.random_labels:>12,.0f} {mark + format(r.ratio, '.2f'):>8}  "
                      f"{_ci(r.ci_low, r.ci_high, '.2f')}")  # fmt: skip
     if (savings["censored"] != "").any():
@@ -55,7 +61,7 @@ def active_command(
     metric: str = typer.Option("test_accuracy", "--metric", help="A curve metric."),
     format: ActiveFormat = typer.Option(ActiveFormat.table, "--format", help="table or json."),
     n_boot: int = typer.Option(1000, "--bootstrap", min=1, max=100_000, help="Bootstrap draws."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Bootstrap seed."),
     output_dir: Path | None = typer.Option(
         None, "--output-dir", help="Override the experiment's output_dir."
     ),

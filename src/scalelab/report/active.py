@@ -18,7 +18,7 @@ METRIC = "test_accuracy"
 
 def plot_active_curves(curves: pd.DataFrame, path: Path, metric: str = METRIC) -> Path:
     """Mean `metric` vs labels per strategy (log x), the 95% interval as a band; one panel
-    per setting; random first and in black where present."""
+    per setting; random first, black and dashed where present (as in the dashboard)."""
     settings = list(dict.fromkeys(curves["setting"]))
     strategies = list(dict.fromkeys(curves["strategy"]))
     strategies.sort(key=lambda s: s != "random")
@@ -32,7 +32,8 @@ def plot_active_curves(curves: pd.DataFrame, path: Path, metric: str = METRIC) -
             c = sub[sub["strategy"] == s].sort_values("labels")
             if c.empty:
                 continue
-            ax.plot(c["labels"], c["mean"], "o-", color=colors[s], label=s, ms=4)
+            ax.plot(c["labels"], c["mean"], "o--" if s == "random" else "o-", color=colors[s],
+                    label=s, ms=4)  # fmt: skip
             ax.fill_between(c["labels"], c["ci_low"], c["ci_high"], color=colors[s], alpha=0.15,
                             lw=0)  # fmt: skip
         style.log_axis(ax, "x", list(sub["labels"]))

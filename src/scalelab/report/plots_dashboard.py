@@ -204,10 +204,13 @@ def draw_labels_curves(ax, points: pd.DataFrame, metric: str) -> None:
 
     points: rows with curve, n, mean, ci_low, ci_high[, style]."""
     curves = list(dict.fromkeys(points["curve"]))
-    colors = style.group_colors(curves)
+    dashed_of = {c: "style" in points and bool((points.loc[points["curve"] == c, "style"]
+                                                 == "dashed").all()) for c in curves}  # fmt: skip
+    colors = style.group_colors([c for c in curves if not dashed_of[c]])
+    colors |= {c: "black" for c in curves if dashed_of[c]}  # a reference: black dashed
     for curve in curves:
         p = points[points["curve"] == curve].sort_values("n")
-        dashed = "style" in p and (p["style"] == "dashed").all()
+        dashed = dashed_of[curve]
         ax.plot(p["n"], p["mean"], "--o" if dashed else "-o", color=colors[curve], ms=4,
                 label=curve)  # fmt: skip
         band = p[np.isfinite(p["ci_low"].astype(float))]
