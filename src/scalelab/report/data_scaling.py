@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.data_scaling import LABELS, DataScaling, data_scaling, resolve_metric
+from scalelab.errors import ScalelabError
 from scalelab.report import html, style
 
 
@@ -131,6 +132,8 @@ def data_scaling_section(
     metric, higher, bounds = resolve_metric(runs, metric)
     result = data_scaling(runs, metric, higher_is_better=higher, bounds=bounds,
                           min_gain=min_gain, n_boot=bootstrap)  # fmt: skip
+    if not result.curves:  # build.py turns this into a note, not a failed report
+        raise ScalelabError(f"no finished run has both {metric} and {LABELS}")
     png = plot_data_scaling(result, out / "data_scaling.png")
     err = f"1 - {metric}" if higher else metric
     lead = (f"<p>{html.esc(metric)} against the number of labelled training examples n "
