@@ -60,15 +60,35 @@ class Strict(BaseModel):
         return validate(type(self), {name: getattr(copy, name) for name in copy.model_fields_set})
 
 
-def error_line(err: ValidationError, prefix: str = "") -> str:
+def _close_key(model: type[BaseModel] | None, loc: tuple) -> str | None:
+    """The field of `model` (followed through nested models along `loc`) closest to the
+    unknown key `loc[-1]`, if one is close (`verbalisers` -> `verbalizers`)."""
+    import difflib
+    import typing
+
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        kinds = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+    if model is None or not isinstance(loc[-1], str):
+        return None
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def error_line(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
     """`prefix.field.sub: message (got value)` for the first error, plus a count of the
-    others; keys and values are echoed cut short (`errors.shown`)."""
+    others; keys and values are echoed cut short (`errors.shown`). With `model`, an
+    unknown key names the closest field when one is close ("did you mean ...?")."""
     first = err.errors(include_url=False)[0]
     parts = (*([prefix] if prefix else []), *(clip(p, 40) for p in first["loc"]))
     loc = ".".join(str(p) for p in parts)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        close = _close_key(model, tuple(first["loc"]))
+        msg = "unknown key" + (f" (did you mean {close!r}?)" if close else "")
     value = first.get("input")
     # A model-level check (loc: the section) gets the whole section as input: the message
     # says what is wrong, echoing the section would only hide it.
@@ -85,7 +105,7 @@ def validate(model: type[BaseModel], data: Any, prefix: str = ""):
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ScalelabError(error_line(err, prefix)) from None
+        raise ScalelabError(error_line(err, prefix, model)) from None
 
 
 # --- YAML -------------------------------------------------------------------------------

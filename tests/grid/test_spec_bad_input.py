@@ -395,3 +395,26 @@ def test_integers_past_64_bits_and_absurd_budgets_are_refused(tmp_path, capsys, 
     err = refused(capsys, "run", spec(), "--workers", "99999999999")
     assert "--workers" in err and "4096" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"runtime": {"wrokers": 2}}, "runtime.wrokers: unknown key (did you mean 'workers'?)"),
+        (
+            {"tasks": {"dataset": "trec", "max_lenght": 32}},
+            "tasks[0].max_lenght: unknown key (did you mean 'max_length'?)",
+        ),
+        ({"runtime": {"colour": 1}}, "runtime.colour: unknown key"),  # nothing close: no guess
+    ],
+)
+def test_an_unknown_key_names_the_closest_field(tmp_path, capsys, fields, line):
+    spec = {
+        "name": "x",
+        "models": "gpt-d1",
+        "tasks": {"dataset": "wikitext2"},
+        "methods": "pretrain",
+    }
+    code, _, err = cli("run", write_spec(tmp_path / "s.yaml", **{**spec, **fields}), "--dry-run",
+                       capsys=capsys)  # fmt: skip
+    assert code == 2 and err.strip().endswith(line), err
