@@ -287,7 +287,8 @@ def dashboard_section(runs: pd.DataFrame, out: Path, models: Mapping[str, str],
         return ""
     png = plots.plot_dashboard(panels, out / "dashboard.png")
     drawn = [p for row in plots.layout(panels) for p in row]
-    captions = "; ".join(f"({chr(97 + i)}) {p.caption}" for i, p in enumerate(drawn))
+    # Captions are sentences of their own ("... shown."): joined without doubling a period.
+    captions = "; ".join(f"({chr(97 + i)}) {p.caption.rstrip('.')}" for i, p in enumerate(drawn))
     body = ("<p>The experiment at a glance: what labelled data, augmentation and methods "
             "buy. Details in the sections below.</p>" + html.figure(png, captions + "."))  # fmt: skip
     radar = next((p for p in panels if p.key == "radar"), None)

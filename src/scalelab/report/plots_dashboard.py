@@ -86,7 +86,7 @@ def plot_seed_boxes(values: pd.DataFrame, path: Path, *, title: str = "") -> Pat
                              squeeze=False, sharey=True)  # fmt: skip
     for ax, metric in zip(axes[0], metrics, strict=True):
         draw_boxes(ax, values[values["metric"] == metric], metric)
-    fig.suptitle(title or "over seeds: box (quartiles, median in red), every seed a dot")
+    fig.suptitle(title or "over seeds and draws: box (quartiles, median in red), every run a dot")
     return style.save(fig, path)
 
 
