@@ -3,9 +3,12 @@ ramp, and the chain of runs (weak model trained once, its labels shared by every
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import cli, save_tiny, write_dataset, write_spec
 
 from scalelab.data.classification import split_halves
@@ -223,6 +226,12 @@ def test_the_w2s_command_prints_every_accuracy_and_writes_the_figures(tmp_path, 
         "gpt2",
     ):
         assert word in out, word
+    # every pair's PGR, with the accuracies it comes from, beside the JSON's pairs
+    pairs = json.loads(cli("w2s", spec, "--json", "--bootstrap", 50, capsys=capsys)[1])["pairs"]
+    for p in pairs:
+        pgr = "n/a" if p["pgr"] is None else f"{p['pgr']:+.3f}"  # an excluded pair: no PGR
+        assert f"{p['method']:<12} {p['weak']} -> {p['strong']}: {pgr}" in out
+        assert f"(w2s {p['acc_w2s']:.4f}, weak {p['acc_weak']:.4f}" in out
     names = {p.name for p in figs.glob("*.png")}
     assert names == {"scaling_behavior.png", "error_distribution.png", "pgr_heatmap.png"}
     code, _, err = cli("report", spec, capsys=capsys)
@@ -230,6 +239,14 @@ def test_the_w2s_command_prints_every_accuracy_and_writes_the_figures(tmp_path, 
     page = (tmp_path / "out" / "w-report" / "report.html").read_text()
     assert "Weak-to-strong: performance gap recovered (PGR)" in page
     assert "median PGR" in page and "where their weak supervisor was wrong" in page
+    assert "(1000 draws, paired across methods)" in page  # the command's default: one answer
+    # results without students: one line saying so, not a missing column
+    raw = yaml.safe_load(spec.read_text())
+    raw["stages"] = {k: v for k, v in raw["stages"].items() if k == "weak"}
+    only_weak = tmp_path / "weak_only.yaml"
+    only_weak.write_text(yaml.safe_dump(raw))
+    code, _, err = cli("w2s", only_weak, capsys=capsys)
+    assert code == 2 and "no w2s runs" in err and err.count("\n") == 1, err
     # bad input: one line, exit 2, nothing written
     code, _, err = cli("w2s", tmp_path / "nope.yaml", "--out", tmp_path / "x", capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and not (tmp_path / "x").exists()

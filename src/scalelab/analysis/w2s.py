@@ -48,6 +48,9 @@ def roles(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per finished student: method (its label), seed, weak / strong model names
     and sizes, and the run ids of the student, its weak run and its strong ceiling (None
     when the grid has none). Raises ScalelabError when the table lacks a needed column."""
+    if "method" in runs and not (runs["method"] == "w2s").any():
+        raise ScalelabError("no w2s runs in these results: weak-to-strong needs a stage of "
+                            "students (methods: {name: w2s, labels: '@weak', ...})")  # fmt: skip
     require_columns(runs, ["run_id", "model", "method", "seed", "params.labels",
                            "test_accuracy"], "weak-to-strong")  # fmt: skip
     done = runs[runs["status"] == "done"] if "status" in runs else runs

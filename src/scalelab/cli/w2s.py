@@ -30,6 +30,12 @@ def _text(acc, summary) -> str:
     for _, r in acc.iterrows():
         vals = " ".join(f"{'' if r[c] != r[c] else format(r[c], '.4f'):>15}" for c in cols)
         lines.append(f"{r['model']:<{width}} {r['size']:>10,.0f} {vals}")
+    lines += ["", "PGR per pair (seed means; (acc_w2s - acc_weak) / (acc_strong - acc_weak)):"]
+    for r in summary.pairs.itertuples():
+        why = "  excluded: the strong ceiling does not beat the weak one" if r.excluded else ""
+        pgr = "n/a" if r.pgr != r.pgr else f"{r.pgr:+.3f}"
+        lines.append(f"  {r.method:<12} {r.weak} -> {r.strong}: {pgr}  (w2s {r.acc_w2s:.4f}"
+                     f", weak {r.acc_weak:.4f}, strong {r.acc_strong:.4f}){why}")  # fmt: skip
     lines += ["", f"median PGR per method (95% bootstrap over {summary.resampled}):"]
     for r in summary.medians.itertuples():
         lines.append(f"  {r.method:<12} {_pm(r.median_pgr, r.ci_low, r.ci_high)}"
@@ -47,7 +53,7 @@ def w2s_command(
         None, "--output-dir", help="Override the experiment's output_dir."
     ),
     n_boot: int = typer.Option(1000, "--bootstrap", min=1, max=100_000, help="Bootstrap draws."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Bootstrap seed."),
     as_json: bool = typer.Option(False, "--json", help="The tables as JSON."),
 ) -> None:
     """Weak-to-strong: every model's test accuracy per role and method, median PGR per

@@ -155,7 +155,8 @@ def _w2s(done: pd.DataFrame, runs_dir, out: Path, spec: ReportSpec, notes: list[
     """("Weak-to-strong: ...", html), or a note when no student has its ceilings yet."""
     heading = "Weak-to-strong: performance gap recovered (PGR)"
     try:
-        return heading, w2s_section(done, runs_dir, out, bootstrap=max(spec.bootstrap, 200))
+        # As many draws as `scalelab w2s` (1000): the report's intervals are the command's.
+        return heading, w2s_section(done, runs_dir, out, bootstrap=max(spec.bootstrap, 1000))
     except ScalelabError as err:
         notes.append(f"no weak-to-strong summary: {err}")
         return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"
@@ -165,7 +166,8 @@ def _active(done: pd.DataFrame, curves, out: Path, spec: ReportSpec, notes: list
     """("Active learning: ...", html), or a note when the runs have no curves."""
     heading = "Active learning: learning curves and label saving"
     try:
-        return heading, active_section(done, curves, out, bootstrap=spec.bootstrap)
+        # As many draws as `scalelab active` (1000), so the two print the same intervals.
+        return heading, active_section(done, curves, out, bootstrap=max(spec.bootstrap, 1000))
     except ScalelabError as err:
         notes.append(f"no active-learning summary: {err}")
         return heading, f"<p class='note'>No summary: {html.esc(err)}</p>"

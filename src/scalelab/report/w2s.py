@@ -81,6 +81,7 @@ def plot_error_distribution(errors: pd.DataFrame, path: Path) -> Path:
                 if (m, right) in agg.index else np.nan for m in methods]  # fmt: skip
         ax.bar(x + (k - 1.5) * width, vals, width, label=label, color=color)
     ax.set_xticks(x, methods)
+    ax.set_xlabel("student's training method (strong ceilings beside them)")
     ax.set_ylabel("test error rate")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
@@ -88,25 +89,43 @@ def plot_error_distribution(errors: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_pgr_heatmap(pairs: pd.DataFrame, path: Path) -> Path:
-    """PGR of each (weak, strong) pair, one panel per method; excluded pairs are blank."""
+    """PGR of each (weak, strong) pair, one panel per method, on one colour scale clipped
+    to [-1, 1] (a colour bar; the cell's own value written on it, in white on dark cells);
+    excluded pairs are hatched, cells of no pair (a model with itself) left blank."""
+    from matplotlib.patches import Rectangle
+
     methods = list(dict.fromkeys(pairs["method"]))
     weaks = list(pairs.sort_values("weak_size").drop_duplicates("weak")["weak"])
     strongs = list(pairs.sort_values("strong_size").drop_duplicates("strong")["strong"])
-    fig, axes = style.figure(3.2 * len(methods) + 1.5, 0.7 * len(weaks) + 2.4,
+    fig, axes = style.figure(3.4 * len(methods) + 2.0, 0.8 * len(weaks) + 2.6,
                              ncols=len(methods), squeeze=False)  # fmt: skip
+    image = None
     for ax, m in zip(axes[0], methods, strict=True):
         grid = np.full((len(weaks), len(strongs)), np.nan)
-        for r in pairs[(pairs["method"] == m) & ~pairs["excluded"]].itertuples():
-            grid[weaks.index(r.weak), strongs.index(r.strong)] = r.pgr
-        ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+        for r in pairs[pairs["method"] == m].itertuples():
+            i, j = weaks.index(r.weak), strongs.index(r.strong)
+            if r.excluded:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                       ec="0.6", lw=0))  # fmt: skip
+            else:
+                grid[i, j] = r.pgr
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=-1, vmax=1,
+                          aspect="auto")  # fmt: skip
         for i, j in zip(*np.nonzero(np.isfinite(grid)), strict=True):
-            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(strongs)), strongs, rotation=20, ha="right", fontsize=7)
-        ax.set_yticks(range(len(weaks)), weaks, fontsize=7)
-        ax.set_xlabel("strong")
-        ax.set_title(f"PGR: {m}", fontsize=9)
-    axes[0][0].set_ylabel("weak")
-    return style.save(fig, path)
+            dark = abs(grid[i, j]) > 0.6  # the ends of RdYlGn are dark
+            ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")  # fmt: skip
+        ax.grid(False)
+        ax.set_xticks(range(len(strongs)), strongs, rotation=20, ha="right", fontsize=8)
+        ax.set_yticks(range(len(weaks)), weaks, fontsize=8)
+        ax.set_xlabel("strong student")
+        ax.set_title(f"PGR: {m}", fontsize=10)
+    axes[0][0].set_ylabel("weak supervisor")
+    fig.tight_layout(rect=(0, 0, 0.88, 1))  # room on the right for the colour bar
+    if image is not None:
+        cax = fig.add_axes((0.9, 0.25, 0.018, 0.6))
+        fig.colorbar(image, cax=cax, label="PGR (colours clipped to [-1, 1])")
+    return style.save(fig, path, layout=False)
 
 
 def write_figures(summary: PGRSummary, correct: Mapping[str, np.ndarray], out: Path,
@@ -167,7 +186,8 @@ def w2s_section(runs: pd.DataFrame, runs_dir: Path | None, out: Path, bootstrap:
                             "strong ceilings on the same examples (pooled over pairs and "
                             "seeds).")  # fmt: skip
     body += html.figure(figs["pgr_heatmap"], "PGR per (weak, strong) pair and method; "
-                        "blank: excluded (the strong ceiling does not beat the weak one).")  # fmt: skip
+                        "hatched: excluded (the strong ceiling does not beat the weak one); "
+                        "blank: no such pair.")  # fmt: skip
     return body + html.notes([f"excluded: {e}" for e in s.excluded])
 
 
