@@ -117,9 +117,11 @@ def test_noisy_fit_recovers_what_the_grid_identifies(draws):
 
 
 def test_bootstrap_intervals_hold_the_truth_in_most_draws(draws):
-    """25 refits per draw: every parameter's true value inside its 95% interval in at least
-    2 of the 3 draws, and the true capacity gap inside its interval in all 3."""
+    """25 refits per draw: every parameter's true value, and the true capacity gap, inside
+    its 95% interval in at least 2 of the 3 draws (all 3 would fail one time in seven with
+    exact 95% intervals: on a fresh install the gap's upper end missed by 3e-5 relative)."""
     inside = {name: 0 for name in TRUE}
+    gap_inside = 0
     for i, (data, fit) in enumerate(draws):
         boot = bootstrap_distillation(data, fit, 25, seed=i)
         assert boot.n_ok >= 23
@@ -127,8 +129,9 @@ def test_bootstrap_intervals_hold_the_truth_in_most_draws(draws):
             inside[name] += lo <= TRUE[name] <= hi
         gap = da.estimate(lambda p: da.capacity_gap(p, 8e6, 1.6e8), fit.params,
                           boot.param_dicts())  # fmt: skip
-        assert gap.lo <= da.capacity_gap(TRUE, 8e6, 1.6e8) <= gap.hi
+        gap_inside += gap.lo <= da.capacity_gap(TRUE, 8e6, 1.6e8) <= gap.hi
     assert all(count >= 2 for count in inside.values()), inside
+    assert gap_inside >= 2
 
 
 def test_capacity_gap_analytic_and_on_a_fine_grid():
