@@ -285,3 +285,16 @@ def test_models_path_prints_a_registered_models_local_file(tmp_path, monkeypatch
     assert code == 0 and out.strip() == str(tmp_path / "m.gguf")
     code, _, err = cli("models", "--path", "no-such-model", capsys=capsys)
     assert code == 2 and "unknown pretrained model 'no-such-model'" in err
+
+
+def test_methods_lists_every_method_and_one_method_its_params(capsys):
+    code, out, err = cli("methods", capsys=capsys)
+    assert code == 0 and "w2s " in out and "metrics: test_accuracy+" in out, err
+    code, out, err = cli("methods", "w2s", capsys=capsys)
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "required" in lines["labels"] and "'xent' | 'logconf'" in lines["loss"]
+    assert "default 0.5" in lines["aux_coef"] and "default 0.2" in lines["aux_warmup_frac"]
+    assert "aux_warmup_frac: fraction of training" in out  # the params' docstring follows
+    code, _, err = cli("methods", "w2ss", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "unknown method 'w2ss'" in err

@@ -269,11 +269,17 @@ def models_cmd(
         typer.echo(f"{name:<14} {e.arch}, {e.params_m:.1f}M params: {e.description}")
 
 
-def methods_cmd() -> None:
+def methods_cmd(
+    name: str | None = typer.Argument(None, help="One method: its params, types and defaults."),
+) -> None:
     """List the training methods, the task kinds they apply to, their quality metrics
-    (+ higher is better, - lower is better) and the products later runs can use."""
+    (+ higher is better, - lower is better) and the products later runs can use; with a
+    NAME, that method's params (the keys of its `params:` / method entry) and defaults."""
     from scalelab.methods.base import METHODS
 
+    if name is not None:
+        typer.echo(method_params_text(name, METHODS.get(name)))  # unknown: one line, exit 2
+        return
     for name, m in METHODS.items():
         typer.echo(f"{name:<12} [{', '.join(m.task_kinds)}] {m.description}")
         kinds = [k for k in m.task_kinds if k not in m.variants]
@@ -283,6 +289,41 @@ def methods_cmd() -> None:
             where = f"{label}: " if m.variants else ""
             typer.echo(f"{'':<12} {where}metrics: {' '.join(quality)}; products: "
                        f"{', '.join(d.products) or 'none'}")  # fmt: skip
+
+
+def _type_text(annotation) -> str:
+    """A param's type as a user writes its values: `'xent' | 'logconf'` for a Literal,
+    `list[int] | None` for the rest."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(repr(v) for v in typing.get_args(annotation))
+    text = getattr(annotation, "__name__", None)
+    if text and not typing.get_args(annotation):
+        return text
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def method_params_text(name: str, method) -> str:
+    """`name: description`, then one line a param: `key  type  default` (required where it
+    has none), then the params model's docstring (what each one means)."""
+    import inspect
+
+    from pydantic_core import PydanticUndefined
+
+    fields = method.params.model_fields
+    width = max([len(k) for k in fields] + [5])
+    lines = [f"{name}: {method.description}", f"params ({len(fields)}; unknown keys are errors):"]
+    for key, f in fields.items():
+        kind = _type_text(f.annotation)
+        default = (
+            "required"
+            if f.default is PydanticUndefined and f.default_factory is None
+            else (f"default {f.default!r}" if f.default_factory is None else "default: computed")
+        )
+        lines.append(f"  {key:<{width}}  {kind:<30} {default}")
+    doc = inspect.getdoc(method.params)
+    return "\n".join(lines + (["", doc] if doc else []))
 
 
 def register(app: typer.Typer) -> None:
