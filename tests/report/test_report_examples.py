@@ -235,7 +235,7 @@ EXPECT = {
                           "diminishing", "Classification (stage fewshot)",
                           "Active learning: learning curves and label saving", "random needs",
                           "Label saving at equal test accuracy", "margin", "kmeans",
-                          "task.augment.ratio", "Classification (stage zeroshot)"],
+                          "full (augment) ratio=0.5", "Classification (stage zeroshot)"],
     "w2s_sarcasm": ["Weak-to-strong: performance gap recovered (PGR)", "median PGR",
                     "logconf - naive", "bootstrap", "weak ceiling", "strong ceiling",
                     "where their weak supervisor was wrong", "PGR per (weak, strong) pair"],
