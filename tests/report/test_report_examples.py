@@ -176,13 +176,19 @@ def assets(tmp_path_factory) -> dict[str, Path]:
             "mcqa_data": write_mcqa_file(root / "qa.jsonl", 30)}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
-    """example name -> (tiny spec, report.html), built once for the module."""
-    out = {}
-    for example in EXAMPLES:
-        tmp = tmp_path_factory.mktemp(example.stem)
-        spec = tiny_example(example, tmp, assets)
+class _Reports(dict):
+    """example name -> (tiny spec, report.html), each example run and reported the first
+    time a test asks for it (so `-k quickstart` builds one example, and `--durations` shows
+    what each costs)."""
+
+    def __init__(self, tmp_path_factory, assets) -> None:
+        super().__init__()
+        self._factory, self._assets = tmp_path_factory, assets
+
+    def __missing__(self, name: str) -> tuple[Path, Path]:
+        example = REPO / "examples" / f"{name}.yaml"
+        tmp = self._factory.mktemp(name)
+        spec = tiny_example(example, tmp, self._assets)
         code, _, err = cli("run", spec, "--quiet")
         assert code == 0, (example.name, err)
         # no flags but fewer bootstrap refits (200 by default): the bands' presence is
@@ -190,11 +196,13 @@ def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
         code, _, err = cli("report", spec, "--bootstrap", "40")
         assert code == 0, (example.name, err)
         exp = open_experiment(spec)
-        out[example.stem] = (
-            spec,
-            Path(exp.spec.output_dir) / f"{exp.spec.name}-report" / "report.html",
-        )
-    return out
+        self[name] = (spec, Path(exp.spec.output_dir) / f"{exp.spec.name}-report" / "report.html")
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory, assets) -> dict[str, tuple[Path, Path]]:
+    return _Reports(tmp_path_factory, assets)
 
 
 # What each example's report must show, beyond the set-up block.
@@ -246,7 +254,15 @@ def test_every_example_is_expected():
     assert {e.stem for e in EXAMPLES} == set(EXPECT)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECT))
+# Examples whose report kind another example already proves in the default run (quickstart's
+# ladder, distill_wikitext's distillation answer, rationale_math's rationales): `make
+# test-all` builds them too.
+SLOW = {"data_budget", "distill_trec", "rationale_math_gpu", "rationale_mc"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXPECT)]
+)
 def test_report_of_each_example(reports, name, tmp_path):
     spec, page = reports[name]
     text = page.read_text()
