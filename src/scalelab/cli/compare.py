@@ -77,40 +77,44 @@ def compare(
     """Mean +- std and 95% CI over seeds per configuration, and paired t-tests between the
     values of --by (runs paired when they share a seed and all other independent axes)."""
     table, planned = _done_runs(spec, output_dir, metric or by, [by])  # before heavy imports
-    from scalelab.analysis.seeds import paired_tests, seed_summary
-    from scalelab.metrics import metric_def
 
     methods = table["method"] if "method" in table else []
     names = [metric] if metric is not None else default_metrics(table, spec)
-    blocks = []
-    for name in names:
-        defn = metric_def(name, methods)
-        bounds = defn.bounds if defn is not None else None
-        summary = seed_summary(table, name, by=by, bounds=bounds, planned=planned)
-        paired = paired_tests(table, by, name, alpha=alpha)
-        blocks.append((name, defn, summary, paired))
+
+    def blocks(runs: pd.DataFrame, plan: pd.DataFrame, present_only: bool) -> list[tuple]:
+        """(metric, its definition, seed summary, paired tests) per metric (`present_only`:
+        those with a value in `runs`; a stage need not report every stage's metrics)."""
+        from scalelab.analysis.seeds import paired_tests, seed_summary
+        from scalelab.metrics import metric_def
+
+        out = []
+        for name in names:
+            if present_only and not pd.to_numeric(runs[name], errors="coerce").notna().any():
+                continue
+            defn = metric_def(name, methods)
+            bounds = defn.bounds if defn is not None else None
+            out.append((name, defn, seed_summary(runs, name, by=by, bounds=bounds, planned=plan),
+                        paired_tests(runs, by, name, alpha=alpha)))  # fmt: skip
+        return out
+
     stages = _stages(table, by)
     if format is CompareFormat.table and stages:
         for i, (stage, runs) in enumerate(stages):
             typer.echo(f"{'' if i == 0 else chr(10)}== stage {stage} ({_count(len(runs))}) ==")
             plan = planned[planned["stage"] == stage] if "stage" in planned else planned
-            for name in names:
-                if pd.to_numeric(runs[name], errors="coerce").notna().any():
-                    defn = metric_def(name, methods)
-                    bounds = defn.bounds if defn is not None else None
-                    typer.echo("")
-                    _print_summary(name, defn, seed_summary(runs, name, by=by, bounds=bounds,
-                                                            planned=plan))  # fmt: skip
-                    _print_paired(name, defn, paired_tests(runs, by, name, alpha=alpha), by,
-                                  alpha, runs)  # fmt: skip
+            for name, defn, summary, paired in blocks(runs, plan, present_only=True):
+                typer.echo("")
+                _print_summary(name, defn, summary)
+                _print_paired(name, defn, paired, by, alpha, runs)
         return
+    whole = blocks(table, planned, present_only=False)
     if format is CompareFormat.json:
-        out = [_json_block(name, defn, summary, paired) for name, defn, summary, paired in blocks]
+        out = [_json_block(name, defn, summary, paired) for name, defn, summary, paired in whole]
         # The first metric's block at the top level, as before; every block under "metrics".
         doc = {**out[0], "by": by, "alpha": alpha, "metrics": out}
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
-    for i, (name, defn, summary, paired) in enumerate(blocks):
+    for i, (name, defn, summary, paired) in enumerate(whole):
         if i:
             typer.echo("")
         _print_summary(name, defn, summary)
