@@ -239,14 +239,12 @@ def labels(runs: list[RunSpec], stage: bool = True) -> dict[str, str]:
     for r in runs:
         for k, v in flat[r.run_id].items():
             seen.setdefault((r.stage, r.entry_label, k), set()).add(repr(v))
-    varying = sorted({k for (_, _, k), values in seen.items() if len(values) > 1})
     out = {}
     for r in runs:
         own = flat[r.run_id]
-        group = (r.stage, r.entry_label)
         parts = [label(r), *([f"stage={r.stage}"] if stage and r.stage != "main" else [])]
-        parts += [f"{k}={_one_line(own[k])}" for k in varying
-                  if k in own and own[k] is not None and len(seen[(*group, k)]) > 1]  # fmt: skip
+        parts += [f"{k}={_one_line(v)}" for k, v in sorted(own.items())
+                  if v is not None and len(seen[(r.stage, r.entry_label, k)]) > 1]  # fmt: skip
         out[r.run_id] = " ".join(parts)
 
     # Products of different upstream runs share a name (`@base:gpt-d2` of seeds 0 and 1):
