@@ -47,7 +47,13 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.seeds import label_columns, mean_ci
-from scalelab.analysis.table import as_text, field_text, require_columns, shown_models
+from scalelab.analysis.table import (
+    as_text,
+    drop_implied,
+    field_text,
+    require_columns,
+    shown_models,
+)
 from scalelab.errors import ScalelabError
 
 LABELS = "train_examples"  # the metric that counts a run's labelled training examples
@@ -278,16 +284,8 @@ def _named_by(runs: pd.DataFrame, base: list[str], split: list[str]) -> list[str
     kept = list(split)
     if "stage" in runs and as_text(runs["stage"]).nunique() > 1:
         kept = ["stage", *kept]
-    keyed = as_text(runs[base + kept])
-
-    def curves(cols: list[str]) -> int:
-        return len(keyed[base + cols].drop_duplicates())
-
-    for c in sorted((k for k in kept if k != "stage"), key=lambda k: not k.startswith("params.")):
-        rest = [k for k in kept if k != c]
-        if curves(rest) == curves(kept):
-            kept = rest
-    return kept
+    order = sorted((k for k in kept if k != "stage"), key=lambda k: not k.startswith("params."))
+    return drop_implied(as_text(runs[base + kept]), base, kept, order)
 
 
 def _field(column: str, value: Any) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.seeds import label_columns
-from scalelab.analysis.table import as_text, field_text, shown_models
+from scalelab.analysis.table import as_text, drop_implied, field_text, shown_models
 
 REPLICATES = ("seed", "task.draw", "task.data_seed")
 AXES = ("task.train_size", "task.k_per_class", "task.augment.ratio")  # always in a cell's name
@@ -105,15 +105,8 @@ def cell_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]
                                        _arm=as_text(runs[arm]).values)  # fmt: skip
     within = keyed.groupby(["_model", "_arm"])[cols].nunique()
     kept = [c for c in cols if (within[c] > 1).any()]
-
-    def cells(columns: list[str]) -> int:
-        return len(keyed[["_model", "_arm", *columns]].drop_duplicates())
-
     droppable = sorted((k for k in kept if k not in AXES), key=lambda k: k.startswith("params."))
-    for c in reversed(droppable):  # params first
-        rest = [k for k in kept if k != c]
-        if cells(rest) == cells(kept):
-            kept = rest
+    kept = drop_implied(keyed, ["_model", "_arm"], kept, droppable[::-1])  # params first
     return [c for c in cols if c in kept]
 
 

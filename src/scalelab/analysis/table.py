@@ -79,6 +79,24 @@ def as_text(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
     return values.astype(object).fillna("nan").astype(str)
 
 
+def drop_implied(
+    keyed: pd.DataFrame, base: Sequence[str], kept: Sequence[str], order: Sequence[str]
+) -> list[str]:
+    """`kept` less every column of `order` (tried in that order) whose removal leaves as
+    many distinct rows of `keyed[base + kept]`: a setting the others already tell apart
+    (EDA's alphas beside its ratio) names nothing. keyed: values as text (`as_text`)."""
+    kept = list(kept)
+
+    def groups(cols: list[str]) -> int:
+        return len(keyed[[*base, *cols]].drop_duplicates())
+
+    for c in order:
+        rest = [k for k in kept if k != c]
+        if groups(rest) == groups(kept):
+            kept = rest
+    return kept
+
+
 def model_names(runs: pd.DataFrame) -> dict[str, str]:
     """Each run of the table as a model ("run:<id>", how its product is named where a later
     run uses it: as its model or as a teacher) -> "<model> (stage <stage>)" of that run."""
