@@ -58,7 +58,7 @@ def make_ctx(args: argparse.Namespace, run_dir: Path, report) -> RunContext:
     params = validate(METHODS.get("full").params, {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "warmup_frac": args.warmup, "weight_decay": args.weight_decay, "grad_clip": 1.0,
-        "dtype": args.dtype,
+        "dtype": args.dtype, "packing": args.packing,
     })  # fmt: skip
     runtime = Runtime(threads=args.threads, checkpoint_every_s=1e9, compile=args.compile)
     return RunContext(run_id="bench", model=resolve_model(args.model), task=task,
@@ -240,6 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="scalelab with runtime.compile")
+    ap.add_argument("--packing", action="store_true", help="scalelab with params.packing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sides", default="scalelab,trainer")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -318,3 +319,36 @@ def test_augmented_copies_are_not_counted_as_labelled_examples(tmp_path, tiny, c
     half = table[table["task.augment.ratio"] == 0.5].iloc[0]
     assert plain["train_examples"] == half["train_examples"] == 12
     assert pd.isna(plain["train_augmented"]) and half["train_augmented"] == 6 * 2
+
+
+@pytest.mark.parametrize("arch,method", [("bert", "full"), ("gpt2", "lora")])
+def test_packing_gives_the_padded_logits_in_batch_order_and_trains(tmp_path, tiny, arch, method):
+    ctx = make_ctx(tmp_path, tiny[arch], tiny["data"], method, packing=True, lr=1e-3)
+    recipe = FinetuneRecipe(ctx)
+    model = recipe.setup(torch.device("cpu")).model  # setup checked packed == padded
+    batch = recipe.batch(0)
+    assert len(set(recipe.train_len[batch])) > 1  # lengths differ: rows really are packed
+    model.eval()
+    with torch.no_grad():
+        packed, y, idx = recipe.logits_and_labels(model, batch)
+        recipe.args = recipe.args.model_copy(update={"packing": False})
+        padded, y0, idx0 = recipe.logits_and_labels(model, batch)
+    order = {int(i): k for k, i in enumerate(idx0)}  # the padded path may sort by length
+    back = torch.tensor([order[int(i)] for i in idx])
+    torch.testing.assert_close(packed, padded[back], rtol=0, atol=2e-5)
+    assert torch.equal(y, y0[back]) and list(idx) == list(batch)
+    result = train(FinetuneRecipe(ctx), ctx)
+    losses = [r["train_loss"] for r in result.curve if r.get("train_loss") is not None]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert math.isfinite(result.metrics["test_loss"])
+
+
+def test_packing_is_in_the_run_id_only_when_on(tmp_path, tiny):
+    from scalelab.grid.spec import expand, load_spec
+
+    def ids(params):
+        spec = load_spec(spec_for(tmp_path, tiny, methods=["full"], params=params))
+        return [r.run_id for r in expand(spec)]
+
+    base = {"epochs": 2, "batch_size": 8, "lr": 1e-3}
+    assert ids(base) == ids({**base, "packing": False}) != ids({**base, "packing": True})
