@@ -229,6 +229,10 @@ def _main(argv: list[str] | None = None) -> int:
         "--no-fp64", dest="fp64", action="store_false",
         help="skip the float64 re-scoring that says which side is nearer exact arithmetic",
     )  # fmt: skip
+    p.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16"),
+        help="both sides' dtype (bfloat16: speed only; parity is checked in float32)",
+    )  # fmt: skip
     p.add_argument("--out", help="write rows + environment as JSON here")
     a = p.parse_args(argv)
 
@@ -244,8 +248,8 @@ def _main(argv: list[str] | None = None) -> int:
         datasets.config.HF_DATASETS_CACHE = Path(tmp) / "hf_datasets"  # no stale exports
         for model in a.models.split(","):
             limit = int(limits.get(model, a.limit))
-            lm, lm_load_s = _ref().make_lm(model, a.batch_size)
-            backend, sl_load_s = open_scalelab(model, a.batch_size)
+            lm, lm_load_s = _ref().make_lm(model, a.batch_size, dtype=a.dtype)
+            backend, sl_load_s = open_scalelab(model, a.batch_size, a.dtype)
             warm_up(lm.model), warm_up(backend.module)
             exact = fp64_reference(backend) if a.fp64 else None
             for task in a.tasks.split(","):
@@ -274,6 +278,7 @@ def _main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "batch_size": a.batch_size,
+            "dtype": a.dtype,
             "argv": sys.argv[1:] if argv is None else argv,
         }
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

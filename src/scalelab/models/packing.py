@@ -108,8 +108,9 @@ def packed_logits(model, ids, lengths: Sequence[int]):
 
     hf = classifier_of(model)
     head = head_of(model)
-    width = max(1, max(lengths))
-    row, start, n_rows = first_fit(list(lengths), width)
+    lengths = [max(1, int(n)) for n in lengths]  # an empty text reads its one pad token
+    width = max(lengths)
+    row, start, n_rows = first_fit(lengths, width)
     device = ids.device
     pad = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
     packed = torch.full((n_rows, width), pad, dtype=ids.dtype, device=device)
@@ -133,7 +134,7 @@ def packed_logits(model, ids, lengths: Sequence[int]):
     rows = torch.tensor(row, device=device)
     cols = torch.tensor(start, device=device)
     if head.reads == "last":
-        cols = cols + torch.tensor(list(lengths), device=device) - 1
+        cols = cols + torch.tensor(lengths, device=device) - 1
     return head.apply(hf, hidden[rows, cols])
 
 
