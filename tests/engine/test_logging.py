@@ -6,6 +6,7 @@ import pytest
 
 from scalelab.engine.logging import RUN_ID_TAG, RunLogger, open_run_logger
 from scalelab.errors import ScalelabError
+from scalelab.grid.store import ResultsStore
 
 CONFIG = {
     "experiment": "tiny",
@@ -156,3 +157,9 @@ def test_a_run_sends_its_monitor_points_to_tensorboard(tmp_path, corpus, capsys)
     tags = set(acc.Tags()["scalars"])
     assert {"grad_norm", "grad_norm/block.0", "weight_norm/head", "lr/0", "mem/rss_mb"} <= tags
     assert [e.step for e in acc.Scalars("grad_norm/block.0")] == [3, 6]
+    # the live logs end on the table's numbers: the final evaluation, not the periodic one
+    row = ResultsStore(tmp_path / "out" / "results.sqlite").table().iloc[0]
+    for name in ("val_loss", "test_loss"):
+        last = acc.Scalars(name)[-1]
+        assert last.step == 6 and last.value == pytest.approx(row[name], rel=1e-6), name
+    assert acc.Scalars("val_loss_periodic")[-1].step == 6

@@ -436,6 +436,11 @@ def train(recipe: Recipe, ctx):
             t_fin = time.perf_counter()
             run.restore_best()
             result = recipe.finish(run.module, run.state) if rank0 else None
+            if result is not None and logger.active:  # the table's numbers end the live logs
+                last = {k: v for k, v in (result.curve or [{}])[-1].items() if k != "step"}
+                numbers = {k: v for k, v in {**last, **result.metrics}.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+                logger.log(run.state["step"], numbers)
     except Exception as err:
         # A failed run keeps the curve it got so far (the grid stores it with the failed
         # row): where the loss went, and the monitor points up to the fault.
