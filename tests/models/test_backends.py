@@ -214,6 +214,19 @@ def test_open_backend_errors(tiny):
         open_backend(str(folder)).loglikelihood(["just one string"])
 
 
+def test_an_encoder_without_a_language_model_head_is_refused(tmp_path, capsys):
+    """A BERT checkpoint loads as BertLMHeadModel with a random prediction head: scoring
+    or serving it would answer noise under the weights' fingerprint, so it is refused."""
+    from helpers import cli, save_tiny
+
+    folder = save_tiny(tmp_path / "bert", "bert")
+    with pytest.raises(ScalelabError, match=r"no trained language-model head.*BertLMHeadModel"):
+        open_backend(str(folder)).module  # noqa: B018
+    code, _, err = cli("serve", str(folder), "--port", "0", capsys=capsys)
+    last = err.strip().splitlines()[-1]  # above it: transformers' own loading bars
+    assert code == 2 and last.startswith("error: model") and "language-model head" in last, err
+
+
 # --- the request cache -------------------------------------------------------------------
 
 WRITER = """

@@ -11,7 +11,8 @@ then reads each example's own token: the first (BERT's [CLS], RoBERTa, MPNet) or
 
 The idea is "sequence packing" with a block-diagonal mask (e.g. Krell et al. 2021, "Efficient
 sequence packing without cross-contamination"). Measured on MiniLM-L6 / TREC-6, batches of 32,
-bf16 on 2 CPU threads: 1.45x faster training steps than padding to the batch's longest.
+bf16 on 2 CPU threads: 1.29x the examples/s of padded batches, 1.40x transformers.Trainer's
+(`benchmarks/finetune_vs_trainer.py`).
 
 Only the architectures in HEADS are packed; `check_packing` compares packed and padded logits
 once per run and refuses a model whose logits differ.

@@ -91,12 +91,21 @@ class LocalBackend(Backend):
         try:
             with quiet_gguf():
                 tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-                module = AutoModelForCausalLM.from_pretrained(path, **kwargs, **extra)
+                module, info = AutoModelForCausalLM.from_pretrained(
+                    path, output_loading_info=True, **kwargs, **extra
+                )
         except (OSError, ValueError, ImportError, KeyError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ScalelabError(
                 f"cannot load model {self.ref.name!r} from {where}: {first}"
             ) from None
+        if missing := info.get("missing_keys"):  # e.g. an encoder given a random LM head
+            raise ScalelabError(
+                f"model {self.ref.name!r} has no trained language-model head: loaded as "
+                f"{type(module).__name__}, {len(missing)} weights are missing from its "
+                f"checkpoint (e.g. {sorted(missing)[0]}); scoring and generation need a causal "
+                "language model (a decoder such as GPT-2 or Llama)"
+            )
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
