@@ -352,3 +352,21 @@ def test_packing_is_in_the_run_id_only_when_on(tmp_path, tiny):
 
     base = {"epochs": 2, "batch_size": 8, "lr": 1e-3}
     assert ids(base) == ids({**base, "packing": False}) != ids({**base, "packing": True})
+
+
+def test_a_classifier_with_another_label_count_gets_a_new_head(tmp_path, tiny):
+    """A 2-label classifier checkpoint fine-tuned on 3 classes: its head is replaced and
+    trained as new (it used to fail in transformers' size check)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "two_labels"
+    AutoModelForSequenceClassification.from_pretrained(tiny["bert"], num_labels=2).save_pretrained(
+        folder
+    )
+    AutoTokenizer.from_pretrained(tiny["bert"]).save_pretrained(folder)
+    ctx = make_ctx(tmp_path, folder, tiny["data"], "full", epochs=1)
+    recipe = FinetuneRecipe(ctx)
+    recipe.setup(torch.device("cpu"))
+    assert recipe.new_modules == ["classifier"] and recipe.head_names
+    assert recipe.model.classifier.out_features == 3
+    assert math.isfinite(train(FinetuneRecipe(ctx), ctx).metrics["test_loss"])

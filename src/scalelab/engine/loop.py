@@ -400,6 +400,8 @@ class _Run:
 
 
 class _NoLogger:
+    active = False
+
     def log(self, step: int, scalars: dict) -> None:
         pass
 

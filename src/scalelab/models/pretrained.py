@@ -142,7 +142,9 @@ register_pretrained(
 
 def load_classifier(model: str | ModelRef, label_names: list[str]):
     """(model, tokenizer, new_modules): a sequence classifier and the names of the modules
-    that the checkpoint lacked (the freshly initialised head, e.g. {"classifier"})."""
+    that the checkpoint lacked (the freshly initialised head, e.g. {"classifier"}). A
+    classifier checkpoint with another number of labels gets a new head too (its old head's
+    shapes do not fit: transformers' `ignore_mismatched_sizes`)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     ref = as_ref(model)
@@ -163,10 +165,11 @@ def load_classifier(model: str | ModelRef, label_names: list[str]):
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)}, output_loading_info=True,
-            **kwargs,
+            ignore_mismatched_sizes=True, **kwargs,
         )  # fmt: skip
     model.config.pad_token_id = tok.pad_token_id
-    new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
+    mismatched = [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys", [])]
+    new_modules = sorted({k.rsplit(".", 1)[0] for k in [*info["missing_keys"], *mismatched]})
     return model, tok, new_modules
 
 
