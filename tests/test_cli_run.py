@@ -298,3 +298,23 @@ def test_methods_lists_every_method_and_one_method_its_params(capsys):
     assert "aux_warmup_frac: fraction of training" in out  # the params' docstring follows
     code, _, err = cli("methods", "w2ss", capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and "unknown method 'w2ss'" in err
+
+
+def test_results_table_shows_settings_a_stage_lacks_as_na_and_whole_numbers_as_integers():
+    """Two stages of different kinds in one table: `params.tokens` exists for one only, so
+    pandas stores it as float with NaN; the summary shows `100000` and `n/a`."""
+    import pandas as pd
+
+    from scalelab.builtins import load_builtins
+    from scalelab.cli.run import summary_table
+
+    load_builtins()
+    table = pd.DataFrame({
+        "run_id": ["a" * 16, "b" * 16], "status": ["done", "done"], "stage": ["base", "tuned"],
+        "model": ["gpt-d1", "gpt-d1"], "method": ["pretrain", "full"], "seed": [0, 0],
+        "params.tokens": [100000.0, float("nan")], "params.lr": [0.003, 0.001],
+    })  # fmt: skip
+    out = summary_table(table)
+    assert list(out["params.tokens"]) == [100000, "n/a"]
+    assert str(out["params.tokens"].iloc[0]) == "100000"  # printed without ".0"
+    assert list(out["params.lr"]) == [0.003, 0.001]

@@ -236,9 +236,22 @@ def summary_table(table):
     defs += [d for d in evaluated if d is not None and d.is_quality]  # `acc@piqa`, ...
     out = table[["run_id", "status", *varying, *(d.name for d in defs)]].copy()
     out["run_id"] = out["run_id"].str[:8]
+    for c in varying:  # settings another stage lacks are NaN, which made integers floats
+        out[c] = [_setting(v) for v in out[c]]
     for d in defs:
         out[d.name] = [format_value(d, v) for v in out[d.name]]
     return out
+
+
+def _setting(value):
+    """A config value for display: "n/a" where a run has no such setting, whole floats as
+    integers (`params.tokens 100000`, not `100000.0`); anything else as it is."""
+    if isinstance(value, float):
+        if value != value:
+            return "n/a"
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+    return value
 
 
 def models_cmd(
