@@ -122,6 +122,11 @@ def one_long_run(tmp_path, corpus):
     return spec, run
 
 
+# What an executor built by hand gets: the spec's checkpoint every 10 steps, so `training_pid`
+# sees a checkpoint within seconds (a bare Runtime() checkpoints every 30 s: 30 s a test).
+RUNTIME = Runtime(checkpoint_every_steps=10)
+
+
 @pytest.mark.parametrize(
     "name", ["processes", pytest.param("ray", marks=pytest.mark.slow)]
 )  # the same closing code; Ray's kill path is proved by the driver-SIGKILL test
@@ -131,7 +136,7 @@ def test_close_kills_runs_in_flight_and_progress_comes_back(tmp_path, corpus, na
     _, run = one_long_run(tmp_path, corpus)
     events = []
     runs_dir = tmp_path / "out" / "runs"
-    executor = get_executor(name)(Runtime(), runs_dir, lambda rid, e: events.append(e))
+    executor = get_executor(name)(RUNTIME, runs_dir, lambda rid, e: events.append(e))
     executor.submit(run)
     deadline = time.time() + 240
     while not any("step" in e for e in events) and time.time() < deadline:
@@ -145,7 +150,7 @@ def test_close_kills_runs_in_flight_and_progress_comes_back(tmp_path, corpus, na
 def test_a_worker_killed_mid_run_gives_a_failed_row_and_an_error_file(tmp_path, corpus):
     _, run = one_long_run(tmp_path, corpus)
     runs_dir = tmp_path / "out" / "runs"
-    executor = get_executor("processes")(Runtime(), runs_dir, lambda rid, e: None)
+    executor = get_executor("processes")(RUNTIME, runs_dir, lambda rid, e: None)
     with executor:
         executor.submit(run)
         os.kill(training_pid(runs_dir), signal.SIGKILL)  # what the OOM killer does

@@ -117,8 +117,21 @@ def tiny(tmp_path_factory):
             "data": write_dataset(root / "data.jsonl", n=120)}  # fmt: skip
 
 
-def test_the_weak_model_is_trained_once_and_its_labels_feed_every_student(tmp_path, tiny, capsys):
-    spec = _chain_spec(tmp_path, tiny["data"], tiny["weak"], [tiny["strong"], tiny["gpt"]])
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny):
+    """The weak -> ceiling / w2s chain (bert1 weak; bert2 and gpt2 strong; two seeds: 14 runs)
+    run once: the spec. The chain's test and the w2s command's test both read this run."""
+    root = tmp_path_factory.mktemp("w2s_chain")
+    spec = _chain_spec(root, tiny["data"], tiny["weak"], [tiny["strong"], tiny["gpt"]])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCALELAB_HOME", str(root / "home"))
+        code, _, err = cli("run", spec, "--quiet")
+    assert code == 0, err
+    return spec
+
+
+def test_the_weak_model_is_trained_once_and_its_labels_feed_every_student(chain, capsys):
+    spec = chain  # run (once, uninterrupted) by the fixture
     exp = open_experiment(spec)
     by_stage = {s: [r for r in exp.runs if r.stage == s] for s in ("weak", "ceiling", "w2s")}
     assert [len(v) for v in by_stage.values()] == [2, 4, 8]
@@ -126,8 +139,6 @@ def test_the_weak_model_is_trained_once_and_its_labels_feed_every_student(tmp_pa
     for r in by_stage["w2s"]:  # each student pairs with the weak run of its own seed
         assert r.config["params"]["labels"] == f"run:{weak_ids[r.seed]}"
         assert weak_ids[r.seed] in r.deps
-    code, _, err = cli("run", spec, "--quiet")
-    assert code == 0, err
     table, _ = load_experiment_tables(spec)
     assert (table["status"] == "done").all() and len(table) == 14
     weak = table[table["stage"] == "weak"]
@@ -206,10 +217,8 @@ def test_a_student_on_the_weak_models_own_half_is_a_spec_error(tmp_path, tiny, c
     assert code == 2 and "stages.w2s.seeds" in err and not (tmp_path / "out").exists()
 
 
-def test_the_w2s_command_prints_every_accuracy_and_writes_the_figures(tmp_path, tiny, capsys):
-    spec = _chain_spec(tmp_path, tiny["data"], tiny["weak"], [tiny["strong"], tiny["gpt"]])
-    code, _, err = cli("run", spec, "--quiet", capsys=capsys)
-    assert code == 0, err
+def test_the_w2s_command_prints_every_accuracy_and_writes_the_figures(tmp_path, chain, capsys):
+    spec = chain  # the chain's runs, done
     figs = tmp_path / "figs"
     code, out, err = cli("w2s", spec, "--out", figs, "--bootstrap", 50, capsys=capsys)
     assert code == 0, err
@@ -236,7 +245,7 @@ def test_the_w2s_command_prints_every_accuracy_and_writes_the_figures(tmp_path, 
     assert names == {"scaling_behavior.png", "error_distribution.png", "pgr_heatmap.png"}
     code, _, err = cli("report", spec, capsys=capsys)
     assert code == 0, err
-    page = (tmp_path / "out" / "w-report" / "report.html").read_text()
+    page = (spec.parent / "out" / "w-report" / "report.html").read_text()
     assert "Weak-to-strong: performance gap recovered (PGR)" in page
     assert "median PGR" in page and "where their weak supervisor was wrong" in page
     assert "(1000 draws, paired across methods)" in page  # the command's default: one answer
