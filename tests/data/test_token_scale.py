@@ -101,9 +101,19 @@ MEASURE = textwrap.dedent(
     from scalelab.data.lm_tokens import tokenize_splits
     from scalelab.data.tokenizer import TokenizerSpec, build_tokenizer
 
-    def peak_mb():
+    def peak_mb():  # this process's peak: VmHWM, reset below (ru_maxrss keeps the parent's)
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    try:  # a forked child starts with its parent's peak (pytest's, hundreds of MB)
+        open("/proc/self/clear_refs", "w").write("5")
+    except OSError:
+        pass
     out = {}
     for kind, path in (("byte", sys.argv[1]), ("bpe", sys.argv[2])):
         spec = TokenizerSpec(kind="byte") if kind == "byte" else TokenizerSpec(kind="bpe", vocab_size=300)
