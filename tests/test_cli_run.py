@@ -104,6 +104,7 @@ def test_failed_run_is_recorded_and_others_go_on_in_parallel(tmp_path, corpus, c
     assert len(failed) == 1 and "at least one window" in failed["error"].iloc[0]
 
 
+@pytest.mark.slow  # proved in the default run by test_cli_dag.py::test_sigkill_mid_teacher_then_resume
 def test_sigkill_mid_training_resumes_to_identical_metrics(tmp_path, corpus):
     params = {"tokens": 8 * 32 * 150, "batch_size": 8, "lr": 3e-3, "eval_every": 25}
     runtime = {"threads": 1, "checkpoint_every_steps": 10}
