@@ -21,7 +21,7 @@ from scalelab.grid.executors.base import (
     Finished,
     OnEvent,
     crashed_row,
-    start_run,
+    start_run_in_worker,
 )
 from scalelab.grid.spec import RunSpec, Runtime
 
@@ -60,16 +60,7 @@ def _worker(run: RunSpec, runtime: Runtime, runs_dir: Path) -> tuple[dict, list]
             os._exit(1)
         _EVENTS.put((run.run_id, event))
 
-    try:
-        return start_run(run, runtime, runs_dir, report, "processes")
-    finally:
-        # What is alive now (torch, transformers and their caches) lives as long as this
-        # worker: moved out of the collector's view, the full collection that starts each
-        # run (release_freed_memory) scans only what later runs create, 0.3 s less a run.
-        import gc
-
-        gc.collect()
-        gc.freeze()
+    return start_run_in_worker(run, runtime, runs_dir, report, "processes")
 
 
 class ProcessesExecutor(Executor):

@@ -42,7 +42,7 @@ from scalelab.grid.executors.base import (
     Finished,
     OnEvent,
     crashed_row,
-    start_run,
+    start_run_in_worker,
 )
 from scalelab.grid.spec import RunSpec, Runtime
 
@@ -70,7 +70,7 @@ def scalelab_run(
         except ray.exceptions.RayError:
             os._exit(1)  # the driver and its queue are gone: nobody will record this run
 
-    return start_run(run, runtime, runs_dir, report, "ray")
+    return start_run_in_worker(run, runtime, runs_dir, report, "ray")
 
 
 def _absolute(run: RunSpec) -> RunSpec:
