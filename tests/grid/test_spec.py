@@ -174,3 +174,32 @@ def test_editing_a_local_corpus_in_place_changes_the_run_ids(tmp_path):
     train.write_text(text)
     os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000))
     assert ids() == before  # content, not timestamps, decides
+
+
+def test_settings_left_out_of_run_ids_still_fill_the_results_columns(tmp_path):
+    """`packing: false` is left out of run ids (its default, added after results existed),
+    so the stored config lacks it; the table shows each run's own value, and a setting a
+    run's method does not have (pretraining has no `packing`) stays empty."""
+    import pandas as pd
+
+    from scalelab.grid.api import with_settings
+
+    runs = expand(load_spec(write_spec(
+        tmp_path / "s.yaml", name="s", output_dir=str(tmp_path / "out"),
+        stages={
+            "base": {"models": ["gpt-d1"], "tasks": {"dataset": "wikitext2"},
+                     "methods": "pretrain", "params": {"tokens": 4096}},
+            "tuned": {"models": ["minilm-l6"], "tasks": {"dataset": "trec"},
+                      "methods": "full", "params": {"packing": [False, True]}},
+        },
+    )))  # fmt: skip
+    pre, off, on = runs
+    assert "packing" not in off.config["params"] and on.config["params"]["packing"] is True
+    table = pd.DataFrame({"run_id": [r.run_id for r in runs],
+                          "params.packing": [float("nan"), float("nan"), True],
+                          "params.tokens": [4096, float("nan"), float("nan")]})  # fmt: skip
+    out = with_settings(table, runs)
+    assert out["params.packing"].tolist()[1:] == [False, True]
+    assert pd.isna(out["params.packing"].iloc[0])  # pretraining has no such setting
+    assert pd.isna(out["params.tokens"].iloc[1])  # fine-tuning has no `tokens`
+    assert list(out.columns) == list(table.columns)

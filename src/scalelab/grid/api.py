@@ -42,7 +42,7 @@ class Experiment:
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(runs table, curves table) for the runs this spec expands to, in grid order."""
         ids = [r.run_id for r in self.runs]
-        table = with_stages(self.store.table(ids), self.runs)
+        table = with_settings(with_stages(self.store.table(ids), self.runs), self.runs)
         table = with_evaluations(with_variants(table, self.runs), self.runs)
         return table, self.store.curves(ids)
 
@@ -57,7 +57,7 @@ class Experiment:
             config = dict(r.config)
             head = {k: config.pop(k) for k in CONFIG_ORDER if k in config}
             rows.append({"run_id": r.run_id, "stage": r.stage, **flatten({**head, **config})})
-        return with_variants(pd.DataFrame.from_records(rows), self.runs)
+        return with_variants(with_settings(pd.DataFrame.from_records(rows), self.runs), self.runs)
 
     def statuses(self) -> dict[str, str]:
         """run_id -> done | failed | resumable (checkpoint on disk) | pending."""
@@ -141,6 +141,31 @@ def with_stages(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
         out["stage"] = stages.fillna(out["stage"])
     else:
         out.insert(min(2, len(out.columns)), "stage", stages)
+    return out
+
+
+def with_settings(table: pd.DataFrame, runs: list[RunSpec]) -> pd.DataFrame:
+    """`table` with the gaps of its `params.*` / `task.*` columns filled from each run's own
+    validated settings: run ids leave some fields out (at their default, `ID_OMIT_DEFAULTS`,
+    or always, `ID_OMIT`), so a stored config lacks them and `packing: false` read as NaN
+    beside `packing: true`. A setting the run's method or task does not have stays empty;
+    no column is added."""
+    from scalelab.grid.dag import _MISSING, omitted_default
+
+    if table.empty or "run_id" not in table:
+        return table
+    by_id = {r.run_id: r for r in runs}
+    out = table.copy()
+    for col in out.columns:
+        if not col.startswith(("params.", "task.")) or not out[col].isna().any():
+            continue
+        values = []
+        for run_id, value in zip(out["run_id"], out[col], strict=True):
+            if (value is None or value != value) and run_id in by_id:  # a gap
+                own = omitted_default(by_id[run_id], col)
+                value = value if own is _MISSING or own is None else own
+            values.append(value)
+        out[col] = pd.Series(values, index=out.index, dtype=object)
     return out
 
 

@@ -95,12 +95,12 @@ def _config_value(run: RunSpec, key: str) -> Any:
     node: Any = run.config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return _omitted_default(run, key)
+            return omitted_default(run, key)
         node = node[part]
     return node
 
 
-def _omitted_default(run: RunSpec, key: str) -> Any:
+def omitted_default(run: RunSpec, key: str) -> Any:
     """A params/task field that run ids leave out at its default (`ID_OMIT_DEFAULTS`):
     the validated model's value; anything else: _MISSING."""
     section, _, name = key.partition(".")
