@@ -212,6 +212,7 @@ EXPECT = {
     "finetune_trec": ["Classification", "worst class (test)", "confusion matrix (test) of the "
                       "best run", "test_macro_f1 95% CI", "Validation accuracy of the current weights",
                       "Inside training"],
+    "finetune_packing": ["Classification", "packing=True", "packing=False"],
     "sweep_trec": ["Classification", "Sweep", "the best cell on validation",
                    "train 72 / validation 9 / test 9 examples"],  # the tiny table's splits
     "data_budget": ["Loss vs model size", "Learning curves", "max_train_tokens=2000"],
@@ -255,9 +256,9 @@ def test_every_example_is_expected():
 
 
 # Examples whose report kind another example already proves in the default run (quickstart's
-# ladder, distill_wikitext's distillation answer, rationale_math's rationales): `make
-# test-all` builds them too.
-SLOW = {"data_budget", "distill_trec", "rationale_math_gpu", "rationale_mc"}
+# ladder, finetune_trec's classification, distill_wikitext's distillation answer,
+# rationale_math's rationales): `make test-all` builds them too.
+SLOW = {"data_budget", "distill_trec", "finetune_packing", "rationale_math_gpu", "rationale_mc"}
 
 
 @pytest.mark.parametrize(
